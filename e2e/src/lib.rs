@@ -1,0 +1,2 @@
+//! Helpers shared by the end-to-end tests, the local-network runner and the benchmarks:
+//! locating the workspace binaries, starting them as real processes, and stopping them by PID.

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, the control-plane tools, then every test in the workspace.
+# Each stage prints how long it took. Tools built from source are cached under ~/.cache/dig-e2e.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+stage() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "==> $name"
+  "$@"
+  echo "<== $name: $((SECONDS - start)) s"
+}
+
+stage "cargo fmt --check" cargo fmt --all -- --check
+stage "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "build binaries" cargo build --workspace --bins --locked
+if [ -x e2e/cluster/cluster.sh ]; then
+  stage "control-plane tools" e2e/cluster/cluster.sh build
+fi
+stage "cargo test" cargo test --workspace --locked --no-fail-fast

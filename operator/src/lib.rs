@@ -1,0 +1,1 @@
+//! DIG Network operator: CRD types, reconcilers and the sidecar-injection webhook.

@@ -1,0 +1,1 @@
+//! DIG Network node: identity, discovery, replication and the HTTP API.
