@@ -1,1 +1,5 @@
 //! DIG Network node: identity, discovery, replication and the HTTP API.
+
+pub mod discovery;
+pub mod metrics;
+pub mod node;

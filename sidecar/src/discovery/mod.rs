@@ -1,0 +1,5 @@
+//! Peer discovery helpers: the bootstrap registry client loop, address rules and backoff.
+//! (Kademlia and mDNS run inside the swarm, see `node`.)
+
+pub mod addresses;
+pub mod backoff;

@@ -1,0 +1,804 @@
+//! The one task that owns the swarm: it handles swarm events and handle commands, confirms each
+//! peer's network through identify before trusting it, and redials known peers with backoff.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns,
+    metrics::{Metrics as Libp2pMetrics, Recorder},
+    multiaddr::Protocol,
+    swarm::{
+        ConnectionId, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{
+    behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
+    handle::{Command, NodeError, NodeEvent},
+    status::{
+        ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
+        RegistryOutcome,
+    },
+};
+use crate::{
+    discovery::{addresses, backoff::Backoff},
+    metrics::{NodeMetrics, ResultLabels},
+};
+
+const DIAL_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A peer known only from a connection or the DHT is forgotten after this many failed dials.
+const MAX_FAILED_DIALS_WITHOUT_LISTING: u32 = 10;
+/// A peer of another network is not dialed again for this long.
+const FOREIGN_PEER_QUARANTINE: Duration = Duration::from_secs(600);
+const BAN_DURATION: Duration = Duration::from_secs(3600);
+const RANDOM_WALK_INTERVAL: Duration = Duration::from_secs(60);
+
+pub(crate) struct LoopSettings {
+    pub allow_loopback: bool,
+    pub registry_enabled: bool,
+    pub dht_enabled: bool,
+    pub mdns_enabled: bool,
+}
+
+struct ConnectedState {
+    confirmed: bool,
+    connections: HashMap<ConnectionId, (Multiaddr, bool)>,
+    since_ms: u64,
+    agent_version: Option<String>,
+    protocol_version: Option<String>,
+    listen_addresses: Vec<Multiaddr>,
+    latency: Option<Duration>,
+}
+
+struct KnownPeer {
+    sources: BTreeMap<DiscoverySource, Vec<Multiaddr>>,
+    backoff: Backoff,
+    next_dial: Option<Instant>,
+}
+
+impl KnownPeer {
+    fn new() -> Self {
+        Self {
+            sources: BTreeMap::new(),
+            backoff: Backoff::new(DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX),
+            next_dial: Some(Instant::now()),
+        }
+    }
+
+    fn addresses(&self) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
+        for address in self.sources.values().flatten() {
+            if !out.contains(address) {
+                out.push(address.clone());
+            }
+        }
+        out
+    }
+
+    /// Listed by a source that keeps its list current (the registry or mDNS).
+    fn is_listed(&self) -> bool {
+        self.sources.contains_key(&DiscoverySource::Registry)
+            || self.sources.contains_key(&DiscoverySource::Mdns)
+    }
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    libp2p_metrics: Libp2pMetrics,
+    metrics: NodeMetrics,
+    protocols: NetworkProtocols,
+    settings: LoopSettings,
+    topic: gossipsub::IdentTopic,
+    connected: HashMap<PeerId, ConnectedState>,
+    known: HashMap<PeerId, KnownPeer>,
+    quarantined: HashMap<PeerId, Instant>,
+    banned: HashMap<PeerId, Instant>,
+    listen_addresses: Vec<Multiaddr>,
+    discovery: DiscoveryStats,
+    dht_bootstrapped: bool,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<NodeEvent>,
+        libp2p_metrics: Libp2pMetrics,
+        metrics: NodeMetrics,
+        protocols: NetworkProtocols,
+        settings: LoopSettings,
+    ) -> Self {
+        let mut discovery = DiscoveryStats::default();
+        discovery.registry.enabled = settings.registry_enabled;
+        discovery.registry.registrations = Some(0);
+        discovery.registry.registration_failures = Some(0);
+        discovery.dht.enabled = settings.dht_enabled;
+        discovery.mdns.enabled = settings.mdns_enabled;
+        let topic = gossipsub::IdentTopic::new(protocols.stores_topic.clone());
+        Self {
+            swarm,
+            commands,
+            events,
+            libp2p_metrics,
+            metrics,
+            protocols,
+            settings,
+            topic,
+            connected: HashMap::new(),
+            known: HashMap::new(),
+            quarantined: HashMap::new(),
+            banned: HashMap::new(),
+            listen_addresses: Vec::new(),
+            discovery,
+            dht_bootstrapped: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut walk = tokio::time::interval(RANDOM_WALK_INTERVAL);
+        walk.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Shutdown) => break,
+                    Some(command) => self.on_command(command),
+                },
+                _ = tick.tick() => {
+                    self.expire_quarantine_and_bans();
+                    self.dial_due_peers();
+                }
+                _ = walk.tick() => self.random_walk(),
+            }
+        }
+        tracing::info!("node event loop stopped");
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if !self.listen_addresses.contains(&address) {
+                    self.listen_addresses.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addresses.retain(|known| known != &address);
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(%error, "a listener failed");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let remote = endpoint.get_remote_address().clone();
+                let dialer = endpoint.is_dialer();
+                if dialer {
+                    self.metrics.count_dial("connected");
+                }
+                if let Some(known) = self.known.get_mut(&peer_id) {
+                    known.backoff.reset();
+                    known.next_dial = None;
+                }
+                let state = self
+                    .connected
+                    .entry(peer_id)
+                    .or_insert_with(|| ConnectedState {
+                        confirmed: false,
+                        connections: HashMap::new(),
+                        since_ms: unix_ms(),
+                        agent_version: None,
+                        protocol_version: None,
+                        listen_addresses: Vec::new(),
+                        latency: None,
+                    });
+                state.connections.insert(connection_id, (remote, dialer));
+                tracing::debug!(%peer_id, dialer, "connection established");
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if let Some(state) = self.connected.get_mut(&peer_id) {
+                    state.connections.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    if let Some(state) = self.connected.remove(&peer_id)
+                        && state.confirmed
+                    {
+                        tracing::info!(%peer_id, cause = ?cause, "peer disconnected");
+                        let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
+                    }
+                    self.update_connected_gauge();
+                    if let Some(known) = self.known.get_mut(&peer_id) {
+                        known.next_dial = Some(Instant::now() + known.backoff.next_delay());
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                self.metrics.count_dial("failed");
+                tracing::debug!(%peer_id, %error, "dial failed");
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: None,
+                error,
+                ..
+            } => {
+                self.metrics.count_dial("failed");
+                tracing::debug!(%error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(event) => {
+                self.libp2p_metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    self.on_identified(peer_id, info);
+                }
+            }
+            BehaviourEvent::Ping(event) => {
+                self.libp2p_metrics.record(&event);
+                if let (Ok(rtt), Some(state)) = (event.result, self.connected.get_mut(&event.peer))
+                {
+                    state.latency = Some(rtt);
+                }
+            }
+            BehaviourEvent::Kad(event) => {
+                self.libp2p_metrics.record(&event);
+                self.on_kad_event(event);
+            }
+            BehaviourEvent::Gossipsub(event) => {
+                self.libp2p_metrics.record(&event);
+                if let gossipsub::Event::Message {
+                    propagation_source,
+                    message,
+                    ..
+                } = event
+                    && message.topic == self.topic.hash()
+                {
+                    let source = message.source.unwrap_or(propagation_source);
+                    let _ = self.events.send(NodeEvent::Announcement {
+                        source,
+                        data: message.data,
+                    });
+                }
+            }
+            BehaviourEvent::Mdns(event) => self.on_mdns_event(event),
+            BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Blocked(never) => match never {},
+            BehaviourEvent::Stream(()) => {}
+        }
+    }
+
+    fn on_identified(&mut self, peer_id: PeerId, info: identify::Info) {
+        if !self
+            .protocols
+            .accepts(&info.protocol_version, &info.protocols)
+        {
+            tracing::warn!(
+                %peer_id,
+                protocol_version = %info.protocol_version,
+                agent = %info.agent_version,
+                "peer belongs to another network; disconnecting"
+            );
+            self.metrics.foreign_peers_rejected.inc();
+            self.quarantined
+                .insert(peer_id, Instant::now() + FOREIGN_PEER_QUARANTINE);
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.remove_peer(&peer_id);
+            }
+            let _ = self.swarm.disconnect_peer_id(peer_id);
+            return;
+        }
+        let listen = addresses::dialable_only(&info.listen_addrs, self.settings.allow_loopback);
+        let Some(state) = self.connected.get_mut(&peer_id) else {
+            return;
+        };
+        state.agent_version = Some(info.agent_version.clone());
+        state.protocol_version = Some(info.protocol_version.clone());
+        state.listen_addresses = listen.clone();
+        let newly_confirmed = !state.confirmed;
+        state.confirmed = true;
+
+        if !listen.is_empty() {
+            let known = self.known.entry(peer_id).or_insert_with(KnownPeer::new);
+            known
+                .sources
+                .insert(DiscoverySource::Direct, listen.clone());
+            known.next_dial = None;
+        }
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            for address in &listen {
+                kad.add_address(&peer_id, address.clone());
+            }
+            if !listen.is_empty() && !self.dht_bootstrapped {
+                // Fill the routing table as soon as the first peer is known, not after 5 minutes.
+                self.dht_bootstrapped = kad.bootstrap().is_ok();
+            }
+        }
+        if newly_confirmed {
+            tracing::info!(%peer_id, agent = %info.agent_version, "peer connected");
+            let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
+            self.update_connected_gauge();
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { .. } => {
+                self.discovery.dht.answered = true;
+                self.refresh_dht_count();
+            }
+            kad::Event::RoutablePeer { peer, address }
+            | kad::Event::PendingRoutablePeer { peer, address } => {
+                // Learned from a query: dial it; identify decides whether it enters the table.
+                self.add_source_address(peer, DiscoverySource::Dht, address);
+            }
+            kad::Event::OutboundQueryProgressed { result, .. } => match result {
+                kad::QueryResult::GetClosestPeers(Ok(ok)) => {
+                    self.record_dht_success();
+                    for info in ok.peers {
+                        for address in info.addrs {
+                            self.add_source_address(info.peer_id, DiscoverySource::Dht, address);
+                        }
+                    }
+                }
+                kad::QueryResult::Bootstrap(Ok(_)) => self.record_dht_success(),
+                kad::QueryResult::GetClosestPeers(Err(error)) => {
+                    self.record_dht_failure(error.to_string())
+                }
+                kad::QueryResult::Bootstrap(Err(error)) => {
+                    self.record_dht_failure(error.to_string())
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn record_dht_success(&mut self) {
+        self.discovery.dht.successes += 1;
+        self.discovery.dht.last_success_ms = Some(unix_ms());
+        self.refresh_dht_count();
+    }
+
+    fn record_dht_failure(&mut self, error: String) {
+        self.discovery.dht.failures += 1;
+        self.discovery.dht.last_error = Some(error);
+    }
+
+    fn refresh_dht_count(&mut self) {
+        let entries = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .as_mut()
+            .map(|kad| {
+                kad.kbuckets()
+                    .map(|bucket| bucket.num_entries())
+                    .sum::<usize>()
+            })
+            .unwrap_or(0);
+        self.discovery.dht.peers = entries;
+        self.metrics.set_discovered("dht", entries);
+    }
+
+    fn on_mdns_event(&mut self, event: mdns::Event) {
+        match event {
+            mdns::Event::Discovered(found) => {
+                self.discovery.mdns.answered = true;
+                self.discovery.mdns.successes += 1;
+                self.discovery.mdns.last_success_ms = Some(unix_ms());
+                for (peer, address) in found {
+                    self.add_source_address(peer, DiscoverySource::Mdns, address);
+                }
+            }
+            mdns::Event::Expired(gone) => {
+                for (peer, address) in gone {
+                    if let Some(known) = self.known.get_mut(&peer)
+                        && let Some(list) = known.sources.get_mut(&DiscoverySource::Mdns)
+                    {
+                        list.retain(|kept| kept != &address);
+                        if list.is_empty() {
+                            known.sources.remove(&DiscoverySource::Mdns);
+                        }
+                    }
+                }
+            }
+        }
+        self.refresh_source_count(DiscoverySource::Mdns);
+    }
+
+    fn add_source_address(&mut self, peer: PeerId, source: DiscoverySource, address: Multiaddr) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        let Some(address) = addresses::dialable_only(&[address], self.settings.allow_loopback)
+            .into_iter()
+            .next()
+        else {
+            return;
+        };
+        let known = self.known.entry(peer).or_insert_with(KnownPeer::new);
+        let list = known.sources.entry(source).or_default();
+        if !list.contains(&address) {
+            list.push(address);
+            if !self.connected.contains_key(&peer) && known.next_dial.is_none() {
+                known.next_dial = Some(Instant::now());
+            }
+        }
+        if source != DiscoverySource::Dht {
+            self.refresh_source_count(source);
+        }
+    }
+
+    /// Replaces a source's complete list (the registry's `/peers` answer).
+    fn replace_source(&mut self, source: DiscoverySource, peers: Vec<(PeerId, Vec<Multiaddr>)>) {
+        let local = *self.swarm.local_peer_id();
+        let mut listed: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for (peer, addrs) in peers {
+            let addrs = addresses::dialable_only(&addrs, self.settings.allow_loopback);
+            if peer != local && !addrs.is_empty() {
+                listed.entry(peer).or_default().extend(addrs);
+            }
+        }
+        for (peer, known) in self.known.iter_mut() {
+            if !listed.contains_key(peer) {
+                known.sources.remove(&source);
+            }
+        }
+        let now = Instant::now();
+        for (peer, addrs) in listed {
+            let connected = self.connected.contains_key(&peer);
+            let known = self.known.entry(peer).or_insert_with(KnownPeer::new);
+            let previous = known.sources.insert(source, addrs.clone());
+            // A new peer, or one that came back on new addresses, is dialed at once.
+            if !connected && previous.as_ref() != Some(&addrs) {
+                known.backoff.reset();
+                known.next_dial = Some(now);
+            }
+        }
+        let connected = &self.connected;
+        self.known
+            .retain(|peer, known| !known.sources.is_empty() || connected.contains_key(peer));
+        self.refresh_source_count(source);
+    }
+
+    fn refresh_source_count(&mut self, source: DiscoverySource) {
+        let count = self
+            .known
+            .values()
+            .filter(|known| known.sources.contains_key(&source))
+            .count();
+        match source {
+            DiscoverySource::Registry => self.discovery.registry.peers = count,
+            DiscoverySource::Mdns => self.discovery.mdns.peers = count,
+            DiscoverySource::Dht => self.discovery.dht.peers = count,
+            DiscoverySource::Direct => {}
+        }
+        self.metrics.set_discovered(source.label(), count);
+    }
+
+    fn dial_due_peers(&mut self) {
+        let now = Instant::now();
+        let mut forget = Vec::new();
+        let mut due = Vec::new();
+        for (peer, known) in self.known.iter_mut() {
+            if self.connected.contains_key(peer)
+                || self.quarantined.contains_key(peer)
+                || self.banned.contains_key(peer)
+            {
+                continue;
+            }
+            match known.next_dial {
+                Some(at) if at <= now => {}
+                Some(_) => continue,
+                None => {
+                    // Disconnected without a scheduled dial (e.g. quarantine ended): dial now.
+                    known.next_dial = Some(now);
+                    continue;
+                }
+            }
+            if !known.is_listed() && known.backoff.failures() >= MAX_FAILED_DIALS_WITHOUT_LISTING {
+                forget.push(*peer);
+                continue;
+            }
+            let addrs = known.addresses();
+            if addrs.is_empty() {
+                continue;
+            }
+            known.next_dial = Some(now + known.backoff.next_delay());
+            due.push((*peer, addrs));
+        }
+        for peer in forget {
+            tracing::debug!(%peer, "forgetting a peer no source lists any more");
+            self.known.remove(&peer);
+        }
+        for (peer, addrs) in due {
+            let options = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if self.swarm.dial(options).is_ok() {
+                self.metrics.count_dial("started");
+            }
+        }
+    }
+
+    fn expire_quarantine_and_bans(&mut self) {
+        let now = Instant::now();
+        self.quarantined.retain(|_, until| *until > now);
+        let expired: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in expired {
+            self.banned.remove(&peer);
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            tracing::info!(%peer, "ban expired");
+        }
+    }
+
+    fn random_walk(&mut self) {
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+            && self.dht_bootstrapped
+        {
+            kad.get_closest_peers(PeerId::random());
+        }
+    }
+
+    fn update_connected_gauge(&self) {
+        let confirmed = self.connected.values().filter(|s| s.confirmed).count();
+        self.metrics.connected_peers.set(confirmed as i64);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { data, reply } => {
+                let bytes = data.len();
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), data)
+                    .map(|_| ())
+                    .map_err(|error| match error {
+                        gossipsub::PublishError::NoPeersSubscribedToTopic => {
+                            NodeError::NoSubscribedPeers {
+                                topic: self.protocols.stores_topic.clone(),
+                            }
+                        }
+                        other => NodeError::Publish {
+                            topic: self.protocols.stores_topic.clone(),
+                            bytes,
+                            reason: other.to_string(),
+                        },
+                    });
+                let _ = reply.send(result);
+            }
+            Command::ConnectedPeers { reply } => {
+                let peers = self
+                    .connected
+                    .iter()
+                    .filter(|(_, state)| state.confirmed)
+                    .map(|(peer, _)| *peer)
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Ban {
+                peer,
+                reason,
+                reply,
+            } => {
+                tracing::warn!(%peer, %reason, "banning peer for {} s", BAN_DURATION.as_secs());
+                self.metrics.peers_banned.inc();
+                self.banned.insert(peer, Instant::now() + BAN_DURATION);
+                let behaviour = self.swarm.behaviour_mut();
+                behaviour.blocked.block_peer(peer);
+                if let Some(kad) = behaviour.kad.as_mut() {
+                    kad.remove_peer(&peer);
+                }
+                let _ = reply.send(());
+            }
+            Command::DiscoveredPeers { source, peers } => self.replace_source(source, peers),
+            Command::Registry(outcome) => self.on_registry_outcome(outcome),
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Dial { address, reply } => {
+                if let Some(Protocol::P2p(peer)) = address.iter().last() {
+                    let plain = addresses::without_peer_id(&address);
+                    let known = self.known.entry(peer).or_insert_with(KnownPeer::new);
+                    known
+                        .sources
+                        .entry(DiscoverySource::Direct)
+                        .or_default()
+                        .push(plain);
+                    known.next_dial = None;
+                }
+                let result = self.swarm.dial(address).map_err(|error| error.to_string());
+                if result.is_ok() {
+                    self.metrics.count_dial("started");
+                }
+                let _ = reply.send(result);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_registry_outcome(&mut self, outcome: RegistryOutcome) {
+        let stats = &mut self.discovery.registry;
+        let label = |result: &str| ResultLabels {
+            result: result.to_string(),
+        };
+        let count = |counter: Counter| {
+            counter.inc();
+        };
+        match outcome {
+            RegistryOutcome::Registered { server } => {
+                stats.answered = true;
+                *stats.registrations.get_or_insert(0) += 1;
+                stats.last_success_ms = Some(unix_ms());
+                count(
+                    self.metrics
+                        .registry_registrations
+                        .get_or_create(&label("ok"))
+                        .clone(),
+                );
+                tracing::debug!(%server, "registered with the bootstrap registry");
+            }
+            RegistryOutcome::RegisterFailed { server, error } => {
+                *stats.registration_failures.get_or_insert(0) += 1;
+                stats.last_error = Some(format!("register at {server}: {error}"));
+                count(
+                    self.metrics
+                        .registry_registrations
+                        .get_or_create(&label("error"))
+                        .clone(),
+                );
+            }
+            RegistryOutcome::Polled { server, peers } => {
+                stats.answered = true;
+                stats.successes += 1;
+                stats.last_success_ms = Some(unix_ms());
+                count(
+                    self.metrics
+                        .registry_polls
+                        .get_or_create(&label("ok"))
+                        .clone(),
+                );
+                tracing::trace!(%server, peers, "polled the bootstrap registry");
+            }
+            RegistryOutcome::PollFailed { server, error } => {
+                stats.failures += 1;
+                stats.last_error = Some(format!("poll {server}: {error}"));
+                count(
+                    self.metrics
+                        .registry_polls
+                        .get_or_create(&label("error"))
+                        .clone(),
+                );
+            }
+        }
+    }
+
+    fn snapshot(&self) -> NodeSnapshot {
+        let external: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        let dialable = addresses::registrable_addresses(
+            &[],
+            &external,
+            &self.listen_addresses,
+            self.settings.allow_loopback,
+        );
+        let mut connected: Vec<ConnectedPeer> = self
+            .connected
+            .iter()
+            .filter(|(_, state)| state.confirmed)
+            .map(|(peer, state)| {
+                let dialer = state.connections.values().any(|(_, dialer)| *dialer);
+                ConnectedPeer {
+                    peer_id: peer.to_string(),
+                    addresses: state
+                        .connections
+                        .values()
+                        .map(|(address, _)| address.to_string())
+                        .collect(),
+                    listen_addresses: state
+                        .listen_addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    agent_version: state.agent_version.clone(),
+                    protocol_version: state.protocol_version.clone(),
+                    direction: if dialer { "outbound" } else { "inbound" },
+                    connections: state.connections.len(),
+                    connected_since_ms: state.since_ms,
+                    latency_ms: state.latency.map(|rtt| rtt.as_secs_f64() * 1000.0),
+                }
+            })
+            .collect();
+        connected.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let mut discovered: Vec<DiscoveredPeer> = self
+            .known
+            .iter()
+            .filter(|(_, known)| {
+                known
+                    .sources
+                    .keys()
+                    .any(|source| *source != DiscoverySource::Direct)
+            })
+            .map(|(peer, known)| DiscoveredPeer {
+                peer_id: peer.to_string(),
+                addresses: known.addresses().iter().map(ToString::to_string).collect(),
+                sources: known
+                    .sources
+                    .keys()
+                    .copied()
+                    .filter(|source| *source != DiscoverySource::Direct)
+                    .collect(),
+                connected: self
+                    .connected
+                    .get(peer)
+                    .is_some_and(|state| state.confirmed),
+                failed_dials: known.backoff.failures(),
+            })
+            .collect();
+        discovered.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        NodeSnapshot {
+            peer_id: *self.swarm.local_peer_id(),
+            network_id: self.protocols.network_id.clone(),
+            listen_addresses: self.listen_addresses.clone(),
+            external_addresses: external,
+            dialable_addresses: dialable,
+            connected,
+            discovered,
+            discovery: self.discovery.clone(),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The libp2p node: one swarm owned by one event loop task, driven through [`NodeHandle`].
+
+mod behaviour;
+mod event_loop;
+mod handle;
+mod status;
+mod transport;
+
+use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol, pnet::PreSharedKey};
+use prometheus_client::registry::Registry;
+use tokio::{
+    sync::{broadcast, mpsc},
+    task::JoinHandle,
+};
+
+pub use behaviour::{MAX_GOSSIP_MESSAGE_BYTES, NetworkProtocols};
+pub use handle::{NodeError, NodeEvent, NodeHandle};
+pub use status::{
+    ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot, RegistryOutcome,
+    SourceStats,
+};
+
+use crate::metrics::NodeMetrics;
+
+/// Everything the node needs to start; `config::RunArgs` is turned into this.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub keypair: Keypair,
+    pub network_id: String,
+    pub listen: Vec<Multiaddr>,
+    pub announce: Vec<Multiaddr>,
+    pub registry_enabled: bool,
+    pub enable_dht: bool,
+    pub enable_mdns: bool,
+    pub allow_loopback: bool,
+    pub psk: Option<PreSharedKey>,
+    pub max_connections: u32,
+}
+
+fn is_quic(address: &Multiaddr) -> bool {
+    address
+        .iter()
+        .any(|part| matches!(part, Protocol::QuicV1 | Protocol::Quic))
+}
+
+/// Builds the swarm, starts listening and spawns the event loop. Needs a tokio runtime.
+pub fn start(
+    config: NodeConfig,
+    registry: &mut Registry,
+) -> Result<(NodeHandle, JoinHandle<()>), NodeError> {
+    let protocols = NetworkProtocols::new(&config.network_id).map_err(NodeError::Build)?;
+    let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
+    let metrics = NodeMetrics::register(registry);
+    let mut swarm = transport::build_swarm(&config, &protocols, registry)?;
+
+    for address in &config.listen {
+        if config.psk.is_some() && is_quic(address) {
+            tracing::warn!(
+                %address,
+                "QUIC is disabled on a private network (--psk-file works over TCP only); not listening"
+            );
+            continue;
+        }
+        swarm
+            .listen_on(address.clone())
+            .map_err(|error| NodeError::Listen {
+                address: address.clone(),
+                reason: error.to_string(),
+            })?;
+    }
+    for address in &config.announce {
+        swarm.add_external_address(address.clone());
+    }
+
+    let (command_sender, commands) = mpsc::channel(256);
+    let (events, _) = broadcast::channel(1024);
+    let handle = NodeHandle {
+        commands: command_sender,
+        events: events.clone(),
+        stream_control: swarm.behaviour().stream.new_control(),
+        local_peer_id: *swarm.local_peer_id(),
+        network_id: config.network_id.clone(),
+    };
+    let event_loop = event_loop::EventLoop::new(
+        swarm,
+        commands,
+        events,
+        libp2p_metrics,
+        metrics,
+        protocols,
+        event_loop::LoopSettings {
+            allow_loopback: config.allow_loopback,
+            registry_enabled: config.registry_enabled,
+            dht_enabled: config.enable_dht,
+            mdns_enabled: config.enable_mdns,
+        },
+    );
+    let task = tokio::spawn(event_loop.run());
+    Ok((handle, task))
+}
