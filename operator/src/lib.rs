@@ -1,1 +1,3 @@
 //! DIG Network operator: CRD types, reconcilers and the sidecar-injection webhook.
+
+pub mod webhook;

@@ -1,0 +1,3 @@
+//! The sidecar-injection admission webhook.
+
+pub mod patch;

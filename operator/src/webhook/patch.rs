@@ -1,0 +1,1317 @@
+//! Sidecar injection as a pure function: a pod, the DigNetwork its label names and the operator's
+//! settings in; a JSON patch (or the reason the pod is left alone, or a denial) out. No API calls
+//! here: the server looks the network up and hands the result in.
+
+use std::collections::BTreeMap;
+
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+/// Label that asks for injection; its value names the DigNetwork (in the pod's namespace) to join.
+pub const INJECT_LABEL: &str = "dig.net/inject";
+/// Annotation naming the pod volume whose files the node replicates.
+pub const VOLUME_ANNOTATION: &str = "dig.net/volume";
+pub const IMAGE_ANNOTATION: &str = "dig.net/image";
+pub const CPU_REQUEST_ANNOTATION: &str = "dig.net/cpu-request";
+pub const MEMORY_REQUEST_ANNOTATION: &str = "dig.net/memory-request";
+pub const CPU_LIMIT_ANNOTATION: &str = "dig.net/cpu-limit";
+pub const MEMORY_LIMIT_ANNOTATION: &str = "dig.net/memory-limit";
+pub const P2P_PORT_ANNOTATION: &str = "dig.net/p2p-port";
+pub const API_PORT_ANNOTATION: &str = "dig.net/api-port";
+/// Set on every injected pod (value: the network), so users and tools can see what happened.
+pub const INJECTED_ANNOTATION: &str = "dig.net/injected";
+
+/// Name of the injected container; a pod that already has one is left alone.
+pub const SIDECAR_CONTAINER_NAME: &str = "dig-sidecar";
+/// Where the named volume is mounted in the sidecar: its `--data-dir`.
+pub const DATA_MOUNT_PATH: &str = "/data";
+/// The node's state (identity key, index, tmp/, conflicts/) lives on the data volume, so the peer
+/// id and the index survive restarts whenever that volume is persistent.
+pub const STATE_DIR: &str = "/data/.dig-node";
+pub const TMP_VOLUME_NAME: &str = "dig-sidecar-tmp";
+pub const PSK_VOLUME_NAME: &str = "dig-sidecar-psk";
+const PSK_MOUNT_PATH: &str = "/etc/dig/psk";
+const PSK_FILE_NAME: &str = "psk";
+/// Used when the pod sets no (or a root) user: the sidecar must run as non-root.
+pub const DEFAULT_RUN_AS_USER: i64 = 65532;
+
+const CORE_OPERATOR_NAME: &str = "dig-operator";
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Everything the sidecar needs from the DigNetwork the pod joins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkSidecarConfig {
+    /// The DigNetwork object's name (what the label names).
+    pub name: String,
+    /// `spec.networkId`: isolates the protocols of this network.
+    pub network_id: String,
+    /// The in-cluster bootstrap Service URL first, then any extra bootstrap URLs.
+    pub bootstrap_urls: Vec<String>,
+    pub image: String,
+    pub p2p_port: u16,
+    pub api_port: u16,
+    /// Secret (in the pod's namespace) holding the pre-shared key of a private network.
+    pub psk_secret: Option<SecretKeySelector>,
+    pub propagate_deletes: bool,
+    pub mdns: bool,
+    pub dht: bool,
+    /// The network's node resources; annotations override single entries.
+    pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeySelector {
+    pub name: String,
+    pub key: String,
+}
+
+/// Operator-wide injection settings.
+#[derive(Clone, Debug)]
+pub struct InjectorSettings {
+    /// Namespaces never injected; `kube-system` is always among them.
+    pub excluded_namespaces: Vec<String>,
+    /// Resources used when neither the network nor an annotation says otherwise.
+    pub default_resources: ResourceRequirements,
+}
+
+impl Default for InjectorSettings {
+    fn default() -> Self {
+        let quantities = |cpu: &str, memory: &str| {
+            BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu.to_string())),
+                ("memory".to_string(), Quantity(memory.to_string())),
+            ])
+        };
+        Self {
+            excluded_namespaces: vec!["kube-system".to_string()],
+            default_resources: ResourceRequirements {
+                requests: Some(quantities("50m", "64Mi")),
+                limits: Some(BTreeMap::from([(
+                    "memory".to_string(),
+                    Quantity("512Mi".to_string()),
+                )])),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Why a pod was admitted unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    NotLabelled,
+    ExcludedNamespace,
+    OperatorPod,
+    AlreadyInjected,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotLabelled => "not_labelled",
+            SkipReason::ExcludedNamespace => "excluded_namespace",
+            SkipReason::OperatorPod => "operator_pod",
+            SkipReason::AlreadyInjected => "already_injected",
+        }
+    }
+}
+
+/// The admitted outcome: a patch to apply, or a reason to leave the pod as it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Injection {
+    Skipped(SkipReason),
+    Patched(Patch),
+}
+
+impl Injection {
+    pub fn into_patch(self) -> Option<Patch> {
+        match self {
+            Injection::Skipped(_) => None,
+            Injection::Patched(patch) => Some(patch),
+        }
+    }
+}
+
+/// Why a pod is refused. The message is what `kubectl` prints, so it says which and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error(
+        "label {INJECT_LABEL}={value:?} is not a DigNetwork name (lowercase letters, digits and '-', at most 63 characters)"
+    )]
+    InvalidNetworkName { value: String },
+    #[error(
+        "label {INJECT_LABEL}={network:?} names a DigNetwork that does not exist in namespace {namespace:?}; create it first or fix the label"
+    )]
+    UnknownNetwork { network: String, namespace: String },
+    #[error(
+        "could not read DigNetwork {network:?} in namespace {namespace:?} to configure the sidecar: {detail}"
+    )]
+    NetworkLookupFailed {
+        network: String,
+        namespace: String,
+        detail: String,
+    },
+    #[error(
+        "pod is labelled {INJECT_LABEL}={network:?} but has no annotation {VOLUME_ANNOTATION}; it must name the pod volume whose .dig files the sidecar replicates"
+    )]
+    MissingVolumeAnnotation { network: String },
+    #[error(
+        "annotation {VOLUME_ANNOTATION}={volume:?} names a volume the pod does not have (pod volumes: {available}); the sidecar needs it as its data folder"
+    )]
+    UnknownVolume { volume: String, available: String },
+    #[error(
+        "annotation {VOLUME_ANNOTATION}={volume:?} names a read-only volume ({kind}); the sidecar writes the stores it replicates into it"
+    )]
+    ReadOnlyVolume { volume: String, kind: &'static str },
+    #[error("annotation {annotation}={value:?} is invalid: {reason}")]
+    InvalidAnnotation {
+        annotation: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "the sidecar's {what} port {port} is already used by container {container:?}; choose another with annotation {annotation}"
+    )]
+    PortConflict {
+        what: &'static str,
+        port: u16,
+        container: String,
+        annotation: &'static str,
+    },
+    #[error("the pod already has a volume named {volume:?}, which the sidecar injection reserves")]
+    ReservedVolumeName { volume: String },
+}
+
+impl Denial {
+    /// A short, stable label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::InvalidNetworkName { .. } => "invalid_network_name",
+            Denial::UnknownNetwork { .. } => "unknown_network",
+            Denial::NetworkLookupFailed { .. } => "network_lookup_failed",
+            Denial::MissingVolumeAnnotation { .. } => "missing_volume_annotation",
+            Denial::UnknownVolume { .. } => "unknown_volume",
+            Denial::ReadOnlyVolume { .. } => "read_only_volume",
+            Denial::InvalidAnnotation { .. } => "invalid_annotation",
+            Denial::PortConflict { .. } => "port_conflict",
+            Denial::ReservedVolumeName { .. } => "reserved_volume_name",
+        }
+    }
+}
+
+/// What the server must do for a pod before patching: nothing, or look up this network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Skip(SkipReason),
+    Network(String),
+}
+
+/// Decides whether a pod (being created in `namespace`) is a candidate, and for which network.
+pub fn target(pod: &Pod, namespace: &str, settings: &InjectorSettings) -> Result<Target, Denial> {
+    let labels = pod.metadata.labels.as_ref();
+    let Some(network) = labels.and_then(|labels| labels.get(INJECT_LABEL)) else {
+        return Ok(Target::Skip(SkipReason::NotLabelled));
+    };
+    if namespace == "kube-system"
+        || settings
+            .excluded_namespaces
+            .iter()
+            .any(|ns| ns == namespace)
+    {
+        return Ok(Target::Skip(SkipReason::ExcludedNamespace));
+    }
+    let label_is = |key: &str, value: &str| {
+        labels
+            .and_then(|labels| labels.get(key))
+            .map(String::as_str)
+            == Some(value)
+    };
+    if label_is(NAME_LABEL, CORE_OPERATOR_NAME) || label_is(MANAGED_BY_LABEL, CORE_OPERATOR_NAME) {
+        return Ok(Target::Skip(SkipReason::OperatorPod));
+    }
+    if has_sidecar(pod) {
+        return Ok(Target::Skip(SkipReason::AlreadyInjected));
+    }
+    if !is_dns_label(network) {
+        return Err(Denial::InvalidNetworkName {
+            value: network.clone(),
+        });
+    }
+    Ok(Target::Network(network.clone()))
+}
+
+/// The whole decision: `network` is the looked-up DigNetwork named by the label (`None` when it
+/// does not exist).
+pub fn build_patch(
+    pod: &Pod,
+    namespace: &str,
+    network: Option<&NetworkSidecarConfig>,
+    settings: &InjectorSettings,
+) -> Result<Injection, Denial> {
+    let network_name = match target(pod, namespace, settings)? {
+        Target::Skip(reason) => return Ok(Injection::Skipped(reason)),
+        Target::Network(name) => name,
+    };
+    let Some(network) = network else {
+        return Err(Denial::UnknownNetwork {
+            network: network_name,
+            namespace: namespace.to_string(),
+        });
+    };
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let volumes = spec.volumes.clone().unwrap_or_default();
+
+    let volume_name =
+        annotations
+            .get(VOLUME_ANNOTATION)
+            .ok_or_else(|| Denial::MissingVolumeAnnotation {
+                network: network_name.clone(),
+            })?;
+    let volume = volumes
+        .iter()
+        .find(|volume| &volume.name == volume_name)
+        .ok_or_else(|| Denial::UnknownVolume {
+            volume: volume_name.clone(),
+            available: if volumes.is_empty() {
+                "none".to_string()
+            } else {
+                volumes
+                    .iter()
+                    .map(|volume| volume.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        })?;
+    if let Some(kind) = read_only_kind(volume) {
+        return Err(Denial::ReadOnlyVolume {
+            volume: volume_name.clone(),
+            kind,
+        });
+    }
+    for reserved in [TMP_VOLUME_NAME, PSK_VOLUME_NAME] {
+        if volumes.iter().any(|volume| volume.name == reserved) {
+            return Err(Denial::ReservedVolumeName {
+                volume: reserved.to_string(),
+            });
+        }
+    }
+
+    let overrides = Overrides::parse(&annotations)?;
+    let p2p_port = overrides.p2p_port.unwrap_or(network.p2p_port);
+    let api_port = overrides.api_port.unwrap_or(network.api_port);
+    if p2p_port == api_port {
+        return Err(Denial::InvalidAnnotation {
+            annotation: if overrides.api_port.is_some() {
+                API_PORT_ANNOTATION
+            } else {
+                P2P_PORT_ANNOTATION
+            },
+            value: p2p_port.to_string(),
+            reason: "the P2P port and the API port must differ".to_string(),
+        });
+    }
+    check_port_free(pod, p2p_port, "P2P", P2P_PORT_ANNOTATION)?;
+    check_port_free(pod, api_port, "API", API_PORT_ANNOTATION)?;
+    let resources = resources(
+        network
+            .resources
+            .as_ref()
+            .unwrap_or(&settings.default_resources),
+        &overrides,
+    )?;
+
+    let sidecar = SidecarSpec {
+        network,
+        image: overrides.image.as_deref().unwrap_or(&network.image),
+        volume_name,
+        p2p_port,
+        api_port,
+        resources,
+        run_as_user: inherited_user(pod),
+    };
+    let mut operations = Vec::new();
+    let container = to_value(&sidecar.container());
+    match spec.init_containers.as_ref() {
+        Some(init) if !init.is_empty() => {
+            // Appended: the pod's own init containers (e.g. one that prepares the volume) run first.
+            operations.push(add("/spec/initContainers/-", container));
+        }
+        _ => operations.push(add("/spec/initContainers", json!([container]))),
+    }
+    for volume in sidecar.volumes() {
+        operations.push(add("/spec/volumes/-", to_value(&volume)));
+    }
+    if pod.metadata.annotations.is_none() {
+        operations.push(add("/metadata/annotations", json!({})));
+    }
+    operations.push(add(
+        &format!(
+            "/metadata/annotations/{}",
+            escape_pointer(INJECTED_ANNOTATION)
+        ),
+        Value::String(network.name.clone()),
+    ));
+    let patch: Patch = serde_json::from_value(Value::Array(operations))
+        .expect("operations built above are valid JSON patch operations");
+    Ok(Injection::Patched(patch))
+}
+
+/// True when the pod already carries the sidecar, as an init container or a regular one.
+pub fn has_sidecar(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let named = |containers: &Option<Vec<Container>>| {
+        containers
+            .iter()
+            .flatten()
+            .any(|container| container.name == SIDECAR_CONTAINER_NAME)
+    };
+    named(&spec.init_containers)
+        || spec
+            .containers
+            .iter()
+            .any(|c| c.name == SIDECAR_CONTAINER_NAME)
+}
+
+/// Per-pod overrides read from annotations, each validated.
+#[derive(Debug, Default, PartialEq)]
+struct Overrides {
+    image: Option<String>,
+    cpu_request: Option<Quantity>,
+    memory_request: Option<Quantity>,
+    cpu_limit: Option<Quantity>,
+    memory_limit: Option<Quantity>,
+    p2p_port: Option<u16>,
+    api_port: Option<u16>,
+}
+
+impl Overrides {
+    fn parse(annotations: &BTreeMap<String, String>) -> Result<Self, Denial> {
+        let quantity = |annotation: &'static str| -> Result<Option<Quantity>, Denial> {
+            annotations
+                .get(annotation)
+                .map(|value| {
+                    parse_quantity(value)
+                        .map(|_| Quantity(value.trim().to_string()))
+                        .map_err(|reason| Denial::InvalidAnnotation {
+                            annotation,
+                            value: value.clone(),
+                            reason,
+                        })
+                })
+                .transpose()
+        };
+        let port = |annotation: &'static str| -> Result<Option<u16>, Denial> {
+            annotations
+                .get(annotation)
+                .map(|value| match value.trim().parse::<u16>() {
+                    Ok(port) if port > 0 => Ok(port),
+                    _ => Err(Denial::InvalidAnnotation {
+                        annotation,
+                        value: value.clone(),
+                        reason: "must be a port number from 1 to 65535".to_string(),
+                    }),
+                })
+                .transpose()
+        };
+        let image = annotations
+            .get(IMAGE_ANNOTATION)
+            .map(|value| {
+                validate_image(value)
+                    .map(|()| value.clone())
+                    .map_err(|reason| Denial::InvalidAnnotation {
+                        annotation: IMAGE_ANNOTATION,
+                        value: value.clone(),
+                        reason,
+                    })
+            })
+            .transpose()?;
+        Ok(Self {
+            image,
+            cpu_request: quantity(CPU_REQUEST_ANNOTATION)?,
+            memory_request: quantity(MEMORY_REQUEST_ANNOTATION)?,
+            cpu_limit: quantity(CPU_LIMIT_ANNOTATION)?,
+            memory_limit: quantity(MEMORY_LIMIT_ANNOTATION)?,
+            p2p_port: port(P2P_PORT_ANNOTATION)?,
+            api_port: port(API_PORT_ANNOTATION)?,
+        })
+    }
+}
+
+/// Base resources with the annotation overrides applied; a request above its limit is denied here
+/// with the annotation's name rather than later by the API server.
+fn resources(
+    base: &ResourceRequirements,
+    overrides: &Overrides,
+) -> Result<ResourceRequirements, Denial> {
+    let mut requests = base.requests.clone().unwrap_or_default();
+    let mut limits = base.limits.clone().unwrap_or_default();
+    for (resource, request, limit) in [
+        ("cpu", &overrides.cpu_request, &overrides.cpu_limit),
+        ("memory", &overrides.memory_request, &overrides.memory_limit),
+    ] {
+        if let Some(request) = request {
+            requests.insert(resource.to_string(), request.clone());
+        }
+        if let Some(limit) = limit {
+            limits.insert(resource.to_string(), limit.clone());
+        }
+    }
+    for (resource, request_annotation, limit_annotation) in [
+        ("cpu", CPU_REQUEST_ANNOTATION, CPU_LIMIT_ANNOTATION),
+        ("memory", MEMORY_REQUEST_ANNOTATION, MEMORY_LIMIT_ANNOTATION),
+    ] {
+        let (Some(request), Some(limit)) = (requests.get(resource), limits.get(resource)) else {
+            continue;
+        };
+        let (Ok(request_value), Ok(limit_value)) =
+            (parse_quantity(&request.0), parse_quantity(&limit.0))
+        else {
+            continue;
+        };
+        if request_value > limit_value {
+            // Blame the annotation the user set; if both came from the network, blame the request.
+            let request_overridden = match resource {
+                "cpu" => overrides.cpu_request.is_some(),
+                _ => overrides.memory_request.is_some(),
+            };
+            let limit_overridden = match resource {
+                "cpu" => overrides.cpu_limit.is_some(),
+                _ => overrides.memory_limit.is_some(),
+            };
+            let (annotation, value) = if limit_overridden && !request_overridden {
+                (limit_annotation, limit.0.clone())
+            } else {
+                (request_annotation, request.0.clone())
+            };
+            return Err(Denial::InvalidAnnotation {
+                annotation,
+                value,
+                reason: format!(
+                    "the {resource} request {} is above the {resource} limit {}",
+                    request.0, limit.0
+                ),
+            });
+        }
+    }
+    Ok(ResourceRequirements {
+        requests: (!requests.is_empty()).then_some(requests),
+        limits: (!limits.is_empty()).then_some(limits),
+        ..base.clone()
+    })
+}
+
+/// Parses a Kubernetes quantity (`250m`, `1.5`, `64Mi`, `1e3`) to its value; rejects negatives.
+pub fn parse_quantity(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let number_end = text
+        .char_indices()
+        .find(|(index, c)| !(c.is_ascii_digit() || *c == '.' || (*index == 0 && *c == '+')))
+        .map_or(text.len(), |(index, _)| index);
+    let (number, suffix) = text.split_at(number_end);
+    let number = number.strip_prefix('+').unwrap_or(number);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return Err(
+            "must be a Kubernetes quantity such as 250m, 1, 64Mi or 1Gi (non-negative)".to_string(),
+        );
+    }
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{number:?} is not a number"))?;
+    let multiplier = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent if exponent.starts_with(['e', 'E']) => {
+            let power: i32 = exponent[1..].parse().map_err(|_| {
+                format!(
+                    "unknown suffix {suffix:?} (use m, k, M, G, T, Ki, Mi, Gi, Ti or an exponent)"
+                )
+            })?;
+            10f64.powi(power)
+        }
+        _ => {
+            return Err(format!(
+                "unknown suffix {suffix:?} (use m, k, M, G, T, Ki, Mi, Gi, Ti or an exponent)"
+            ));
+        }
+    };
+    Ok(value * multiplier)
+}
+
+fn validate_image(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if image.len() > 512 {
+        return Err("is longer than 512 characters".to_string());
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace".to_string());
+    }
+    if image.starts_with(['/', ':', '@', '.', '-']) || image.ends_with([':', '@', '/']) {
+        return Err("is not an image reference such as registry/repository:tag".to_string());
+    }
+    Ok(())
+}
+
+/// RFC 1123 label: what a DigNetwork (and any label value used as a name) may be called.
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// The kind of a volume the sidecar cannot write to, if it is one.
+fn read_only_kind(volume: &Volume) -> Option<&'static str> {
+    if volume.config_map.is_some() {
+        Some("configMap")
+    } else if volume.secret.is_some() {
+        Some("secret")
+    } else if volume.downward_api.is_some() {
+        Some("downwardAPI")
+    } else if volume.projected.is_some() {
+        Some("projected")
+    } else if volume.image.is_some() {
+        Some("image")
+    } else if volume
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|pvc| pvc.read_only == Some(true))
+    {
+        Some("persistentVolumeClaim with readOnly: true")
+    } else if volume
+        .csi
+        .as_ref()
+        .is_some_and(|csi| csi.read_only == Some(true))
+    {
+        Some("csi with readOnly: true")
+    } else {
+        None
+    }
+}
+
+/// Containers of a pod share one network namespace: a port another container declares is taken.
+fn check_port_free(
+    pod: &Pod,
+    port: u16,
+    what: &'static str,
+    annotation: &'static str,
+) -> Result<(), Denial> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    for container in containers {
+        let taken = container
+            .ports
+            .iter()
+            .flatten()
+            .any(|declared| declared.container_port == i32::from(port));
+        if taken {
+            return Err(Denial::PortConflict {
+                what,
+                port,
+                container: container.name.clone(),
+                annotation,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The pod's own user when it is a non-root one (so the sidecar can write what the app writes),
+/// otherwise a fixed non-root user.
+fn inherited_user(pod: &Pod) -> Option<i64> {
+    let pod_user = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.security_context.as_ref())
+        .and_then(|context| context.run_as_user);
+    match pod_user {
+        Some(user) if user != 0 => None,
+        _ => Some(DEFAULT_RUN_AS_USER),
+    }
+}
+
+struct SidecarSpec<'a> {
+    network: &'a NetworkSidecarConfig,
+    image: &'a str,
+    volume_name: &'a str,
+    p2p_port: u16,
+    api_port: u16,
+    resources: ResourceRequirements,
+    run_as_user: Option<i64>,
+}
+
+impl SidecarSpec<'_> {
+    /// The `dig-sidecar run` command line (DESIGN 4a).
+    fn args(&self) -> Vec<String> {
+        let network = self.network;
+        let port = self.p2p_port;
+        let mut args = vec![
+            "run".to_string(),
+            format!("--data-dir={DATA_MOUNT_PATH}"),
+            format!("--state-dir={STATE_DIR}"),
+            format!("--network={}", network.network_id),
+        ];
+        args.extend(
+            network
+                .bootstrap_urls
+                .iter()
+                .map(|url| format!("--bootstrap={url}")),
+        );
+        args.push(format!("--listen=/ip4/0.0.0.0/tcp/{port}"));
+        // $(POD_IP) is expanded by the kubelet from the env below: peers dial the pod's address.
+        args.push(format!("--announce=/ip4/$(POD_IP)/tcp/{port}"));
+        if network.psk_secret.is_none() {
+            // A private network (pnet) works over TCP only.
+            args.push(format!("--listen=/ip4/0.0.0.0/udp/{port}/quic-v1"));
+            args.push(format!("--announce=/ip4/$(POD_IP)/udp/{port}/quic-v1"));
+        }
+        args.push(format!("--api-listen=0.0.0.0:{}", self.api_port));
+        if !network.mdns {
+            args.push("--no-mdns".to_string());
+        }
+        if !network.dht {
+            args.push("--no-dht".to_string());
+        }
+        if network.psk_secret.is_some() {
+            args.push(format!("--psk-file={PSK_MOUNT_PATH}/{PSK_FILE_NAME}"));
+        }
+        if network.propagate_deletes {
+            args.push("--propagate-deletes".to_string());
+        }
+        args.push("--log-format=json".to_string());
+        args
+    }
+
+    fn container(&self) -> Container {
+        let field_env = |name: &str, path: &str| EnvVar {
+            name: name.to_string(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let http_probe = |path: &str, period: i32, failures: i32| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.to_string()),
+                port: IntOrString::Int(i32::from(self.api_port)),
+                ..Default::default()
+            }),
+            period_seconds: Some(period),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(failures),
+            ..Default::default()
+        };
+        let port = |name: &str, number: u16, protocol: &str| ContainerPort {
+            name: Some(name.to_string()),
+            container_port: i32::from(number),
+            protocol: Some(protocol.to_string()),
+            ..Default::default()
+        };
+        let mut ports = vec![port("dig-p2p", self.p2p_port, "TCP")];
+        if self.network.psk_secret.is_none() {
+            ports.push(port("dig-p2p-quic", self.p2p_port, "UDP"));
+        }
+        ports.push(port("dig-api", self.api_port, "TCP"));
+        let mut mounts = vec![
+            VolumeMount {
+                name: self.volume_name.to_string(),
+                mount_path: DATA_MOUNT_PATH.to_string(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: TMP_VOLUME_NAME.to_string(),
+                mount_path: "/tmp".to_string(),
+                ..Default::default()
+            },
+        ];
+        if self.network.psk_secret.is_some() {
+            mounts.push(VolumeMount {
+                name: PSK_VOLUME_NAME.to_string(),
+                mount_path: PSK_MOUNT_PATH.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        Container {
+            name: SIDECAR_CONTAINER_NAME.to_string(),
+            image: Some(self.image.to_string()),
+            args: Some(self.args()),
+            env: Some(vec![
+                field_env("POD_IP", "status.podIP"),
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+            ]),
+            ports: Some(ports),
+            // A native sidecar: started before the app containers, kept running, stopped after them.
+            restart_policy: Some("Always".to_string()),
+            // The kubelet starts the app containers only once this has passed.
+            startup_probe: Some(http_probe("/health", 2, 60)),
+            liveness_probe: Some(http_probe("/health", 10, 3)),
+            readiness_probe: Some(http_probe("/ready", 5, 3)),
+            resources: Some(self.resources.clone()),
+            security_context: Some(SecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: self.run_as_user,
+                run_as_group: self.run_as_user,
+                read_only_root_filesystem: Some(true),
+                allow_privilege_escalation: Some(false),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_string()]),
+                    ..Default::default()
+                }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+            volume_mounts: Some(mounts),
+            ..Default::default()
+        }
+    }
+
+    fn volumes(&self) -> Vec<Volume> {
+        let mut volumes = vec![Volume {
+            name: TMP_VOLUME_NAME.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        if let Some(psk) = &self.network.psk_secret {
+            volumes.push(Volume {
+                name: PSK_VOLUME_NAME.to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(psk.name.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: psk.key.clone(),
+                        path: PSK_FILE_NAME.to_string(),
+                        ..Default::default()
+                    }]),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        volumes
+    }
+}
+
+fn add(path: &str, value: Value) -> Value {
+    json!({"op": "add", "path": path, "value": value})
+}
+
+fn to_value<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).expect("Kubernetes API objects serialize to JSON")
+}
+
+/// RFC 6901 escaping of one JSON pointer segment.
+fn escape_pointer(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network() -> NetworkSidecarConfig {
+        NetworkSidecarConfig {
+            name: "prod".to_string(),
+            network_id: "prod-net".to_string(),
+            bootstrap_urls: vec!["http://prod-bootstrap.apps.svc:3000".to_string()],
+            image: "ghcr.io/dig-network/dig-sidecar:0.1.0".to_string(),
+            p2p_port: 4001,
+            api_port: 8080,
+            psk_secret: None,
+            propagate_deletes: false,
+            mdns: false,
+            dht: true,
+            resources: None,
+        }
+    }
+
+    fn pod(labels: Value, annotations: Value) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "app", "namespace": "apps", "labels": labels, "annotations": annotations},
+            "spec": {
+                "containers": [{"name": "app", "image": "busybox", "ports": [{"containerPort": 80}],
+                    "volumeMounts": [{"name": "stores", "mountPath": "/stores"}]}],
+                "volumes": [
+                    {"name": "stores", "persistentVolumeClaim": {"claimName": "stores"}},
+                    {"name": "settings", "configMap": {"name": "settings"}}
+                ]
+            }
+        })
+    }
+
+    fn labelled_pod() -> Value {
+        pod(
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "stores"}),
+        )
+    }
+
+    fn decide(pod_json: &Value, namespace: &str) -> Result<Injection, Denial> {
+        let pod: Pod = serde_json::from_value(pod_json.clone()).unwrap();
+        build_patch(
+            &pod,
+            namespace,
+            Some(&network()),
+            &InjectorSettings::default(),
+        )
+    }
+
+    /// Applies the patch the way the API server would and returns the resulting pod.
+    fn patched(pod_json: &Value, namespace: &str) -> Value {
+        let Injection::Patched(patch) = decide(pod_json, namespace).unwrap() else {
+            panic!("expected a patch");
+        };
+        let mut document = pod_json.clone();
+        json_patch::patch(&mut document, &patch).unwrap();
+        // The result must still be a valid Pod.
+        let _: Pod = serde_json::from_value(document.clone()).unwrap();
+        document
+    }
+
+    fn sidecar(document: &Value) -> &Value {
+        document["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == SIDECAR_CONTAINER_NAME)
+            .expect("the sidecar is an init container")
+    }
+
+    fn args(document: &Value) -> Vec<String> {
+        sidecar(document)["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|arg| arg.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn plain_pod_gets_a_native_sidecar_on_the_named_volume() {
+        let document = patched(&labelled_pod(), "apps");
+        let container = sidecar(&document);
+        assert_eq!(container["restartPolicy"], "Always");
+        assert_eq!(container["image"], "ghcr.io/dig-network/dig-sidecar:0.1.0");
+        let mounts = container["volumeMounts"].as_array().unwrap();
+        assert!(mounts.contains(&json!({"name": "stores", "mountPath": "/data"})));
+        assert!(mounts.contains(&json!({"name": TMP_VOLUME_NAME, "mountPath": "/tmp"})));
+        assert_eq!(
+            args(&document),
+            [
+                "run",
+                "--data-dir=/data",
+                "--state-dir=/data/.dig-node",
+                "--network=prod-net",
+                "--bootstrap=http://prod-bootstrap.apps.svc:3000",
+                "--listen=/ip4/0.0.0.0/tcp/4001",
+                "--announce=/ip4/$(POD_IP)/tcp/4001",
+                "--listen=/ip4/0.0.0.0/udp/4001/quic-v1",
+                "--announce=/ip4/$(POD_IP)/udp/4001/quic-v1",
+                "--api-listen=0.0.0.0:8080",
+                "--no-mdns",
+                "--log-format=json",
+            ]
+        );
+        assert_eq!(container["env"][0]["name"], "POD_IP");
+        assert_eq!(
+            container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+            "status.podIP"
+        );
+        assert_eq!(container["startupProbe"]["httpGet"]["path"], "/health");
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
+        assert_eq!(container["readinessProbe"]["httpGet"]["port"], 8080);
+        let security = &container["securityContext"];
+        assert_eq!(security["runAsNonRoot"], true);
+        assert_eq!(security["runAsUser"], DEFAULT_RUN_AS_USER);
+        assert_eq!(security["readOnlyRootFilesystem"], true);
+        assert_eq!(security["allowPrivilegeEscalation"], false);
+        assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(container["resources"]["requests"]["cpu"], "50m");
+        let volumes = document["spec"]["volumes"].as_array().unwrap();
+        assert_eq!(volumes.len(), 3);
+        assert_eq!(volumes[2]["name"], TMP_VOLUME_NAME);
+        assert_eq!(
+            document["metadata"]["annotations"][INJECTED_ANNOTATION],
+            "prod"
+        );
+        // The app container is untouched.
+        assert_eq!(
+            document["spec"]["containers"],
+            labelled_pod()["spec"]["containers"]
+        );
+    }
+
+    #[test]
+    fn existing_init_containers_run_before_the_sidecar() {
+        let mut pod_json = labelled_pod();
+        pod_json["spec"]["initContainers"] = json!([{"name": "prepare", "image": "busybox"}]);
+        let document = patched(&pod_json, "apps");
+        let init = document["spec"]["initContainers"].as_array().unwrap();
+        assert_eq!(init.len(), 2);
+        assert_eq!(init[0]["name"], "prepare");
+        assert_eq!(init[1]["name"], SIDECAR_CONTAINER_NAME);
+    }
+
+    #[test]
+    fn private_network_mounts_the_psk_and_uses_tcp_only() {
+        let mut network = network();
+        network.psk_secret = Some(SecretKeySelector {
+            name: "prod-psk".to_string(),
+            key: "swarm.key".to_string(),
+        });
+        network.propagate_deletes = true;
+        let pod: Pod = serde_json::from_value(labelled_pod()).unwrap();
+        let patch = build_patch(&pod, "apps", Some(&network), &InjectorSettings::default())
+            .unwrap()
+            .into_patch()
+            .unwrap();
+        let mut document = labelled_pod();
+        json_patch::patch(&mut document, &patch).unwrap();
+        let args = args(&document);
+        assert!(args.contains(&"--psk-file=/etc/dig/psk/psk".to_string()));
+        assert!(args.contains(&"--propagate-deletes".to_string()));
+        assert!(!args.iter().any(|arg| arg.contains("quic")));
+        let psk_volume = document["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == PSK_VOLUME_NAME)
+            .unwrap();
+        assert_eq!(psk_volume["secret"]["secretName"], "prod-psk");
+        assert_eq!(psk_volume["secret"]["items"][0]["key"], "swarm.key");
+        let mounts = sidecar(&document)["volumeMounts"].as_array().unwrap();
+        assert!(mounts.contains(
+            &json!({"name": PSK_VOLUME_NAME, "mountPath": "/etc/dig/psk", "readOnly": true})
+        ));
+    }
+
+    #[test]
+    fn pod_that_already_has_the_sidecar_is_left_alone() {
+        let mut in_init = labelled_pod();
+        in_init["spec"]["initContainers"] = json!([{"name": SIDECAR_CONTAINER_NAME, "image": "x"}]);
+        assert_eq!(
+            decide(&in_init, "apps").unwrap(),
+            Injection::Skipped(SkipReason::AlreadyInjected)
+        );
+        let mut in_containers = labelled_pod();
+        in_containers["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": SIDECAR_CONTAINER_NAME, "image": "x"}));
+        assert_eq!(
+            decide(&in_containers, "apps").unwrap(),
+            Injection::Skipped(SkipReason::AlreadyInjected)
+        );
+        // Injecting the patched pod again changes nothing.
+        let once = patched(&labelled_pod(), "apps");
+        assert_eq!(
+            decide(&once, "apps").unwrap(),
+            Injection::Skipped(SkipReason::AlreadyInjected)
+        );
+    }
+
+    #[test]
+    fn pod_without_the_label_is_never_touched() {
+        let unlabelled = pod(json!({"app": "web"}), json!({"dig.net/volume": "stores"}));
+        assert_eq!(
+            decide(&unlabelled, "apps").unwrap(),
+            Injection::Skipped(SkipReason::NotLabelled)
+        );
+        let mut no_metadata = labelled_pod();
+        no_metadata["metadata"] = json!({"name": "bare"});
+        assert_eq!(
+            decide(&no_metadata, "apps").unwrap(),
+            Injection::Skipped(SkipReason::NotLabelled)
+        );
+    }
+
+    #[test]
+    fn kube_system_excluded_namespaces_and_operator_pods_are_skipped() {
+        assert_eq!(
+            decide(&labelled_pod(), "kube-system").unwrap(),
+            Injection::Skipped(SkipReason::ExcludedNamespace)
+        );
+        let settings = InjectorSettings {
+            excluded_namespaces: vec!["dig-system".to_string()],
+            ..Default::default()
+        };
+        let pod: Pod = serde_json::from_value(labelled_pod()).unwrap();
+        assert_eq!(
+            build_patch(&pod, "dig-system", Some(&network()), &settings).unwrap(),
+            Injection::Skipped(SkipReason::ExcludedNamespace)
+        );
+        // kube-system stays excluded even when the list does not name it.
+        assert_eq!(
+            build_patch(&pod, "kube-system", Some(&network()), &settings).unwrap(),
+            Injection::Skipped(SkipReason::ExcludedNamespace)
+        );
+        for label in [NAME_LABEL, MANAGED_BY_LABEL] {
+            let operator_pod =
+                pod_with_labels(json!({"dig.net/inject": "prod", label: "dig-operator"}));
+            assert_eq!(
+                decide(&operator_pod, "apps").unwrap(),
+                Injection::Skipped(SkipReason::OperatorPod)
+            );
+        }
+    }
+
+    fn pod_with_labels(labels: Value) -> Value {
+        pod(labels, json!({"dig.net/volume": "stores"}))
+    }
+
+    #[test]
+    fn unknown_network_is_denied_with_its_name_and_namespace() {
+        let pod: Pod = serde_json::from_value(labelled_pod()).unwrap();
+        let denial = build_patch(&pod, "apps", None, &InjectorSettings::default()).unwrap_err();
+        assert_eq!(denial.reason(), "unknown_network");
+        let message = denial.to_string();
+        assert!(message.contains("\"prod\""), "{message}");
+        assert!(
+            message.contains("does not exist in namespace \"apps\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn invalid_network_label_is_denied() {
+        let bad = pod_with_labels(json!({"dig.net/inject": "Prod_Net"}));
+        let denial = decide(&bad, "apps").unwrap_err();
+        assert_eq!(denial.reason(), "invalid_network_name");
+        assert!(denial.to_string().contains("Prod_Net"));
+    }
+
+    #[test]
+    fn missing_volume_annotation_or_volume_is_denied_with_which_and_why() {
+        let no_annotation = pod(json!({"dig.net/inject": "prod"}), json!({}));
+        let denial = decide(&no_annotation, "apps").unwrap_err();
+        assert_eq!(denial.reason(), "missing_volume_annotation");
+        assert!(denial.to_string().contains("dig.net/volume"));
+
+        let wrong_volume = pod(
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "dig-data"}),
+        );
+        let message = decide(&wrong_volume, "apps").unwrap_err().to_string();
+        assert!(message.contains("dig.net/volume=\"dig-data\""), "{message}");
+        assert!(
+            message.contains("does not have (pod volumes: stores, settings)"),
+            "{message}"
+        );
+
+        let mut no_volumes = labelled_pod();
+        no_volumes["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("volumes");
+        let message = decide(&no_volumes, "apps").unwrap_err().to_string();
+        assert!(message.contains("pod volumes: none"), "{message}");
+    }
+
+    #[test]
+    fn read_only_volume_is_denied() {
+        let config_volume = pod(
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "settings"}),
+        );
+        let denial = decide(&config_volume, "apps").unwrap_err();
+        assert_eq!(denial.reason(), "read_only_volume");
+        assert!(denial.to_string().contains("configMap"));
+        let mut read_only_claim = labelled_pod();
+        read_only_claim["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(true);
+        assert_eq!(
+            decide(&read_only_claim, "apps").unwrap_err().reason(),
+            "read_only_volume"
+        );
+    }
+
+    #[test]
+    fn good_overrides_are_applied() {
+        let overridden = pod(
+            json!({"dig.net/inject": "prod"}),
+            json!({
+                "dig.net/volume": "stores",
+                "dig.net/image": "registry.local:5000/dig/sidecar@sha256:abc",
+                "dig.net/cpu-request": "100m",
+                "dig.net/memory-request": "128Mi",
+                "dig.net/cpu-limit": "2",
+                "dig.net/memory-limit": "1Gi",
+                "dig.net/p2p-port": "4101",
+                "dig.net/api-port": "8181"
+            }),
+        );
+        let document = patched(&overridden, "apps");
+        let container = sidecar(&document);
+        assert_eq!(
+            container["image"],
+            "registry.local:5000/dig/sidecar@sha256:abc"
+        );
+        assert_eq!(
+            container["resources"],
+            json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}})
+        );
+        let args = args(&document);
+        assert!(args.contains(&"--listen=/ip4/0.0.0.0/tcp/4101".to_string()));
+        assert!(args.contains(&"--api-listen=0.0.0.0:8181".to_string()));
+        assert_eq!(container["livenessProbe"]["httpGet"]["port"], 8181);
+        let ports: Vec<i64> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ports, [4101, 4101, 8181]);
+    }
+
+    #[test]
+    fn bad_overrides_are_denied_naming_annotation_and_value() {
+        let cases = [
+            (CPU_REQUEST_ANNOTATION, "lots"),
+            (MEMORY_REQUEST_ANNOTATION, "-5Mi"),
+            (CPU_LIMIT_ANNOTATION, "1.2.3"),
+            (MEMORY_LIMIT_ANNOTATION, "64MB"),
+            (P2P_PORT_ANNOTATION, "0"),
+            (API_PORT_ANNOTATION, "70000"),
+            (P2P_PORT_ANNOTATION, "http"),
+            (IMAGE_ANNOTATION, "dig sidecar"),
+            (IMAGE_ANNOTATION, ""),
+        ];
+        for (annotation, value) in cases {
+            let bad = pod(
+                json!({"dig.net/inject": "prod"}),
+                json!({"dig.net/volume": "stores", annotation: value}),
+            );
+            let denial = decide(&bad, "apps").unwrap_err();
+            assert_eq!(
+                denial.reason(),
+                "invalid_annotation",
+                "{annotation}={value}"
+            );
+            let message = denial.to_string();
+            assert!(
+                message.contains(&format!("{annotation}={value:?}")),
+                "{annotation}={value}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_above_limit_and_port_clashes_are_denied() {
+        let over = pod(
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "stores", "dig.net/memory-request": "1Gi"}),
+        );
+        let message = decide(&over, "apps").unwrap_err().to_string();
+        assert!(
+            message.contains("dig.net/memory-request=\"1Gi\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("above the memory limit 512Mi"),
+            "{message}"
+        );
+
+        let same_ports = pod(
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "stores", "dig.net/api-port": "4001"}),
+        );
+        assert!(
+            decide(&same_ports, "apps")
+                .unwrap_err()
+                .to_string()
+                .contains("must differ")
+        );
+
+        let clash = pod(
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "stores", "dig.net/api-port": "80"}),
+        );
+        let denial = decide(&clash, "apps").unwrap_err();
+        assert_eq!(denial.reason(), "port_conflict");
+        let message = denial.to_string();
+        assert!(
+            message.contains("port 80 is already used by container \"app\""),
+            "{message}"
+        );
+        assert!(message.contains(API_PORT_ANNOTATION), "{message}");
+    }
+
+    #[test]
+    fn non_root_pod_user_is_inherited_and_root_is_replaced() {
+        let mut as_app_user = labelled_pod();
+        as_app_user["spec"]["securityContext"] = json!({"runAsUser": 1000, "fsGroup": 1000});
+        let document = patched(&as_app_user, "apps");
+        assert!(
+            sidecar(&document)["securityContext"]
+                .get("runAsUser")
+                .is_none()
+        );
+        let mut as_root = labelled_pod();
+        as_root["spec"]["securityContext"] = json!({"runAsUser": 0});
+        let document = patched(&as_root, "apps");
+        assert_eq!(
+            sidecar(&document)["securityContext"]["runAsUser"],
+            DEFAULT_RUN_AS_USER
+        );
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(parse_quantity("250m").unwrap(), 0.25);
+        assert_eq!(parse_quantity("2").unwrap(), 2.0);
+        assert_eq!(parse_quantity("64Mi").unwrap(), 64.0 * 1024.0 * 1024.0);
+        assert_eq!(parse_quantity("1e3").unwrap(), 1000.0);
+        assert_eq!(parse_quantity(".5").unwrap(), 0.5);
+        for bad in ["", "m", "-1", "1.2.3", "12MB", "1 Gi"] {
+            assert!(parse_quantity(bad).is_err(), "{bad:?}");
+        }
+    }
+}
