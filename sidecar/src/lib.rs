@@ -3,3 +3,5 @@
 pub mod discovery;
 pub mod metrics;
 pub mod node;
+pub mod store;
+pub mod sync;

@@ -1,0 +1,184 @@
+//! The requesting side of the sync protocol: one stream to one peer, one request at a time.
+
+use std::io;
+use std::time::Duration;
+
+use futures::AsyncWriteExt;
+use libp2p::{PeerId, Stream, StreamProtocol};
+
+use super::announce::WireEntry;
+use super::protocol::{
+    MAX_INVENTORY_BYTES, MAX_MANIFEST_BYTES, RefusalKind, Request, ResponseHeader, read_body,
+    read_header, write_header,
+};
+use crate::store::hash::{self, ChainingValue, Hash32};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot open a sync stream to {peer}: {reason}")]
+    Open { peer: PeerId, reason: String },
+    #[error("sync request to {peer} failed: {source}")]
+    Io {
+        peer: PeerId,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{peer} refused the request ({kind:?}): {message}")]
+    Refused {
+        peer: PeerId,
+        kind: RefusalKind,
+        message: String,
+    },
+    #[error("{peer} answered with an unexpected message: {detail}")]
+    Unexpected { peer: PeerId, detail: String },
+    #[error("{peer} did not answer within {0:?}", timeout)]
+    Timeout { peer: PeerId, timeout: Duration },
+}
+
+/// A sync stream to one peer.
+pub struct SyncClient {
+    peer: PeerId,
+    stream: Stream,
+    timeout: Duration,
+}
+
+impl SyncClient {
+    /// Opens a stream; `timeout` bounds the open and every later request.
+    pub async fn open(
+        control: &mut libp2p_stream::Control,
+        peer: PeerId,
+        protocol: StreamProtocol,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(timeout, control.open_stream(peer, protocol))
+            .await
+            .map_err(|_| ClientError::Timeout { peer, timeout })?
+            .map_err(|e| ClientError::Open {
+                peer,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            peer,
+            stream,
+            timeout,
+        })
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The digest of what the peer holds, and how many entries it covers.
+    pub async fn digest(&mut self) -> Result<(Hash32, u64), ClientError> {
+        match self.exchange(&Request::Digest).await? {
+            ResponseHeader::Digest { digest, count } => hash::from_hex(&digest)
+                .map(|d| (d, count))
+                .ok_or_else(|| self.unexpected(format!("bad digest {digest:?}"))),
+            other => Err(self.unexpected(format!("{other:?} to a digest request"))),
+        }
+    }
+
+    /// Everything the peer holds (and its tombstones); entries are validated by the caller.
+    pub async fn inventory(&mut self) -> Result<Vec<WireEntry>, ClientError> {
+        let len = match self.exchange(&Request::Inventory).await? {
+            ResponseHeader::Inventory { len } => len,
+            other => return Err(self.unexpected(format!("{other:?} to an inventory request"))),
+        };
+        let mut body = Vec::new();
+        self.body(len, MAX_INVENTORY_BYTES, &mut body).await?;
+        serde_json::from_slice(&body).map_err(|e| self.unexpected(format!("bad inventory: {e}")))
+    }
+
+    /// The chunk manifest of `name` with content `hash` (not verified here).
+    pub async fn manifest(
+        &mut self,
+        name: &str,
+        hash: &Hash32,
+    ) -> Result<Vec<ChainingValue>, ClientError> {
+        let request = Request::Manifest {
+            name: name.to_owned(),
+            hash: hash::to_hex(hash),
+        };
+        let len = match self.exchange(&request).await? {
+            ResponseHeader::Manifest { len } => len,
+            other => return Err(self.unexpected(format!("{other:?} to a manifest request"))),
+        };
+        let mut body = Vec::new();
+        self.body(len, MAX_MANIFEST_BYTES, &mut body).await?;
+        hash::manifest_from_bytes(&body)
+            .ok_or_else(|| self.unexpected(format!("manifest of {len} bytes")))
+    }
+
+    /// Chunk `index` of `name`/`hash` into `buffer` (not verified here); at most `max_len` bytes.
+    pub async fn chunk(
+        &mut self,
+        name: &str,
+        hash: &Hash32,
+        index: u64,
+        max_len: u64,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let request = Request::Chunk {
+            name: name.to_owned(),
+            hash: hash::to_hex(hash),
+            index,
+        };
+        let len = match self.exchange(&request).await? {
+            ResponseHeader::Chunk { len } => len,
+            other => return Err(self.unexpected(format!("{other:?} to a chunk request"))),
+        };
+        self.body(len, max_len, buffer).await
+    }
+
+    async fn exchange(&mut self, request: &Request) -> Result<ResponseHeader, ClientError> {
+        let peer = self.peer;
+        let timeout = self.timeout;
+        let io = async {
+            write_header(&mut self.stream, request).await?;
+            self.stream.flush().await?;
+            read_header::<_, ResponseHeader>(&mut self.stream).await
+        };
+        let header = tokio::time::timeout(timeout, io)
+            .await
+            .map_err(|_| ClientError::Timeout { peer, timeout })?
+            .map_err(|source| ClientError::Io { peer, source })?
+            .ok_or_else(|| ClientError::Io {
+                peer,
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed"),
+            })?;
+        match header {
+            ResponseHeader::Refused { kind, message } => Err(ClientError::Refused {
+                peer,
+                kind,
+                message,
+            }),
+            header => Ok(header),
+        }
+    }
+
+    async fn body(
+        &mut self,
+        len: u64,
+        limit: u64,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let peer = self.peer;
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, read_body(&mut self.stream, len, limit, buffer))
+            .await
+            .map_err(|_| ClientError::Timeout { peer, timeout })?
+            .map_err(|source| ClientError::Io { peer, source })
+    }
+
+    fn unexpected(&self, detail: String) -> ClientError {
+        ClientError::Unexpected {
+            peer: self.peer,
+            detail,
+        }
+    }
+
+    /// Closes the stream politely.
+    pub async fn close(mut self) {
+        let _ = self.stream.close().await;
+    }
+}

@@ -1,0 +1,802 @@
+//! Downloading one store's content: chunk manifest, then chunks from every peer that holds the
+//! content, several in flight per peer, each verified before it is written.
+//!
+//! The partial file, its manifest and the list of verified chunks live in the temporary folder,
+//! so an interrupted download resumes: chunks recorded as verified are checked again against the
+//! manifest (cheap, and safe after a crash) and only the rest is fetched. A peer that serves a bad
+//! chunk or manifest is reported for a ban and its chunks go to the other peers.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use libp2p::{PeerId, StreamProtocol};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::client::SyncClient;
+use super::metrics::{Direction, SyncMetrics};
+use crate::store::disk::{self, DiskError};
+use crate::store::hash::{
+    self, CHUNK_SIZE, ChainingValue, Hash32, chunk_count, chunk_len, verify_chunk, verify_manifest,
+};
+
+/// Rounds of chunk fetching before a download gives up (a round ends when every worker stopped;
+/// chunks handed back by a failing peer are retried by the others in the next round).
+const MAX_ROUNDS: usize = 4;
+/// The verified-chunk record is rewritten after this many new chunks.
+const PERSIST_EVERY: u64 = 16;
+
+/// How downloads are made.
+#[derive(Clone, Debug)]
+pub struct DownloadConfig {
+    pub protocol: StreamProtocol,
+    pub tmp_dir: PathBuf,
+    /// Space that must stay free on the disk of `tmp_dir`.
+    pub min_free_bytes: u64,
+    /// Concurrent requests (streams) per peer and download.
+    pub streams_per_peer: usize,
+    /// Bound on opening a stream and on every request.
+    pub request_timeout: Duration,
+}
+
+/// What to download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadTarget {
+    pub name: String,
+    pub size: u64,
+    pub hash: Hash32,
+}
+
+/// A complete, verified and fsynced download, still in the temporary folder.
+#[derive(Debug)]
+pub struct Downloaded {
+    pub path: PathBuf,
+    pub manifest: Vec<ChainingValue>,
+    /// Bytes reused from an earlier, interrupted attempt.
+    pub resumed_bytes: u64,
+    /// Bytes fetched from peers in this attempt.
+    pub fetched_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("no peer served a valid chunk manifest for store {name}: {last_error}")]
+    NoManifest { name: String, last_error: String },
+    #[error(
+        "download of store {name} stopped with {missing} of {total} chunks missing: {last_error}"
+    )]
+    Incomplete {
+        name: String,
+        missing: u64,
+        total: u64,
+        last_error: String,
+    },
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("writing the download of store {name} to {path}: {source}")]
+    Io {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl DownloadError {
+    /// Short label for the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoManifest { .. } => "no_manifest",
+            Self::Incomplete { .. } => "incomplete",
+            Self::Disk(DiskError::InsufficientSpace { .. }) => "disk_full",
+            Self::Disk(_) | Self::Io { .. } => "io",
+        }
+    }
+}
+
+/// Files of one partial download in the temporary folder.
+#[derive(Clone, Debug)]
+pub struct PartialFiles {
+    pub part: PathBuf,
+    pub manifest: PathBuf,
+    pub done: PathBuf,
+}
+
+impl PartialFiles {
+    pub fn new(tmp_dir: &Path, name: &str, hash: &Hash32) -> Self {
+        let stem = format!("{name}.{}", hash::to_hex(hash));
+        Self {
+            part: tmp_dir.join(format!("{stem}.part")),
+            manifest: tmp_dir.join(format!("{stem}.manifest")),
+            done: tmp_dir.join(format!("{stem}.done")),
+        }
+    }
+
+    /// Removes every file of the partial download.
+    pub fn remove(&self) {
+        for path in [&self.part, &self.manifest, &self.done] {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Makes downloads; cheap to clone.
+#[derive(Clone)]
+pub struct Downloader {
+    control: libp2p_stream::Control,
+    config: DownloadConfig,
+    metrics: SyncMetrics,
+    bans: mpsc::UnboundedSender<(PeerId, String)>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<u64>>,
+    done: Mutex<Vec<u8>>,
+    unusable: Mutex<HashSet<PeerId>>,
+    banned: Mutex<HashSet<PeerId>>,
+    last_error: Mutex<String>,
+    fatal: Mutex<Option<io::Error>>,
+    since_persist: AtomicU64,
+    persist: Mutex<()>,
+}
+
+impl Downloader {
+    /// `bans` receives `(peer, reason)` for every peer that served bad data.
+    pub fn new(
+        control: libp2p_stream::Control,
+        config: DownloadConfig,
+        metrics: SyncMetrics,
+        bans: mpsc::UnboundedSender<(PeerId, String)>,
+    ) -> Self {
+        Self {
+            control,
+            config,
+            metrics,
+            bans,
+        }
+    }
+
+    pub fn config(&self) -> &DownloadConfig {
+        &self.config
+    }
+
+    /// Downloads `target` from `peers` into the temporary folder. `progress` counts verified
+    /// bytes (resumed ones included).
+    pub async fn download(
+        &self,
+        target: &DownloadTarget,
+        peers: &[PeerId],
+        progress: Arc<AtomicU64>,
+    ) -> Result<Downloaded, DownloadError> {
+        let files = PartialFiles::new(&self.config.tmp_dir, &target.name, &target.hash);
+        let io_error = |path: &Path, source: io::Error| DownloadError::Io {
+            name: target.name.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        fs::create_dir_all(&self.config.tmp_dir).map_err(|e| io_error(&self.config.tmp_dir, e))?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            done: Mutex::new(Vec::new()),
+            unusable: Mutex::new(HashSet::new()),
+            banned: Mutex::new(HashSet::new()),
+            last_error: Mutex::new("no peer holds this version".to_owned()),
+            fatal: Mutex::new(None),
+            since_persist: AtomicU64::new(0),
+            persist: Mutex::new(()),
+        });
+
+        let manifest = Arc::new(self.manifest(target, peers, &files, &shared).await?);
+        let total = chunk_count(target.size);
+
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&files.part)
+            .map_err(|e| io_error(&files.part, e))?;
+        let (file, done, resumed_bytes) = {
+            let resume_files = files.clone();
+            let size = target.size;
+            let manifest = manifest.clone();
+            tokio::task::spawn_blocking(move || resume(file, &resume_files, size, &manifest))
+                .await
+                .map_err(|e| io_error(&files.part, io::Error::other(e)))?
+                .map_err(|e| io_error(&files.part, e))?
+        };
+        if resumed_bytes > 0 {
+            tracing::info!(
+                store = %target.name,
+                resumed_bytes,
+                total_bytes = target.size,
+                "resuming an interrupted download from verified chunks"
+            );
+            self.metrics.resumed_bytes.inc_by(resumed_bytes);
+        }
+        progress.store(resumed_bytes, Ordering::Relaxed);
+        let remaining = target.size - resumed_bytes;
+        disk::ensure_space(&self.config.tmp_dir, remaining, self.config.min_free_bytes)?;
+
+        *shared.queue.lock() = (0..total).filter(|i| done[*i as usize] == 0).collect();
+        *shared.done.lock() = done;
+        let file = Arc::new(file);
+        let fetched = Arc::new(AtomicU64::new(0));
+
+        for _ in 0..MAX_ROUNDS {
+            let missing = shared.queue.lock().len();
+            let usable: Vec<PeerId> = {
+                let unusable = shared.unusable.lock();
+                peers
+                    .iter()
+                    .filter(|p| !unusable.contains(p))
+                    .copied()
+                    .collect()
+            };
+            if missing == 0 || usable.is_empty() {
+                break;
+            }
+            let per_peer = self
+                .config
+                .streams_per_peer
+                .clamp(1, missing.div_ceil(usable.len()).max(1));
+            let workers = usable.iter().flat_map(|peer| {
+                (0..per_peer).map(|_| {
+                    self.worker(
+                        *peer, target, &manifest, &file, &shared, &progress, &fetched,
+                    )
+                })
+            });
+            futures::future::join_all(workers).await;
+            persist_done(&shared, &files);
+            if let Some(error) = shared.fatal.lock().take() {
+                return Err(match error.raw_os_error() {
+                    Some(code) if code == nix::libc::ENOSPC => {
+                        DownloadError::Disk(DiskError::InsufficientSpace {
+                            path: self.config.tmp_dir.clone(),
+                            needed: remaining,
+                            reserve: self.config.min_free_bytes,
+                            available: disk::available_bytes(&self.config.tmp_dir).unwrap_or(0),
+                        })
+                    }
+                    _ => io_error(&files.part, error),
+                });
+            }
+        }
+
+        let missing = shared.queue.lock().len() as u64;
+        if missing > 0 {
+            return Err(DownloadError::Incomplete {
+                name: target.name.clone(),
+                missing,
+                total,
+                last_error: shared.last_error.lock().clone(),
+            });
+        }
+        let file = Arc::try_unwrap(file).unwrap_or_else(|shared_file| {
+            shared_file
+                .try_clone()
+                .expect("cloning an open file handle")
+        });
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| io_error(&files.part, io::Error::other(e)))?
+            .map_err(|e| io_error(&files.part, e))?;
+        Ok(Downloaded {
+            path: files.part,
+            manifest: Arc::try_unwrap(manifest).unwrap_or_else(|m| (*m).clone()),
+            resumed_bytes,
+            fetched_bytes: fetched.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The manifest: implied for single-chunk files, else from the saved copy or from a peer,
+    /// always checked against the file hash.
+    async fn manifest(
+        &self,
+        target: &DownloadTarget,
+        peers: &[PeerId],
+        files: &PartialFiles,
+        shared: &Shared,
+    ) -> Result<Vec<ChainingValue>, DownloadError> {
+        if target.size <= CHUNK_SIZE {
+            return Ok(if target.size == 0 {
+                Vec::new()
+            } else {
+                vec![target.hash]
+            });
+        }
+        if let Ok(bytes) = fs::read(&files.manifest)
+            && let Some(manifest) = hash::manifest_from_bytes(&bytes)
+            && verify_manifest(target.size, &target.hash, &manifest)
+        {
+            return Ok(manifest);
+        }
+        let mut last_error = "no peer holds this version".to_owned();
+        for peer in peers {
+            let mut control = self.control.clone();
+            let result = async {
+                let mut client = SyncClient::open(
+                    &mut control,
+                    *peer,
+                    self.config.protocol.clone(),
+                    self.config.request_timeout,
+                )
+                .await?;
+                let manifest = client.manifest(&target.name, &target.hash).await;
+                client.close().await;
+                manifest
+            }
+            .await;
+            match result {
+                Ok(manifest) if verify_manifest(target.size, &target.hash, &manifest) => {
+                    crate::store::index::write_atomic(
+                        &files.manifest,
+                        &hash::manifest_to_bytes(&manifest),
+                    )
+                    .map_err(|source| DownloadError::Io {
+                        name: target.name.clone(),
+                        path: files.manifest.clone(),
+                        source,
+                    })?;
+                    return Ok(manifest);
+                }
+                Ok(_) => {
+                    last_error = format!("{peer} served a manifest that does not match the hash");
+                    self.bad_peer(*peer, &last_error, shared);
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    shared.unusable.lock().insert(*peer);
+                }
+            }
+        }
+        Err(DownloadError::NoManifest {
+            name: target.name.clone(),
+            last_error,
+        })
+    }
+
+    fn bad_peer(&self, peer: PeerId, reason: &str, shared: &Shared) {
+        self.metrics.verification_failures.inc();
+        shared.unusable.lock().insert(peer);
+        // Several workers may catch the same peer at once; it is reported once per download.
+        if shared.banned.lock().insert(peer) {
+            tracing::warn!(%peer, reason, "peer served data that failed verification; banning it");
+            let _ = self.bans.send((peer, reason.to_owned()));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn worker(
+        &self,
+        peer: PeerId,
+        target: &DownloadTarget,
+        manifest: &Arc<Vec<ChainingValue>>,
+        file: &Arc<File>,
+        shared: &Arc<Shared>,
+        progress: &AtomicU64,
+        fetched: &AtomicU64,
+    ) {
+        let mut control = self.control.clone();
+        let mut client = match SyncClient::open(
+            &mut control,
+            peer,
+            self.config.protocol.clone(),
+            self.config.request_timeout,
+        )
+        .await
+        {
+            Ok(client) => client,
+            Err(e) => {
+                *shared.last_error.lock() = e.to_string();
+                shared.unusable.lock().insert(peer);
+                return;
+            }
+        };
+        let mut buffer = Vec::with_capacity(CHUNK_SIZE as usize);
+        loop {
+            if shared.unusable.lock().contains(&peer) || shared.fatal.lock().is_some() {
+                break;
+            }
+            let Some(index) = shared.queue.lock().pop_front() else {
+                break;
+            };
+            let expected_len = chunk_len(target.size, index);
+            let fetched_chunk = client
+                .chunk(&target.name, &target.hash, index, expected_len, &mut buffer)
+                .await
+                .and_then(|()| {
+                    // A length that does not fit the announced size may come from a wrong
+                    // announcement rather than from this peer: not a reason to ban it.
+                    if buffer.len() as u64 == expected_len {
+                        Ok(())
+                    } else {
+                        Err(super::client::ClientError::Unexpected {
+                            peer,
+                            detail: format!(
+                                "chunk {index} of store {} has {} bytes, the announced size implies {expected_len}",
+                                target.name,
+                                buffer.len()
+                            ),
+                        })
+                    }
+                });
+            if let Err(e) = fetched_chunk {
+                shared.queue.lock().push_front(index);
+                *shared.last_error.lock() = e.to_string();
+                shared.unusable.lock().insert(peer);
+                break;
+            }
+            let verify_and_write = {
+                let manifest = manifest.clone();
+                let file = file.clone();
+                let size = target.size;
+                move || {
+                    if !verify_chunk(size, index, &buffer, &manifest) {
+                        return (Ok(false), buffer);
+                    }
+                    let written = file
+                        .write_all_at(&buffer, index * CHUNK_SIZE)
+                        .map(|()| true);
+                    (written, buffer)
+                }
+            };
+            let (result, returned) = match tokio::task::spawn_blocking(verify_and_write).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    shared.queue.lock().push_front(index);
+                    *shared.fatal.lock() = Some(io::Error::other(e));
+                    break;
+                }
+            };
+            buffer = returned;
+            match result {
+                Ok(true) => {
+                    shared.done.lock()[index as usize] = 1;
+                    progress.fetch_add(expected_len, Ordering::Relaxed);
+                    fetched.fetch_add(expected_len, Ordering::Relaxed);
+                    self.metrics.add_bytes(Direction::Received, expected_len);
+                    if shared.since_persist.fetch_add(1, Ordering::Relaxed) + 1 >= PERSIST_EVERY {
+                        shared.since_persist.store(0, Ordering::Relaxed);
+                        let files =
+                            PartialFiles::new(&self.config.tmp_dir, &target.name, &target.hash);
+                        persist_done(shared, &files);
+                    }
+                }
+                Ok(false) => {
+                    shared.queue.lock().push_front(index);
+                    let reason = format!(
+                        "chunk {index} of store {} failed BLAKE3 verification",
+                        target.name
+                    );
+                    *shared.last_error.lock() = format!("{peer}: {reason}");
+                    self.bad_peer(peer, &reason, shared);
+                    break;
+                }
+                Err(e) => {
+                    shared.queue.lock().push_front(index);
+                    *shared.fatal.lock() = Some(e);
+                    break;
+                }
+            }
+        }
+        client.close().await;
+    }
+}
+
+/// Opens the partial file at the right size and keeps the chunks recorded as verified that still
+/// verify. Returns the file, one byte per chunk (1 = verified) and the bytes reused.
+fn resume(
+    file: File,
+    files: &PartialFiles,
+    size: u64,
+    manifest: &[ChainingValue],
+) -> io::Result<(File, Vec<u8>, u64)> {
+    let total = chunk_count(size) as usize;
+    let mut done = fs::read(&files.done).unwrap_or_default();
+    if file.metadata()?.len() != size || done.len() != total {
+        file.set_len(0)?;
+        file.set_len(size)?;
+        done = vec![0; total];
+    }
+    let mut buffer = vec![0u8; CHUNK_SIZE as usize];
+    let mut resumed = 0;
+    for index in 0..total as u64 {
+        if done[index as usize] == 0 {
+            continue;
+        }
+        let len = chunk_len(size, index) as usize;
+        let ok = file
+            .read_exact_at(&mut buffer[..len], index * CHUNK_SIZE)
+            .is_ok()
+            && verify_chunk(size, index, &buffer[..len], manifest);
+        if ok {
+            resumed += len as u64;
+        } else {
+            done[index as usize] = 0;
+        }
+    }
+    Ok((file, done, resumed))
+}
+
+/// Rewrites the record of verified chunks (temporary file + rename, so a kill leaves the old or
+/// the new record; resume re-verifies anyway, so no fsync is needed).
+fn persist_done(shared: &Shared, files: &PartialFiles) {
+    let _guard = shared.persist.lock();
+    let snapshot = shared.done.lock().clone();
+    let tmp = files.done.with_extension("done.tmp");
+    let result = fs::write(&tmp, &snapshot).and_then(|()| fs::rename(&tmp, &files.done));
+    if let Err(error) = result {
+        tracing::warn!(path = %files.done.display(), %error, "cannot record verified chunks");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::index::{IndexEntry, LocalMeta, StoreIndex};
+    use crate::store::{Version, hash::digest_reader};
+    use crate::sync::protocol::sync_protocol;
+    use crate::sync::server::{ServeContext, run_server};
+    use futures::StreamExt;
+    use libp2p::Multiaddr;
+    use libp2p::swarm::SwarmEvent;
+    use tokio::sync::Semaphore;
+    use tokio_util::sync::CancellationToken;
+
+    pub(crate) const NET: &str = "unit";
+
+    /// A minimal swarm (TCP loopback, noise, yamux, libp2p-stream) connected to `dial`.
+    pub(crate) async fn swarm_node(
+        dial: &[Multiaddr],
+    ) -> (PeerId, Multiaddr, libp2p_stream::Control) {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let address = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        for target in dial {
+            swarm.dial(target.clone()).unwrap();
+        }
+        let mut connected = 0;
+        while connected < dial.len() {
+            let event = tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some())
+                .await
+                .expect("connection within 10 s");
+            if let SwarmEvent::ConnectionEstablished { .. } = event {
+                connected += 1;
+            }
+        }
+        let peer = *swarm.local_peer_id();
+        let control = swarm.behaviour().new_control();
+        tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        (peer, address, control)
+    }
+
+    /// A node that serves `content` as store `name`.
+    pub(crate) async fn serving_node(
+        name: &str,
+        content: &[u8],
+        corrupt: bool,
+    ) -> (PeerId, Multiaddr, tempfile::TempDir) {
+        let (peer, address, mut control) = swarm_node(&[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{name}.dig"));
+        fs::write(&path, content).unwrap();
+        let digest = digest_reader(content).unwrap();
+        let mut index = StoreIndex::default();
+        index.entries.insert(
+            name.to_owned(),
+            IndexEntry {
+                version: Version::new(1, peer.to_base58()),
+                content: Some(digest.into()),
+                local: Some(LocalMeta::of_path(&path).unwrap()),
+            },
+        );
+        let context = Arc::new(ServeContext {
+            index: Arc::new(parking_lot::RwLock::new(index)),
+            data_dir: dir.path().to_owned(),
+            metrics: SyncMetrics::unregistered(),
+            corrupt_chunks: corrupt,
+            streams: Arc::new(Semaphore::new(64)),
+        });
+        let incoming = control.accept(sync_protocol(NET)).unwrap();
+        tokio::spawn(run_server(incoming, context, CancellationToken::new()));
+        (peer, address, dir)
+    }
+
+    pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| ((i * 131 + seed as usize) % 253) as u8)
+            .collect()
+    }
+
+    fn downloader(
+        control: libp2p_stream::Control,
+        tmp: &Path,
+        min_free_bytes: u64,
+    ) -> (
+        Downloader,
+        mpsc::UnboundedReceiver<(PeerId, String)>,
+        SyncMetrics,
+    ) {
+        let (bans, banned) = mpsc::unbounded_channel();
+        let metrics = SyncMetrics::unregistered();
+        let config = DownloadConfig {
+            protocol: sync_protocol(NET),
+            tmp_dir: tmp.to_owned(),
+            min_free_bytes,
+            streams_per_peer: 4,
+            request_timeout: Duration::from_secs(20),
+        };
+        (
+            Downloader::new(control, config, metrics.clone(), bans),
+            banned,
+            metrics,
+        )
+    }
+
+    fn target(name: &str, content: &[u8]) -> DownloadTarget {
+        DownloadTarget {
+            name: name.into(),
+            size: content.len() as u64,
+            hash: *blake3::hash(content).as_bytes(),
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_a_multi_chunk_file_and_verifies_it() {
+        let content = pattern(5 * CHUNK_SIZE as usize + 1234, 1);
+        let (server, address, _dir) = serving_node("big", &content, false).await;
+        let (_me, _, control) = swarm_node(&[address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (downloader, _bans, _) = downloader(control, tmp.path(), 0);
+        let progress = Arc::new(AtomicU64::new(0));
+        let done = downloader
+            .download(&target("big", &content), &[server], progress.clone())
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&done.path).unwrap(), content);
+        assert_eq!(done.fetched_bytes, content.len() as u64);
+        assert_eq!(done.resumed_bytes, 0);
+        assert_eq!(progress.load(Ordering::Relaxed), content.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn small_and_empty_files_need_no_manifest_request() {
+        for content in [Vec::new(), pattern(1000, 2)] {
+            let (server, address, _dir) = serving_node("small", &content, false).await;
+            let (_me, _, control) = swarm_node(&[address]).await;
+            let tmp = tempfile::tempdir().unwrap();
+            let (downloader, _bans, _) = downloader(control, tmp.path(), 0);
+            let done = downloader
+                .download(&target("small", &content), &[server], Arc::default())
+                .await
+                .unwrap();
+            assert_eq!(fs::read(&done.path).unwrap(), content);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_chunk_bans_its_peer_and_the_file_comes_from_an_honest_one() {
+        let content = pattern(4 * CHUNK_SIZE as usize + 7, 3);
+        let (liar, liar_address, _d1) = serving_node("s", &content, true).await;
+        let (honest, honest_address, _d2) = serving_node("s", &content, false).await;
+        let (_me, _, control) = swarm_node(&[liar_address, honest_address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (downloader, mut bans, metrics) = downloader(control, tmp.path(), 0);
+        let done = downloader
+            .download(&target("s", &content), &[liar, honest], Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&done.path).unwrap(), content);
+        let (banned, reason) = bans.try_recv().expect("the corrupting peer is reported");
+        assert_eq!(banned, liar);
+        assert!(reason.contains("failed BLAKE3 verification"), "{reason}");
+        assert!(bans.try_recv().is_err(), "the honest peer is not banned");
+        assert!(metrics.verification_failures.get() >= 1);
+    }
+
+    #[tokio::test]
+    async fn only_a_corrupting_peer_means_no_file_at_all() {
+        let content = pattern(2 * CHUNK_SIZE as usize + 7, 4);
+        let (liar, address, _d) = serving_node("s", &content, true).await;
+        let (_me, _, control) = swarm_node(&[address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (downloader, mut bans, _) = downloader(control, tmp.path(), 0);
+        let err = downloader
+            .download(&target("s", &content), &[liar], Arc::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DownloadError::Incomplete { .. }), "{err}");
+        assert_eq!(bans.try_recv().unwrap().0, liar);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_download_resumes_from_its_verified_chunks() {
+        let content = pattern(6 * CHUNK_SIZE as usize + 99, 5);
+        let (server, address, _dir) = serving_node("r", &content, false).await;
+        let (_me, _, control) = swarm_node(&[address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let wanted = target("r", &content);
+        // The state a killed download leaves: the partial file with chunks 0..3 written, chunk 3
+        // recorded as done but holding garbage, and the manifest.
+        let files = PartialFiles::new(tmp.path(), "r", &wanted.hash);
+        let mut partial = vec![0u8; content.len()];
+        let three = 3 * CHUNK_SIZE as usize;
+        partial[..three].copy_from_slice(&content[..three]);
+        partial[three] = 0xAA;
+        fs::write(&files.part, &partial).unwrap();
+        fs::write(&files.done, [1, 1, 1, 1, 0, 0, 0]).unwrap();
+        let digest = digest_reader(&content[..]).unwrap();
+        fs::write(&files.manifest, hash::manifest_to_bytes(&digest.chunks)).unwrap();
+
+        let (downloader, _bans, metrics) = downloader(control, tmp.path(), 0);
+        let done = downloader
+            .download(&wanted, &[server], Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&done.path).unwrap(), content);
+        assert_eq!(done.resumed_bytes, 3 * CHUNK_SIZE);
+        assert_eq!(done.fetched_bytes, content.len() as u64 - 3 * CHUNK_SIZE);
+        assert_eq!(metrics.resumed_bytes.get(), 3 * CHUNK_SIZE);
+    }
+
+    #[tokio::test]
+    async fn a_download_that_would_eat_the_disk_reserve_is_refused() {
+        let content = pattern(2 * CHUNK_SIZE as usize, 6);
+        let (server, address, _dir) = serving_node("d", &content, false).await;
+        let (_me, _, control) = swarm_node(&[address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (downloader, _bans, _) = downloader(control, tmp.path(), u64::MAX / 2);
+        let err = downloader
+            .download(&target("d", &content), &[server], Arc::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "disk_full", "{err}");
+        assert!(err.to_string().contains("not enough disk space"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_content_leads_to_a_clear_error() {
+        let content = pattern(3 * CHUNK_SIZE as usize, 7);
+        let other = pattern(3 * CHUNK_SIZE as usize, 8);
+        let (server, address, _dir) = serving_node("x", &other, false).await;
+        let (_me, _, control) = swarm_node(&[address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (downloader, mut bans, _) = downloader(control, tmp.path(), 0);
+        let err = downloader
+            .download(&target("x", &content), &[server], Arc::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DownloadError::NoManifest { .. }), "{err}");
+        assert!(err.to_string().contains("not held"), "{err}");
+        assert!(bans.try_recv().is_err(), "refusing is not misbehaving");
+    }
+}

@@ -1,0 +1,12 @@
+//! Replication between nodes: the sync wire protocol over libp2p-stream, chunked verified
+//! downloads from several peers, gossip announcements, anti-entropy inventories, and the
+//! replicator that ties them to the local store.
+
+pub mod announce;
+pub mod client;
+pub mod download;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+
+pub use protocol::sync_protocol;
