@@ -3,10 +3,17 @@
 //! - [`record`]: wire types of signed records, canonical bytes, signing, verification, bounds.
 //! - [`api`]: request and response types of the REST API.
 //! - [`client`]: [`client::RegistryClient`], used by dig-sidecar, dig-operator and federation.
+//! - [`registry`]: the in-memory soft state (indexes, expiry, views).
+//! - [`server`], [`federation`], [`metrics`], [`config`]: the `dig-bootstrap` server.
 
 pub mod api;
 pub mod client;
+pub mod config;
+pub mod federation;
+pub mod metrics;
 pub mod record;
+pub mod registry;
+pub mod server;
 
 pub use api::{
     HealthResponse, PeerInfo, PeersQuery, PeersResponse, RegisterResponse, StatsResponse,

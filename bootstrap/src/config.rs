@@ -1,0 +1,236 @@
+//! Command line and environment of `dig-bootstrap` (each flag also as `DIG_BOOTSTRAP_<NAME>`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::record::{RecordLimits, is_valid_network_id};
+use crate::registry::RegistryConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_sibling_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "{text:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_network_id(text: &str) -> Result<String, String> {
+    if is_valid_network_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} does not match {}",
+            crate::record::NETWORK_ID_PATTERN
+        ))
+    }
+}
+
+/// DIG Network bootstrap registry: a REST registry of signed peer records.
+///
+/// Nodes register a record signed with their libp2p identity and refresh it (every 60 s by
+/// default); records expire after --peer-ttl. Logging levels come from RUST_LOG (default info).
+#[derive(Clone, Debug, Parser)]
+#[command(name = "dig-bootstrap", version, about, long_about)]
+pub struct Config {
+    /// Address and port to serve HTTP (or HTTPS with --tls-cert/--tls-key) on.
+    #[arg(long, env = "DIG_BOOTSTRAP_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+
+    /// Seconds a record lives without a refresh.
+    #[arg(long, env = "DIG_BOOTSTRAP_PEER_TTL", value_name = "SECONDS", default_value_t = 180,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub peer_ttl: u64,
+
+    /// Most peer records held; registrations of new peers beyond it get 429.
+    #[arg(long, env = "DIG_BOOTSTRAP_MAX_PEERS", value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_peers: u64,
+
+    /// Requests per second allowed per client IP (all routes but /health and /metrics);
+    /// beyond it the answer is 429 with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "DIG_BOOTSTRAP_RATE_LIMIT", value_name = "PER_SECOND", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit: u32,
+
+    /// Requests a client may send in a burst above --rate-limit (defaults to twice the rate).
+    #[arg(long, env = "DIG_BOOTSTRAP_RATE_LIMIT_BURST", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Sibling bootstrap server to pull signed records from (repeatable; comma-separated in the
+    /// environment variable).
+    #[arg(long = "peer-bootstrap", env = "DIG_BOOTSTRAP_PEER_BOOTSTRAP", value_name = "URL",
+          value_delimiter = ',', value_parser = parse_sibling_url)]
+    pub peer_bootstrap: Vec<url::Url>,
+
+    /// Extra PEM CA (or self-signed certificate) trusted for https:// siblings.
+    #[arg(long, env = "DIG_BOOTSTRAP_PEER_BOOTSTRAP_CA", value_name = "FILE")]
+    pub peer_bootstrap_ca: Option<PathBuf>,
+
+    /// Seconds between pulls of each sibling's /records.
+    #[arg(long, env = "DIG_BOOTSTRAP_FEDERATION_INTERVAL", value_name = "SECONDS",
+          default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub federation_interval: u64,
+
+    /// PEM certificate chain; serve HTTPS (needs --tls-key).
+    #[arg(
+        long,
+        env = "DIG_BOOTSTRAP_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "DIG_BOOTSTRAP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(
+        long,
+        env = "DIG_BOOTSTRAP_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Most stores one record may list.
+    #[arg(long, env = "DIG_BOOTSTRAP_MAX_STORES_PER_PEER", value_name = "N",
+          default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub max_stores_per_peer: u64,
+
+    /// Most multiaddrs one record may list.
+    #[arg(long, env = "DIG_BOOTSTRAP_MAX_ADDRESSES", value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub max_addresses: u64,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "DIG_BOOTSTRAP_MAX_BODY_BYTES", value_name = "BYTES",
+          default_value_t = 512 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Seconds a signed timestamp may differ from the server clock (registrations and removals).
+    #[arg(long, env = "DIG_BOOTSTRAP_MAX_CLOCK_SKEW", value_name = "SECONDS",
+          default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub max_clock_skew: u64,
+
+    /// Seconds between sweeps that remove expired records.
+    #[arg(long, env = "DIG_BOOTSTRAP_SWEEP_INTERVAL", value_name = "SECONDS",
+          default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sweep_interval: u64,
+
+    /// Peers that refreshed within this many seconds count as active in /stats.
+    #[arg(long, env = "DIG_BOOTSTRAP_ACTIVE_WINDOW", value_name = "SECONDS",
+          default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub active_window: u64,
+
+    /// Network id this server accepts (repeatable; comma-separated in the environment
+    /// variable). Without it every network id is accepted.
+    #[arg(long, env = "DIG_BOOTSTRAP_NETWORK", value_name = "ID", value_delimiter = ',',
+          value_parser = parse_network_id)]
+    pub network: Vec<String>,
+
+    /// Seconds open connections get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "DIG_BOOTSTRAP_SHUTDOWN_GRACE", value_name = "SECONDS",
+          default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_grace: u64,
+}
+
+impl Config {
+    pub fn registry_config(&self) -> RegistryConfig {
+        RegistryConfig {
+            ttl_ms: self.peer_ttl * 1000,
+            max_peers: self.max_peers as usize,
+            limits: RecordLimits {
+                max_stores: self.max_stores_per_peer as usize,
+                max_addresses: self.max_addresses as usize,
+            },
+            max_clock_skew_ms: self.max_clock_skew * 1000,
+            active_window_ms: self.active_window * 1000,
+            allowed_networks: self.network.clone(),
+        }
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.sweep_interval)
+    }
+
+    pub fn federation_interval(&self) -> Duration {
+        Duration::from_secs(self.federation_interval)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace)
+    }
+
+    /// Burst size of the rate limit, or `None` when it is off.
+    pub fn rate_limit_quota(&self) -> Option<(u32, u32)> {
+        (self.rate_limit > 0).then(|| {
+            let burst = self
+                .rate_limit_burst
+                .unwrap_or(self.rate_limit.saturating_mul(2));
+            (self.rate_limit, burst.max(1))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = Config::try_parse_from(["dig-bootstrap"]).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!(config.peer_ttl, 180);
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.rate_limit_quota(), Some((20, 40)));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (vec!["--peer-ttl", "0"], "--peer-ttl"),
+            (vec!["--peer-ttl", "abc"], "--peer-ttl"),
+            (vec!["--listen", "nowhere"], "--listen"),
+            (vec!["--peer-bootstrap", "ftp://x"], "--peer-bootstrap"),
+            (vec!["--network", "a/b"], "--network"),
+            (vec!["--max-body-bytes", "10"], "--max-body-bytes"),
+            (vec!["--log-format", "xml"], "--log-format"),
+            (vec!["--tls-cert", "/x"], "--tls-key"),
+        ] {
+            let mut argv = vec!["dig-bootstrap"];
+            argv.extend(args);
+            let err = Config::try_parse_from(&argv).unwrap_err().to_string();
+            assert!(err.contains(flag), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn zero_rate_limit_turns_it_off() {
+        let config = Config::try_parse_from(["dig-bootstrap", "--rate-limit", "0"]).unwrap();
+        assert_eq!(config.rate_limit_quota(), None);
+    }
+}

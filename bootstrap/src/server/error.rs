@@ -1,0 +1,111 @@
+//! Every rejection as a 4xx with a JSON `{error, detail, field}` body.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::ErrorBody;
+use crate::record::RecordError;
+use crate::registry::RegistryError;
+
+/// An error answer of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub detail: String,
+    pub field: Option<String>,
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            detail: detail.into(),
+            field: None,
+            retry_after_seconds: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds.max(1));
+        self
+    }
+
+    /// A bad query or path parameter.
+    pub fn bad_parameter(field: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", detail).with_field(field)
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for path {path:?}; see /openapi.json"),
+        )
+        .with_field("path")
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        let status = match e {
+            RecordError::InvalidField { .. } | RecordError::PublicKey { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            RecordError::Signature { .. } => StatusCode::UNAUTHORIZED,
+            RecordError::KeyMismatch { .. } => StatusCode::FORBIDDEN,
+            // Servers never sign; a client-side signing failure is never answered.
+            RecordError::Signing { .. } => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, e.code(), e.to_string()).with_field(e.field())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let field = e.field().to_owned();
+        match e {
+            RegistryError::Record(inner) => inner.into(),
+            RegistryError::StaleTimestamp { .. } | RegistryError::FutureTimestamp { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()).with_field(field)
+            }
+            RegistryError::NotNewer { .. } => {
+                Self::new(StatusCode::CONFLICT, e.code(), e.to_string()).with_field(field)
+            }
+            RegistryError::WrongNetwork { .. } => {
+                Self::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).with_field(field)
+            }
+            // A capacity refusal: retryable, like a rate limit (and never a 5xx).
+            RegistryError::Full { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string())
+                    .with_field(field)
+                    .retry_after(30)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.error.to_owned(),
+            detail: self.detail,
+            field: self.field,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,99 @@
+//! Cross-cutting request handling: route tagging, metrics, per-client rate limiting.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::metrics::{RequestLabels, RouteLabels};
+
+/// The matched route template, carried from the routing layer to the metrics layer.
+#[derive(Clone, Debug)]
+pub struct RouteTemplate(pub String);
+
+/// Runs inside routing (a route layer), where the matched path is known, and tags the response.
+pub async fn tag_route(request: Request, next: Next) -> Response {
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let mut response = next.run(request).await;
+    if let Some(template) = template {
+        response.extensions_mut().insert(RouteTemplate(template));
+    }
+    response
+}
+
+/// Outermost layer: counts every request by route template and status, and times it.
+pub async fn record_metrics(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let route = response
+        .extensions()
+        .get::<RouteTemplate>()
+        .map(|t| t.0.clone())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let metrics = state.metrics();
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Routes that probes and scrapers call; never rate limited.
+const UNLIMITED_ROUTES: &[&str] = &["/health", "/metrics"];
+
+/// Per-client-IP rate limit: 429 with `Retry-After` beyond the quota.
+pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(limiter) = state.limiter() else {
+        return next.run(request).await;
+    };
+    let exempt = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| UNLIMITED_ROUTES.contains(&p.as_str()));
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let (false, Some(ip)) = (exempt, client)
+        && let Err(not_until) = limiter.check_key(&ip)
+    {
+        state.metrics().rate_limited.inc();
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "client {ip} sent more requests than --rate-limit allows; retry after {seconds} s"
+            ),
+        )
+        .with_field("client")
+        .retry_after(seconds)
+        .into_response();
+    }
+    next.run(request).await
+}

@@ -1,0 +1,227 @@
+//! The HTTP(S) server: routes, layers, background tasks, TLS and graceful shutdown.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+pub use state::AppState;
+
+use crate::config::Config;
+
+/// Every route served, as (path template, method). The OpenAPI test checks each is documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/health", "GET"),
+    ("/stats", "GET"),
+    ("/register", "POST"),
+    ("/unregister", "POST"),
+    ("/peers", "GET"),
+    ("/peers/store/{store}", "GET"),
+    ("/topology", "GET"),
+    ("/records", "GET"),
+    ("/metrics", "GET"),
+    ("/openapi.json", "GET"),
+];
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("loading TLS certificate {cert} and key {key}: {source}")]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving on {listen}: {source}")]
+    Serve {
+        listen: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sibling bootstrap client for {url}: {source}")]
+    Sibling {
+        url: String,
+        #[source]
+        source: crate::client::ClientError,
+    },
+    #[error("reading --peer-bootstrap-ca {path}: {source}")]
+    SiblingCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The application: every route and layer, over `state`.
+pub fn router(state: AppState) -> Router {
+    let max_body = usize::try_from(state.max_body_bytes()).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/stats", get(routes::stats))
+        .route("/register", post(routes::register))
+        .route("/unregister", post(routes::unregister))
+        .route("/peers", get(routes::peers))
+        .route("/peers/store/{store}", get(routes::peers_with_store))
+        .route("/topology", get(routes::topology))
+        .route("/records", get(routes::records))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
+        ))
+        .route_layer(axum::middleware::from_fn(middleware::tag_route))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::record_metrics,
+        ))
+        .with_state(state)
+}
+
+/// Waits for SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Runs the server until `shutdown` completes, then drains connections for the grace period.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    crate::install_crypto_provider();
+    let state = AppState::new(&config);
+    let app = router(state.clone());
+    let handle = Handle::new();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let sweep_state = state.clone();
+    let sweep_interval = config.sweep_interval();
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(sweep_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let expired = sweep_state.sweep();
+            if expired > 0 {
+                tracing::debug!(expired, "expired peer records removed");
+            }
+        }
+    });
+    let ca_pem = match &config.peer_bootstrap_ca {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|source| ServerError::SiblingCa {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    for url in &config.peer_bootstrap {
+        let sibling =
+            crate::federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
+                ServerError::Sibling {
+                    url: url.to_string(),
+                    source,
+                }
+            })?;
+        tasks.spawn(crate::federation::pull_forever(
+            state.clone(),
+            sibling,
+            config.federation_interval(),
+        ));
+    }
+
+    let grace = config.shutdown_grace();
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        shutdown_handle.graceful_shutdown(Some(grace));
+    });
+    let listening_handle = handle.clone();
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tokio::spawn(async move {
+        if let Some(address) = listening_handle.listening().await {
+            tracing::info!("dig-bootstrap listening on {scheme}://{address}");
+        }
+    });
+
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let listen = config.listen;
+    let served = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|source| ServerError::Tls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    source,
+                })?;
+            let mut server = axum_server::bind_rustls(listen, tls).handle(handle);
+            configure_http(server.http_builder());
+            server.serve(service).await
+        }
+        _ => {
+            let mut server = axum_server::bind(listen).handle(handle);
+            configure_http(server.http_builder());
+            server.serve(service).await
+        }
+    };
+    tasks.shutdown().await;
+    served.map_err(|source| ServerError::Serve { listen, source })?;
+    tracing::info!("dig-bootstrap stopped");
+    Ok(())
+}
+
+/// Bounds how long a client may take to send its headers (slow-loris).
+fn configure_http(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+}

@@ -1,0 +1,67 @@
+//! The OpenAPI 3 document of every route, generated from the handlers' annotations.
+
+use std::sync::LazyLock;
+
+use utoipa::OpenApi;
+
+use super::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dig-bootstrap",
+        description = "DIG Network peer registry: signed peer records over REST. Every error is a \
+                       JSON {error, detail, field} body."
+    ),
+    paths(
+        routes::health,
+        routes::stats,
+        routes::register,
+        routes::unregister,
+        routes::peers,
+        routes::peers_with_store,
+        routes::topology,
+        routes::records,
+        routes::metrics,
+        routes::openapi,
+    )
+)]
+pub struct ApiDoc;
+
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
+});
+
+/// The document as JSON text, built once.
+pub fn document_json() -> String {
+    DOCUMENT.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_lists_every_route_with_its_method() {
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        for (path, method) in super::super::ROUTES {
+            assert!(
+                doc["paths"][path][method.to_lowercase()].is_object(),
+                "{method} {path} missing from the OpenAPI document"
+            );
+        }
+        let schemas = &doc["components"]["schemas"];
+        for schema in [
+            "SignedPeerRecord",
+            "PeerRecord",
+            "StoreEntry",
+            "ErrorBody",
+            "PeersResponse",
+        ] {
+            assert!(schemas[schema].is_object(), "schema {schema} missing");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Route handlers. Each parses its input with [`super::extract`], so every bad input is a JSON 4xx.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::extract::{PEERS_LIMIT_CAP, QueryParams, body_bytes, json_body};
+use super::state::AppState;
+use crate::api::{
+    DEFAULT_PEERS_LIMIT, DEFAULT_RECORDS_LIMIT, ErrorBody, HealthResponse, MAX_RECORDS_LIMIT,
+    PeersQuery, PeersResponse, RecordsQuery, RecordsResponse, RegisterResponse, StatsResponse,
+    StorePeersQuery, TopologyResponse, UnregisterResponse,
+};
+use crate::metrics::Metrics;
+use crate::record::{
+    STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name, now_ms,
+};
+use crate::registry::{Removed, Source, Upserted};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Liveness and a summary.
+#[utoipa::path(get, path = "/health", tag = "registry",
+    responses((status = 200, description = "Serving", body = HealthResponse)))]
+pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
+    let peers = state.registry().read().len() as u64;
+    Json(HealthResponse {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        peers,
+        uptime_seconds: state.uptime_seconds(),
+    })
+}
+
+/// Totals: peers, active peers, stores, registrations, uptime.
+#[utoipa::path(get, path = "/stats", tag = "registry",
+    responses((status = 200, description = "Totals", body = StatsResponse)))]
+pub async fn stats(State(state): State<AppState>) -> Json<StatsResponse> {
+    let stats = state
+        .registry()
+        .read()
+        .stats(now_ms(), state.uptime_seconds());
+    Json(stats)
+}
+
+/// Registers or refreshes a signed peer record (also the heartbeat).
+#[utoipa::path(post, path = "/register", tag = "registry", request_body = SignedPeerRecord,
+    responses(
+        (status = 200, description = "Accepted", body = RegisterResponse),
+        (status = 400, description = "Malformed JSON, a field out of bounds, or a stale/future timestamp", body = ErrorBody),
+        (status = 401, description = "Signature does not verify", body = ErrorBody),
+        (status = 403, description = "Key does not match peerId, or network not served", body = ErrorBody),
+        (status = 409, description = "Timestamp not newer than the record held (replay)", body = ErrorBody),
+        (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
+        (status = 429, description = "Rate limited or registry full; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<RegisterResponse> {
+    let metrics = state.metrics();
+    let result = body_bytes(body, state.max_body_bytes())
+        .and_then(|body| json_body::<SignedPeerRecord>(&body))
+        .and_then(|signed| {
+            let outcome = state.accept_record(&signed, Source::Direct)?;
+            Ok((signed, outcome))
+        });
+    match result {
+        Ok((signed, outcome)) => {
+            let status = match outcome {
+                Upserted::Created { .. } => "registered",
+                Upserted::Refreshed { .. } => "refreshed",
+            };
+            Metrics::count_result(&metrics.registrations, status);
+            let ttl_ms = state.registry().read().config().ttl_ms;
+            Ok(Json(RegisterResponse {
+                status: status.to_owned(),
+                peer_id: signed.record.peer_id,
+                ttl_seconds: ttl_ms / 1000,
+                expires_at: outcome.expires_at_ms(),
+            }))
+        }
+        Err(error) => {
+            Metrics::count_result(&metrics.registrations, error.error);
+            Err(error)
+        }
+    }
+}
+
+/// Removes the signer's own record.
+#[utoipa::path(post, path = "/unregister", tag = "registry", request_body = SignedUnregister,
+    responses(
+        (status = 200, description = "Removed, or no record was held", body = UnregisterResponse),
+        (status = 400, description = "Malformed request or stale timestamp", body = ErrorBody),
+        (status = 401, description = "Signature does not verify", body = ErrorBody),
+        (status = 403, description = "Key does not match peerId", body = ErrorBody),
+        (status = 409, description = "Not newer than the record held", body = ErrorBody),
+    ))]
+pub async fn unregister(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<UnregisterResponse> {
+    let metrics = state.metrics();
+    let result = body_bytes(body, state.max_body_bytes())
+        .and_then(|body| json_body::<SignedUnregister>(&body))
+        .and_then(|signed| {
+            let outcome = state.accept_removal(&signed, Source::Direct)?;
+            Ok((signed, outcome))
+        });
+    match result {
+        Ok((signed, outcome)) => {
+            let status = match outcome {
+                Removed::Removed => "unregistered",
+                Removed::NotFound => "notFound",
+            };
+            Metrics::count_result(&metrics.unregistrations, status);
+            Ok(Json(UnregisterResponse {
+                status: status.to_owned(),
+                peer_id: signed.request.peer_id,
+            }))
+        }
+        Err(error) => {
+            Metrics::count_result(&metrics.unregistrations, error.error);
+            Err(error)
+        }
+    }
+}
+
+/// Live peers, newest first.
+#[utoipa::path(get, path = "/peers", tag = "registry", params(PeersQuery),
+    responses(
+        (status = 200, description = "Live peers", body = PeersResponse),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+    ))]
+pub async fn peers(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<PeersResponse> {
+    let params = QueryParams::parse(query.as_deref(), &["limit", "network", "includeStores"])?;
+    let limit = params.limit("limit", DEFAULT_PEERS_LIMIT, PEERS_LIMIT_CAP)?;
+    let network = params.network("network")?;
+    let include_stores = params.flag("includeStores")?;
+    let response = state
+        .registry()
+        .read()
+        .peers(network, limit, include_stores, now_ms());
+    Ok(Json(response))
+}
+
+/// Live peers holding a store, newest first, each with its entry of that store.
+#[utoipa::path(get, path = "/peers/store/{store}", tag = "registry",
+    params(("store" = String, Path, description = "Store name"), StorePeersQuery),
+    responses(
+        (status = 200, description = "Peers holding the store", body = PeersResponse),
+        (status = 400, description = "Invalid store name or query parameter", body = ErrorBody),
+    ))]
+pub async fn peers_with_store(
+    State(state): State<AppState>,
+    store: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<PeersResponse> {
+    let Path(store) = store.map_err(|e| {
+        ApiError::bad_parameter("store", format!("store path segment is invalid: {e}"))
+    })?;
+    if !is_valid_store_name(&store) {
+        let shown: String = store.chars().take(140).collect();
+        return Err(ApiError::bad_parameter(
+            "store",
+            format!("store {shown:?} does not match {STORE_NAME_PATTERN}"),
+        ));
+    }
+    let params = QueryParams::parse(query.as_deref(), &["limit", "network"])?;
+    let limit = params.limit("limit", DEFAULT_PEERS_LIMIT, PEERS_LIMIT_CAP)?;
+    let network = params.network("network")?;
+    let response = state
+        .registry()
+        .read()
+        .peers_with_store(&store, network, limit, now_ms());
+    Ok(Json(response))
+}
+
+/// Replication per store and peers per agent version.
+#[utoipa::path(get, path = "/topology", tag = "registry",
+    responses((status = 200, description = "Replication view", body = TopologyResponse)))]
+pub async fn topology(State(state): State<AppState>) -> Json<TopologyResponse> {
+    let topology = state.registry().read().topology(now_ms());
+    Json(topology)
+}
+
+/// Federation feed: signed records and removals in acceptance order, for sibling servers.
+#[utoipa::path(get, path = "/records", tag = "federation", params(RecordsQuery),
+    responses(
+        (status = 200, description = "One page of changes", body = RecordsResponse),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+    ))]
+pub async fn records(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<RecordsResponse> {
+    let params = QueryParams::parse(query.as_deref(), &["after", "limit"])?;
+    let after = params.u64("after")?.unwrap_or(0);
+    let limit = params
+        .limit("limit", DEFAULT_RECORDS_LIMIT, MAX_RECORDS_LIMIT)?
+        .max(1);
+    let page = state
+        .registry()
+        .read()
+        .records_page(after, limit, now_ms(), state.epoch());
+    Ok(Json(page))
+}
+
+/// Prometheus / OpenMetrics text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().encode(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document_json(),
+    )
+        .into_response()
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} is not allowed on {}; see /openapi.json",
+            uri.path()
+        ),
+    )
+    .with_field("method")
+}
