@@ -1,0 +1,385 @@
+//! The `DigNetwork` custom resource: a whole DIG Network (bootstrap registry and nodes) in one
+//! namespace.
+
+// Each `printcolumn(...)` repeats the same keys, which this lint mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Exposure, Scheduling, SecretKeyRef, Storage};
+use super::status::DigNetworkStatus;
+
+/// Pattern of a network id: it is part of every libp2p protocol id, so it stays short and plain.
+pub const NETWORK_ID_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// A DIG Network: the bootstrap registry, a StatefulSet of nodes that replicate `.dig` stores, and
+/// the Services, DNS records and monitoring around them.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "dig.net",
+    version = "v1alpha1",
+    kind = "DigNetwork",
+    namespaced,
+    status = "DigNetworkStatus",
+    shortname = "dignet",
+    category = "dig",
+    doc = "A DIG Network: bootstrap registry, nodes, Services, DNS and monitoring in one namespace.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the network is ready"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "integer",
+        json_path = ".status.readyNodes",
+        description = "Nodes whose pod is ready"
+    ),
+    printcolumn(
+        name = "Peers",
+        type_ = "integer",
+        json_path = ".status.peers",
+        description = "Peers registered with the bootstrap registry"
+    ),
+    printcolumn(
+        name = "Stores",
+        type_ = "integer",
+        json_path = ".status.stores",
+        description = "Stores known to the bootstrap registry"
+    ),
+    printcolumn(
+        name = "Hostname",
+        type_ = "string",
+        json_path = ".status.bootstrapEndpoint.hostname",
+        description = "Public hostname of the bootstrap registry"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.networkId) == has(oldSelf.networkId) && (!has(self.networkId) || self.networkId == oldSelf.networkId)").message("networkId is immutable: nodes of different network ids cannot talk to each other").field_path(".networkId"))]
+pub struct DigNetworkSpec {
+    /// Id of the network, part of every P2P protocol id; nodes of another network id are refused.
+    /// Immutable. Defaults to the name of the DigNetwork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    pub network_id: Option<String>,
+    /// The bootstrap registry (dig-bootstrap) that nodes register with and discover peers from.
+    #[serde(default)]
+    pub bootstrap: BootstrapSpec,
+    /// The nodes (dig-sidecar) that hold and replicate the `.dig` stores.
+    #[serde(default)]
+    pub nodes: NodesSpec,
+    /// Makes the network a libp2p private network: only peers with the same pre-shared key connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_network: Option<PrivateNetwork>,
+    /// How changes replicate between nodes.
+    #[serde(default)]
+    pub replication: Replication,
+    /// Prometheus monitoring of the bootstrap registry and the nodes.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+    /// Public DNS names of the bootstrap registry, published by external-dns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsSpec>,
+}
+
+/// The bootstrap registry Deployment and its Service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Number of registry replicas; they federate with each other through a headless Service.
+    #[serde(default = "default_bootstrap_replicas")]
+    #[schemars(range(min = 1, max = 15))]
+    pub replicas: i32,
+    /// Container image of dig-bootstrap; the operator's `--default-bootstrap-image` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// HTTP port of the registry.
+    #[serde(default = "default_bootstrap_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Seconds a peer record lives without a heartbeat (`--peer-ttl`).
+    #[serde(default = "default_peer_ttl")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub peer_ttl_seconds: i64,
+    /// Compute resources of the registry container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The Service in front of the registry.
+    #[serde(default)]
+    pub service: BootstrapService,
+    /// Where the registry pods may run.
+    #[serde(default, flatten)]
+    pub scheduling: Scheduling,
+}
+
+impl Default for BootstrapSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_bootstrap_replicas(),
+            image: None,
+            port: default_bootstrap_port(),
+            peer_ttl_seconds: default_peer_ttl(),
+            resources: None,
+            service: BootstrapService::default(),
+            scheduling: Scheduling::default(),
+        }
+    }
+}
+
+fn default_bootstrap_replicas() -> i32 {
+    2
+}
+fn default_bootstrap_port() -> i32 {
+    3000
+}
+fn default_peer_ttl() -> i64 {
+    180
+}
+
+/// Type of the bootstrap Service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// A cloud load balancer (and, with `dns`, a public hostname).
+    LoadBalancer,
+    /// A port on every node.
+    NodePort,
+}
+
+impl ServiceType {
+    /// The Kubernetes `Service.spec.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::LoadBalancer => "LoadBalancer",
+            Self::NodePort => "NodePort",
+        }
+    }
+}
+
+/// The Service in front of the bootstrap registry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapService {
+    /// `ClusterIP` (default), `LoadBalancer` or `NodePort`.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Extra annotations of the Service (e.g. cloud load balancer settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The node StatefulSet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodesSpec {
+    /// Number of nodes; every node holds every store.
+    #[serde(default = "default_node_replicas")]
+    #[schemars(range(min = 0, max = 500))]
+    pub replicas: i32,
+    /// Container image of dig-sidecar; the operator's `--default-sidecar-image` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// libp2p port (TCP and QUIC/UDP).
+    #[serde(default = "default_p2p_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub p2p_port: i32,
+    /// HTTP API port (`/health`, `/ready`, `/metrics`).
+    #[serde(default = "default_api_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub api_port: i32,
+    /// The volume of each node (a PVC per pod).
+    #[serde(default)]
+    pub storage: Storage,
+    /// How nodes find each other.
+    #[serde(default)]
+    pub discovery: Discovery,
+    /// Per-pod Services for peers outside the cluster.
+    #[serde(default)]
+    pub exposure: Exposure,
+    /// Compute resources of the node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Where the node pods may run.
+    #[serde(default, flatten)]
+    pub scheduling: Scheduling,
+}
+
+impl Default for NodesSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_node_replicas(),
+            image: None,
+            p2p_port: default_p2p_port(),
+            api_port: default_api_port(),
+            storage: Storage::default(),
+            discovery: Discovery::default(),
+            exposure: Exposure::default(),
+            resources: None,
+            scheduling: Scheduling::default(),
+        }
+    }
+}
+
+fn default_node_replicas() -> i32 {
+    3
+}
+/// Default libp2p port of a node.
+pub fn default_p2p_port() -> i32 {
+    4001
+}
+/// Default HTTP API port of a node.
+pub fn default_api_port() -> i32 {
+    8080
+}
+
+/// Discovery sources of the nodes. The network's own bootstrap registry is always used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Discovery {
+    /// mDNS on the pod network (off by default: most pod networks drop multicast).
+    #[serde(default)]
+    pub mdns: bool,
+    /// Kademlia DHT between the nodes.
+    #[serde(default = "default_true")]
+    pub dht: bool,
+    /// Extra bootstrap registries (e.g. the registry of another region), `http://` or `https://`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap_urls: Vec<String>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            mdns: false,
+            dht: true,
+            bootstrap_urls: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A libp2p private network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivateNetwork {
+    /// Secret key holding the pre-shared key file (libp2p `swarm.key` format).
+    pub psk_secret_ref: SecretKeyRef,
+}
+
+/// Replication rules.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// A store deleted on one node is deleted everywhere (a tombstone). Off: a deleted store is
+    /// fetched again, every node mirrors the network.
+    #[serde(default)]
+    pub propagate_deletes: bool,
+}
+
+/// Prometheus monitoring.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// Create ServiceMonitors for the registry and the nodes, when the Prometheus operator's
+    /// `monitoring.coreos.com` API exists in the cluster.
+    #[serde(default)]
+    pub service_monitor: bool,
+    /// Extra labels of the ServiceMonitors (e.g. `release: <prometheus release>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How DNS records are requested from external-dns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DnsMode {
+    /// Annotations on the bootstrap Service.
+    #[default]
+    Annotations,
+    /// A `DNSEndpoint` object (externaldns.k8s.io/v1alpha1), with a TXT `_dnsaddr` record.
+    DnsEndpoint,
+}
+
+/// Route53 failover role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Failover {
+    /// Serves while healthy.
+    Primary,
+    /// Serves when the primary is unhealthy.
+    Secondary,
+}
+
+impl Failover {
+    /// The external-dns annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "PRIMARY",
+            Self::Secondary => "SECONDARY",
+        }
+    }
+}
+
+/// Public DNS names of the bootstrap registry (external-dns).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.weight) || has(self.setIdentifier)").message("dns.weight needs dns.setIdentifier").field_path(".weight"),
+    validation = Rule::new("!has(self.failover) || has(self.setIdentifier)").message("dns.failover needs dns.setIdentifier").field_path(".failover"),
+    validation = Rule::new("!(has(self.weight) && has(self.failover))").message("dns.weight and dns.failover are different routing policies: set one"),
+    validation = Rule::new("self.mode != 'dnsEndpoint' || size(self.hostnames) > 0").message("dns.mode dnsEndpoint needs at least one hostname").field_path(".hostnames")
+)]
+pub struct DnsSpec {
+    /// Hostnames of the bootstrap registry (e.g. `bootstrap.dig.example.com`).
+    #[serde(default)]
+    #[schemars(
+        length(max = 16),
+        inner(pattern(
+            r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$"
+        ))
+    )]
+    pub hostnames: Vec<String>,
+    /// TTL of the records, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub ttl: Option<i64>,
+    /// Route53 set identifier, needed by weighted and failover records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub set_identifier: Option<String>,
+    /// Route53 weight of this record set (needs `setIdentifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 255))]
+    pub weight: Option<i64>,
+    /// Route53 failover role, `PRIMARY` or `SECONDARY` (needs `setIdentifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+    /// Route53 health check id attached to the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_id: Option<String>,
+    /// Annotation prefix external-dns reads. Unset: both `external-dns.alpha.kubernetes.io/` and
+    /// `external-dns.kubernetes.io/` (external-dns 0.22 changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/$"))]
+    pub annotation_prefix: Option<String>,
+    /// `annotations` (default) or `dnsEndpoint`.
+    #[serde(default)]
+    pub mode: DnsMode,
+}

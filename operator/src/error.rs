@@ -1,0 +1,81 @@
+//! The operator's error type. Each variant has a metric label and tells whether retrying helps.
+
+use crate::reconcile::validate::InvalidSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec (or what it refers to) is wrong: reported as `Degraded`, retried only on a change.
+    #[error("invalid spec of {object}: {source}")]
+    InvalidSpec { object: String, source: InvalidSpec },
+
+    #[error("reading {what} for {object} failed: {source}")]
+    Read {
+        what: String,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("server-side apply of {kind} {name} for {object} failed: {source}")]
+    Apply {
+        kind: String,
+        name: String,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("deleting {kind} {name} no longer wanted by {object} failed: {source}")]
+    Prune {
+        kind: String,
+        name: String,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("updating the status of {object} failed: {source}")]
+    Status {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("the {kind} {name} returned by the API server does not decode: {source}")]
+    Decode {
+        kind: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// Label of the `errors` metric.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Self::InvalidSpec { source, .. } => {
+                format!("invalid_spec_{}", source.reason.to_lowercase())
+            }
+            Self::Read { .. } => "read".to_string(),
+            Self::Apply { .. } => "apply".to_string(),
+            Self::Prune { .. } => "prune".to_string(),
+            Self::Status { .. } => "status".to_string(),
+            Self::Decode { .. } => "decode".to_string(),
+        }
+    }
+
+    /// Reason of the Warning event users see.
+    pub fn event_reason(&self) -> &str {
+        match self {
+            Self::InvalidSpec { source, .. } => source.reason,
+            Self::Read { .. } => "ReadFailed",
+            Self::Apply { .. } => "ApplyFailed",
+            Self::Prune { .. } => "PruneFailed",
+            Self::Status { .. } => "StatusUpdateFailed",
+            Self::Decode { .. } => "DecodeFailed",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,237 @@
+//! Command lines of the containers (DESIGN 4a) and the node's `--config` YAML file.
+
+use serde::Serialize;
+
+/// Where the node's volume is mounted.
+pub const DATA_DIR: &str = "/data";
+/// Where the node keeps its identity key and index: on the volume, so the peer id survives.
+pub const STATE_DIR: &str = "/data/.dig-node";
+/// Folder of the node ConfigMap's mount.
+pub const CONFIG_DIR: &str = "/etc/dig";
+/// Key of the node ConfigMap, and the file name under [`CONFIG_DIR`].
+pub const CONFIG_FILE: &str = "node.yaml";
+/// Folder of the pre-shared key Secret's mount.
+pub const PSK_DIR: &str = "/etc/dig/psk";
+
+/// The node configuration shared by every node of a network, written as the `--config` YAML.
+/// Keys are the long flag names of `dig-sidecar run`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeConfig {
+    pub network: String,
+    pub bootstrap: Vec<String>,
+    pub listen: Vec<String>,
+    pub api_listen: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_mdns: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_dht: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psk_file: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub propagate_deletes: bool,
+    pub log_format: String,
+}
+
+/// Inputs of a node configuration.
+pub struct NodeConfigInputs<'a> {
+    pub network_id: &'a str,
+    pub bootstrap_urls: Vec<String>,
+    pub p2p_port: i32,
+    pub api_port: i32,
+    pub mdns: bool,
+    pub dht: bool,
+    /// File name of the PSK inside [`PSK_DIR`], when the network is private.
+    pub psk_key: Option<&'a str>,
+    pub propagate_deletes: bool,
+}
+
+impl NodeConfig {
+    pub fn new(inputs: NodeConfigInputs<'_>) -> Self {
+        let private = inputs.psk_key.is_some();
+        let mut listen = vec![format!("/ip4/0.0.0.0/tcp/{}", inputs.p2p_port)];
+        // libp2p private networks (pnet) only work over TCP.
+        if !private {
+            listen.push(format!("/ip4/0.0.0.0/udp/{}/quic-v1", inputs.p2p_port));
+        }
+        Self {
+            network: inputs.network_id.to_string(),
+            bootstrap: inputs.bootstrap_urls,
+            listen,
+            api_listen: format!("0.0.0.0:{}", inputs.api_port),
+            no_mdns: !inputs.mdns,
+            no_dht: !inputs.dht,
+            psk_file: inputs.psk_key.map(|key| format!("{PSK_DIR}/{key}")),
+            propagate_deletes: inputs.propagate_deletes,
+            log_format: "json".to_string(),
+        }
+    }
+
+    pub fn to_yaml(&self) -> String {
+        yaml_serde::to_string(self)
+            .expect("a NodeConfig of strings, lists and booleans always serialises")
+    }
+
+    /// The same configuration as `dig-sidecar run` flags, for tools that cannot read the file.
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut args = vec!["--network".to_string(), self.network.clone()];
+        for url in &self.bootstrap {
+            args.extend(["--bootstrap".to_string(), url.clone()]);
+        }
+        for addr in &self.listen {
+            args.extend(["--listen".to_string(), addr.clone()]);
+        }
+        args.extend(["--api-listen".to_string(), self.api_listen.clone()]);
+        if self.no_mdns {
+            args.push("--no-mdns".to_string());
+        }
+        if self.no_dht {
+            args.push("--no-dht".to_string());
+        }
+        if let Some(psk) = &self.psk_file {
+            args.extend(["--psk-file".to_string(), psk.clone()]);
+        }
+        if self.propagate_deletes {
+            args.push("--propagate-deletes".to_string());
+        }
+        args.extend(["--log-format".to_string(), self.log_format.clone()]);
+        args
+    }
+}
+
+/// Args of a node container: `run`, the config file, the per-pod folders and announce addresses.
+/// (`$(POD_NAME)` in an announce address is expanded by Kubernetes.)
+pub fn node_args(announce: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "run".to_string(),
+        "--config".to_string(),
+        format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        "--data-dir".to_string(),
+        DATA_DIR.to_string(),
+        "--state-dir".to_string(),
+        STATE_DIR.to_string(),
+    ];
+    for addr in announce {
+        args.extend(["--announce".to_string(), addr.clone()]);
+    }
+    args
+}
+
+/// Args of the bootstrap registry container.
+pub fn bootstrap_args(
+    port: i32,
+    peer_ttl_seconds: i64,
+    federation_url: Option<&str>,
+) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("0.0.0.0:{port}"),
+        "--peer-ttl".to_string(),
+        peer_ttl_seconds.to_string(),
+    ];
+    if let Some(url) = federation_url {
+        args.extend(["--peer-bootstrap".to_string(), url.to_string()]);
+    }
+    args.extend(["--log-format".to_string(), "json".to_string()]);
+    args
+}
+
+/// Announce addresses of a node: `/dns4/$(POD_NAME).<domain>/tcp/<port>` for an announce domain,
+/// then the user's own.
+pub fn announce_addresses(
+    announce_domain: Option<&str>,
+    p2p_port: i32,
+    private: bool,
+    extra: &[String],
+) -> Vec<String> {
+    let mut addrs = Vec::new();
+    if let Some(domain) = announce_domain {
+        addrs.push(format!("/dns4/$(POD_NAME).{domain}/tcp/{p2p_port}"));
+        if !private {
+            addrs.push(format!("/dns4/$(POD_NAME).{domain}/udp/{p2p_port}/quic-v1"));
+        }
+    }
+    addrs.extend(extra.iter().cloned());
+    addrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> NodeConfigInputs<'static> {
+        NodeConfigInputs {
+            network_id: "testnet",
+            bootstrap_urls: vec!["http://n-bootstrap.ns.svc:3000".to_string()],
+            p2p_port: 4001,
+            api_port: 8080,
+            mdns: false,
+            dht: true,
+            psk_key: None,
+            propagate_deletes: false,
+        }
+    }
+
+    #[test]
+    fn config_yaml_uses_the_flag_names() {
+        let yaml = NodeConfig::new(inputs()).to_yaml();
+        assert!(yaml.contains("network: testnet"), "{yaml}");
+        assert!(yaml.contains("api-listen: 0.0.0.0:8080"), "{yaml}");
+        assert!(yaml.contains("no-mdns: true"), "{yaml}");
+        assert!(!yaml.contains("no-dht"), "{yaml}");
+        assert!(yaml.contains("/ip4/0.0.0.0/udp/4001/quic-v1"), "{yaml}");
+    }
+
+    #[test]
+    fn private_network_listens_on_tcp_only_and_names_the_psk_file() {
+        let config = NodeConfig::new(NodeConfigInputs {
+            psk_key: Some("swarm.key"),
+            ..inputs()
+        });
+        assert_eq!(config.listen, vec!["/ip4/0.0.0.0/tcp/4001"]);
+        assert_eq!(config.psk_file.as_deref(), Some("/etc/dig/psk/swarm.key"));
+        let flags = config.to_flags();
+        assert!(
+            flags
+                .windows(2)
+                .any(|w| w == ["--psk-file", "/etc/dig/psk/swarm.key"])
+        );
+    }
+
+    #[test]
+    fn announce_domain_gives_per_pod_dns_addresses() {
+        let addrs = announce_addresses(
+            Some("nodes.example.com"),
+            4001,
+            true,
+            &["/ip4/1.2.3.4/tcp/4001".to_string()],
+        );
+        assert_eq!(
+            addrs,
+            vec![
+                "/dns4/$(POD_NAME).nodes.example.com/tcp/4001",
+                "/ip4/1.2.3.4/tcp/4001"
+            ]
+        );
+    }
+
+    #[test]
+    fn bootstrap_args_federate_only_when_asked() {
+        assert_eq!(
+            bootstrap_args(3000, 180, None),
+            vec![
+                "--listen",
+                "0.0.0.0:3000",
+                "--peer-ttl",
+                "180",
+                "--log-format",
+                "json"
+            ]
+        );
+        let args = bootstrap_args(3000, 180, Some("http://n-bootstrap-peers.ns.svc:3000"));
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--peer-bootstrap", "http://n-bootstrap-peers.ns.svc:3000"])
+        );
+    }
+}

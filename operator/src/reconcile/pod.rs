@@ -1,0 +1,122 @@
+//! Pieces of pod specs shared by the bootstrap, the node StatefulSet and DigNodes: the hardened
+//! security context, probes and scheduling.
+
+use k8s_openapi::{
+    api::core::v1::{
+        Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+        ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, SeccompProfile, SecurityContext,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+
+use crate::crd::Scheduling;
+
+/// Uid and gid the containers run as (the images' non-root user); the volume is group-writable.
+pub const RUN_AS_USER: i64 = 10001;
+
+/// Pod security: non-root, seccomp RuntimeDefault, volumes owned by our group.
+pub fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        fs_group_change_policy: Some("OnRootMismatch".to_string()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Container security: read-only root, no capabilities, no privilege escalation.
+pub fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn http_probe(path: &str, port: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String(port.to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+/// Liveness on `/health` (the process serves), readiness on `/ready` (it can do its job).
+pub fn probes(port_name: &str) -> (Probe, Probe) {
+    (
+        http_probe("/health", port_name, 10, 6),
+        http_probe("/ready", port_name, 5, 3),
+    )
+}
+
+pub fn tcp_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    }
+}
+
+pub fn udp_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("UDP".to_string()),
+        ..ContainerPort::default()
+    }
+}
+
+/// `POD_NAME` from the downward API, so args can say `$(POD_NAME)`.
+pub fn pod_name_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAME".to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// A pod spec with the hardened defaults and the user's scheduling.
+pub fn pod_spec(containers: Vec<Container>, scheduling: &Scheduling) -> PodSpec {
+    PodSpec {
+        containers,
+        security_context: Some(pod_security_context()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        node_selector: (!scheduling.node_selector.is_empty())
+            .then(|| scheduling.node_selector.clone()),
+        tolerations: (!scheduling.tolerations.is_empty()).then(|| scheduling.tolerations.clone()),
+        affinity: scheduling.affinity.clone(),
+        priority_class_name: scheduling.priority_class_name.clone(),
+        ..PodSpec::default()
+    }
+}

@@ -1,0 +1,378 @@
+//! Checks a spec, together with what it refers to, before anything is built. The CRD's schema
+//! rules catch most mistakes at `kubectl apply`; these checks also hold when the schema was
+//! bypassed (an old CRD) and cover what the schema cannot see (a missing Secret or API).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+use crate::crd::{DigNetwork, DnsMode, Exposure, ExposureType, Storage};
+
+use super::dns::DnsTarget;
+
+/// Images used when a spec names none (operator flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultImages {
+    pub sidecar: String,
+    pub bootstrap: String,
+}
+
+/// State of the pre-shared key Secret a private network refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PskSecret {
+    NotFound,
+    KeyMissing,
+    /// The key exists; `hash` changes when its value does, and rolls the pods out.
+    Present {
+        hash: String,
+    },
+}
+
+/// What the reconciler read before validating a DigNetwork.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkFacts {
+    /// `None` when the network is not private.
+    pub psk: Option<PskSecret>,
+    /// The `monitoring.coreos.com/v1` API exists.
+    pub monitoring_api: bool,
+    /// The `externaldns.k8s.io/v1alpha1` API exists.
+    pub dns_endpoint_api: bool,
+    /// Addresses of the bootstrap Service (load balancer ingress, else cluster IP).
+    pub bootstrap_targets: Vec<DnsTarget>,
+}
+
+/// Why a spec cannot be built. `reason` is the condition/event reason (PascalCase).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSpec {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl InvalidSpec {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+impl std::error::Error for InvalidSpec {}
+
+/// A DigNetwork that passed validation, with everything the build step needs resolved.
+#[derive(Clone, Debug)]
+pub struct ValidNetwork<'a> {
+    pub network: &'a DigNetwork,
+    pub name: String,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    pub network_id: String,
+    pub bootstrap_image: String,
+    pub node_image: String,
+    /// Hash of the PSK value, when the network is private.
+    pub psk_hash: Option<String>,
+    /// ServiceMonitors are wanted and the API exists.
+    pub service_monitors: bool,
+    pub facts: NetworkFacts,
+    /// Things the user should know that do not stop the build.
+    pub warnings: Vec<String>,
+}
+
+/// Owner reference (controller) and identity of a custom resource.
+pub fn identity<K: Resource<DynamicType = ()>>(
+    object: &K,
+) -> Result<(String, String, OwnerReference), InvalidSpec> {
+    let name =
+        object.meta().name.clone().ok_or_else(|| {
+            InvalidSpec::new("MissingMetadata", "the object has no metadata.name")
+        })?;
+    let namespace = object.meta().namespace.clone().ok_or_else(|| {
+        InvalidSpec::new(
+            "MissingMetadata",
+            format!("{name} has no metadata.namespace"),
+        )
+    })?;
+    let owner = object.controller_owner_ref(&()).ok_or_else(|| {
+        InvalidSpec::new(
+            "MissingMetadata",
+            format!("{namespace}/{name} has no metadata.uid yet"),
+        )
+    })?;
+    Ok((name, namespace, owner))
+}
+
+/// A DNS label: lowercase alphanumerics and `-`, not at the ends, 1 to 63 characters.
+pub fn is_valid_network_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// A Kubernetes quantity such as `10Gi`, `500M` or `1e9`, greater than zero.
+pub fn is_positive_quantity(value: &str) -> bool {
+    let digits_end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, suffix) = value.split_at(digits_end);
+    let number_ok = number.parse::<f64>().map(|n| n > 0.0).unwrap_or(false);
+    let suffix_ok = matches!(
+        suffix,
+        "" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || (suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok());
+    number_ok && suffix_ok
+}
+
+pub fn validate_storage(storage: &Storage, field: &str) -> Result<(), InvalidSpec> {
+    if !is_positive_quantity(&storage.size) {
+        return Err(InvalidSpec::new(
+            "InvalidStorageSize",
+            format!(
+                "{field}.size {:?} is not a positive quantity such as 10Gi",
+                storage.size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_exposure(
+    exposure: &Exposure,
+    replicas: i32,
+    field: &str,
+) -> Result<(), InvalidSpec> {
+    if let Some(base) = exposure.node_port_base {
+        if exposure.type_ != ExposureType::NodePort {
+            return Err(InvalidSpec::new(
+                "InvalidExposure",
+                format!("{field}.nodePortBase is only used with {field}.type NodePort"),
+            ));
+        }
+        let last = base + replicas.max(1) - 1;
+        if !(30000..=32767).contains(&base) || last > 32767 {
+            return Err(InvalidSpec::new(
+                "InvalidExposure",
+                format!(
+                    "{field}.nodePortBase {base} with {replicas} pods needs NodePorts up to {last}, outside 30000-32767"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_url(url: &str, field: &str) -> Result<(), InvalidSpec> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(InvalidSpec::new(
+            "InvalidBootstrapUrl",
+            format!("{field} {url:?} is not an http:// or https:// URL"),
+        )),
+    }
+}
+
+fn check_range(value: i64, min: i64, max: i64, field: &str) -> Result<(), InvalidSpec> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(InvalidSpec::new(
+            "OutOfRange",
+            format!("{field} is {value}, allowed {min} to {max}"),
+        ))
+    }
+}
+
+/// Validates a DigNetwork with the facts read about it.
+pub fn validate_network<'a>(
+    network: &'a DigNetwork,
+    images: &DefaultImages,
+    facts: NetworkFacts,
+) -> Result<ValidNetwork<'a>, InvalidSpec> {
+    let (name, namespace, owner) = identity(network)?;
+    let spec = &network.spec;
+    let network_id = spec.network_id.clone().unwrap_or_else(|| name.clone());
+    if !is_valid_network_id(&network_id) {
+        return Err(InvalidSpec::new(
+            "InvalidNetworkId",
+            format!(
+                "network id {network_id:?} (spec.networkId, or the name) must be lowercase letters, digits and '-', at most 63"
+            ),
+        ));
+    }
+    check_range(
+        spec.bootstrap.replicas.into(),
+        1,
+        15,
+        "spec.bootstrap.replicas",
+    )?;
+    check_range(spec.bootstrap.port.into(), 1, 65535, "spec.bootstrap.port")?;
+    check_range(
+        spec.bootstrap.peer_ttl_seconds,
+        10,
+        86400,
+        "spec.bootstrap.peerTtlSeconds",
+    )?;
+    check_range(spec.nodes.replicas.into(), 0, 500, "spec.nodes.replicas")?;
+    check_range(spec.nodes.p2p_port.into(), 1, 65535, "spec.nodes.p2pPort")?;
+    check_range(spec.nodes.api_port.into(), 1, 65535, "spec.nodes.apiPort")?;
+    if spec.nodes.p2p_port == spec.nodes.api_port {
+        return Err(InvalidSpec::new(
+            "PortConflict",
+            format!(
+                "spec.nodes.p2pPort and spec.nodes.apiPort are both {}",
+                spec.nodes.p2p_port
+            ),
+        ));
+    }
+    validate_storage(&spec.nodes.storage, "spec.nodes.storage")?;
+    validate_exposure(
+        &spec.nodes.exposure,
+        spec.nodes.replicas,
+        "spec.nodes.exposure",
+    )?;
+    for url in &spec.nodes.discovery.bootstrap_urls {
+        validate_url(url, "spec.nodes.discovery.bootstrapUrls entry")?;
+    }
+    let bootstrap_image = spec
+        .bootstrap
+        .image
+        .clone()
+        .unwrap_or_else(|| images.bootstrap.clone());
+    let node_image = spec
+        .nodes
+        .image
+        .clone()
+        .unwrap_or_else(|| images.sidecar.clone());
+    if bootstrap_image.trim().is_empty() || node_image.trim().is_empty() {
+        return Err(InvalidSpec::new(
+            "MissingImage",
+            "no image: set spec.bootstrap.image / spec.nodes.image or the operator's --default-*-image",
+        ));
+    }
+    if let Some(dns) = &spec.dns {
+        if (dns.weight.is_some() || dns.failover.is_some()) && dns.set_identifier.is_none() {
+            return Err(InvalidSpec::new(
+                "InvalidDns",
+                "spec.dns.weight and spec.dns.failover need spec.dns.setIdentifier",
+            ));
+        }
+        if dns.weight.is_some() && dns.failover.is_some() {
+            return Err(InvalidSpec::new(
+                "InvalidDns",
+                "spec.dns.weight and spec.dns.failover are different routing policies: set one",
+            ));
+        }
+        if dns.mode == DnsMode::DnsEndpoint {
+            if dns.hostnames.is_empty() {
+                return Err(InvalidSpec::new(
+                    "InvalidDns",
+                    "spec.dns.mode dnsEndpoint needs at least one spec.dns.hostnames entry",
+                ));
+            }
+            if !facts.dns_endpoint_api {
+                return Err(InvalidSpec::new(
+                    "DnsEndpointApiMissing",
+                    "spec.dns.mode is dnsEndpoint but the DNSEndpoint API (externaldns.k8s.io/v1alpha1) is not installed; install external-dns's CRD or use mode annotations",
+                ));
+            }
+        }
+    }
+    let psk_hash = match (&spec.private_network, &facts.psk) {
+        (None, _) => None,
+        (Some(_), Some(PskSecret::Present { hash })) => Some(hash.clone()),
+        (Some(private), Some(PskSecret::KeyMissing)) => {
+            let r = &private.psk_secret_ref;
+            return Err(InvalidSpec::new(
+                "PskSecretKeyMissing",
+                format!(
+                    "Secret {namespace}/{} has no key {:?} (spec.privateNetwork.pskSecretRef)",
+                    r.name, r.key
+                ),
+            ));
+        }
+        (Some(private), _) => {
+            let r = &private.psk_secret_ref;
+            return Err(InvalidSpec::new(
+                "PskSecretNotFound",
+                format!(
+                    "Secret {namespace}/{} not found (spec.privateNetwork.pskSecretRef)",
+                    r.name
+                ),
+            ));
+        }
+    };
+    let mut warnings = Vec::new();
+    let service_monitors = spec.monitoring.service_monitor && facts.monitoring_api;
+    if spec.monitoring.service_monitor && !facts.monitoring_api {
+        warnings.push("spec.monitoring.serviceMonitor is set but the monitoring.coreos.com/v1 API is not installed: no ServiceMonitor created".to_string());
+    }
+    Ok(ValidNetwork {
+        network,
+        name,
+        namespace,
+        owner,
+        network_id,
+        bootstrap_image,
+        node_image,
+        psk_hash,
+        service_monitors,
+        facts,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_ids() {
+        assert!(is_valid_network_id("mainnet"));
+        assert!(is_valid_network_id("dig-test-1"));
+        assert!(!is_valid_network_id("Main"));
+        assert!(!is_valid_network_id("-a"));
+        assert!(!is_valid_network_id(""));
+        assert!(!is_valid_network_id(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["10Gi", "500M", "1", "1.5Ti", "1e9"] {
+            assert!(is_positive_quantity(ok), "{ok}");
+        }
+        for bad in ["", "0", "10GB", "ten", "-1Gi", "Gi"] {
+            assert!(!is_positive_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert!(validate_url("https://bootstrap.example.com", "x").is_ok());
+        assert!(validate_url("ftp://x", "x").is_err());
+        assert!(validate_url("http://", "x").is_err());
+    }
+
+    #[test]
+    fn node_port_range() {
+        let exposure = Exposure {
+            type_: ExposureType::NodePort,
+            node_port_base: Some(32760),
+            ..Exposure::default()
+        };
+        assert!(validate_exposure(&exposure, 8, "e").is_ok());
+        let err = validate_exposure(&exposure, 9, "e").unwrap_err();
+        assert!(err.message.contains("32768"), "{err}");
+    }
+}
