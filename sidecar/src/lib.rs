@@ -5,3 +5,8 @@ pub mod metrics;
 pub mod node;
 pub mod store;
 pub mod sync;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod run;

@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(
             registrable_addresses(
                 &[with_id.clone(), plain.clone()],
-                &[plain.clone()],
+                std::slice::from_ref(&plain),
                 &[],
                 false
             ),

@@ -3,3 +3,4 @@
 
 pub mod addresses;
 pub mod backoff;
+pub mod registry;

@@ -1,0 +1,217 @@
+//! `dig-sidecar verify-dns HOST`: resolves the bootstrap hostname (CNAME, A, AAAA) and checks that
+//! `/health` answers on every address it resolves to.
+
+use std::{
+    fmt::Write,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use hickory_resolver::{
+    ResolveError, Resolver, TokioResolver,
+    config::{NameServerConfig, ResolverConfig, ResolverOpts},
+    name_server::TokioConnectionProvider,
+    proto::{
+        rr::{RData, RecordType},
+        xfer::Protocol,
+    },
+};
+
+use crate::config::VerifyDnsArgs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyDnsError {
+    #[error("reading the system DNS configuration: {0}")]
+    SystemConfig(#[source] ResolveError),
+    #[error("building the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub record: &'static str,
+    pub value: String,
+    pub health: String,
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub host: String,
+    pub rows: Vec<Row>,
+    /// DNS lookups that failed with something other than "no such record".
+    pub lookup_errors: Vec<String>,
+}
+
+impl Report {
+    /// True when the name resolved to at least one address, every lookup worked and every
+    /// address answered `/health`.
+    pub fn all_ok(&self) -> bool {
+        self.lookup_errors.is_empty()
+            && self.rows.iter().any(|row| row.record != "CNAME")
+            && self.rows.iter().all(|row| row.ok)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{:<6} {:<40} HEALTH", "RECORD", "VALUE");
+        for row in &self.rows {
+            let _ = writeln!(out, "{:<6} {:<40} {}", row.record, row.value, row.health);
+        }
+        for error in &self.lookup_errors {
+            let _ = writeln!(out, "lookup error: {error}");
+        }
+        if !self.rows.iter().any(|row| row.record != "CNAME") {
+            let _ = writeln!(out, "{} resolves to no address", self.host);
+        }
+        let _ = writeln!(
+            out,
+            "{}: {}",
+            self.host,
+            if self.all_ok() { "OK" } else { "FAILED" }
+        );
+        out
+    }
+}
+
+fn resolver(args: &VerifyDnsArgs) -> Result<TokioResolver, VerifyDnsError> {
+    let mut options = ResolverOpts::default();
+    options.timeout = args.timeout;
+    options.attempts = 2;
+    options.cache_size = 0;
+    let builder = match args.nameserver {
+        Some(server) => {
+            let mut config = ResolverConfig::new();
+            config.add_name_server(NameServerConfig::new(server, Protocol::Udp));
+            config.add_name_server(NameServerConfig::new(server, Protocol::Tcp));
+            Resolver::builder_with_config(config, TokioConnectionProvider::default())
+        }
+        None => Resolver::builder_tokio().map_err(VerifyDnsError::SystemConfig)?,
+    };
+    Ok(builder.with_options(options).build())
+}
+
+async fn lookup(
+    resolver: &TokioResolver,
+    host: &str,
+    record_type: RecordType,
+) -> Result<Vec<RData>, String> {
+    match resolver.lookup(host, record_type).await {
+        Ok(lookup) => Ok(lookup
+            .records()
+            .iter()
+            .filter(|record| record.record_type() == record_type)
+            .map(|record| record.data().clone())
+            .collect()),
+        Err(error) if error.is_no_records_found() => Ok(Vec::new()),
+        Err(error) => Err(format!("{record_type} {host}: {error}")),
+    }
+}
+
+pub async fn verify(args: &VerifyDnsArgs) -> Result<Report, VerifyDnsError> {
+    let host = args.host.trim_end_matches('.').to_string();
+    let mut rows = Vec::new();
+    let mut lookup_errors = Vec::new();
+    let mut addresses: Vec<IpAddr> = Vec::new();
+
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        addresses.push(ip);
+    } else {
+        let resolver = resolver(args)?;
+        match lookup(&resolver, &host, RecordType::CNAME).await {
+            Ok(found) => {
+                for data in found {
+                    if let RData::CNAME(target) = data {
+                        rows.push(Row {
+                            record: "CNAME",
+                            value: target.to_string(),
+                            health: "-".into(),
+                            ok: true,
+                        });
+                    }
+                }
+            }
+            Err(error) => lookup_errors.push(error),
+        }
+        for record_type in [RecordType::A, RecordType::AAAA] {
+            match lookup(&resolver, &host, record_type).await {
+                Ok(found) => {
+                    for data in found {
+                        match data {
+                            RData::A(a) => addresses.push(IpAddr::V4(a.0)),
+                            RData::AAAA(aaaa) => addresses.push(IpAddr::V6(aaaa.0)),
+                            _ => {}
+                        }
+                    }
+                }
+                Err(error) => lookup_errors.push(error),
+            }
+        }
+    }
+    addresses.dedup();
+
+    for ip in addresses {
+        let (ok, health) = check_health(args, &host, ip).await?;
+        rows.push(Row {
+            record: if ip.is_ipv4() { "A" } else { "AAAA" },
+            value: ip.to_string(),
+            health,
+            ok,
+        });
+    }
+    Ok(Report {
+        host,
+        rows,
+        lookup_errors,
+    })
+}
+
+/// GET `/health` on one address, with the hostname in the URL (Host header and TLS name) and the
+/// connection pinned to that address.
+async fn check_health(
+    args: &VerifyDnsArgs,
+    host: &str,
+    ip: IpAddr,
+) -> Result<(bool, String), VerifyDnsError> {
+    let socket = SocketAddr::new(ip, args.port);
+    let scheme = if args.https { "https" } else { "http" };
+    let (client, url) = if host.parse::<IpAddr>().is_ok() {
+        let client = reqwest::Client::builder()
+            .timeout(args.timeout)
+            .build()
+            .map_err(VerifyDnsError::Client)?;
+        (client, format!("{scheme}://{socket}/health"))
+    } else {
+        let client = reqwest::Client::builder()
+            .timeout(args.timeout)
+            .resolve(host, socket)
+            .build()
+            .map_err(VerifyDnsError::Client)?;
+        (client, format!("{scheme}://{host}:{}/health", args.port))
+    };
+    let started = std::time::Instant::now();
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => {
+            let elapsed = started.elapsed();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let status = body["status"].as_str().unwrap_or("?").to_string();
+            Ok((true, format!("ok ({status}, {})", millis(elapsed))))
+        }
+        Ok(response) => Ok((false, format!("HTTP {}", response.status()))),
+        Err(error) => Ok((false, format!("unreachable: {}", error_chain(&error)))),
+    }
+}
+
+fn millis(elapsed: Duration) -> String {
+    format!("{:.1} ms", elapsed.as_secs_f64() * 1000.0)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let _ = write!(text, ": {inner}");
+        source = inner.source();
+    }
+    text
+}
