@@ -18,5 +18,8 @@ stage "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warni
 stage "build binaries" cargo build --workspace --bins --locked
 if [ -x e2e/cluster/cluster.sh ]; then
   stage "control-plane tools" e2e/cluster/cluster.sh build
+  # The cluster tests find the tools here, and must fail (not skip) if they cannot start.
+  DIG_E2E_TOOLS=$(e2e/cluster/cluster.sh tools-dir)
+  export DIG_E2E_TOOLS DIG_E2E_REQUIRE_CLUSTER=1
 fi
 stage "cargo test" cargo test --workspace --locked --no-fail-fast

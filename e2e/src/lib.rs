@@ -1,2 +1,4 @@
 //! Helpers shared by the end-to-end tests, the local-network runner and the benchmarks:
 //! locating the workspace binaries, starting them as real processes, and stopping them by PID.
+
+pub mod cluster;

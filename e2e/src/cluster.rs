@@ -1,0 +1,378 @@
+//! A real Kubernetes control plane for end-to-end tests: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok with one fake node, on loopback.
+//!
+//! `e2e/cluster/cluster.sh` builds the tools (cached under `~/.cache/dig-e2e`) and starts and
+//! stops the processes; [`TestCluster`] runs it with a fresh run dir per cluster and stops the
+//! cluster when dropped.
+//!
+//! Gating: when the tools have not been built, [`TestCluster::start_or_skip`] prints why and
+//! returns `None` so that a plain `cargo test` passes on a machine without Go; with
+//! `DIG_E2E_REQUIRE_CLUSTER=1` (set by `e2e/test-all.sh`, which builds the tools first) the same
+//! situation fails the test instead.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Env var that turns "control-plane tools missing" from a skip into a test failure.
+pub const REQUIRE_CLUSTER_ENV: &str = "DIG_E2E_REQUIRE_CLUSTER";
+/// Env var naming the directory of the built tools (kube-apiserver, kubectl, helm, ...).
+pub const TOOLS_ENV: &str = "DIG_E2E_TOOLS";
+/// The Kubernetes version the tools are built from; `/version` of the API server reports it.
+pub const KUBERNETES_VERSION: &str = "v1.34.4";
+/// The fake node kwok manages; every Pod is scheduled onto it.
+pub const FAKE_NODE: &str = "kwok-node-0";
+/// The default StorageClass: kwok creates and binds a PersistentVolume for each of its claims.
+pub const STORAGE_CLASS: &str = "kwok-volume";
+
+/// `cluster.sh` exits with this code when the tools are not built.
+const TOOLS_MISSING_EXIT: i32 = 3;
+/// The file in a run dir naming the PID of the process that owns that cluster.
+const OWNER_FILE: &str = "owner.pid";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("control-plane tools are not built: {reason}")]
+    ToolsMissing { reason: String },
+    #[error("`cluster.sh {command}` for run dir {run_dir} failed ({status}):\n{stderr}")]
+    Script {
+        command: String,
+        run_dir: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot prepare run dir {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`kubectl {args}` failed ({status}):\n{stderr}")]
+    Kubectl {
+        args: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("cannot build a client from kubeconfig {path}: {source}")]
+    Client { path: PathBuf, source: kube::Error },
+}
+
+/// One running control plane; stopped (every process, by PID) when dropped.
+#[derive(Debug)]
+pub struct TestCluster {
+    run_dir: PathBuf,
+    tools: PathBuf,
+    kubeconfig: PathBuf,
+    running: bool,
+    keep_logs: bool,
+}
+
+/// The script that builds, starts and stops the control plane.
+pub fn cluster_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster/cluster.sh")
+}
+
+/// Whether tests must fail rather than skip when the tools are missing.
+pub fn cluster_required() -> bool {
+    std::env::var(REQUIRE_CLUSTER_ENV).is_ok_and(|value| value == "1")
+}
+
+/// The directory holding the built tools ($DIG_E2E_TOOLS, or the cache of `cluster.sh build`).
+pub fn tools_dir() -> Result<PathBuf, ClusterError> {
+    let script = cluster_script();
+    let output = Command::new(&script)
+        .arg("tools-dir")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ClusterError::Spawn {
+            program: script.clone(),
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    match output.status.code() {
+        Some(0) => Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        )),
+        Some(TOOLS_MISSING_EXIT) => Err(ClusterError::ToolsMissing { reason: stderr }),
+        _ => Err(ClusterError::Script {
+            command: "tools-dir".into(),
+            run_dir: PathBuf::new(),
+            status: output.status.to_string(),
+            stderr,
+        }),
+    }
+}
+
+/// Where the run dirs of test clusters live: `${TMPDIR:-/tmp}/dig-e2e-clusters`.
+fn runs_base() -> PathBuf {
+    std::env::temp_dir().join("dig-e2e-clusters")
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Stops clusters whose owning test process died without dropping them (killed, aborted), and
+/// drops their etcd data; their logs stay for whoever debugs that run.
+fn clean_up_abandoned_runs() {
+    let Ok(entries) = std::fs::read_dir(runs_base()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let run_dir = entry.path();
+        let owner = std::fs::read_to_string(run_dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        match owner {
+            Some(pid) if !process_alive(pid) => {
+                let _ = run_script("down", &run_dir);
+                let _ = std::fs::remove_file(run_dir.join(OWNER_FILE));
+                let _ = std::fs::remove_dir_all(run_dir.join("etcd"));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn run_script(command: &str, run_dir: &Path) -> Result<Output, ClusterError> {
+    let script = cluster_script();
+    let output = Command::new(&script)
+        .arg(command)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ClusterError::Spawn {
+            program: script.clone(),
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.code() == Some(TOOLS_MISSING_EXIT) {
+        return Err(ClusterError::ToolsMissing { reason: stderr });
+    }
+    if !output.status.success() {
+        return Err(ClusterError::Script {
+            command: command.into(),
+            run_dir: run_dir.to_owned(),
+            status: output.status.to_string(),
+            stderr,
+        });
+    }
+    Ok(output)
+}
+
+impl TestCluster {
+    /// Starts a control plane in a fresh run dir whose name starts with `name`, and waits until
+    /// the API server is ready, the fake node is Ready and the default service account exists.
+    pub fn start(name: &str) -> Result<TestCluster, ClusterError> {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        clean_up_abandoned_runs();
+        let tools = tools_dir()?;
+        let run_dir = runs_base().join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let prepare = |path: &Path| -> std::io::Result<()> {
+            if path.exists() {
+                std::fs::remove_dir_all(path)?;
+            }
+            std::fs::create_dir_all(path)?;
+            std::fs::write(path.join(OWNER_FILE), std::process::id().to_string())
+        };
+        prepare(&run_dir).map_err(|source| ClusterError::RunDir {
+            path: run_dir.clone(),
+            source,
+        })?;
+        let mut cluster = TestCluster {
+            kubeconfig: run_dir.join("kubeconfig"),
+            run_dir,
+            tools,
+            running: true,
+            keep_logs: false,
+        };
+        if let Err(error) = run_script("up", &cluster.run_dir) {
+            // Dropping `cluster` stops whatever did start; its logs explain the failure.
+            cluster.keep_logs = true;
+            return Err(error);
+        }
+        Ok(cluster)
+    }
+
+    /// [`TestCluster::start`], except that missing tools skip the calling test with a message
+    /// (`None`), or fail it when `DIG_E2E_REQUIRE_CLUSTER=1`. Any other failure panics.
+    pub fn start_or_skip(name: &str) -> Option<TestCluster> {
+        match TestCluster::start(name) {
+            Ok(cluster) => Some(cluster),
+            Err(ClusterError::ToolsMissing { reason }) if !cluster_required() => {
+                eprintln!(
+                    "SKIPPED {name}: {reason}\n  (this test needs a control plane; build the tools with \
+                     `e2e/cluster/cluster.sh build`, or run `e2e/test-all.sh`, which builds them and sets \
+                     {REQUIRE_CLUSTER_ENV}=1 so that this is a failure)"
+                );
+                None
+            }
+            Err(error) => panic!("cannot start test cluster {name}: {error}"),
+        }
+    }
+
+    /// The kubeconfig of the admin user (in `system:masters`), with the CA inline.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The run dir: kubeconfigs, certificates, `logs/<component>.log`, `pids/`.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The directory of the built tools (kubectl, helm, kubeconform, ...).
+    pub fn tools_dir(&self) -> &Path {
+        &self.tools
+    }
+
+    /// The path of one built tool, e.g. `tool("helm")`.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.tools.join(name)
+    }
+
+    /// The log file of one component: etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler or kwok.
+    pub fn log_path(&self, component: &str) -> PathBuf {
+        self.run_dir.join("logs").join(format!("{component}.log"))
+    }
+
+    /// A client for the admin user, built from the kubeconfig file as any user's would be.
+    pub async fn client(&self) -> Result<kube::Client, ClusterError> {
+        install_crypto_provider();
+        let path = self.kubeconfig.clone();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|source| {
+            ClusterError::Kubeconfig {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|source| ClusterError::Kubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+        kube::Client::try_from(config).map_err(|source| ClusterError::Client { path, source })
+    }
+
+    /// Runs kubectl against this cluster; returns its standard output.
+    pub fn kubectl<I, S>(&self, args: I) -> Result<String, ClusterError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.kubectl_with_stdin(args, "")
+    }
+
+    /// Runs kubectl with `stdin` as its standard input (e.g. `apply -f -` with a manifest).
+    pub fn kubectl_with_stdin<I, S>(&self, args: I, stdin: &str) -> Result<String, ClusterError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args
+            .into_iter()
+            .map(|arg| arg.as_ref().to_owned())
+            .collect();
+        let shown = args
+            .iter()
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let program = self.tool("kubectl");
+        let mut child = Command::new(&program)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.run_dir.join("kubectl-cache"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| ClusterError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if let Some(mut input) = child.stdin.take() {
+            // A kubectl that exits early closes its input; its exit status tells why.
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|source| ClusterError::Spawn { program, source })?;
+        if !output.status.success() {
+            return Err(ClusterError::Kubectl {
+                args: shown,
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Stops kube-apiserver and starts it again on the same port with the same state; returns
+    /// once `/readyz` answers. Clients see connection errors in between.
+    pub fn restart_apiserver(&self) -> Result<(), ClusterError> {
+        run_script("restart-apiserver", &self.run_dir).map(drop)
+    }
+
+    /// Stops every component now (also done on drop).
+    pub fn stop(&mut self) -> Result<(), ClusterError> {
+        if !self.running {
+            return Ok(());
+        }
+        self.running = false;
+        run_script("down", &self.run_dir).map(drop)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            eprintln!(
+                "stopping test cluster in {}: {error}",
+                self.run_dir.display()
+            );
+        }
+        if self.keep_logs || std::thread::panicking() {
+            // Keep the logs of a failed test; etcd's preallocated WAL files are just weight.
+            let _ = std::fs::remove_dir_all(self.run_dir.join("etcd"));
+            let _ = std::fs::remove_file(self.run_dir.join(OWNER_FILE));
+            eprintln!(
+                "test cluster logs kept in {}",
+                self.run_dir.join("logs").display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
+        }
+    }
+}
+
+/// kube's rustls needs a process-wide crypto provider when more than one is compiled in.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race against another thread installing one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
