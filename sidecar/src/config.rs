@@ -130,6 +130,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_connections: u32,
 
+    /// TEST ONLY: serve every chunk with flipped bytes, to exercise verification and bans.
+    #[arg(long, hide = true)]
+    pub test_corrupt_chunks: bool,
+
     /// YAML configuration file; keys are the long option names.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

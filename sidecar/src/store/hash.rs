@@ -162,7 +162,7 @@ pub fn manifest_to_bytes(manifest: &[ChainingValue]) -> Vec<u8> {
 
 /// Manifest from raw bytes; `None` when the length is not a multiple of 32.
 pub fn manifest_from_bytes(bytes: &[u8]) -> Option<Vec<ChainingValue>> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return None;
     }
     Some(

@@ -100,6 +100,14 @@ pub struct IndexEntry {
     /// Set when the file in the data folder holds exactly `content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalMeta>,
+    /// For a version made here: the version it replaced, so other nodes can tell an update of
+    /// their version (no conflict) from a concurrent change (conflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Version>,
+    /// Metadata of an older version still in the data folder while the newer one downloads: that
+    /// file is not a local change, and may be replaced without keeping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<LocalMeta>,
 }
 
 impl IndexEntry {
@@ -277,6 +285,8 @@ mod tests {
                     ctime_ns: 6,
                     inode: 7,
                 }),
+                previous: Some(Version::new(1, "peerB")),
+                superseded: None,
             },
         );
         index.entries.insert(
@@ -285,6 +295,8 @@ mod tests {
                 version: Version::new(9, "peerB"),
                 content: None,
                 local: None,
+                previous: None,
+                superseded: None,
             },
         );
         index.observe_lamport(9);
@@ -314,6 +326,8 @@ mod tests {
             version: Version::new(1, "p"),
             content: Some(content(2)),
             local: None,
+            previous: None,
+            superseded: None,
         };
         index.entries.insert("../escape".into(), entry.clone());
         index.entries.insert("ok".into(), entry);
@@ -342,6 +356,8 @@ mod tests {
                 ctime_ns: 1,
                 inode: 1,
             }),
+            previous: None,
+            superseded: None,
         };
         a.entries.insert("s".into(), held.clone());
         let mut b = a.clone();

@@ -10,18 +10,11 @@ pub const STORE_EXTENSION: &str = ".dig";
 /// Longest valid store name (1 leading character + 127 more).
 pub const MAX_STORE_NAME_LEN: usize = 128;
 
-/// True when `name` matches `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. A valid name never contains a
-/// path separator and never is `.` or `..`, so joining it to a folder cannot leave that folder.
+/// True when `name` matches `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$` (the registry's own check, so
+/// the node and the registry agree). A valid name never contains a path separator and never is
+/// `.` or `..`, so joining it to a folder cannot leave that folder.
 pub fn is_valid_store_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let Some(first) = bytes.first() else {
-        return false;
-    };
-    bytes.len() <= MAX_STORE_NAME_LEN
-        && first.is_ascii_alphanumeric()
-        && bytes[1..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    name.len() <= MAX_STORE_NAME_LEN && dig_bootstrap::record::is_valid_store_name(name)
 }
 
 /// The store name of a folder entry, or `None` when the entry is not a store file

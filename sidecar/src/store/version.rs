@@ -60,7 +60,7 @@ mod tests {
         let b = Version::new(5, "12D3KooWB");
         assert!(b > a);
         assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
-        let mut versions = vec![b.clone(), a.clone(), Version::new(4, "12D3KooWZ")];
+        let mut versions = [b.clone(), a.clone(), Version::new(4, "12D3KooWZ")];
         versions.sort();
         assert_eq!(versions.last(), Some(&b));
         assert_eq!(versions.first().map(|v| v.lamport), Some(4));

@@ -26,6 +26,11 @@ pub struct WireEntry {
     pub size: u64,
     #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// The version this one replaced on its origin (lamport, origin), when made there.
+    #[serde(rename = "pl", default, skip_serializing_if = "Option::is_none")]
+    pub previous_lamport: Option<u64>,
+    #[serde(rename = "po", default, skip_serializing_if = "Option::is_none")]
+    pub previous_origin: Option<String>,
 }
 
 /// A gossip message: the publisher says it holds these versions (or tombstones).
@@ -45,6 +50,8 @@ pub struct RemoteEntry {
     pub version: Version,
     /// `(size, hash)`; `None` for a tombstone.
     pub content: Option<(u64, Hash32)>,
+    /// The version this one replaced where it was made.
+    pub previous: Option<Version>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,6 +81,8 @@ impl WireEntry {
             origin: entry.version.origin.clone(),
             size: entry.content.as_ref().map_or(0, |c| c.size),
             hash: entry.content.as_ref().map(|c| c.hash_hex()),
+            previous_lamport: entry.previous.as_ref().map(|v| v.lamport),
+            previous_origin: entry.previous.as_ref().map(|v| v.origin.clone()),
         }
     }
 
@@ -104,10 +113,23 @@ impl WireEntry {
             }
             None => None,
         };
+        let previous = match (self.previous_lamport, &self.previous_origin) {
+            (Some(lamport), Some(origin)) if origin.parse::<PeerId>().is_ok() => {
+                Some(Version::new(lamport, origin.clone()))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(AnnounceError::BadOrigin {
+                    name: self.name.clone(),
+                    origin: self.previous_origin.clone().unwrap_or_default(),
+                });
+            }
+        };
         Ok(RemoteEntry {
             name: self.name.clone(),
             version: Version::new(self.lamport, self.origin.clone()),
             content,
+            previous,
         })
     }
 }
@@ -174,6 +196,8 @@ mod tests {
             origin: origin.to_base58(),
             size: 10,
             hash: Some(hash::to_hex(blake3::hash(b"x").as_bytes())),
+            previous_lamport: None,
+            previous_origin: None,
         }
     }
 

@@ -617,6 +617,8 @@ pub(crate) mod tests {
                 version: Version::new(1, peer.to_base58()),
                 content: Some(digest.into()),
                 local: Some(LocalMeta::of_path(&path).unwrap()),
+                previous: None,
+                superseded: None,
             },
         );
         let context = Arc::new(ServeContext {

@@ -10,3 +10,10 @@ pub mod protocol;
 pub mod server;
 
 pub use protocol::sync_protocol;
+pub mod config;
+pub mod replicator;
+pub mod status;
+
+pub use config::ReplicationConfig;
+pub use replicator::{Replicator, ReplicatorHandle, SyncError};
+pub use status::{StoreStatus, SyncState};

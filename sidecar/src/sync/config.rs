@@ -1,0 +1,71 @@
+//! Settings of the replication engine (mapped from `dig-sidecar run` flags by the node).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a node replicates. `Default` gives the documented defaults with `~/.dig` folders.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// The folder of `<store>.dig` files.
+    pub data_dir: PathBuf,
+    /// Index, temporary downloads and conflicts live here (default `<data>/.dig-node`).
+    pub state_dir: PathBuf,
+    /// Turn local deletions into tombstones that delete the store everywhere.
+    pub propagate_deletes: bool,
+    /// Largest store file this node downloads (`--max-store-size`).
+    pub max_store_bytes: u64,
+    /// Free space kept on the disk; downloads that would go below it are refused (`--min-free-disk`).
+    pub min_free_bytes: u64,
+    /// How often connected peers compare inventories (`--inventory-interval`).
+    pub inventory_interval: Duration,
+    /// Store downloads running at once (`--max-parallel-downloads`). Stores of one chunk
+    /// (up to 1 MiB) are latency-bound rather than bandwidth-bound and get eight times as many slots.
+    pub max_parallel_downloads: usize,
+    /// Concurrent chunk requests per peer and download.
+    pub streams_per_peer: usize,
+    /// Quiet time the folder watcher waits for before reporting a change.
+    pub watch_debounce: Duration,
+    /// Bound on opening a sync stream and on each request.
+    pub request_timeout: Duration,
+    /// Test-only fault injection: serve chunks with flipped bytes (hidden flag).
+    pub test_corrupt_chunks: bool,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        let data_dir = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".dig");
+        Self {
+            state_dir: data_dir.join(".dig-node"),
+            data_dir,
+            propagate_deletes: false,
+            max_store_bytes: 64 << 30,
+            min_free_bytes: 1 << 30,
+            inventory_interval: Duration::from_secs(30),
+            max_parallel_downloads: 16,
+            streams_per_peer: 4,
+            watch_debounce: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(30),
+            test_corrupt_chunks: false,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// The replication settings of `dig-sidecar run` (flags, `DIG_*` variables, YAML keys).
+    pub fn from_run_args(args: &crate::config::RunArgs) -> Self {
+        Self {
+            data_dir: args.data_dir(),
+            state_dir: args.state_dir(),
+            propagate_deletes: args.propagate_deletes,
+            max_store_bytes: args.max_store_size,
+            min_free_bytes: args.min_free_disk,
+            inventory_interval: args.inventory_interval,
+            max_parallel_downloads: args.max_parallel_downloads as usize,
+            test_corrupt_chunks: args.test_corrupt_chunks,
+            ..Self::default()
+        }
+    }
+}
