@@ -114,6 +114,44 @@ pub fn tools_dir() -> Result<PathBuf, ClusterError> {
     }
 }
 
+/// The tools directory for a test that needs the tools but no cluster (helm, kubeconform);
+/// `None` (after printing why) when they are not built, unless `DIG_E2E_REQUIRE_CLUSTER=1`,
+/// which makes that a panic.
+pub fn tools_or_skip(test: &str) -> Option<PathBuf> {
+    match tools_dir() {
+        Ok(dir) => Some(dir),
+        Err(ClusterError::ToolsMissing { reason }) => {
+            skip_or_fail(test, &reason);
+            None
+        }
+        Err(error) => panic!("{test}: cannot locate the control-plane tools: {error}"),
+    }
+}
+
+fn skip_or_fail(test: &str, reason: &str) {
+    match missing_tools_verdict(test, reason, cluster_required()) {
+        Ok(skip) => eprintln!("{skip}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// What a test does when the tools are missing: `Ok(message)` to print and skip, or
+/// `Err(message)` to fail with when the tools are required.
+fn missing_tools_verdict(test: &str, reason: &str, required: bool) -> Result<String, String> {
+    let reason = reason.trim();
+    if required {
+        Err(format!(
+            "{test}: {REQUIRE_CLUSTER_ENV}=1 but the control-plane tools are missing: {reason}"
+        ))
+    } else {
+        Ok(format!(
+            "SKIPPED {test}: {reason}\n  (this test needs the control-plane tools; build them with \
+             `e2e/cluster/cluster.sh build`, or run `e2e/test-all.sh`, which builds them and sets \
+             {REQUIRE_CLUSTER_ENV}=1 so that missing tools fail the test)"
+        ))
+    }
+}
+
 /// Where the run dirs of test clusters live: `${TMPDIR:-/tmp}/dig-e2e-clusters`.
 fn runs_base() -> PathBuf {
     std::env::temp_dir().join("dig-e2e-clusters")
@@ -215,12 +253,8 @@ impl TestCluster {
     pub fn start_or_skip(name: &str) -> Option<TestCluster> {
         match TestCluster::start(name) {
             Ok(cluster) => Some(cluster),
-            Err(ClusterError::ToolsMissing { reason }) if !cluster_required() => {
-                eprintln!(
-                    "SKIPPED {name}: {reason}\n  (this test needs a control plane; build the tools with \
-                     `e2e/cluster/cluster.sh build`, or run `e2e/test-all.sh`, which builds them and sets \
-                     {REQUIRE_CLUSTER_ENV}=1 so that this is a failure)"
-                );
+            Err(ClusterError::ToolsMissing { reason }) => {
+                skip_or_fail(name, &reason);
                 None
             }
             Err(error) => panic!("cannot start test cluster {name}: {error}"),
@@ -374,5 +408,50 @@ fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race against another thread installing one is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tools_skip_with_a_hint_unless_required() {
+        let skip =
+            missing_tools_verdict("smoke", "kubectl missing\n", false).expect("not required: skip");
+        assert!(skip.starts_with("SKIPPED smoke: kubectl missing"), "{skip}");
+        assert!(skip.contains("cluster.sh build"), "{skip}");
+
+        let failure =
+            missing_tools_verdict("smoke", "kubectl missing", true).expect_err("required: fail");
+        assert!(failure.contains(REQUIRE_CLUSTER_ENV), "{failure}");
+        assert!(failure.contains("kubectl missing"), "{failure}");
+    }
+
+    #[test]
+    fn an_empty_tools_dir_is_reported_as_missing_tools() {
+        // The script, not this process, gets the override: tests share the environment.
+        let empty = std::env::temp_dir().join(format!("dig-e2e-no-tools-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).expect("create an empty tools dir");
+        let output = Command::new(cluster_script())
+            .arg("tools-dir")
+            .env(TOOLS_ENV, &empty)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cluster.sh tools-dir");
+        std::fs::remove_dir_all(&empty).expect("remove the empty tools dir");
+        assert_eq!(output.status.code(), Some(TOOLS_MISSING_EXIT), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for tool in [
+            "etcd",
+            "kube-apiserver",
+            "kubectl",
+            "kwok",
+            "helm",
+            "kubeconform",
+        ] {
+            assert!(stderr.contains(tool), "{tool} not named in: {stderr}");
+        }
+        assert!(stderr.contains("cluster.sh build"), "{stderr}");
     }
 }

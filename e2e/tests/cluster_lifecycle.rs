@@ -1,0 +1,120 @@
+//! Test clusters never outlive their tests: a cluster whose owning process died is stopped by the
+//! next `TestCluster::start`, and dropping a `TestCluster` stops every process it started.
+//!
+//! Skipped with a message when the tools are not built, unless DIG_E2E_REQUIRE_CLUSTER=1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use dig_e2e::cluster::{TOOLS_ENV, TestCluster, cluster_script, tools_or_skip};
+
+const COMPONENTS: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+/// The PID of each component, from the run dir's `pids/`.
+fn component_pids(run_dir: &Path) -> Vec<(String, u32)> {
+    COMPONENTS
+        .iter()
+        .map(|name| {
+            let file = run_dir.join("pids").join(format!("{name}.pid"));
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let pid = text
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", file.display()));
+            (name.to_string(), pid)
+        })
+        .collect()
+}
+
+/// Running means present and not a zombie (an exited child its parent has not reaped yet).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// A PID that belonged to a process which has exited.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("run true");
+    let pid = child.id();
+    child.wait().expect("wait for true");
+    pid
+}
+
+#[test]
+fn abandoned_clusters_are_stopped_and_dropped_clusters_leave_no_process() {
+    let Some(tools) = tools_or_skip("cluster_lifecycle") else {
+        return;
+    };
+    // A cluster started outside any TestCluster, as a killed test would leave it.
+    let abandoned: PathBuf = std::env::temp_dir()
+        .join("dig-e2e-clusters")
+        .join(format!("abandoned-{}", std::process::id()));
+    std::fs::create_dir_all(&abandoned).expect("create the abandoned run dir");
+    // Owned by this live process while starting, so that no concurrent cleanup takes it early.
+    std::fs::write(abandoned.join("owner.pid"), std::process::id().to_string())
+        .expect("write owner.pid");
+    let up = Command::new(cluster_script())
+        .args(["up", "--run-dir"])
+        .arg(&abandoned)
+        .env(TOOLS_ENV, &tools)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cluster.sh up");
+    assert!(
+        up.status.success(),
+        "cluster.sh up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let abandoned_pids = component_pids(&abandoned);
+    for (name, pid) in &abandoned_pids {
+        assert!(running(*pid), "{name} (pid {pid}) runs after up");
+    }
+    std::fs::write(abandoned.join("owner.pid"), dead_pid().to_string()).expect("orphan the run");
+
+    let cluster =
+        TestCluster::start_or_skip("lifecycle").expect("the tools are there: the cluster starts");
+    for (name, pid) in &abandoned_pids {
+        assert!(
+            !running(*pid),
+            "{name} (pid {pid}) of the abandoned cluster still runs"
+        );
+    }
+    assert!(
+        !abandoned.join("etcd").exists(),
+        "the abandoned etcd data is removed"
+    );
+    assert!(
+        abandoned.join("logs/kube-apiserver.log").exists(),
+        "the abandoned logs are kept"
+    );
+
+    let run_dir = cluster.run_dir().to_owned();
+    let own_pids = component_pids(&run_dir);
+    for (name, pid) in &own_pids {
+        assert!(running(*pid), "{name} (pid {pid}) runs");
+    }
+    drop(cluster);
+    for (name, pid) in &own_pids {
+        assert!(
+            !running(*pid),
+            "{name} (pid {pid}) outlived its TestCluster"
+        );
+    }
+    assert!(
+        !run_dir.exists(),
+        "the run dir of a passing test is removed"
+    );
+    std::fs::remove_dir_all(&abandoned).expect("remove the abandoned run dir");
+}
