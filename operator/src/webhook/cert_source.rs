@@ -1,0 +1,403 @@
+//! Where the serving certificate comes from, and keeping it fresh:
+//! - self-signed: the operator's own CA and certificate in a Secret, renewed before expiry, with
+//!   the `caBundle` of the webhook configuration kept in step. Replicas coordinate through the
+//!   Secret itself: writes carry the resourceVersion (or are creates), so when two replicas race,
+//!   one write wins, the other gets a conflict, re-reads and serves the winner's certificate.
+//! - external (cert-manager): `tls.crt` / `tls.key` files in a directory, re-read when they change.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    ByteString, api::admissionregistration::v1::MutatingWebhookConfiguration,
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    Api,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
+
+use super::ca_bundle::{BundleSync, sync_ca_bundle};
+use super::certs::{
+    self, CertPolicy, Rotation, SECRET_CA_BUNDLE, SECRET_CA_CERT, SECRET_CA_KEY, SECRET_TLS_CERT,
+    SECRET_TLS_KEY, SubjectNames, WebhookCerts,
+};
+use super::server::{ServingCert, WebhookMetrics};
+
+/// How often certificates are checked when nothing else happens.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// Retry delay while the Secret or the webhook configuration cannot be read or written.
+const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the external certificate files are re-read.
+const FILE_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertSourceError {
+    #[error("reading webhook Secret {namespace}/{name}: {source}")]
+    ReadSecret {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing webhook Secret {namespace}/{name}: {source}")]
+    WriteSecret {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("webhook Secret {namespace}/{name} kept changing under concurrent writers")]
+    Contended { namespace: String, name: String },
+    #[error(transparent)]
+    Certificate(#[from] certs::CertError),
+    #[error(transparent)]
+    Serving(#[from] super::server::ServerError),
+    #[error(transparent)]
+    Bundle(#[from] super::ca_bundle::BundleSyncError),
+    #[error("reading {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The certificates a Secret holds, if it holds all of them as UTF-8 PEM.
+pub fn certs_from_secret(secret: &Secret) -> Option<WebhookCerts> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+    };
+    Some(WebhookCerts {
+        ca_cert_pem: text(SECRET_CA_CERT)?,
+        ca_key_pem: text(SECRET_CA_KEY)?,
+        ca_bundle_pem: text(SECRET_CA_BUNDLE).or_else(|| text(SECRET_CA_CERT))?,
+        tls_cert_pem: text(SECRET_TLS_CERT)?,
+        tls_key_pem: text(SECRET_TLS_KEY)?,
+    })
+}
+
+/// The Secret holding `certs`; `resource_version` makes a replace conditional on it.
+pub fn secret_for(
+    name: &str,
+    namespace: &str,
+    certs: &WebhookCerts,
+    resource_version: Option<String>,
+) -> Secret {
+    let bytes = |text: &str| ByteString(text.as_bytes().to_vec());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            resource_version,
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "dig-operator".to_string(),
+                ),
+                (
+                    "app.kubernetes.io/component".to_string(),
+                    "webhook".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(BTreeMap::from([
+            (SECRET_CA_CERT.to_string(), bytes(&certs.ca_cert_pem)),
+            (SECRET_CA_KEY.to_string(), bytes(&certs.ca_key_pem)),
+            (SECRET_CA_BUNDLE.to_string(), bytes(&certs.ca_bundle_pem)),
+            (SECRET_TLS_CERT.to_string(), bytes(&certs.tls_cert_pem)),
+            (SECRET_TLS_KEY.to_string(), bytes(&certs.tls_key_pem)),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// The operator's own CA and serving certificate.
+pub struct SelfSignedCerts {
+    pub secrets: Api<Secret>,
+    pub webhook_configs: Api<MutatingWebhookConfiguration>,
+    pub namespace: String,
+    pub secret_name: String,
+    pub config_name: String,
+    pub names: SubjectNames,
+    pub policy: CertPolicy,
+    pub serving: Arc<ServingCert>,
+    pub metrics: WebhookMetrics,
+}
+
+/// What one pass found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pass {
+    pub rotated: Option<String>,
+    pub bundle: BundleSync,
+}
+
+impl SelfSignedCerts {
+    /// Ensures the Secret holds valid certificates for our names (renewing them when due), serves
+    /// them, and writes the CA bundle into the webhook configuration.
+    pub async fn reconcile_once(&self, now: i64) -> Result<Pass, CertSourceError> {
+        let (certs, rotated) = self.ensure_secret(now).await?;
+        if self.serving.load(&certs.tls_cert_pem, &certs.tls_key_pem)? {
+            let expiry = certs::inspect("the serving certificate", &certs.tls_cert_pem)
+                .map(|info| info.not_after)
+                .unwrap_or_default();
+            self.metrics.certificate_expiry.set(expiry);
+            tracing::info!(
+                secret = %self.secret_name,
+                expires_unix = expiry,
+                "serving the webhook certificate from the Secret"
+            );
+        }
+        let bundle = sync_ca_bundle(
+            &self.webhook_configs,
+            &self.config_name,
+            &certs.ca_bundle_pem,
+        )
+        .await?;
+        match bundle {
+            BundleSync::Patched(count) => tracing::info!(
+                config = %self.config_name,
+                webhooks = count,
+                "wrote the CA bundle into the MutatingWebhookConfiguration"
+            ),
+            BundleSync::Missing => tracing::warn!(
+                config = %self.config_name,
+                "MutatingWebhookConfiguration not found; its caBundle is written once it exists"
+            ),
+            BundleSync::UpToDate => {}
+        }
+        Ok(Pass { rotated, bundle })
+    }
+
+    async fn ensure_secret(
+        &self,
+        now: i64,
+    ) -> Result<(WebhookCerts, Option<String>), CertSourceError> {
+        let read_error = |source| CertSourceError::ReadSecret {
+            namespace: self.namespace.clone(),
+            name: self.secret_name.clone(),
+            source,
+        };
+        let write_error = |source| CertSourceError::WriteSecret {
+            namespace: self.namespace.clone(),
+            name: self.secret_name.clone(),
+            source,
+        };
+        // A conflict means another replica wrote first: read its certificates and judge again.
+        for _attempt in 0..3 {
+            let existing = self
+                .secrets
+                .get_opt(&self.secret_name)
+                .await
+                .map_err(read_error)?;
+            let current = existing.as_ref().and_then(certs_from_secret);
+            let decision = certs::decide(current.as_ref(), &self.names, now, &self.policy);
+            let reason = match &decision {
+                Rotation::Keep => {
+                    let current = current.expect("Keep is only decided for present certificates");
+                    return Ok((current, None));
+                }
+                Rotation::NewServing(reason) | Rotation::NewCa(reason) => reason.clone(),
+            };
+            let renewed =
+                certs::rotate(current.as_ref(), &decision, &self.names, now, &self.policy)?;
+            let written = match &existing {
+                Some(secret) => {
+                    let replacement = secret_for(
+                        &self.secret_name,
+                        &self.namespace,
+                        &renewed,
+                        secret.metadata.resource_version.clone(),
+                    );
+                    self.secrets
+                        .replace(&self.secret_name, &PostParams::default(), &replacement)
+                        .await
+                }
+                None => {
+                    let secret = secret_for(&self.secret_name, &self.namespace, &renewed, None);
+                    self.secrets.create(&PostParams::default(), &secret).await
+                }
+            };
+            match written {
+                Ok(_) => {
+                    self.metrics.certificate_rotations.inc();
+                    tracing::info!(
+                        secret = %self.secret_name,
+                        %reason,
+                        new_ca = matches!(decision, Rotation::NewCa(_)),
+                        "wrote a new webhook certificate"
+                    );
+                    return Ok((renewed, Some(reason)));
+                }
+                Err(error) if is_conflict(&error) => {
+                    tracing::debug!(secret = %self.secret_name, "another replica wrote the webhook Secret first");
+                }
+                Err(error) => return Err(write_error(error)),
+            }
+        }
+        Err(CertSourceError::Contended {
+            namespace: self.namespace.clone(),
+            name: self.secret_name.clone(),
+        })
+    }
+
+    /// Runs forever: a pass at start, then on every change of the Secret or of the webhook
+    /// configuration (e.g. a `helm upgrade` that reset the caBundle), and at least every
+    /// [`CHECK_INTERVAL`].
+    pub async fn run(self) {
+        let secret_changes = watcher(
+            self.secrets.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={}", self.secret_name)),
+        )
+        .default_backoff()
+        .map(|_| ());
+        let config_changes = watcher(
+            self.webhook_configs.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={}", self.config_name)),
+        )
+        .default_backoff()
+        .map(|_| ());
+        let mut changes = futures::stream::select(secret_changes, config_changes).boxed();
+        loop {
+            let wait = match self.reconcile_once(unix_now()).await {
+                Ok(Pass {
+                    bundle: BundleSync::Missing,
+                    ..
+                }) => RETRY_INTERVAL,
+                Ok(_) => CHECK_INTERVAL,
+                Err(error) => {
+                    tracing::warn!(%error, "webhook certificate pass failed; retrying");
+                    RETRY_INTERVAL
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = changes.next() => {
+                    // Coalesce a burst of events (our own write echoes back) into one pass.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Certificates from files (cert-manager's Secret mounted as a volume).
+pub struct FileCerts {
+    pub dir: PathBuf,
+    pub serving: Arc<ServingCert>,
+    pub metrics: WebhookMetrics,
+}
+
+impl FileCerts {
+    /// Loads `tls.crt` and `tls.key` if they changed; returns whether a new certificate is served.
+    pub fn load_once(&self) -> Result<bool, CertSourceError> {
+        let read = |file: &str| {
+            let path = self.dir.join(file);
+            std::fs::read_to_string(&path).map_err(|source| CertSourceError::File { path, source })
+        };
+        let cert = read(SECRET_TLS_CERT)?;
+        let key = read(SECRET_TLS_KEY)?;
+        let changed = self.serving.load(&cert, &key)?;
+        if changed {
+            let expiry = certs::inspect("the serving certificate file", &cert)
+                .map(|info| info.not_after)
+                .unwrap_or_default();
+            self.metrics.certificate_expiry.set(expiry);
+            tracing::info!(dir = %self.dir.display(), expires_unix = expiry, "serving the webhook certificate from files");
+        }
+        Ok(changed)
+    }
+
+    /// Re-reads the files every few seconds (Secret volumes are updated by symlink swaps, which
+    /// polling sees reliably).
+    pub async fn run(self) {
+        let mut reported = false;
+        loop {
+            match self.load_once() {
+                Ok(_) => reported = false,
+                Err(error) if !reported => {
+                    tracing::warn!(%error, "cannot load the webhook certificate files; keeping the current one");
+                    reported = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(FILE_POLL_INTERVAL).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn certs() -> WebhookCerts {
+        let names = SubjectNames::for_service("svc", "ns", &[]);
+        let policy = CertPolicy::default();
+        certs::rotate(
+            None,
+            &certs::decide(None, &names, 0, &policy),
+            &names,
+            unix_now(),
+            &policy,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn secret_round_trip() {
+        let certs = certs();
+        let secret = secret_for("hook-tls", "ns", &certs, Some("7".to_string()));
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(secret.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(certs_from_secret(&secret), Some(certs.clone()));
+        let mut partial = secret.clone();
+        partial.data.as_mut().unwrap().remove(SECRET_TLS_KEY);
+        assert_eq!(certs_from_secret(&partial), None);
+    }
+
+    #[test]
+    fn files_are_loaded_and_reloaded_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let source = FileCerts {
+            dir: dir.path().to_path_buf(),
+            serving: Arc::new(ServingCert::default()),
+            metrics: WebhookMetrics::register(&mut registry),
+        };
+        let missing = source.load_once().unwrap_err().to_string();
+        assert!(missing.contains("tls.crt"), "{missing}");
+        let first = certs();
+        std::fs::write(dir.path().join("tls.crt"), &first.tls_cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &first.tls_key_pem).unwrap();
+        assert!(source.load_once().unwrap());
+        assert!(!source.load_once().unwrap());
+        let second = certs();
+        std::fs::write(dir.path().join("tls.crt"), &second.tls_cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &second.tls_key_pem).unwrap();
+        assert!(source.load_once().unwrap());
+        // A half-written pair (certificate without its key) is refused and the old one kept.
+        std::fs::write(dir.path().join("tls.crt"), &first.tls_cert_pem).unwrap();
+        assert!(source.load_once().is_err());
+        assert!(source.serving.is_loaded());
+    }
+}
