@@ -1,4 +1,6 @@
 //! Helpers shared by the end-to-end tests, the local-network runner and the benchmarks:
 //! locating the workspace binaries, starting them as real processes, and stopping them by PID.
 
+pub mod bootstrap;
 pub mod cluster;
+pub mod process;

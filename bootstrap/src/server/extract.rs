@@ -43,7 +43,7 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             path
         };
         let (code, what) = if inner.is_data() {
-            ("invalid_field", "wrong type or missing field")
+            ("invalid_field", "wrong type, unknown or missing field")
         } else {
             ("malformed_json", "not valid JSON")
         };

@@ -1,0 +1,203 @@
+//! Federation between real dig-bootstrap servers, and a fake sibling relaying a tampered record.
+
+use std::time::{Duration, Instant};
+
+use dig_bootstrap::PeersQuery;
+use dig_bootstrap::api::RecordsResponse;
+use dig_bootstrap::record::{UnregisterRequest, now_ms};
+use dig_e2e::bootstrap::{BootstrapServer, metric_value, signed_record};
+use libp2p_identity::Keypair;
+
+/// Polls `check` every 200 ms for at most `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("{what} did not happen within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
+    let a = BootstrapServer::start(&["--rate-limit", "0"]).await?;
+    let b = BootstrapServer::start(&[
+        "--rate-limit",
+        "0",
+        "--peer-bootstrap",
+        &a.base_url,
+        "--federation-interval",
+        "1",
+    ])
+    .await?;
+    let (client_a, client_b) = (a.client()?, b.client()?);
+    let keypair = Keypair::generate_ed25519();
+    let peer_id = keypair.public().to_peer_id().to_base58();
+    let now = now_ms();
+    client_a
+        .register(&signed_record(&keypair, "testnet", &[("alpha", 3)], now))
+        .await?;
+
+    eventually("record relayed to B", Duration::from_secs(15), || async {
+        Ok(client_b.peers(&PeersQuery::default()).await?.total == 1)
+    })
+    .await?;
+    let seen = client_b.peers_with_store("alpha").await?;
+    assert_eq!(seen.peers[0].peer_id, peer_id);
+    assert_eq!(seen.peers[0].stores.as_ref().unwrap()[0].lamport, 3);
+
+    // A newer record registered at A replaces the relayed one at B.
+    client_a
+        .register(&signed_record(
+            &keypair,
+            "testnet",
+            &[("alpha", 4)],
+            now + 1,
+        ))
+        .await?;
+    eventually("newer record relayed", Duration::from_secs(15), || async {
+        let peers = client_b.peers_with_store("alpha").await?;
+        Ok(peers
+            .peers
+            .first()
+            .and_then(|p| p.stores.as_ref())
+            .map(|s| s[0].lamport)
+            == Some(4))
+    })
+    .await?;
+
+    // A removal at A is relayed too.
+    client_a.unregister(&keypair, "testnet").await?;
+    eventually("removal relayed to B", Duration::from_secs(15), || async {
+        Ok(client_b.stats().await?.total_peers == 0)
+    })
+    .await?;
+    let metrics = b
+        .http()?
+        .get(b.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metric_value(
+            &metrics,
+            "dig_bootstrap_federation_records_total",
+            &["result=\"accepted\""]
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "dig_bootstrap_federation_pulls_total",
+            &["result=\"ok\""]
+        )
+        .is_some()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tampered_relayed_record_is_dropped_and_counted() -> anyhow::Result<()> {
+    let now = now_ms();
+    let honest = Keypair::generate_ed25519();
+    let victim = Keypair::generate_ed25519();
+    let good = signed_record(&honest, "testnet", &[("alpha", 1)], now);
+    // A relay that rewrites a record it relays: the victim's store list is altered after signing.
+    let mut tampered = signed_record(&victim, "testnet", &[("alpha", 1)], now);
+    tampered.record.stores[0].lamport = 1_000;
+    // A forged removal: signed by the wrong key for the victim's peer id.
+    let forged_removal = {
+        let mut removal = UnregisterRequest {
+            peer_id: victim.public().to_peer_id().to_base58(),
+            network_id: "testnet".into(),
+            timestamp_ms: now,
+        }
+        .sign(&honest)?;
+        removal.request.peer_id = victim.public().to_peer_id().to_base58();
+        removal
+    };
+    let page = RecordsResponse {
+        epoch: "fake".into(),
+        records: vec![good.clone(), tampered],
+        removals: vec![forged_removal],
+        next_cursor: 3,
+        more: false,
+    };
+    let fake_sibling = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let fake_address = fake_sibling.local_addr()?;
+    let app = axum::Router::new().route(
+        "/records",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::Json(page) }
+        }),
+    );
+    let fake = tokio::spawn(async move { axum::serve(fake_sibling, app).await });
+
+    let server = BootstrapServer::start(&[
+        "--rate-limit",
+        "0",
+        "--peer-bootstrap",
+        &format!("http://{fake_address}"),
+        "--federation-interval",
+        "1",
+    ])
+    .await?;
+    let http = server.http()?;
+    eventually(
+        "relayed records processed",
+        Duration::from_secs(15),
+        || async {
+            let metrics = http
+                .get(server.url("/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let rejected = metric_value(
+                &metrics,
+                "dig_bootstrap_federation_records_total",
+                &["result=\"rejected\""],
+            );
+            Ok(rejected.unwrap_or(0.0) >= 2.0)
+        },
+    )
+    .await?;
+    let peers = server.client()?.peers(&PeersQuery::default()).await?;
+    let ids: Vec<_> = peers.peers.iter().map(|p| p.peer_id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![good.record.peer_id.clone()],
+        "only the honest record is merged"
+    );
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "dig_bootstrap_federation_records_total",
+            &["result=\"accepted\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(server.process.output().contains("dropped relayed record"));
+    fake.abort();
+    Ok(())
+}

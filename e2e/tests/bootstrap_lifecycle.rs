@@ -1,0 +1,200 @@
+//! dig-bootstrap as a process: TTL expiry, rate limiting, TLS, graceful shutdown on SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use dig_bootstrap::record::now_ms;
+use dig_e2e::bootstrap::{BootstrapServer, TlsFiles, metric_value, signed_record};
+use libp2p_identity::Keypair;
+use serde_json::Value;
+
+#[tokio::test]
+async fn records_expire_after_the_ttl_and_gauges_follow() -> anyhow::Result<()> {
+    let server = BootstrapServer::start(&[
+        "--rate-limit",
+        "0",
+        "--peer-ttl",
+        "2",
+        "--sweep-interval",
+        "1",
+    ])
+    .await?;
+    let client = server.client()?;
+    let http = server.http()?;
+    let keypair = Keypair::generate_ed25519();
+    client
+        .register(&signed_record(
+            &keypair,
+            "testnet",
+            &[("alpha", 1)],
+            now_ms(),
+        ))
+        .await?;
+    assert_eq!(client.stats().await?.total_peers, 1);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = http
+            .get(server.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let expired = metric_value(&metrics, "dig_bootstrap_expirations_total", &[]);
+        let peers = metric_value(&metrics, "dig_bootstrap_peers", &[]);
+        let stores = metric_value(&metrics, "dig_bootstrap_stores", &[]);
+        if expired == Some(1.0) {
+            assert_eq!((peers, stores), (Some(0.0), Some(0.0)), "{metrics}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "record did not expire:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = client.stats().await?;
+    assert_eq!((stats.total_peers, stats.total_stores), (0, 0));
+    assert_eq!(client.peers_with_store("alpha").await?.total, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn clients_over_the_rate_limit_get_429_with_retry_after() -> anyhow::Result<()> {
+    let server = BootstrapServer::start(&["--rate-limit", "1", "--rate-limit-burst", "3"]).await?;
+    let http = server.http()?;
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = http.get(server.url("/stats")).send().await?;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("20 quick requests never hit a limit of 1/s, burst 3");
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("429 carries Retry-After")
+        .to_str()?
+        .parse()?;
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"], "rate_limited");
+    assert!(body["detail"].as_str().unwrap().contains("--rate-limit"));
+
+    // The client surfaces it as RateLimited.
+    match server.client()?.stats().await {
+        Err(dig_bootstrap::ClientError::RateLimited { retry_after, .. }) => {
+            assert!(retry_after.is_some())
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    // Probes and scrapes are never limited.
+    for _ in 0..10 {
+        assert_eq!(http.get(server.url("/health")).send().await?.status(), 200);
+    }
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metric_value(&metrics, "dig_bootstrap_rate_limited_requests_total", &[]).unwrap() >= 2.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "dig_bootstrap_http_requests_total",
+            &["route=\"/stats\"", "status=\"429\""]
+        )
+        .is_some()
+    );
+    // After waiting, the client may send again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(http.get(server.url("/stats")).send().await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn serves_https_with_a_self_signed_certificate() -> anyhow::Result<()> {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let dir = tempfile::tempdir()?;
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    let cert_pem = certified.cert.pem();
+    std::fs::write(&cert, &cert_pem)?;
+    std::fs::write(&key, certified.key_pair.serialize_pem())?;
+    let tls = TlsFiles {
+        cert,
+        key,
+        ca_pem: cert_pem.into_bytes(),
+    };
+    let server = BootstrapServer::start_with(&["--rate-limit", "0"], Some(&tls)).await?;
+    assert!(server.base_url.starts_with("https://"));
+    let client = server.client()?;
+    assert_eq!(client.health().await?.status, "ok");
+    let keypair = Keypair::generate_ed25519();
+    client
+        .register(&signed_record(&keypair, "testnet", &[], now_ms()))
+        .await?;
+    assert_eq!(client.stats().await?.total_peers, 1);
+
+    // A client that does not trust the certificate is refused, and plain HTTP gets no answer.
+    let untrusting = dig_bootstrap::RegistryClient::new(&server.base_url)?;
+    assert!(untrusting.health().await.is_err());
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/health", server.address.port()))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreadable_tls_files_stop_start_up_with_an_error_naming_them() -> anyhow::Result<()> {
+    let binary = dig_e2e::process::binary_path("dig-bootstrap")?;
+    let address = dig_e2e::process::free_loopback_addr()?;
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(&binary)
+            .args(["--listen", &address.to_string()])
+            .args([
+                "--tls-cert",
+                "/nonexistent/tls.crt",
+                "--tls-key",
+                "/nonexistent/tls.key",
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_with_exit_code_0() -> anyhow::Result<()> {
+    let mut server = BootstrapServer::start(&["--log-format", "json"]).await?;
+    assert_eq!(server.client()?.health().await?.status, "ok");
+    server.process.terminate()?;
+    let status = server
+        .process
+        .wait_timeout_async(Duration::from_secs(15))
+        .await?
+        .expect("dig-bootstrap did not exit within 15 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let output = server.process.output();
+    assert!(output.contains("SIGTERM received"), "{output}");
+    // JSON log lines.
+    let line = output
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .expect("a listening log line");
+    let parsed: Value = serde_json::from_str(line)?;
+    assert_eq!(parsed["level"], "INFO");
+    Ok(())
+}
