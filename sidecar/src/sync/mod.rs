@@ -17,3 +17,6 @@ pub mod status;
 pub use config::ReplicationConfig;
 pub use replicator::{Replicator, ReplicatorHandle, SyncError};
 pub use status::{StoreStatus, SyncState};
+
+#[cfg(test)]
+mod tests;
