@@ -264,18 +264,19 @@ impl SelfSignedCerts {
     /// configuration (e.g. a `helm upgrade` that reset the caBundle), and at least every
     /// [`CHECK_INTERVAL`].
     pub async fn run(self) {
+        // Watch errors (e.g. RBAC without list/watch) are not changes: the periodic pass covers.
         let secret_changes = watcher(
             self.secrets.clone(),
             watcher::Config::default().fields(&format!("metadata.name={}", self.secret_name)),
         )
         .default_backoff()
-        .map(|_| ());
+        .filter_map(|event| futures::future::ready(event.ok().map(|_| ())));
         let config_changes = watcher(
             self.webhook_configs.clone(),
             watcher::Config::default().fields(&format!("metadata.name={}", self.config_name)),
         )
         .default_backoff()
-        .map(|_| ());
+        .filter_map(|event| futures::future::ready(event.ok().map(|_| ())));
         let mut changes = futures::stream::select(secret_changes, config_changes).boxed();
         loop {
             let wait = match self.reconcile_once(unix_now()).await {

@@ -18,6 +18,7 @@ pub mod server;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
 use std::sync::Arc;
 
 use kube::{Api, Client};
@@ -55,6 +56,7 @@ pub struct WebhookArgs {
     /// Name of the Service in front of the webhook: its DNS names go into the certificate.
     #[arg(
         long,
+        alias = "webhook-service",
         env = "DIG_OPERATOR_WEBHOOK_SERVICE_NAME",
         default_value = "dig-operator-webhook"
     )]
@@ -77,17 +79,14 @@ pub struct WebhookArgs {
         default_value = "dig-operator-sidecar-injector"
     )]
     pub webhook_config_name: String,
-    /// `self-signed` (the operator's own CA) or `external` (files from cert-manager).
-    #[arg(
-        long,
-        env = "DIG_OPERATOR_WEBHOOK_CERT_MODE",
-        value_enum,
-        default_value = "self-signed"
-    )]
-    pub webhook_cert_mode: CertMode,
-    /// Directory with `tls.crt` and `tls.key` (external mode); re-read when they change.
-    #[arg(long, env = "DIG_OPERATOR_WEBHOOK_CERT_DIR", default_value = "/certs")]
-    pub webhook_cert_dir: PathBuf,
+    /// `self-signed` (the operator's own CA) or `external` (files from cert-manager). Default:
+    /// `external` when `--webhook-cert-dir` is given, else `self-signed`.
+    #[arg(long, env = "DIG_OPERATOR_WEBHOOK_CERT_MODE", value_enum)]
+    pub webhook_cert_mode: Option<CertMode>,
+    /// Directory with `tls.crt` and `tls.key` (external mode; default `/certs`); re-read when
+    /// they change.
+    #[arg(long, env = "DIG_OPERATOR_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
     /// Extra DNS names or IP addresses for the self-signed certificate (repeatable or
     /// comma-separated), e.g. `127.0.0.1` for a webhook reached by URL.
     #[arg(
@@ -104,6 +103,24 @@ pub struct WebhookArgs {
         value_delimiter = ','
     )]
     pub webhook_excluded_namespaces: Vec<String>,
+}
+
+impl WebhookArgs {
+    /// The certificate mode in effect (see `--webhook-cert-mode`).
+    pub fn cert_mode(&self) -> CertMode {
+        match (self.webhook_cert_mode, &self.webhook_cert_dir) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => CertMode::External,
+            (None, None) => CertMode::SelfSigned,
+        }
+    }
+
+    /// The directory of the external certificate files.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.webhook_cert_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/certs"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,38 +157,37 @@ pub async fn run(
         metrics: metrics.clone(),
         serving: serving.clone(),
     });
-    let certificates: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
-        match args.webhook_cert_mode {
-            CertMode::SelfSigned => Box::pin(
-                SelfSignedCerts {
-                    secrets: Api::namespaced(client.clone(), &namespace),
-                    webhook_configs: Api::all(client.clone()),
-                    namespace: namespace.clone(),
-                    secret_name: args.webhook_secret_name.clone(),
-                    config_name: args.webhook_config_name.clone(),
-                    names: SubjectNames::for_service(
-                        &args.webhook_service_name,
-                        &namespace,
-                        &args.webhook_extra_sans,
-                    ),
-                    policy: CertPolicy::default(),
-                    serving: serving.clone(),
-                    metrics,
-                }
-                .run(),
-            ),
-            CertMode::External => Box::pin(
-                FileCerts {
-                    dir: args.webhook_cert_dir.clone(),
-                    serving: serving.clone(),
-                    metrics,
-                }
-                .run(),
-            ),
-        };
+    let certificates: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match args.cert_mode() {
+        CertMode::SelfSigned => Box::pin(
+            SelfSignedCerts {
+                secrets: Api::namespaced(client.clone(), &namespace),
+                webhook_configs: Api::all(client.clone()),
+                namespace: namespace.clone(),
+                secret_name: args.webhook_secret_name.clone(),
+                config_name: args.webhook_config_name.clone(),
+                names: SubjectNames::for_service(
+                    &args.webhook_service_name,
+                    &namespace,
+                    &args.webhook_extra_sans,
+                ),
+                policy: CertPolicy::default(),
+                serving: serving.clone(),
+                metrics,
+            }
+            .run(),
+        ),
+        CertMode::External => Box::pin(
+            FileCerts {
+                dir: args.cert_dir(),
+                serving: serving.clone(),
+                metrics,
+            }
+            .run(),
+        ),
+    };
     tracing::info!(
         listen = %args.webhook_listen,
-        mode = ?args.webhook_cert_mode,
+        mode = ?args.cert_mode(),
         %namespace,
         "starting the sidecar-injection webhook"
     );
@@ -187,4 +203,57 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        webhook: WebhookArgs,
+    }
+
+    fn parse(args: &[&str]) -> WebhookArgs {
+        Flags::try_parse_from(std::iter::once("dig-operator").chain(args.iter().copied()))
+            .unwrap()
+            .webhook
+    }
+
+    #[test]
+    fn defaults_and_the_cert_mode_rule() {
+        let defaults = parse(&[]);
+        assert_eq!(defaults.webhook_listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(defaults.cert_mode(), CertMode::SelfSigned);
+        assert!(!defaults.no_webhook);
+        let files = parse(&["--webhook-cert-dir", "/etc/tls"]);
+        assert_eq!(files.cert_mode(), CertMode::External);
+        assert_eq!(files.cert_dir(), PathBuf::from("/etc/tls"));
+        let external = parse(&["--webhook-cert-mode", "external"]);
+        assert_eq!(external.cert_dir(), PathBuf::from("/certs"));
+        let explicit = parse(&[
+            "--webhook-cert-mode",
+            "self-signed",
+            "--webhook-cert-dir",
+            "/x",
+        ]);
+        assert_eq!(explicit.cert_mode(), CertMode::SelfSigned);
+    }
+
+    #[test]
+    fn the_charts_flag_spellings_are_accepted() {
+        let args = parse(&[
+            "--webhook-service=hook",
+            "--webhook-namespace=dig-system",
+            "--webhook-extra-san=127.0.0.1,hook.example",
+            "--webhook-excluded-namespace=a",
+            "--webhook-excluded-namespace=b",
+        ]);
+        assert_eq!(args.webhook_service_name, "hook");
+        assert_eq!(args.webhook_namespace.as_deref(), Some("dig-system"));
+        assert_eq!(args.webhook_extra_sans, ["127.0.0.1", "hook.example"]);
+        assert_eq!(args.webhook_excluded_namespaces, ["a", "b"]);
+    }
 }

@@ -990,6 +990,68 @@ mod tests {
         );
     }
 
+    /// The injected command line, after the kubelet expands `$(POD_IP)`, parsed by `dig-sidecar`'s
+    /// own clap parser: every flag exists and every value is accepted.
+    fn parsed_run_args(document: &Value) -> dig_sidecar::config::RunArgs {
+        use clap::Parser;
+        let expanded = args(document)
+            .into_iter()
+            .map(|arg| arg.replace("$(POD_IP)", "10.1.2.3"));
+        let cli = dig_sidecar::config::Cli::try_parse_from(
+            std::iter::once("dig-sidecar".to_string()).chain(expanded),
+        )
+        .unwrap_or_else(|error| panic!("dig-sidecar rejects the injected args: {error}"));
+        match cli.command {
+            dig_sidecar::config::Command::Run(run) => *run,
+            other => panic!("expected the run command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn injected_args_are_accepted_by_the_sidecars_parser() {
+        let run = parsed_run_args(&patched(&labelled_pod(), "apps"));
+        assert_eq!(run.data_dir, std::path::PathBuf::from(DATA_MOUNT_PATH));
+        assert_eq!(run.state_dir(), std::path::PathBuf::from(STATE_DIR));
+        assert_eq!(run.network, "prod-net");
+        assert_eq!(run.bootstrap, ["http://prod-bootstrap.apps.svc:3000"]);
+        let listen: Vec<String> = run.listen.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            listen,
+            ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+        );
+        let announce: Vec<String> = run.announce.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            announce,
+            ["/ip4/10.1.2.3/tcp/4001", "/ip4/10.1.2.3/udp/4001/quic-v1"]
+        );
+        assert_eq!(run.api_listen, "0.0.0.0:8080".parse().unwrap());
+        assert!(run.no_mdns && !run.no_dht && !run.propagate_deletes && run.psk_file.is_none());
+        assert_eq!(run.log_format, dig_sidecar::config::LogFormat::Json);
+
+        let mut private = network();
+        private.psk_secret = Some(SecretKeySelector {
+            name: "psk".to_string(),
+            key: "psk".to_string(),
+        });
+        private.propagate_deletes = true;
+        private.mdns = true;
+        private.dht = false;
+        let pod: Pod = serde_json::from_value(labelled_pod()).unwrap();
+        let patch = build_patch(&pod, "apps", Some(&private), &InjectorSettings::default())
+            .unwrap()
+            .into_patch()
+            .unwrap();
+        let mut document = labelled_pod();
+        json_patch::patch(&mut document, &patch).unwrap();
+        let run = parsed_run_args(&document);
+        assert_eq!(
+            run.psk_file,
+            Some(std::path::PathBuf::from("/etc/dig/psk/psk"))
+        );
+        assert!(run.propagate_deletes && !run.no_mdns && run.no_dht);
+        assert_eq!(run.listen.len(), 1);
+    }
+
     #[test]
     fn existing_init_containers_run_before_the_sidecar() {
         let mut pod_json = labelled_pod();
