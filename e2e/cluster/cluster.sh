@@ -536,7 +536,8 @@ apiserver_ready() {
 start_apiserver() {
   local pki=$run_dir/pki
   # The endpoint reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint, which
-  # Endpoints validation rejects; nothing here dials that Service.
+  # Endpoints validation rejects; nothing here dials that Service. Without
+  # --shutdown-send-retry-after, SIGTERM waits up to the 60 s request timeout for open watches.
   start_component kube-apiserver "$tools/kube-apiserver" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -553,6 +554,7 @@ start_apiserver() {
     --service-account-signing-key-file "$pki/service-account.key" \
     --service-cluster-ip-range 10.96.0.0/16 \
     --endpoint-reconciler-type none \
+    --shutdown-send-retry-after \
     --allow-privileged \
     --profiling=false
   wait_for "kube-apiserver /readyz on 127.0.0.1:$API_PORT" 120 kube-apiserver apiserver_ready

@@ -240,11 +240,17 @@ impl TestCluster {
             running: true,
             keep_logs: false,
         };
+        let started = std::time::Instant::now();
         if let Err(error) = run_script("up", &cluster.run_dir) {
             // Dropping `cluster` stops whatever did start; its logs explain the failure.
             cluster.keep_logs = true;
             return Err(error);
         }
+        eprintln!(
+            "test cluster {name} up in {:.1} s (run dir {})",
+            started.elapsed().as_secs_f64(),
+            cluster.run_dir.display()
+        );
         Ok(cluster)
     }
 

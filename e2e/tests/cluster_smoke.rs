@@ -416,8 +416,23 @@ async fn control_plane_runs_workloads_and_survives_an_apiserver_restart() {
     })
     .await;
 
+    let step = Instant::now();
     check_deployment_and_garbage_collection(&cluster, &client).await;
+    eprintln!(
+        "smoke: Deployment ready and collected in {:?}",
+        step.elapsed()
+    );
+    let step = Instant::now();
     check_statefulset_with_volume_claims(&client).await;
+    eprintln!(
+        "smoke: StatefulSet with claims ready and collected in {:?}",
+        step.elapsed()
+    );
     check_unbound_claim_blocks_scheduling(&client).await;
+    let step = Instant::now();
     check_apiserver_restart(&cluster, &client).await;
+    eprintln!(
+        "smoke: API server restarted and a new Deployment ready in {:?}",
+        step.elapsed()
+    );
 }
