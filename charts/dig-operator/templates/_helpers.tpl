@@ -52,6 +52,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* A data-plane image the operator gives networks that name none: (list $ {repository, tag}). */}}
+{{- define "dig-operator.dataPlaneImage" -}}
+{{- $root := index . 0 }}
+{{- $image := index . 1 }}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
+
 {{- define "dig-operator.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "dig-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

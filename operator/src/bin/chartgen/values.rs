@@ -29,6 +29,9 @@ pub struct ChartValues {
     pub replica_count: u32,
     /// The operator image.
     pub image: Image,
+    /// Images the operator gives DigNetworks and DigNodes that name none, and the sidecar it
+    /// injects.
+    pub data_plane_images: DataPlaneImages,
     /// Names of `kubernetes.io/dockerconfigjson` Secrets used to pull the images.
     pub image_pull_secrets: Vec<String>,
     /// Namespaces the operator watches. Empty: every namespace, with a ClusterRole. Set: only
@@ -119,6 +122,25 @@ pub struct Image {
     pub digest: String,
     /// Image pull policy.
     pub pull_policy: PullPolicy,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataPlaneImages {
+    /// The dig-bootstrap image (`spec.bootstrap.image` of networks that set none).
+    pub bootstrap: RepositoryAndTag,
+    /// The dig-sidecar image (StatefulSet nodes, DigNodes and injected sidecars that set none).
+    pub sidecar: RepositoryAndTag,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositoryAndTag {
+    /// Image repository.
+    #[schemars(length(min = 1))]
+    pub repository: String,
+    /// Image tag; the chart's appVersion when empty.
+    pub tag: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
