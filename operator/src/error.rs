@@ -1,4 +1,5 @@
-//! The operator's error type. Each variant has a metric label and tells whether retrying helps.
+//! The operator's error type. Each variant has a metric label and an event reason. Kubernetes
+//! client errors are boxed: they are large and errors are the rare path.
 
 use crate::reconcile::validate::InvalidSpec;
 
@@ -13,7 +14,7 @@ pub enum Error {
         what: String,
         object: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("server-side apply of {kind} {name} for {object} failed: {source}")]
@@ -22,7 +23,7 @@ pub enum Error {
         name: String,
         object: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("deleting {kind} {name} no longer wanted by {object} failed: {source}")]
@@ -31,14 +32,14 @@ pub enum Error {
         name: String,
         object: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("updating the status of {object} failed: {source}")]
     Status {
         object: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("the {kind} {name} returned by the API server does not decode: {source}")]

@@ -1,8 +1,14 @@
 //! DIG Network operator: CRD types, reconcilers and the sidecar-injection webhook.
 
+pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
-pub mod webhook;
-pub mod reconcile;
 pub mod error;
+pub mod http;
+pub mod leader;
 pub mod metrics;
+pub mod reconcile;
+pub mod webhook;
+pub mod crd_check;
+pub mod cli;

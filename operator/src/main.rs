@@ -1,3 +1,178 @@
-fn main() -> anyhow::Result<()> {
+//! `dig-operator`: parses flags, checks the cluster, then runs side by side the HTTP server
+//! (`/healthz`, `/readyz`, `/metrics`), the sidecar-injection webhook (every replica) and the
+//! controllers (only the replica holding the Lease).
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use dig_operator::{
+    cli::{Args, LogFormat},
+    context::{Context, registry_stats_fetcher},
+    controller, crd_check,
+    http::{self, Health},
+    leader::{LeaderElector, LeaseConfig},
+    metrics::Metrics,
+    reconcile::validate::DefaultImages,
+    webhook,
+};
+use futures::FutureExt;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // kube, reqwest and axum-server may each pull a rustls back end in: choose one for all.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_tracing(args.log_format);
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)")?;
+    crd_check::ensure_crds(&client).await?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let webhook_metrics = webhook::server::WebhookMetrics::register(
+        registry.sub_registry_with_prefix("dig_operator"),
+    );
+    let registry = Arc::new(registry);
+    let health = Arc::new(Health::default());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        .boxed()
+        .shared()
+    };
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("termination signal: shutting down");
+        stop_tx.send_replace(true);
+    });
+
+    let http_server = tokio::spawn(http::serve(
+        args.metrics_listen,
+        registry.clone(),
+        health.clone(),
+        stopped.clone(),
+    ));
+    let webhook_server = (!args.webhook.no_webhook).then(|| {
+        let webhook_args = args.webhook.clone();
+        let client = client.clone();
+        let image = Some(args.default_sidecar_image.clone());
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            webhook::run(&webhook_args, client, image, webhook_metrics, stopped).await
+        })
+    });
+
+    let identity = args.identity();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        DefaultImages {
+            sidecar: args.default_sidecar_image.clone(),
+            bootstrap: args.default_bootstrap_image.clone(),
+        },
+        metrics.clone(),
+        &identity,
+        registry_stats_fetcher(Duration::from_secs(args.registry_timeout_seconds.max(1))),
+    ));
+    health.started.store(true, Ordering::Relaxed);
+
+    let lost_leadership = if args.leader_election {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let config = LeaseConfig::new(&args.lease_name, &namespace, &identity);
+        tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting for the leader Lease");
+        let (leading_tx, mut leading_rx) = watch::channel(false);
+        let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
+        let elector = tokio::spawn(
+            LeaderElector::new(client.clone(), config).run(leading_tx, elector_stop_rx),
+        );
+        let mut stop = stop_rx.clone();
+        let became_leader = tokio::select! {
+            result = leading_rx.wait_for(|leading| *leading) => result.is_ok(),
+            _ = stop.wait_for(|stop| *stop) => false,
+        };
+        if became_leader {
+            health.leading.store(true, Ordering::Relaxed);
+            metrics.leader.set(1);
+            // Reconcile until shutdown or until the Lease is lost (the process then exits and
+            // is restarted as a candidate, like client-go's elector).
+            let lost = {
+                let mut rx = leading_rx.clone();
+                async move {
+                    let _ = rx.wait_for(|leading| !*leading).await;
+                }
+            };
+            let until = futures::future::select(stopped.clone(), lost.boxed())
+                .map(|_| ())
+                .boxed()
+                .shared();
+            controller::run(ctx, args.namespaces.clone(), until).await;
+            health.leading.store(false, Ordering::Relaxed);
+            metrics.leader.set(0);
+        }
+        // Stop campaigning; the elector releases the Lease if it still holds it.
+        elector_stop_tx.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+        became_leader && !*stop_rx.borrow()
+    } else {
+        health.leading.store(true, Ordering::Relaxed);
+        controller::run(ctx, args.namespaces.clone(), stopped.clone()).await;
+        false
+    };
+
+    if let Some(webhook) = webhook_server {
+        match tokio::time::timeout(Duration::from_secs(15), webhook).await {
+            Ok(Ok(Err(err))) => tracing::error!(error = %err, "webhook server failed"),
+            Ok(Err(err)) => tracing::error!(error = %err, "webhook task panicked"),
+            _ => {}
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_server).await;
+    if lost_leadership {
+        anyhow::bail!(
+            "lost the leader Lease {}: stopped reconciling; restart to campaign again",
+            args.lease_name
+        );
+    }
     Ok(())
 }

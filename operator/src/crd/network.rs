@@ -338,7 +338,7 @@ impl Failover {
 }
 
 /// Public DNS names of the bootstrap registry (external-dns).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.weight) || has(self.setIdentifier)").message("dns.weight needs dns.setIdentifier").field_path(".weight"),

@@ -651,9 +651,10 @@ fn exposure_services(valid: &ValidNetwork<'_>) -> Vec<Service> {
                 (Some(domain), Some(dns_spec)) => {
                     dns::annotations(dns_spec, &[format!("{pod_name}.{domain}")])
                 }
-                (Some(domain), None) => {
-                    dns::annotations(&default_dns(), &[format!("{pod_name}.{domain}")])
-                }
+                (Some(domain), None) => dns::annotations(
+                    &crate::crd::DnsSpec::default(),
+                    &[format!("{pod_name}.{domain}")],
+                ),
                 (None, _) => BTreeMap::new(),
             };
             exposure_service(
@@ -667,20 +668,6 @@ fn exposure_services(valid: &ValidNetwork<'_>) -> Vec<Service> {
             )
         })
         .collect()
-}
-
-/// DNS settings when the network has no `dns` section: plain records under both prefixes.
-fn default_dns() -> crate::crd::DnsSpec {
-    crate::crd::DnsSpec {
-        hostnames: Vec::new(),
-        ttl: None,
-        set_identifier: None,
-        weight: None,
-        failover: None,
-        health_check_id: None,
-        annotation_prefix: None,
-        mode: DnsMode::Annotations,
-    }
 }
 
 fn disruption_budget(
@@ -731,3 +718,7 @@ fn service_monitors(valid: &ValidNetwork<'_>) -> Vec<DynamicObject> {
         monitor(Component::Node, names::node(&valid.name), "api"),
     ]
 }
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

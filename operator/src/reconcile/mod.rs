@@ -1,9 +1,13 @@
 //! Reconciliation: dereference -> validate -> build (pure) -> apply -> status.
 
+pub mod apply;
 pub mod args;
 pub mod build;
+pub mod build_node;
 pub mod conditions;
 pub mod dns;
 pub mod meta;
+pub mod network;
+pub mod node;
 pub mod pod;
 pub mod validate;

@@ -11,8 +11,8 @@ use k8s_openapi::{
 
 use crate::crd::Scheduling;
 
-/// Uid and gid the containers run as (the images' non-root user); the volume is group-writable.
-pub const RUN_AS_USER: i64 = 10001;
+/// Uid and gid the containers run as (the distroless images' `nonroot` user); the volume is group-writable.
+pub const RUN_AS_USER: i64 = 65532;
 
 /// Pod security: non-root, seccomp RuntimeDefault, volumes owned by our group.
 pub fn pod_security_context() -> PodSecurityContext {

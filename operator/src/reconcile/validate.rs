@@ -64,6 +64,20 @@ impl std::fmt::Display for InvalidSpec {
 
 impl std::error::Error for InvalidSpec {}
 
+impl InvalidSpec {
+    /// The spec is fine but refers to something that does not exist yet (a Secret, a DigNetwork,
+    /// an API). Those objects are not watched, so the reconciler looks again after a while.
+    pub fn waits_for_another_object(&self) -> bool {
+        matches!(
+            self.reason,
+            "PskSecretNotFound"
+                | "PskSecretKeyMissing"
+                | "DnsEndpointApiMissing"
+                | "NetworkNotFound"
+        )
+    }
+}
+
 /// A DigNetwork that passed validation, with everything the build step needs resolved.
 #[derive(Clone, Debug)]
 pub struct ValidNetwork<'a> {

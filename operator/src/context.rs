@@ -1,0 +1,165 @@
+//! What every reconciliation shares: the client, defaults, metrics, events, API discovery and the
+//! registry's `/stats`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+use crate::{metrics::Metrics, reconcile::validate::DefaultImages};
+
+/// Totals read from a bootstrap registry's `/stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistryStats {
+    pub peers: u64,
+    pub stores: u64,
+}
+
+/// Fetches `/stats` from a registry base URL; the error is a message for the status.
+pub type StatsFetcher =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<RegistryStats, String>> + Send + Sync>;
+
+/// `/stats` through `dig_bootstrap::client::RegistryClient`, with short timeouts: an unreachable
+/// registry must not hold a reconciliation up.
+pub fn registry_stats_fetcher(timeout: Duration) -> StatsFetcher {
+    Arc::new(move |url: String| {
+        Box::pin(async move {
+            let client = dig_bootstrap::client::RegistryClient::builder(&url)
+                .connect_timeout(timeout)
+                .request_timeout(timeout)
+                .build()
+                .map_err(|e| format!("registry client for {url}: {e}"))?;
+            let stats = tokio::time::timeout(timeout, client.stats())
+                .await
+                .map_err(|_| format!("registry {url} did not answer /stats within {timeout:?}"))?
+                .map_err(|e| format!("registry {url} /stats: {e}"))?;
+            Ok(RegistryStats {
+                peers: stats.total_peers,
+                stores: stats.total_stores,
+            })
+        })
+    })
+}
+
+/// Whether optional APIs (ServiceMonitor, DNSEndpoint) exist, asked of the API server and cached
+/// for a while: CRDs come and go while the operator runs.
+pub struct Capabilities {
+    client: Client,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+/// Group/version of the Prometheus operator's API.
+pub const MONITORING_API: &str = "monitoring.coreos.com/v1";
+/// Group/version of external-dns's DNSEndpoint API.
+pub const DNS_ENDPOINT_API: &str = "externaldns.k8s.io/v1alpha1";
+
+impl Capabilities {
+    pub fn new(client: Client, ttl: Duration) -> Self {
+        Self {
+            client,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Answers known in advance (tests): these never expire.
+    pub fn with_known(self, known: &[(&str, bool)]) -> Self {
+        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        {
+            let mut cache = self.cache.lock().expect("capabilities cache lock");
+            for (gv, present) in known {
+                cache.insert(gv.to_string(), (far, *present));
+            }
+        }
+        self
+    }
+
+    /// Whether the API server serves `group_version` (e.g. `monitoring.coreos.com/v1`).
+    pub async fn has(&self, group_version: &str) -> Result<bool, kube::Error> {
+        if let Some((expires, present)) = self
+            .cache
+            .lock()
+            .expect("capabilities cache lock")
+            .get(group_version)
+            && *expires > Instant::now()
+        {
+            return Ok(*present);
+        }
+        let present = match self.client.list_api_group_resources(group_version).await {
+            Ok(list) => !list.resources.is_empty(),
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            Err(e) => return Err(e),
+        };
+        self.cache.lock().expect("capabilities cache lock").insert(
+            group_version.to_string(),
+            (Instant::now() + self.ttl, present),
+        );
+        Ok(present)
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub images: DefaultImages,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub capabilities: Capabilities,
+    pub registry_stats: StatsFetcher,
+    /// Requeue interval of a healthy object (refreshes the registry's figures).
+    pub resync: Duration,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        images: DefaultImages,
+        metrics: Metrics,
+        identity: &str,
+        registry_stats: StatsFetcher,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::reconcile::meta::MANAGER.to_string(),
+            instance: Some(identity.to_string()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            capabilities: Capabilities::new(client.clone(), Duration::from_secs(60)),
+            client,
+            images,
+            metrics,
+            registry_stats,
+            resync: Duration::from_secs(60),
+        }
+    }
+
+    /// Publishes an event; a failure is logged, never fails the reconciliation.
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(error = %err, reason, object = ?regarding.name, "publishing an event failed");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Runs the DigNetwork and DigNode controllers: watches, error policy, metrics, shutdown.
+
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    future::Future,
+    hash::Hash,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::{ConfigMap, Service},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+
+use crate::{
+    context::Context,
+    crd::{DigNetwork, DigNode},
+    error::Error,
+    reconcile::{meta, network, node},
+};
+
+/// Exponential backoff per object for transient errors, reset by a success.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// Delay before retrying `key` after one more failure: 5 s, 10 s, 20 s ... up to 5 min.
+    pub fn next(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock");
+        let count = failures.entry(key.to_string()).or_insert(0);
+        let delay = Self::FIRST
+            .saturating_mul(1u32 << (*count).min(16))
+            .min(Self::MAX);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    pub fn reset(&self, key: &str) {
+        self.failures.lock().expect("backoff lock").remove(key);
+    }
+}
+
+/// What to do after a failed reconciliation.
+pub fn error_action(error: &Error, backoff: &Backoff, key: &str, resync: Duration) -> Action {
+    match error {
+        Error::InvalidSpec { source, .. } if source.waits_for_another_object() => {
+            Action::requeue(resync)
+        }
+        // Retrying an invalid spec gives the same answer: wait for the user to change it.
+        Error::InvalidSpec { .. } => Action::await_change(),
+        _ => Action::requeue(backoff.next(key)),
+    }
+}
+
+struct Runtime {
+    ctx: Arc<Context>,
+    backoff: Backoff,
+}
+
+fn object_key<K: Resource>(object: &K) -> String {
+    format!(
+        "{}/{}",
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+async fn reconcile_network(object: Arc<DigNetwork>, rt: Arc<Runtime>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = network::reconcile(object.clone(), rt.ctx.clone()).await;
+    rt.ctx.metrics.reconciled(network::KIND, started.elapsed());
+    if result.is_ok() {
+        rt.backoff.reset(&object_key(object.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_node(object: Arc<DigNode>, rt: Arc<Runtime>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = node::reconcile(object.clone(), rt.ctx.clone()).await;
+    rt.ctx.metrics.reconciled(node::KIND, started.elapsed());
+    if result.is_ok() {
+        rt.backoff.reset(&object_key(object.as_ref()));
+    }
+    result
+}
+
+fn error_policy<K: Resource>(
+    kind: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Runtime>) -> Action {
+    move |object, error, rt| {
+        rt.ctx.metrics.failed(kind, error.metric_label());
+        let key = object_key(object.as_ref());
+        match error {
+            Error::InvalidSpec { .. } => {
+                tracing::info!(object = %key, kind, %error, "spec is invalid")
+            }
+            _ => tracing::warn!(object = %key, kind, %error, "reconciliation failed"),
+        }
+        error_action(error, &rt.backoff, &key, rt.ctx.resync)
+    }
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Only the operator's own children are watched, not every Deployment of the cluster.
+fn children_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", meta::MANAGER))
+}
+
+async fn drain<K, E, S>(kind: &'static str, stream: S, store: Store<K>, ctx: Arc<Context>)
+where
+    K: Resource + Clone + Debug + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+    E: std::fmt::Display,
+    S: futures::Stream<Item = Result<(ObjectRef<K>, Action), E>>,
+{
+    stream
+        .for_each(|result| {
+            ctx.metrics.set_managed(kind, store.state().len());
+            if let Err(error) = result {
+                tracing::debug!(kind, %error, "controller event");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// Runs both controllers for one namespace (`None`: all) until `shutdown` resolves.
+async fn run_scope(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    let rt = Arc::new(Runtime {
+        ctx: ctx.clone(),
+        backoff: Backoff::default(),
+    });
+
+    let networks = Controller::new(
+        api_for::<DigNetwork>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api_for::<Deployment>(&client, ns), children_config())
+    .owns(api_for::<StatefulSet>(&client, ns), children_config())
+    .owns(api_for::<Service>(&client, ns), children_config())
+    .owns(api_for::<ConfigMap>(&client, ns), children_config())
+    .owns(
+        api_for::<PodDisruptionBudget>(&client, ns),
+        children_config(),
+    )
+    .graceful_shutdown_on(shutdown.clone());
+    let network_store = networks.store();
+    let network_stream = networks.run(
+        reconcile_network,
+        error_policy::<DigNetwork>(network::KIND),
+        rt.clone(),
+    );
+
+    let nodes = Controller::new(api_for::<DigNode>(&client, ns), watcher::Config::default());
+    let node_store = nodes.store();
+    let lookup = node_store.clone();
+    // A change to a DigNetwork (its image, ports, PSK...) reaches the DigNodes that join it.
+    let nodes = nodes
+        .owns(api_for::<StatefulSet>(&client, ns), children_config())
+        .owns(api_for::<Service>(&client, ns), children_config())
+        .owns(api_for::<ConfigMap>(&client, ns), children_config())
+        .watches(
+            api_for::<DigNetwork>(&client, ns),
+            watcher::Config::default(),
+            move |network: DigNetwork| {
+                let namespace = network.namespace();
+                let name = network.name_any();
+                lookup
+                    .state()
+                    .into_iter()
+                    .filter(|n| n.namespace() == namespace && n.spec.network_ref.name == name)
+                    .map(|n| ObjectRef::from_obj(n.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown);
+    let node_stream = nodes.run(reconcile_node, error_policy::<DigNode>(node::KIND), rt);
+
+    tokio::join!(
+        drain(network::KIND, network_stream, network_store, ctx.clone()),
+        drain(node::KIND, node_stream, node_store, ctx),
+    );
+}
+
+/// Runs the controllers over `namespaces` (empty: the whole cluster) until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    if namespaces.is_empty() {
+        run_scope(ctx, None, shutdown).await;
+    } else {
+        futures::future::join_all(
+            namespaces
+                .into_iter()
+                .map(|ns| run_scope(ctx.clone(), Some(ns), shutdown.clone())),
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::validate::InvalidSpec;
+
+    fn invalid(reason: &'static str) -> Error {
+        Error::InvalidSpec {
+            object: "DigNetwork ns/net".into(),
+            source: InvalidSpec {
+                reason,
+                message: "m".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn invalid_spec_waits_for_a_change() {
+        let backoff = Backoff::default();
+        assert_eq!(
+            error_action(
+                &invalid("InvalidDns"),
+                &backoff,
+                "ns/net",
+                Duration::from_secs(60)
+            ),
+            Action::await_change()
+        );
+    }
+
+    #[test]
+    fn missing_referenced_object_is_looked_at_again_slowly() {
+        let backoff = Backoff::default();
+        assert_eq!(
+            error_action(
+                &invalid("PskSecretNotFound"),
+                &backoff,
+                "ns/net",
+                Duration::from_secs(60)
+            ),
+            Action::requeue(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn transient_errors_back_off_exponentially_and_reset() {
+        let backoff = Backoff::default();
+        let delays: Vec<_> = (0..8).map(|_| backoff.next("ns/net")).collect();
+        assert_eq!(delays[0], Duration::from_secs(5));
+        assert_eq!(delays[1], Duration::from_secs(10));
+        assert_eq!(delays[2], Duration::from_secs(20));
+        assert_eq!(delays[7], Duration::from_secs(300));
+        assert_eq!(backoff.next("ns/other"), Duration::from_secs(5));
+        backoff.reset("ns/net");
+        assert_eq!(backoff.next("ns/net"), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,104 @@
+//! Server-side apply of the children, and removal of children a spec no longer wants.
+
+use std::collections::BTreeSet;
+
+use kube::{
+    Client,
+    api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+};
+
+use super::{build::ChildObject, meta};
+use crate::error::{Error, Result};
+
+fn dynamic_api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, resource)
+}
+
+/// Applies each child with field manager `dig-operator`, forcing ownership of conflicting fields
+/// (the operator is the only writer of its children). Returns the objects as the server has them.
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    owner: &str,
+    children: &[ChildObject],
+) -> Result<Vec<DynamicObject>> {
+    let params = PatchParams::apply(meta::MANAGER).force();
+    let mut applied = Vec::with_capacity(children.len());
+    for child in children {
+        let api = dynamic_api(client, namespace, &child.resource);
+        let object = api
+            .patch(&child.name, &params, &Patch::Apply(&child.body))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: child.resource.kind.clone(),
+                name: child.name.clone(),
+                object: owner.to_string(),
+                source: Box::new(source),
+            })?;
+        applied.push(object);
+    }
+    Ok(applied)
+}
+
+/// Deletes the objects of `resource` that carry the owner's labels and owner reference but are no
+/// longer among `wanted` (e.g. per-pod Services after a scale-down, a DNSEndpoint after switching
+/// to annotations).
+pub async fn prune(
+    client: &Client,
+    namespace: &str,
+    instance: &str,
+    owner_uid: &str,
+    owner: &str,
+    resource: &ApiResource,
+    wanted: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let api = dynamic_api(client, namespace, resource);
+    let list = api
+        .list(&ListParams::default().labels(&meta::owned_selector(instance)))
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("{} list", resource.kind),
+            object: owner.to_string(),
+            source: Box::new(source),
+        })?;
+    let mut deleted = Vec::new();
+    for object in list.items {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let owned = object
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == owner_uid && r.controller == Some(true));
+        if !owned || wanted.contains(&name) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => deleted.push(name),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Prune {
+                    kind: resource.kind.clone(),
+                    name,
+                    object: owner.to_string(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Decodes an applied object into its typed form.
+pub fn decode<K: serde::de::DeserializeOwned>(object: &DynamicObject, kind: &str) -> Result<K> {
+    let value = serde_json::to_value(object).map_err(|source| Error::Decode {
+        kind: kind.to_string(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+        source,
+    })?;
+    serde_json::from_value(value).map_err(|source| Error::Decode {
+        kind: kind.to_string(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+        source,
+    })
+}

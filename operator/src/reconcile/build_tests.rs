@@ -1,0 +1,777 @@
+//! Fixtures for the build step: one test per feature of the spec.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
+
+use super::*;
+use crate::{
+    crd::{DigNetwork, DigNode},
+    reconcile::{
+        build_node::{build_node, validate_node},
+        validate::{DefaultImages, NetworkFacts, PskSecret, ValidNetwork, validate_network},
+    },
+};
+
+fn images() -> DefaultImages {
+    DefaultImages {
+        sidecar: "ghcr.io/dig/sidecar:1".into(),
+        bootstrap: "ghcr.io/dig/bootstrap:1".into(),
+    }
+}
+
+/// A DigNetwork from YAML, as the API server would return it (name, namespace, uid set).
+fn network(spec_yaml: &str) -> DigNetwork {
+    let yaml = format!(
+        "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: net\n  namespace: ns\n  uid: 1234\n  generation: 1\nspec:\n{}",
+        spec_yaml
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    );
+    yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"))
+}
+
+fn build_with(net: &DigNetwork, facts: NetworkFacts) -> NetworkChildren {
+    let valid: ValidNetwork<'_> = validate_network(net, &images(), facts).expect("valid fixture");
+    build_network(&valid)
+}
+
+fn build(spec_yaml: &str) -> NetworkChildren {
+    build_with(&network(spec_yaml), NetworkFacts::default())
+}
+
+fn pod_spec(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> &PodSpec {
+    template.spec.as_ref().unwrap()
+}
+
+fn node_container(children: &NetworkChildren) -> &Container {
+    &pod_spec(&children.node_statefulset.spec.as_ref().unwrap().template).containers[0]
+}
+
+fn bootstrap_container(children: &NetworkChildren) -> &Container {
+    &pod_spec(
+        &children
+            .bootstrap_deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template,
+    )
+    .containers[0]
+}
+
+fn annotations(service: &Service) -> std::collections::BTreeMap<String, String> {
+    service.metadata.annotations.clone().unwrap_or_default()
+}
+
+fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+    args.windows(2).any(|w| w[0] == flag && w[1] == value)
+}
+
+fn node_config(children: &NetworkChildren) -> String {
+    children.node_config.data.as_ref().unwrap()[CONFIG_KEY].clone()
+}
+
+#[test]
+fn defaults() {
+    let c = build("{}");
+    assert_eq!(
+        c.bootstrap_deployment.metadata.name.as_deref(),
+        Some("net-bootstrap")
+    );
+    assert_eq!(
+        c.bootstrap_deployment.spec.as_ref().unwrap().replicas,
+        Some(2)
+    );
+    assert_eq!(
+        c.node_statefulset.metadata.name.as_deref(),
+        Some("net-node")
+    );
+    assert_eq!(c.node_statefulset.spec.as_ref().unwrap().replicas, Some(3));
+    assert_eq!(
+        bootstrap_container(&c).image.as_deref(),
+        Some("ghcr.io/dig/bootstrap:1")
+    );
+    assert_eq!(
+        node_container(&c).image.as_deref(),
+        Some("ghcr.io/dig/sidecar:1")
+    );
+    assert_eq!(
+        c.bootstrap_service.spec.as_ref().unwrap().type_.as_deref(),
+        Some("ClusterIP")
+    );
+    assert!(c.bootstrap_service.metadata.annotations.is_none());
+    let config = node_config(&c);
+    assert!(
+        config.contains("network: net\n"),
+        "network id defaults to the name: {config}"
+    );
+    assert!(
+        config.contains("- http://net-bootstrap.ns.svc:3000"),
+        "{config}"
+    );
+    assert!(config.contains("no-mdns: true"), "{config}");
+    assert!(!config.contains("psk-file"), "{config}");
+    assert!(!config.contains("propagate-deletes"), "{config}");
+    let claim = &c
+        .node_statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .volume_claim_templates
+        .as_ref()
+        .unwrap()[0];
+    let size = &claim
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
+    assert_eq!(size.0, "10Gi");
+    assert!(c.exposure_services.is_empty());
+    assert!(c.dns_endpoint.is_none());
+    assert!(c.service_monitors.is_empty());
+    assert_eq!(c.disruption_budgets.len(), 2);
+    let names: Vec<_> = c
+        .to_apply()
+        .iter()
+        .map(|o| format!("{}/{}", o.resource.kind, o.name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ConfigMap/net-node",
+            "Service/net-bootstrap",
+            "Service/net-bootstrap-peers",
+            "Service/net-node",
+            "Deployment/net-bootstrap",
+            "StatefulSet/net-node",
+            "PodDisruptionBudget/net-bootstrap",
+            "PodDisruptionBudget/net-node"
+        ]
+    );
+}
+
+#[test]
+fn bootstrap_args_and_federation() {
+    let c =
+        build("networkId: testnet\nbootstrap:\n  replicas: 3\n  port: 3100\n  peerTtlSeconds: 120");
+    let args = bootstrap_container(&c).args.clone().unwrap();
+    assert!(has_pair(&args, "--listen", "0.0.0.0:3100"), "{args:?}");
+    assert!(has_pair(&args, "--peer-ttl", "120"), "{args:?}");
+    assert!(
+        has_pair(
+            &args,
+            "--peer-bootstrap",
+            "http://net-bootstrap-peers.ns.svc:3100"
+        ),
+        "{args:?}"
+    );
+    let peers = c.bootstrap_peers_service.spec.as_ref().unwrap();
+    assert_eq!(peers.cluster_ip.as_deref(), Some("None"));
+    assert!(node_config(&c).contains("network: testnet\n"));
+    // One replica has nobody to federate with.
+    let single = build("bootstrap:\n  replicas: 1");
+    assert!(
+        !bootstrap_container(&single)
+            .args
+            .clone()
+            .unwrap()
+            .contains(&"--peer-bootstrap".to_string())
+    );
+}
+
+#[test]
+fn dns_annotations_under_both_prefixes_by_default() {
+    let c = build(
+        "dns:\n  hostnames: [bootstrap.dig.example.com, b.example.com]\n  ttl: 60\n  setIdentifier: eu-west-1\n  weight: 10\n  healthCheckId: hc-1",
+    );
+    let a = annotations(&c.bootstrap_service);
+    for prefix in [
+        "external-dns.alpha.kubernetes.io/",
+        "external-dns.kubernetes.io/",
+    ] {
+        assert_eq!(
+            a[&format!("{prefix}hostname")],
+            "bootstrap.dig.example.com,b.example.com"
+        );
+        assert_eq!(a[&format!("{prefix}ttl")], "60");
+        assert_eq!(a[&format!("{prefix}set-identifier")], "eu-west-1");
+        assert_eq!(a[&format!("{prefix}aws-weight")], "10");
+        assert_eq!(a[&format!("{prefix}aws-health-check-id")], "hc-1");
+    }
+    assert!(c.dns_endpoint.is_none());
+}
+
+#[test]
+fn dns_annotations_under_one_chosen_prefix() {
+    let c = build(
+        "dns:\n  hostnames: [bootstrap.example.com]\n  setIdentifier: primary\n  failover: PRIMARY\n  annotationPrefix: external-dns.kubernetes.io/",
+    );
+    let a = annotations(&c.bootstrap_service);
+    assert_eq!(a["external-dns.kubernetes.io/aws-failover"], "PRIMARY");
+    assert!(
+        a.keys()
+            .all(|k| !k.starts_with("external-dns.alpha.kubernetes.io/")),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn dns_endpoint_mode_with_txt_record() {
+    let net = network(
+        "dns:\n  hostnames: [bootstrap.example.com]\n  mode: dnsEndpoint\n  ttl: 30\n  setIdentifier: a\n  weight: 5",
+    );
+    let facts = NetworkFacts {
+        dns_endpoint_api: true,
+        bootstrap_targets: vec![dns::DnsTarget::Ip("203.0.113.7".into())],
+        ..NetworkFacts::default()
+    };
+    let c = build_with(&net, facts);
+    assert!(
+        annotations(&c.bootstrap_service)
+            .keys()
+            .all(|k| !k.contains("external-dns"))
+    );
+    let endpoint = c
+        .dns_endpoint
+        .clone()
+        .expect("a DNSEndpoint in dnsEndpoint mode");
+    let endpoints = endpoint.data["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(endpoints[0]["dnsName"], "bootstrap.example.com");
+    assert_eq!(endpoints[0]["recordType"], "A");
+    assert_eq!(endpoints[0]["targets"][0], "203.0.113.7");
+    assert_eq!(endpoints[0]["recordTTL"], 30);
+    assert_eq!(endpoints[0]["setIdentifier"], "a");
+    assert_eq!(endpoints[0]["providerSpecific"][0]["name"], "aws/weight");
+    assert_eq!(endpoints[1]["dnsName"], "_dnsaddr.bootstrap.example.com");
+    assert_eq!(endpoints[1]["recordType"], "TXT");
+    assert_eq!(
+        endpoints[1]["targets"][0],
+        "dnsaddr=/dns4/bootstrap.example.com/tcp/3000"
+    );
+    let child = c
+        .to_apply()
+        .into_iter()
+        .find(|o| o.resource.kind == "DNSEndpoint")
+        .unwrap();
+    assert_eq!(child.body["apiVersion"], "externaldns.k8s.io/v1alpha1");
+    assert_eq!(
+        child.body["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+}
+
+#[test]
+fn dns_endpoint_mode_without_the_api_is_invalid() {
+    let net = network("dns:\n  hostnames: [bootstrap.example.com]\n  mode: dnsEndpoint");
+    let err = validate_network(&net, &images(), NetworkFacts::default()).unwrap_err();
+    assert_eq!(err.reason, "DnsEndpointApiMissing");
+    assert!(err.message.contains("externaldns.k8s.io"), "{err}");
+}
+
+#[test]
+fn dns_weight_without_set_identifier_is_invalid() {
+    let net = network("dns:\n  hostnames: [bootstrap.example.com]\n  weight: 10");
+    let err = validate_network(&net, &images(), NetworkFacts::default()).unwrap_err();
+    assert_eq!(err.reason, "InvalidDns");
+}
+
+#[test]
+fn load_balancer_bootstrap_service() {
+    let c = build(
+        "bootstrap:\n  service:\n    type: LoadBalancer\n    annotations:\n      service.beta.kubernetes.io/aws-load-balancer-type: nlb",
+    );
+    assert_eq!(
+        c.bootstrap_service.spec.as_ref().unwrap().type_.as_deref(),
+        Some("LoadBalancer")
+    );
+    assert_eq!(
+        annotations(&c.bootstrap_service)["service.beta.kubernetes.io/aws-load-balancer-type"],
+        "nlb"
+    );
+}
+
+#[test]
+fn exposure_per_pod_services_and_announce_args() {
+    let c = build(
+        "nodes:\n  replicas: 2\n  exposure:\n    type: NodePort\n    nodePortBase: 31000\n    announceDomain: nodes.example.com\n    announce: [/ip4/198.51.100.1/tcp/4001]",
+    );
+    assert_eq!(c.exposure_services.len(), 2);
+    let second = &c.exposure_services[1];
+    assert_eq!(second.metadata.name.as_deref(), Some("net-node-1"));
+    let spec = second.spec.as_ref().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(
+        spec.selector.as_ref().unwrap()["statefulset.kubernetes.io/pod-name"],
+        "net-node-1"
+    );
+    assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, Some(31001));
+    assert_eq!(
+        annotations(second)["external-dns.kubernetes.io/hostname"],
+        "net-node-1.nodes.example.com"
+    );
+    let container = node_container(&c);
+    let args = container.args.clone().unwrap();
+    assert!(
+        has_pair(
+            &args,
+            "--announce",
+            "/dns4/$(POD_NAME).nodes.example.com/tcp/4001"
+        ),
+        "{args:?}"
+    );
+    assert!(
+        has_pair(&args, "--announce", "/ip4/198.51.100.1/tcp/4001"),
+        "{args:?}"
+    );
+    // `$(POD_NAME)` is only expanded when the variable is defined in the container.
+    assert!(
+        container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "POD_NAME")
+    );
+}
+
+#[test]
+fn load_balancer_exposure() {
+    let c = build("nodes:\n  replicas: 1\n  exposure:\n    type: LoadBalancer");
+    let spec = c.exposure_services[0].spec.as_ref().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    assert!(
+        spec.ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|p| p.node_port.is_none())
+    );
+}
+
+#[test]
+fn psk_secret_mount_and_config() {
+    let net = network("privateNetwork:\n  pskSecretRef:\n    name: dig-psk\n    key: swarm.key");
+    let facts = NetworkFacts {
+        psk: Some(PskSecret::Present { hash: "abc".into() }),
+        ..NetworkFacts::default()
+    };
+    let c = build_with(&net, facts);
+    let config = node_config(&c);
+    assert!(
+        config.contains("psk-file: /etc/dig/psk/swarm.key"),
+        "{config}"
+    );
+    assert!(!config.contains("quic"), "pnet is TCP only: {config}");
+    let pod = pod_spec(&c.node_statefulset.spec.as_ref().unwrap().template);
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "psk")
+        .unwrap();
+    assert_eq!(
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("dig-psk")
+    );
+    assert!(
+        pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.mount_path == "/etc/dig/psk")
+    );
+    // A new key rolls the pods out.
+    let rotated = build_with(
+        &net,
+        NetworkFacts {
+            psk: Some(PskSecret::Present { hash: "def".into() }),
+            ..NetworkFacts::default()
+        },
+    );
+    let hash = |c: &NetworkChildren| {
+        c.node_statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap()[meta::CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_ne!(hash(&c), hash(&rotated));
+}
+
+#[test]
+fn missing_psk_secret_is_invalid() {
+    let net = network("privateNetwork:\n  pskSecretRef:\n    name: dig-psk");
+    let err = validate_network(
+        &net,
+        &images(),
+        NetworkFacts {
+            psk: Some(PskSecret::NotFound),
+            ..NetworkFacts::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.reason, "PskSecretNotFound");
+    assert!(err.message.contains("ns/dig-psk"), "{err}");
+}
+
+#[test]
+fn propagate_deletes_in_config() {
+    let c = build("replication:\n  propagateDeletes: true");
+    assert!(node_config(&c).contains("propagate-deletes: true"));
+}
+
+#[test]
+fn config_change_changes_the_pod_template_hash() {
+    let hash = |c: &NetworkChildren| {
+        c.node_statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap()[meta::CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_eq!(hash(&build("{}")), hash(&build("{}")));
+    assert_ne!(
+        hash(&build("{}")),
+        hash(&build("replication:\n  propagateDeletes: true"))
+    );
+}
+
+#[test]
+fn monitoring_with_the_api() {
+    let net = network("monitoring:\n  serviceMonitor: true\n  labels:\n    release: prom");
+    let c = build_with(
+        &net,
+        NetworkFacts {
+            monitoring_api: true,
+            ..NetworkFacts::default()
+        },
+    );
+    assert_eq!(c.service_monitors.len(), 2);
+    let monitor = &c.service_monitors[1];
+    assert_eq!(monitor.metadata.labels.as_ref().unwrap()["release"], "prom");
+    assert_eq!(monitor.data["spec"]["endpoints"][0]["port"], "api");
+    assert_eq!(
+        monitor.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "node"
+    );
+    let child = c
+        .to_apply()
+        .into_iter()
+        .find(|o| o.resource.kind == "ServiceMonitor")
+        .unwrap();
+    assert_eq!(child.body["apiVersion"], "monitoring.coreos.com/v1");
+}
+
+#[test]
+fn monitoring_without_the_api_is_skipped_with_a_warning() {
+    let net = network("monitoring:\n  serviceMonitor: true");
+    let valid = validate_network(&net, &images(), NetworkFacts::default()).unwrap();
+    assert!(build_network(&valid).service_monitors.is_empty());
+    assert!(valid.warnings[0].contains("monitoring.coreos.com"));
+}
+
+#[test]
+fn monitoring_off() {
+    let c = build_with(
+        &network("{}"),
+        NetworkFacts {
+            monitoring_api: true,
+            ..NetworkFacts::default()
+        },
+    );
+    assert!(c.service_monitors.is_empty());
+}
+
+#[test]
+fn resources() {
+    let c = build(
+        "nodes:\n  resources:\n    requests:\n      cpu: 250m\n      memory: 256Mi\n    limits:\n      memory: 1Gi\nbootstrap:\n  resources:\n    limits:\n      memory: 128Mi",
+    );
+    let node = node_container(&c).resources.clone().unwrap();
+    assert_eq!(node.requests.unwrap()["cpu"].0, "250m");
+    assert_eq!(node.limits.unwrap()["memory"].0, "1Gi");
+    assert_eq!(
+        bootstrap_container(&c)
+            .resources
+            .clone()
+            .unwrap()
+            .limits
+            .unwrap()["memory"]
+            .0,
+        "128Mi"
+    );
+}
+
+#[test]
+fn scheduling() {
+    let c = build(
+        "nodes:\n  nodeSelector:\n    disk: ssd\n  tolerations:\n  - key: dedicated\n    operator: Equal\n    value: dig\n    effect: NoSchedule\n  priorityClassName: high\nbootstrap:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - key: zone\n            operator: In\n            values: [a]",
+    );
+    let node = pod_spec(&c.node_statefulset.spec.as_ref().unwrap().template);
+    assert_eq!(node.node_selector.as_ref().unwrap()["disk"], "ssd");
+    assert_eq!(
+        node.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    assert_eq!(node.priority_class_name.as_deref(), Some("high"));
+    let bootstrap = pod_spec(&c.bootstrap_deployment.spec.as_ref().unwrap().template);
+    assert!(bootstrap.affinity.as_ref().unwrap().node_affinity.is_some());
+    assert!(bootstrap.node_selector.is_none());
+}
+
+#[test]
+fn security_context() {
+    let c = build("{}");
+    for template in [
+        &c.node_statefulset.spec.as_ref().unwrap().template,
+        &c.bootstrap_deployment.spec.as_ref().unwrap().template,
+    ] {
+        let pod = pod_spec(template);
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let sc = pod.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    }
+}
+
+#[test]
+fn probes() {
+    let c = build("nodes:\n  apiPort: 9090");
+    let node = node_container(&c);
+    let liveness = node
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(liveness.path.as_deref(), Some("/health"));
+    let readiness = node
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/ready"));
+    let api = node
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("api"))
+        .unwrap();
+    assert_eq!(api.container_port, 9090);
+    assert!(node_config(&c).contains("api-listen: 0.0.0.0:9090"));
+    let bootstrap = bootstrap_container(&c);
+    assert_eq!(
+        bootstrap
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/ready")
+    );
+}
+
+#[test]
+fn owner_references_on_every_child() {
+    let c = build("nodes:\n  exposure:\n    type: LoadBalancer");
+    for child in c.to_apply() {
+        let owners = &child.body["metadata"]["ownerReferences"];
+        assert_eq!(owners[0]["kind"], "DigNetwork", "{}", child.name);
+        assert_eq!(owners[0]["name"], "net");
+        assert_eq!(owners[0]["uid"], "1234");
+        assert_eq!(owners[0]["controller"], true);
+        assert_eq!(child.body["metadata"]["namespace"], "ns");
+    }
+}
+
+#[test]
+fn labels_on_every_child_and_pod() {
+    let c = build("networkId: testnet");
+    for child in c.to_apply() {
+        let labels = &child.body["metadata"]["labels"];
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], "net",
+            "{}",
+            child.name
+        );
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "dig-operator");
+        assert_eq!(labels["dig.net/network"], "testnet");
+        assert!(
+            labels["app.kubernetes.io/name"]
+                .as_str()
+                .unwrap()
+                .starts_with("dig-")
+        );
+        assert!(labels["app.kubernetes.io/component"].is_string());
+    }
+    let pod_labels = c
+        .node_statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    let selector = c
+        .node_statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .match_labels
+        .clone()
+        .unwrap();
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+}
+
+#[test]
+fn zero_nodes_has_no_node_budget() {
+    let c = build("nodes:\n  replicas: 0");
+    assert_eq!(c.disruption_budgets.len(), 1);
+    assert_eq!(
+        c.disruption_budgets[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+}
+
+fn dig_node(spec_yaml: &str) -> DigNode {
+    let yaml = format!(
+        "apiVersion: dig.net/v1alpha1\nkind: DigNode\nmetadata:\n  name: edge\n  namespace: ns\n  uid: 5678\nspec:\n{}",
+        spec_yaml
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    );
+    yaml_serde::from_str(&yaml).unwrap()
+}
+
+#[test]
+fn dig_node_with_its_own_volume() {
+    let net = network(
+        "networkId: testnet\nnodes:\n  image: custom/sidecar:2\n  resources:\n    limits:\n      memory: 512Mi",
+    );
+    let node =
+        dig_node("networkRef:\n  name: net\nstorage:\n  size: 50Gi\n  storageClassName: fast");
+    let valid = validate_node(&node, Some(&net), &images(), None).unwrap();
+    let c = build_node(&valid);
+    let sts = c.statefulset.spec.as_ref().unwrap();
+    assert_eq!(c.statefulset.metadata.name.as_deref(), Some("dignode-edge"));
+    assert_eq!(sts.replicas, Some(1));
+    let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(
+        claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
+        Some("fast")
+    );
+    let container = &sts.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("custom/sidecar:2"),
+        "the network's node image"
+    );
+    assert_eq!(
+        container.resources.clone().unwrap().limits.unwrap()["memory"].0,
+        "512Mi"
+    );
+    let config = &c.config.data.as_ref().unwrap()[CONFIG_KEY];
+    assert!(config.contains("network: testnet"), "{config}");
+    assert!(
+        config.contains("http://net-bootstrap.ns.svc:3000"),
+        "{config}"
+    );
+    assert_eq!(
+        c.statefulset.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "DigNode"
+    );
+    assert!(c.exposure_service.is_none());
+}
+
+#[test]
+fn dig_node_with_an_existing_claim_and_exposure() {
+    let net = network("{}");
+    let node = dig_node(
+        "networkRef:\n  name: net\nexistingClaim: restored-data\nimage: mine:1\nexposure:\n  type: LoadBalancer\n  announceDomain: edge.example.com",
+    );
+    let c = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
+    let sts = c.statefulset.spec.as_ref().unwrap();
+    assert!(sts.volume_claim_templates.is_none());
+    let pod = sts.template.spec.as_ref().unwrap();
+    let data = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == DATA_VOLUME)
+        .unwrap();
+    assert_eq!(
+        data.persistent_volume_claim.as_ref().unwrap().claim_name,
+        "restored-data"
+    );
+    assert_eq!(pod.containers[0].image.as_deref(), Some("mine:1"));
+    let service = c.exposure_service.as_ref().unwrap();
+    assert_eq!(
+        service.spec.as_ref().unwrap().selector.as_ref().unwrap()["statefulset.kubernetes.io/pod-name"],
+        "dignode-edge-0"
+    );
+    assert!(has_pair(
+        pod.containers[0].args.as_ref().unwrap(),
+        "--announce",
+        "/dns4/$(POD_NAME).edge.example.com/tcp/4001"
+    ));
+}
+
+#[test]
+fn dig_node_without_its_network_is_invalid() {
+    let node = dig_node("networkRef:\n  name: missing");
+    let err = validate_node(&node, None, &images(), None).unwrap_err();
+    assert_eq!(err.reason, "NetworkNotFound");
+    assert!(err.message.contains("ns/missing"), "{err}");
+}

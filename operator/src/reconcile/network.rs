@@ -1,0 +1,368 @@
+//! Reconciliation of a DigNetwork: dereference -> validate -> build -> apply -> status.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{Secret, Service},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ApiResource, Patch, PatchParams},
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::json;
+
+use super::{
+    apply,
+    build::{self, ChildObject, build_network, service_monitor_resource},
+    conditions::{self, Desired, READY},
+    dns::{self, DnsTarget},
+    meta::{self, names},
+    validate::{NetworkFacts, PskSecret, validate_network},
+};
+use crate::{
+    context::{Context, DNS_ENDPOINT_API, MONITORING_API, RegistryStats},
+    crd::{BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode},
+    error::{Error, Result},
+};
+
+/// Kind label of metrics and logs.
+pub const KIND: &str = "DigNetwork";
+
+fn display(network: &DigNetwork) -> String {
+    format!(
+        "DigNetwork {}/{}",
+        network.namespace().unwrap_or_default(),
+        network.name_any()
+    )
+}
+
+/// Reads the PSK Secret a private network refers to. A hash of its value goes into the pod
+/// template, so a rotated key rolls the nodes out.
+pub async fn read_psk(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    object: &str,
+) -> Result<PskSecret> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets.get_opt(name).await.map_err(|source| Error::Read {
+        what: format!("Secret {namespace}/{name}"),
+        object: object.to_string(),
+        source: Box::new(source),
+    })?;
+    Ok(match secret {
+        None => PskSecret::NotFound,
+        Some(secret) => match secret.data.as_ref().and_then(|d| d.get(key)) {
+            Some(value) => PskSecret::Present {
+                hash: blake3::hash(&value.0).to_hex()[..16].to_string(),
+            },
+            None => match secret.string_data.as_ref().and_then(|d| d.get(key)) {
+                Some(value) => PskSecret::Present {
+                    hash: blake3::hash(value.as_bytes()).to_hex()[..16].to_string(),
+                },
+                None => PskSecret::KeyMissing,
+            },
+        },
+    })
+}
+
+async fn has_api(ctx: &Context, group_version: &str, object: &str) -> Result<bool> {
+    ctx.capabilities
+        .has(group_version)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("API discovery of {group_version}"),
+            object: object.to_string(),
+            source: Box::new(source),
+        })
+}
+
+/// Reads everything the spec refers to.
+async fn dereference(network: &DigNetwork, ctx: &Context) -> Result<NetworkFacts> {
+    let object = display(network);
+    let namespace = network.namespace().unwrap_or_default();
+    let spec = &network.spec;
+    let psk = match &spec.private_network {
+        Some(private) => Some(
+            read_psk(
+                ctx,
+                &namespace,
+                &private.psk_secret_ref.name,
+                &private.psk_secret_ref.key,
+                &object,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let monitoring_api = has_api(ctx, MONITORING_API, &object).await?;
+    let dns_endpoint_api = has_api(ctx, DNS_ENDPOINT_API, &object).await?;
+    let mut bootstrap_targets = Vec::new();
+    if spec
+        .dns
+        .as_ref()
+        .is_some_and(|d| d.mode == DnsMode::DnsEndpoint)
+    {
+        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+        let name = names::bootstrap(&network.name_any());
+        let service = services
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Read {
+                what: format!("Service {namespace}/{name}"),
+                object: object.clone(),
+                source: Box::new(source),
+            })?;
+        bootstrap_targets = service.map(|s| service_targets(&s)).unwrap_or_default();
+    }
+    Ok(NetworkFacts {
+        psk,
+        monitoring_api,
+        dns_endpoint_api,
+        bootstrap_targets,
+    })
+}
+
+/// Addresses of a Service for DNS: its load balancer ingress, else its cluster IP.
+pub fn service_targets(service: &Service) -> Vec<DnsTarget> {
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    let mut targets: Vec<DnsTarget> = ingress
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            i.ip.clone()
+                .map(DnsTarget::Ip)
+                .or_else(|| i.hostname.clone().map(DnsTarget::Hostname))
+        })
+        .collect();
+    if targets.is_empty() {
+        let cluster_ip = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.clone())
+            .filter(|ip| !ip.is_empty() && ip != "None");
+        targets.extend(cluster_ip.map(DnsTarget::Ip));
+    }
+    targets
+}
+
+/// Writes the status with server-side apply (field manager `dig-operator`).
+async fn patch_status(
+    ctx: &Context,
+    network: &DigNetwork,
+    status: &DigNetworkStatus,
+) -> Result<()> {
+    let api: Api<DigNetwork> =
+        Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": DigNetwork::api_version(&()),
+        "kind": DigNetwork::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &network.name_any(),
+        &PatchParams::apply(meta::MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        object: display(network),
+        source: Box::new(source),
+    })?;
+    Ok(())
+}
+
+fn previous_status(network: &DigNetwork) -> DigNetworkStatus {
+    network.status.clone().unwrap_or_default()
+}
+
+fn was_ready(status: &DigNetworkStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True")
+}
+
+/// Reconciles one DigNetwork.
+pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Action> {
+    if network.meta().deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove every child.
+        return Ok(Action::await_change());
+    }
+    let object = display(&network);
+    let reference = network.object_ref(&());
+    let facts = dereference(&network, &ctx).await?;
+    let previous = previous_status(&network);
+    let valid = match validate_network(&network, &ctx.images, facts) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            let status = DigNetworkStatus {
+                observed_generation: network.metadata.generation,
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    &conditions::degraded(invalid.reason, &invalid.message),
+                    network.metadata.generation,
+                    Timestamp::now(),
+                ),
+                ..previous.clone()
+            };
+            if status != previous {
+                patch_status(&ctx, &network, &status).await?;
+                ctx.event(
+                    &reference,
+                    EventType::Warning,
+                    invalid.reason,
+                    "Validate",
+                    invalid.message.clone(),
+                )
+                .await;
+            }
+            return Err(Error::InvalidSpec {
+                object,
+                source: invalid,
+            });
+        }
+    };
+    let children = build_network(&valid);
+    let to_apply = children.to_apply();
+    let applied = apply::apply_all(&ctx.client, &valid.namespace, &object, &to_apply).await?;
+    prune_unwanted(&ctx, &valid, &to_apply, &object).await?;
+
+    let find = |kind: &str| {
+        applied
+            .iter()
+            .zip(&to_apply)
+            .find(|(_, c)| c.resource.kind == kind)
+            .map(|(a, _)| a)
+    };
+    let deployment: Deployment = apply::decode(
+        find("Deployment").expect("a Deployment is always applied"),
+        "Deployment",
+    )?;
+    let statefulset: StatefulSet = apply::decode(
+        find("StatefulSet").expect("a StatefulSet is always applied"),
+        "StatefulSet",
+    )?;
+    let bootstrap_rollout = conditions::deployment_rollout(&deployment);
+    let node_rollout = conditions::statefulset_rollout(&statefulset);
+
+    let url = build::bootstrap_url(&valid.name, &valid.namespace, network.spec.bootstrap.port);
+    let mut notes = valid.warnings.clone();
+    let stats = if bootstrap_rollout.ready > 0 {
+        match (ctx.registry_stats)(url.clone()).await {
+            Ok(stats) => Some(stats),
+            Err(message) => {
+                notes.push(format!("registry figures unavailable: {message}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let desired: Vec<Desired> = conditions::applied(
+        &[("bootstrap", bootstrap_rollout), ("nodes", node_rollout)],
+        &notes,
+    );
+    let status = DigNetworkStatus {
+        observed_generation: network.metadata.generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            &desired,
+            network.metadata.generation,
+            Timestamp::now(),
+        ),
+        network_id: Some(valid.network_id.clone()),
+        bootstrap_ready_replicas: bootstrap_rollout.ready,
+        ready_nodes: node_rollout.ready,
+        nodes: network.spec.nodes.replicas,
+        bootstrap_endpoint: Some(BootstrapEndpoint {
+            url,
+            hostname: network
+                .spec
+                .dns
+                .as_ref()
+                .and_then(|d| d.hostnames.first().cloned()),
+        }),
+        peers: stats.map(|s: RegistryStats| s.peers),
+        stores: stats.map(|s| s.stores),
+    };
+    if status != previous {
+        patch_status(&ctx, &network, &status).await?;
+    }
+    if previous.observed_generation != network.metadata.generation {
+        let note = format!(
+            "applied generation {} ({} objects)",
+            network.metadata.generation.unwrap_or(0),
+            to_apply.len()
+        );
+        ctx.event(&reference, EventType::Normal, "Applied", "Apply", note)
+            .await;
+    }
+    let ready = was_ready(&status);
+    if ready && !was_ready(&previous) {
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            "Ready",
+            "Reconcile",
+            "bootstrap registry and all nodes are ready".to_string(),
+        )
+        .await;
+    }
+    Ok(Action::requeue(if ready {
+        ctx.resync
+    } else {
+        ctx.resync / 4
+    }))
+}
+
+/// Removes children a spec no longer wants: per-pod Services after a scale-down or when exposure
+/// is turned off, the DNSEndpoint or ServiceMonitors when they are turned off.
+async fn prune_unwanted(
+    ctx: &Context,
+    valid: &super::validate::ValidNetwork<'_>,
+    applied: &[ChildObject],
+    object: &str,
+) -> Result<()> {
+    let uid = valid.owner.uid.as_str();
+    let wanted = |resource: &ApiResource| -> BTreeSet<String> {
+        applied
+            .iter()
+            .filter(|c| c.resource.kind == resource.kind)
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let mut prunable = vec![ApiResource::erase::<Service>(&())];
+    if valid.facts.dns_endpoint_api {
+        prunable.push(dns::dns_endpoint_resource());
+    }
+    if valid.facts.monitoring_api {
+        prunable.push(service_monitor_resource());
+    }
+    for resource in prunable {
+        let deleted = apply::prune(
+            &ctx.client,
+            &valid.namespace,
+            &valid.name,
+            uid,
+            object,
+            &resource,
+            &wanted(&resource),
+        )
+        .await?;
+        for name in deleted {
+            tracing::info!(object, kind = %resource.kind, name, "deleted a child no longer wanted");
+        }
+    }
+    Ok(())
+}

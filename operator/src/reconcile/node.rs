@@ -1,0 +1,187 @@
+//! Reconciliation of a DigNode: dereference (its DigNetwork, the network's PSK) -> validate ->
+//! build -> apply -> status.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use k8s_openapi::{
+    api::{apps::v1::StatefulSet, core::v1::Service},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ApiResource, Patch, PatchParams},
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::json;
+
+use super::{
+    apply,
+    build_node::{build_node, validate_node},
+    conditions::{self, READY},
+    meta::{self, names},
+    network::read_psk,
+};
+use crate::{
+    context::Context,
+    crd::{DigNetwork, DigNode, DigNodeStatus},
+    error::{Error, Result},
+};
+
+/// Kind label of metrics and logs.
+pub const KIND: &str = "DigNode";
+
+fn display(node: &DigNode) -> String {
+    format!(
+        "DigNode {}/{}",
+        node.namespace().unwrap_or_default(),
+        node.name_any()
+    )
+}
+
+async fn patch_status(ctx: &Context, node: &DigNode, status: &DigNodeStatus) -> Result<()> {
+    let api: Api<DigNode> =
+        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
+    let body = json!({"apiVersion": DigNode::api_version(&()), "kind": DigNode::kind(&()), "status": status});
+    api.patch_status(
+        &node.name_any(),
+        &PatchParams::apply(meta::MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        object: display(node),
+        source: Box::new(source),
+    })?;
+    Ok(())
+}
+
+/// Reconciles one DigNode.
+pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> {
+    if node.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let object = display(&node);
+    let reference = node.object_ref(&());
+    let namespace = node.namespace().unwrap_or_default();
+    let network_name = &node.spec.network_ref.name;
+    let networks: Api<DigNetwork> = Api::namespaced(ctx.client.clone(), &namespace);
+    let network = networks
+        .get_opt(network_name)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("DigNetwork {namespace}/{network_name}"),
+            object: object.clone(),
+            source: Box::new(source),
+        })?;
+    let psk = match network
+        .as_ref()
+        .and_then(|n| n.spec.private_network.as_ref())
+    {
+        Some(private) => Some(
+            read_psk(
+                &ctx,
+                &namespace,
+                &private.psk_secret_ref.name,
+                &private.psk_secret_ref.key,
+                &object,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let previous = node.status.clone().unwrap_or_default();
+    let valid = match validate_node(&node, network.as_ref(), &ctx.images, psk) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            let status = DigNodeStatus {
+                observed_generation: node.metadata.generation,
+                conditions: conditions::merge(
+                    &previous.conditions,
+                    &conditions::degraded(invalid.reason, &invalid.message),
+                    node.metadata.generation,
+                    Timestamp::now(),
+                ),
+                ..previous.clone()
+            };
+            if status != previous {
+                patch_status(&ctx, &node, &status).await?;
+                ctx.event(
+                    &reference,
+                    EventType::Warning,
+                    invalid.reason,
+                    "Validate",
+                    invalid.message.clone(),
+                )
+                .await;
+            }
+            return Err(Error::InvalidSpec {
+                object,
+                source: invalid,
+            });
+        }
+    };
+    let children = build_node(&valid);
+    let to_apply = children.to_apply();
+    let applied = apply::apply_all(&ctx.client, &namespace, &object, &to_apply).await?;
+    let service = ApiResource::erase::<Service>(&());
+    let wanted: BTreeSet<String> = to_apply
+        .iter()
+        .filter(|c| c.resource.kind == "Service")
+        .map(|c| c.name.clone())
+        .collect();
+    apply::prune(
+        &ctx.client,
+        &namespace,
+        &names::dignode(&valid.name),
+        &valid.owner.uid,
+        &object,
+        &service,
+        &wanted,
+    )
+    .await?;
+
+    let statefulset_object = applied
+        .iter()
+        .zip(&to_apply)
+        .find(|(_, c)| c.resource.kind == "StatefulSet")
+        .map(|(a, _)| a)
+        .expect("a StatefulSet is always applied");
+    let statefulset: StatefulSet = apply::decode(statefulset_object, "StatefulSet")?;
+    let rollout = conditions::statefulset_rollout(&statefulset);
+    let desired = conditions::applied(&[("node", rollout)], &[]);
+    let status = DigNodeStatus {
+        observed_generation: node.metadata.generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            &desired,
+            node.metadata.generation,
+            Timestamp::now(),
+        ),
+        network_id: Some(valid.network_id.clone()),
+        ready: rollout.done(),
+        pod_name: Some(format!("{}-0", names::dignode(&valid.name))),
+    };
+    if status != previous {
+        patch_status(&ctx, &node, &status).await?;
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    if ready
+        && !previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True")
+    {
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            "Ready",
+            "Reconcile",
+            "the node is ready".to_string(),
+        )
+        .await;
+    }
+    Ok(Action::requeue(ctx.resync))
+}
