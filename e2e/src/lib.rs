@@ -3,4 +3,5 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod network;
 pub mod process;
