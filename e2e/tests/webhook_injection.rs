@@ -1,0 +1,366 @@
+//! The sidecar-injection webhook against a real control plane: the `dig-operator` binary runs on
+//! loopback with its webhook, makes its own CA and certificate, writes the CA into a
+//! MutatingWebhookConfiguration that calls it by URL; the API server then injects the node into a
+//! labelled pod, leaves an unlabelled pod alone and refuses bad pods with the webhook's message.
+//!
+//! Skipped with a message when the control-plane tools are not built, unless
+//! DIG_E2E_REQUIRE_CLUSTER=1 (as `e2e/test-all.sh` sets), which makes that a failure.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use dig_e2e::cluster::{ClusterError, TestCluster};
+use dig_e2e::process::{ProcessSpec, free_loopback_addr, workspace_root};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const APPS: &str = "apps";
+const OPERATOR_NAMESPACE: &str = "dig-system";
+const CONFIG_NAME: &str = "dig-e2e-injector";
+const SECRET_NAME: &str = "dig-e2e-webhook-tls";
+const WAIT: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(300);
+
+/// Polls `probe` until it yields a value, at most `WAIT`; panics naming `what` and the last
+/// thing observed.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(observed) if Instant::now() >= deadline => {
+                panic!("{what}: not reached within {WAIT:?}; last seen: {observed}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+fn apply(cluster: &TestCluster, manifest: &Value) -> Result<String, ClusterError> {
+    cluster.kubectl_with_stdin(["apply", "-f", "-"], &manifest.to_string())
+}
+
+fn pod(name: &str, labels: Value, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": APPS, "labels": labels, "annotations": annotations},
+        "spec": {
+            "containers": [{
+                "name": "app",
+                "image": "registry.local/app:1",
+                "volumeMounts": [{"name": "stores", "mountPath": "/stores"}]
+            }],
+            "volumes": [{"name": "stores", "emptyDir": {}}]
+        }
+    })
+}
+
+/// Creating `manifest` must fail with the webhook's denial containing every one of `expected`.
+fn assert_denied(cluster: &TestCluster, manifest: &Value, expected: &[&str]) {
+    match apply(cluster, manifest) {
+        Ok(output) => panic!("pod {manifest} was admitted: {output}"),
+        Err(ClusterError::Kubectl { stderr, .. }) => {
+            assert!(
+                stderr.contains("admission webhook \"inject.dig.net\" denied the request"),
+                "{stderr}"
+            );
+            for text in expected {
+                assert!(stderr.contains(text), "expected {text:?} in: {stderr}");
+            }
+        }
+        Err(other) => panic!("kubectl could not run: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
+    let Some(cluster) = TestCluster::start_or_skip("webhook") else {
+        return;
+    };
+    let client: Client = cluster.client().await.expect("client for the test cluster");
+    let crds = workspace_root().join("crds");
+    cluster
+        .kubectl(["apply", "-f", crds.to_str().expect("UTF-8 path")])
+        .expect("apply the CRDs");
+    cluster
+        .kubectl([
+            "wait",
+            "--for=condition=Established",
+            "crd/dignetworks.dig.net",
+            "--timeout=60s",
+        ])
+        .expect("DigNetwork CRD established");
+    for namespace in [APPS, OPERATOR_NAMESPACE] {
+        cluster
+            .kubectl(["create", "namespace", namespace])
+            .expect("create namespace");
+    }
+    apply(
+        &cluster,
+        &json!({
+            "apiVersion": "dig.net/v1alpha1",
+            "kind": "DigNetwork",
+            "metadata": {"name": "prod", "namespace": APPS},
+            "spec": {
+                "networkId": "prod-net",
+                "bootstrap": {"replicas": 1, "image": "registry.local/dig-bootstrap:e2e"},
+                "nodes": {"replicas": 0, "image": "registry.local/dig-sidecar:e2e"},
+                "replication": {"propagateDeletes": true}
+            }
+        }),
+    )
+    .expect("create the DigNetwork");
+
+    // Two replicas start at once with no Secret yet: they must settle on one certificate. The
+    // second reconciles another namespace so that only the first one's controllers act on `apps`.
+    let webhook_addr = free_loopback_addr().expect("a free port");
+    let metrics_addr = free_loopback_addr().expect("a free port");
+    let second_webhook_addr = free_loopback_addr().expect("a free port");
+    let second_metrics_addr = free_loopback_addr().expect("a free port");
+    let operator = |name: &str, watched: &str, metrics: SocketAddr, webhook: SocketAddr| {
+        ProcessSpec::workspace_binary("dig-operator")
+            .expect("dig-operator is built (cargo build --workspace --bins)")
+            .name(name)
+            .env("KUBECONFIG", cluster.kubeconfig_path().to_string_lossy())
+            .args([
+                format!("--namespace={watched}"),
+                format!("--metrics-listen={metrics}"),
+                format!("--webhook-listen={webhook}"),
+                format!("--webhook-namespace={OPERATOR_NAMESPACE}"),
+                format!("--webhook-secret-name={SECRET_NAME}"),
+                format!("--webhook-config-name={CONFIG_NAME}"),
+                "--webhook-extra-san=127.0.0.1".to_string(),
+            ])
+            .spawn()
+            .expect("start dig-operator")
+    };
+    let _operator = operator("operator-1", APPS, metrics_addr, webhook_addr);
+    let _second_operator = operator(
+        "operator-2",
+        OPERATOR_NAMESPACE,
+        second_metrics_addr,
+        second_webhook_addr,
+    );
+
+    // The configuration is created without a caBundle: the operator must fill it in.
+    apply(
+        &cluster,
+        &json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": CONFIG_NAME},
+            "webhooks": [{
+                "name": "inject.dig.net",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 10,
+                "clientConfig": {"url": format!("https://127.0.0.1:{}/mutate", webhook_addr.port())},
+                "rules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                    "resources": ["pods"], "scope": "Namespaced"
+                }],
+                "objectSelector": {"matchExpressions": [{"key": "dig.net/inject", "operator": "Exists"}]},
+                "namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                    "values": ["kube-system", OPERATOR_NAMESPACE]
+                }]}
+            }]
+        }),
+    )
+    .expect("create the MutatingWebhookConfiguration");
+
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let ca_bundle = eventually("the operator writes the caBundle", || {
+        let configs = configs.clone();
+        async move {
+            let config = configs.get(CONFIG_NAME).await.map_err(|e| e.to_string())?;
+            config
+                .webhooks
+                .unwrap_or_default()
+                .first()
+                .and_then(|webhook| webhook.client_config.ca_bundle.clone())
+                .map(|bundle| bundle.0)
+                .ok_or_else(|| "no caBundle yet".to_string())
+        }
+    })
+    .await;
+    let secret = secrets.get(SECRET_NAME).await.expect("the webhook Secret");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.expect("Secret data");
+    assert_eq!(
+        data["ca-bundle.crt"].0, ca_bundle,
+        "caBundle is the Secret's bundle"
+    );
+    for key in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        assert!(data.contains_key(key), "Secret has {key}");
+    }
+
+    // The webhook answers over TLS with a certificate the written CA vouches for.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let https = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_bundle).expect("PEM CA bundle"))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTPS client");
+    for addr in [webhook_addr, second_webhook_addr] {
+        let healthz = format!("https://127.0.0.1:{}/healthz", addr.port());
+        eventually(
+            &format!("the webhook on {addr} serves /healthz over TLS"),
+            || {
+                let (https, healthz) = (https.clone(), healthz.clone());
+                async move {
+                    let status = https
+                        .get(&healthz)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .status();
+                    (status == 200)
+                        .then_some(())
+                        .ok_or(format!("status {status}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    // A labelled pod gets the node as a native sidecar.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), APPS);
+    apply(
+        &cluster,
+        &pod(
+            "injected",
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "stores", "dig.net/memory-limit": "256Mi"}),
+        ),
+    )
+    .expect("the labelled pod is admitted");
+    let injected = serde_json::to_value(pods.get("injected").await.expect("injected pod")).unwrap();
+    let init = injected["spec"]["initContainers"]
+        .as_array()
+        .expect("initContainers were added");
+    assert_eq!(init.len(), 1);
+    let sidecar = &init[0];
+    assert_eq!(sidecar["name"], "dig-sidecar");
+    assert_eq!(sidecar["restartPolicy"], "Always");
+    assert_eq!(sidecar["image"], "registry.local/dig-sidecar:e2e");
+    assert_eq!(sidecar["resources"]["limits"]["memory"], "256Mi");
+    assert!(
+        sidecar["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|mount| mount["name"] == "stores" && mount["mountPath"] == "/data")
+    );
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for expected in [
+        "run",
+        "--data-dir=/data",
+        "--network=prod-net",
+        "--bootstrap=http://prod-bootstrap.apps.svc:3000",
+        "--propagate-deletes",
+    ] {
+        assert!(args.contains(&expected), "{expected} in {args:?}");
+    }
+    assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        injected["metadata"]["annotations"]["dig.net/injected"],
+        "prod"
+    );
+    // The app container is as written.
+    assert_eq!(injected["spec"]["containers"].as_array().unwrap().len(), 1);
+
+    // An unlabelled pod is not touched.
+    apply(&cluster, &pod("plain", json!({"app": "plain"}), json!({})))
+        .expect("the unlabelled pod is admitted");
+    let plain = serde_json::to_value(pods.get("plain").await.expect("plain pod")).unwrap();
+    assert!(plain["spec"].get("initContainers").is_none(), "{plain}");
+    assert!(
+        plain["metadata"]["annotations"]
+            .get("dig.net/injected")
+            .is_none()
+    );
+
+    // Bad pods are refused with a message that says which and why.
+    assert_denied(
+        &cluster,
+        &pod(
+            "no-such-volume",
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "dig-data"}),
+        ),
+        &[
+            "dig.net/volume=\"dig-data\"",
+            // (the API server's service-account volume follows `stores` in the list)
+            "names a volume the pod does not have (pod volumes: stores",
+        ],
+    );
+    assert_denied(
+        &cluster,
+        &pod(
+            "no-such-network",
+            json!({"dig.net/inject": "staging"}),
+            json!({"dig.net/volume": "stores"}),
+        ),
+        &["\"staging\"", "does not exist in namespace \"apps\""],
+    );
+    assert_denied(
+        &cluster,
+        &pod(
+            "bad-port",
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "stores", "dig.net/p2p-port": "99999"}),
+        ),
+        &["dig.net/p2p-port=\"99999\"", "port number"],
+    );
+    for refused in ["no-such-volume", "no-such-network", "bad-port"] {
+        assert!(pods.get_opt(refused).await.unwrap().is_none());
+    }
+
+    // The operator's /metrics counts the admissions by result; of the two replicas, exactly one
+    // wrote the certificate.
+    let metrics_of = |addr: SocketAddr| async move {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("operator /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    };
+    let metrics = metrics_of(metrics_addr).await;
+    for expected in [
+        "dig_operator_webhook_admissions_total{result=\"allowed_injected\"} 1",
+        "dig_operator_webhook_admissions_total{result=\"denied\"} 3",
+        "dig_operator_webhook_certificate_expiry_timestamp_seconds ",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
+    }
+    let rotations = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix("dig_operator_webhook_certificate_rotations_total "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no rotations counter in:\n{text}"))
+    };
+    let second_metrics = metrics_of(second_metrics_addr).await;
+    assert_eq!(
+        rotations(&metrics) + rotations(&second_metrics),
+        1,
+        "one certificate for both replicas"
+    );
+}
