@@ -86,7 +86,10 @@ module_time() {
 build_kubernetes() {
   local out
   out=$(component_dir kubernetes "$KUBERNETES_VERSION")
-  [ -f "$out/.complete" ] && return 0
+  if [ -f "$out/.complete" ]; then
+    echo "  cached: Kubernetes $KUBERNETES_VERSION"
+    return 0
+  fi
   echo "building Kubernetes $KUBERNETES_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
   # k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with local paths, which
   # `go install pkg@version` refuses. A throw-away module requires it and points each staging
@@ -138,7 +141,10 @@ build_kubernetes() {
 build_etcd() {
   local out
   out=$(component_dir etcd "$ETCD_VERSION")
-  [ -f "$out/.complete" ] && return 0
+  if [ -f "$out/.complete" ]; then
+    echo "  cached: etcd $ETCD_VERSION"
+    return 0
+  fi
   echo "building etcd $ETCD_VERSION"
   # etcd's server module also replaces its sibling modules with local paths; same way round.
   local work=$cache/go/work/etcd-$ETCD_VERSION
@@ -155,7 +161,9 @@ build_etcd() {
   } >"$work/go.mod"
   (
     cd "$work"
+    local start=$SECONDS
     quiet "$work/get.log" nice -n 10 go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    echo "  resolved modules in $((SECONDS - start)) s"
     timed etcd nice -n 10 go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
       -o "$out/bin/etcd" go.etcd.io/etcd/server/v3
   )
@@ -167,7 +175,10 @@ build_installable() {
   local name=$1 version=$2 package=$3 ldflags=$4
   local out
   out=$(component_dir "$name" "$version")
-  [ -f "$out/.complete" ] && return 0
+  if [ -f "$out/.complete" ]; then
+    echo "  cached: $name $version"
+    return 0
+  fi
   echo "building $name $version"
   rm -rf "$out"
   mkdir -p "$out/bin"

@@ -5,6 +5,10 @@
 //! stops the processes; [`TestCluster`] runs it with a fresh run dir per cluster and stops the
 //! cluster when dropped.
 //!
+//! The methods that run `cluster.sh` or kubectl block the calling thread (a restart takes a few
+//! seconds): call them from a multi-threaded tokio runtime, as the smoke test does, or through
+//! `tokio::task::spawn_blocking`.
+//!
 //! Gating: when the tools have not been built, [`TestCluster::start_or_skip`] prints why and
 //! returns `None` so that a plain `cargo test` passes on a machine without Go; with
 //! `DIG_E2E_REQUIRE_CLUSTER=1` (set by `e2e/test-all.sh`, which builds the tools first) the same
