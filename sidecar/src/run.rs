@@ -14,6 +14,7 @@ use crate::{
     http::{self, ApiError, ApiState, StoresSource},
     identity::{self, IdentityError},
     node::{self, NodeConfig, NodeError},
+    sync::{ReplicationConfig, Replicator, SyncError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("starting replication: {0}")]
+    Replication(#[source] Box<SyncError>),
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error("{0}")]
@@ -147,9 +150,27 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         "node started"
     );
 
-    // The replication engine plugs in here: its store list feeds /stores and the signed record.
-    let stores_view: StoresSource = Arc::new(Vec::new);
-    let store_entries: StoreEntries = Arc::new(Vec::new);
+    let replicator = Replicator::start(
+        ReplicationConfig::from_run_args(&args),
+        node.clone(),
+        &mut registry,
+    )
+    .await
+    .map_err(|source| RunError::Replication(Box::new(source)))?;
+    let stores_view: StoresSource = {
+        let replicator = replicator.clone();
+        Arc::new(move || {
+            replicator
+                .stores()
+                .into_iter()
+                .filter_map(|status| serde_json::to_value(status).ok())
+                .collect()
+        })
+    };
+    let store_entries: StoreEntries = {
+        let replicator = replicator.clone();
+        Arc::new(move || replicator.store_entries())
+    };
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     let registry_task = if servers.is_empty() {
@@ -185,6 +206,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if let Some(task) = registry_task {
         let _ = task.await;
     }
+    replicator.shutdown().await;
     node.shutdown().await;
     let _ = node_task.await;
     match api.await {
