@@ -6,10 +6,11 @@
 
 #![allow(dead_code)] // each test crate uses its own subset
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dig_e2e::cluster::{ClusterError, cluster_required, tools_dir};
+pub use dig_e2e::cluster::tools_or_skip;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -25,21 +26,6 @@ pub fn workspace_root() -> PathBuf {
 
 pub fn chart_dir() -> PathBuf {
     workspace_root().join("charts/dig-operator")
-}
-
-/// The built tools (helm, kubeconform, kubectl...), or `None` (after printing why) when they are
-/// not built and not required.
-pub fn tools_or_skip(test: &str) -> Option<PathBuf> {
-    match tools_dir() {
-        Ok(dir) => Some(dir),
-        Err(ClusterError::ToolsMissing { reason }) if !cluster_required() => {
-            eprintln!(
-                "SKIPPED {test}: {reason} (run e2e/cluster/cluster.sh build; DIG_E2E_REQUIRE_CLUSTER=1 makes this a failure)"
-            );
-            None
-        }
-        Err(error) => panic!("{test}: the control-plane tools are required: {error}"),
-    }
 }
 
 pub struct Helm {
@@ -169,4 +155,207 @@ pub fn strings(value: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Series names a PromQL expression selects: identifiers that are not functions, keywords,
+/// label names (inside `{}` or after `by`/`without`/`on`/`ignoring`/`group_*`), durations
+/// (inside `[]`), numbers, strings or Grafana variables.
+pub fn promql_series_names(expr: &str) -> BTreeSet<String> {
+    const KEYWORDS: [&str; 8] = [
+        "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
+    ];
+    const LABEL_LIST: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = BTreeSet::new();
+    let mut i = 0;
+    // Skips to the bracket that closes the one at `i`, honouring strings inside.
+    let skip_group = |mut i: usize, open: char, close: char| -> usize {
+        let mut depth = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '"' | '\'' | '`' => {
+                    let quote = chars[i];
+                    i += 1;
+                    while i < chars.len() && chars[i] != quote {
+                        i += if chars[i] == '\\' { 2 } else { 1 };
+                    }
+                }
+                c if c == open => depth += 1,
+                c if c == close => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        i
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '{' => i = skip_group(i, '{', '}'),
+            '[' => i = skip_group(i, '[', ']'),
+            '"' | '\'' | '`' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            '$' => {
+                i += 1;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_digit() || c == '.' => {
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '.') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let mut next = i;
+                while next < chars.len() && chars[next].is_whitespace() {
+                    next += 1;
+                }
+                // `sum by (le) (...)`: an aggregation whose modifier comes first is a call too.
+                let modifier_follows = ["by", "without"].iter().any(|m| {
+                    let rest: String = chars[next..].iter().take(m.len() + 1).collect();
+                    rest.strip_prefix(m).is_some_and(|after| {
+                        after.is_empty()
+                            || !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    })
+                });
+                let called = (next < chars.len() && chars[next] == '(') || modifier_follows;
+                if LABEL_LIST.contains(&word.as_str()) {
+                    if called {
+                        i = skip_group(next, '(', ')');
+                    }
+                } else if !called && !KEYWORDS.contains(&word.to_lowercase().as_str()) {
+                    names.insert(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
+}
+
+/// The series a Prometheus text exposition can hold: every sample name, and for every
+/// `# TYPE` line the names its samples get (prometheus-client writes `# TYPE x counter` and
+/// samples `x_total`; histograms get `_bucket`, `_sum`, `_count`), so families that have not
+/// been touched yet still count.
+pub fn exposed_series_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "summary" => &["", "_sum", "_count"],
+                "info" => &["_info"],
+                _ => &[""],
+            };
+            for suffix in suffixes {
+                let full = format!("{name}{suffix}");
+                // A counter registered with `_total` already is not suffixed twice.
+                names.insert(full.replace("_total_total", "_total"));
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line
+                .find(|c: char| c == '{' || c.is_whitespace())
+                .unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
+
+/// Every expression of the chart's dashboards, with the file and panel it comes from; the
+/// metric of each `label_values(metric, label)` variable query too.
+pub fn dashboard_expressions() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let dir = chart_dir().join("dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("dashboard file");
+        let dashboard: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    out.push((format!("{file}: {}", panel["title"]), expr.to_string()));
+                }
+            }
+        }
+        for variable in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(query) = variable["definition"].as_str() else {
+                continue;
+            };
+            if let Some(args) = query
+                .strip_prefix("label_values(")
+                .and_then(|rest| rest.strip_suffix(')'))
+            {
+                // label_values(metric{...}, label): only the first argument is a selector.
+                let selector = args.rsplit_once(',').map_or(args, |(metric, _)| metric);
+                out.push((
+                    format!("{file}: variable {}", variable["name"]),
+                    selector.to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Every alert expression of the chart's PrometheusRule, rendered by helm.
+pub fn alert_expressions(helm: &Helm) -> Vec<(String, String)> {
+    let rendered = helm.template(&["--api-versions", "monitoring.coreos.com/v1"]);
+    let mut out = Vec::new();
+    for rule in rendered.of_kind("PrometheusRule") {
+        for group in rule["spec"]["groups"].as_array().into_iter().flatten() {
+            for alert in group["rules"].as_array().into_iter().flatten() {
+                if let Some(expr) = alert["expr"].as_str() {
+                    out.push((format!("alert {}", alert["alert"]), expr.to_string()));
+                }
+            }
+        }
+    }
+    out
 }
