@@ -364,6 +364,218 @@ mod tests {
         .unwrap()
     }
 
+    /// A scripted API server: each step checks one request and gives its answer.
+    mod scripted {
+        use http::{Method, Request, Response};
+        use kube::{Client, client::Body};
+        use serde_json::Value;
+
+        pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+        pub fn client() -> (Client, Handle) {
+            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            (Client::new(service, "dig-system"), handle)
+        }
+
+        /// Waits for the next request, checks method and path, answers `code` with `body`;
+        /// returns the request body.
+        pub async fn step(
+            handle: &mut Handle,
+            method: Method,
+            path: &str,
+            code: u16,
+            body: Value,
+        ) -> Value {
+            let (request, respond) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), handle.next_request())
+                    .await
+                    .unwrap_or_else(|_| panic!("no request within 10 s; expected {method} {path}"))
+                    .expect("client gone");
+            let (parts, request_body) = request.into_parts();
+            assert_eq!((&parts.method, parts.uri.path()), (&method, path));
+            let bytes = request_body.collect_bytes().await.unwrap();
+            respond.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        }
+
+        pub fn status(code: u16, reason: &str) -> Value {
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": reason, "code": code, "message": reason})
+        }
+    }
+
+    const SECRET_PATH: &str = "/api/v1/namespaces/dig-system/secrets/hook-tls";
+    const CONFIG_PATH: &str =
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/hook";
+
+    fn self_signed(client: kube::Client, names: SubjectNames) -> (SelfSignedCerts, Registry) {
+        let mut registry = Registry::default();
+        let source = SelfSignedCerts {
+            secrets: Api::namespaced(client.clone(), "dig-system"),
+            webhook_configs: Api::all(client),
+            namespace: "dig-system".to_string(),
+            secret_name: "hook-tls".to_string(),
+            config_name: "hook".to_string(),
+            names,
+            policy: CertPolicy::default(),
+            serving: Arc::new(ServingCert::default()),
+            metrics: WebhookMetrics::register(&mut registry),
+        };
+        (source, registry)
+    }
+
+    fn config_with_bundle(bundle: Option<&str>) -> serde_json::Value {
+        use base64::Engine;
+        let mut client_config = serde_json::json!({"url": "https://127.0.0.1:8443/mutate"});
+        if let Some(bundle) = bundle {
+            client_config["caBundle"] =
+                serde_json::json!(base64::engine::general_purpose::STANDARD.encode(bundle));
+        }
+        serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "hook", "resourceVersion": "9"},
+            "webhooks": [{"name": "inject.dig.net", "clientConfig": client_config,
+                "sideEffects": "None", "admissionReviewVersions": ["v1"]}]
+        })
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_loses_the_create_race_serves_the_winners_certificate() {
+        use http::Method;
+        let names = SubjectNames::for_service("svc", "ns", &[]);
+        let (client, mut api) = scripted::client();
+        let (source, _registry) = self_signed(client, names.clone());
+        let winner = certs();
+        let winner_secret = serde_json::to_value(secret_for(
+            "hook-tls",
+            "dig-system",
+            &winner,
+            Some("3".into()),
+        ))
+        .unwrap();
+        let script = async {
+            scripted::step(
+                &mut api,
+                Method::GET,
+                SECRET_PATH,
+                404,
+                scripted::status(404, "NotFound"),
+            )
+            .await;
+            let created = scripted::step(
+                &mut api,
+                Method::POST,
+                "/api/v1/namespaces/dig-system/secrets",
+                409,
+                scripted::status(409, "AlreadyExists"),
+            )
+            .await;
+            assert_eq!(created["metadata"]["name"], "hook-tls");
+            assert!(created["metadata"].get("resourceVersion").is_none());
+            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, winner_secret).await;
+            scripted::step(
+                &mut api,
+                Method::GET,
+                CONFIG_PATH,
+                200,
+                config_with_bundle(Some(&winner.ca_bundle_pem)),
+            )
+            .await;
+        };
+        let (pass, ()) = tokio::join!(source.reconcile_once(unix_now()), script);
+        let pass = pass.unwrap();
+        assert_eq!(
+            pass,
+            Pass {
+                rotated: None,
+                bundle: BundleSync::UpToDate
+            }
+        );
+        assert_eq!(source.metrics.certificate_rotations.get(), 0);
+        // The winner's certificate is the one served: loading it again is not a change.
+        assert!(
+            !source
+                .serving
+                .load(&winner.tls_cert_pem, &winner.tls_key_pem)
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_due_certificate_is_replaced_under_the_resource_version_and_the_bundle_written() {
+        use http::Method;
+        let names = SubjectNames::for_service("svc", "ns", &[]);
+        let (client, mut api) = scripted::client();
+        let (source, _registry) = self_signed(client, names.clone());
+        let stored = certs();
+        let serving = certs::inspect("serving", &stored.tls_cert_pem).unwrap();
+        let due = serving.renew_at(CertPolicy::default().renew_after);
+        let stored_secret = serde_json::to_value(secret_for(
+            "hook-tls",
+            "dig-system",
+            &stored,
+            Some("5".into()),
+        ))
+        .unwrap();
+        let script = async {
+            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, stored_secret).await;
+            let replaced = scripted::step(
+                &mut api,
+                Method::PUT,
+                SECRET_PATH,
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            scripted::step(
+                &mut api,
+                Method::GET,
+                CONFIG_PATH,
+                200,
+                config_with_bundle(None),
+            )
+            .await;
+            let patch = scripted::step(
+                &mut api,
+                Method::PATCH,
+                CONFIG_PATH,
+                200,
+                config_with_bundle(None),
+            )
+            .await;
+            (replaced, patch)
+        };
+        let (pass, (replaced, patch)) = tokio::join!(source.reconcile_once(due), script);
+        let pass = pass.unwrap();
+        assert!(pass.rotated.unwrap().contains("due for renewal"));
+        assert_eq!(pass.bundle, BundleSync::Patched(1));
+        assert_eq!(source.metrics.certificate_rotations.get(), 1);
+        assert_eq!(replaced["metadata"]["resourceVersion"], "5");
+        let renewed: Secret = serde_json::from_value(replaced).unwrap();
+        let renewed = certs_from_secret(&renewed).unwrap();
+        assert_eq!(renewed.ca_cert_pem, stored.ca_cert_pem, "same CA");
+        assert_ne!(
+            renewed.tls_cert_pem, stored.tls_cert_pem,
+            "new serving certificate"
+        );
+        assert_eq!(
+            patch[0],
+            serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "9"})
+        );
+        assert_eq!(patch[1]["path"], "/webhooks/0/clientConfig/caBundle");
+        assert!(
+            !source
+                .serving
+                .load(&renewed.tls_cert_pem, &renewed.tls_key_pem)
+                .unwrap()
+        );
+    }
+
     #[test]
     fn secret_round_trip() {
         let certs = certs();
