@@ -1,0 +1,96 @@
+//! Connectivity benchmark: time from start until N nodes on loopback are fully connected
+//! (N = 5 and 20 by default), and the idle footprint (VmRSS, CPU over a window) of one node.
+//!
+//! `cargo build --release --bins && cargo run --release -p dig-e2e --bin bench-connect`
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dig_e2e::network::{LocalNetwork, clock_ticks_per_second, cpu_ticks, resident_memory_bytes};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Time until N dig-sidecar nodes are fully connected, and one idle node's footprint"
+)]
+struct Args {
+    /// Network sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [5usize, 20])]
+    sizes: Vec<usize>,
+    /// Rounds per size.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Length of the idle CPU window in seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// Nodes of the network whose first node is measured idle.
+    #[arg(long, default_value_t = 5)]
+    idle_nodes: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sidecar = dig_e2e::process::binary_path("dig-sidecar")?;
+    println!("binary: {}", sidecar.display());
+    if cfg!(debug_assertions) {
+        println!("note: a debug build of the bench; run with --release for real figures");
+    }
+    for &size in &args.sizes {
+        let mut figures = Vec::new();
+        for round in 0..args.rounds {
+            let root = std::env::temp_dir().join(format!(
+                "bench-connect-{}-{size}-{round}",
+                std::process::id()
+            ));
+            let started = Instant::now();
+            let network = LocalNetwork::start(&root, "bench", size).await?;
+            let apis_up = started.elapsed();
+            network
+                .wait_fully_connected(Duration::from_secs(120))
+                .await?;
+            let total = started.elapsed();
+            println!(
+                "N={size:<3} round {round}: fully connected {:>6.0} ms after start ({:>6.0} ms after the last API answered)",
+                total.as_secs_f64() * 1000.0,
+                (total - apis_up).as_secs_f64() * 1000.0
+            );
+            figures.push(total);
+            drop(network);
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        figures.sort();
+        println!(
+            "N={size:<3} fully connected: median {:.0} ms, best {:.0} ms, worst {:.0} ms (target for 20 nodes: < 5000 ms)\n",
+            figures[figures.len() / 2].as_secs_f64() * 1000.0,
+            figures[0].as_secs_f64() * 1000.0,
+            figures[figures.len() - 1].as_secs_f64() * 1000.0,
+        );
+    }
+
+    let root = std::env::temp_dir().join(format!("bench-connect-{}-idle", std::process::id()));
+    let network = LocalNetwork::start(&root, "bench-idle", args.idle_nodes).await?;
+    network
+        .wait_fully_connected(Duration::from_secs(120))
+        .await?;
+    // Let start-up work (registry polling at the start-up rate, DHT bootstrap) settle.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let pid = network.nodes[0].process.pid();
+    let ticks_before = cpu_ticks(pid)?;
+    let window_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let ticks = cpu_ticks(pid)? - ticks_before;
+    let window = window_start.elapsed().as_secs_f64();
+    let cpu_percent = ticks as f64 / clock_ticks_per_second() as f64 / window * 100.0;
+    let rss = resident_memory_bytes(pid)?;
+    println!(
+        "idle node (1 of {}, connected to {} peers): VmRSS {:.1} MiB, CPU {:.2} % of one core over {:.0} s (targets: < 20 MB, < 1 %)",
+        args.idle_nodes,
+        args.idle_nodes - 1,
+        rss as f64 / (1024.0 * 1024.0),
+        cpu_percent,
+        window
+    );
+    drop(network);
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
