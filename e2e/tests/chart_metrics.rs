@@ -10,36 +10,12 @@ use std::time::Duration;
 
 use chart_support::{
     Helm, alert_expressions, dashboard_expressions, exposed_series_names, promql_series_names,
-    workspace_root,
+    registered_in_source,
 };
 use dig_e2e::network::LocalNetwork;
 
 /// Series Prometheus makes itself for every target, not exported by any binary.
 const PROMETHEUS_SERIES: [&str; 1] = ["up"];
-
-/// Whether the binary owning `name`'s prefix registers that family in its metrics module
-/// (the name without prefix and sample suffix, as a string literal).
-fn registered_in_source(name: &str) -> bool {
-    let sources = [
-        ("dig_bootstrap_", "bootstrap/src/metrics.rs"),
-        ("dig_node_", "sidecar/src/metrics.rs"),
-        ("dig_sync_", "sidecar/src/sync/metrics.rs"),
-    ];
-    let Some((prefix, file)) = sources.iter().find(|(p, _)| name.starts_with(p)) else {
-        return false;
-    };
-    let mut base = &name[prefix.len()..];
-    for suffix in ["_total", "_bucket", "_sum", "_count"] {
-        if let Some(stripped) = base.strip_suffix(suffix) {
-            base = stripped;
-            break;
-        }
-    }
-    let path = workspace_root().join(file);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-        .contains(&format!("\"{base}\""))
-}
 
 #[test]
 fn promql_names_are_series_not_functions_labels_or_durations() {

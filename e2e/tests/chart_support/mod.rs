@@ -359,3 +359,30 @@ pub fn alert_expressions(helm: &Helm) -> Vec<(String, String)> {
     }
     out
 }
+
+/// Whether the binary owning `name`'s prefix registers that family in its metrics module
+/// (the name without prefix and sample suffix, as a string literal).
+pub fn registered_in_source(name: &str) -> bool {
+    // Longest prefixes first: the webhook's families live under the operator's prefix.
+    let sources = [
+        ("dig_operator_webhook_", "operator/src/webhook/server.rs"),
+        ("dig_operator_", "operator/src/metrics.rs"),
+        ("dig_bootstrap_", "bootstrap/src/metrics.rs"),
+        ("dig_node_", "sidecar/src/metrics.rs"),
+        ("dig_sync_", "sidecar/src/sync/metrics.rs"),
+    ];
+    let Some((prefix, file)) = sources.iter().find(|(p, _)| name.starts_with(p)) else {
+        return false;
+    };
+    let mut base = &name[prefix.len()..];
+    for suffix in ["_total", "_bucket", "_sum", "_count"] {
+        if let Some(stripped) = base.strip_suffix(suffix) {
+            base = stripped;
+            break;
+        }
+    }
+    let path = workspace_root().join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .contains(&format!("\"{base}\""))
+}
