@@ -54,6 +54,9 @@ pub fn sidecar_config(
     })
 }
 
+/// How long an admission waits for the DigNetwork.
+pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads DigNetworks from the API server at admission time (always the current spec).
 pub struct KubeNetworks {
     pub client: Client,
@@ -68,7 +71,11 @@ impl NetworkSource for KubeNetworks {
     ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, String>> {
         Box::pin(async move {
             let api: Api<DigNetwork> = Api::namespaced(self.client.clone(), namespace);
-            let network = api.get_opt(name).await.map_err(|error| error.to_string())?;
+            // Well inside the API server's webhook timeout, so the pod's creator sees our reason.
+            let network = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(name))
+                .await
+                .map_err(|_| format!("the API server did not answer within {LOOKUP_TIMEOUT:?}"))?
+                .map_err(|error| error.to_string())?;
             network
                 .map(|network| {
                     sidecar_config(&network, namespace, self.default_image.as_deref()).map_err(
@@ -141,6 +148,49 @@ mod tests {
         );
         assert!(config.mdns && !config.dht && config.propagate_deletes);
         assert!(config.resources.is_some());
+    }
+
+    #[tokio::test]
+    async fn kube_networks_reads_the_named_network_and_reports_a_missing_one() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let networks = KubeNetworks {
+            client: Client::new(service, "default"),
+            default_image: Some("dig-sidecar:1".to_string()),
+        };
+        let server = async {
+            for (code, body) in [
+                (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                ),
+                (200, serde_json::to_value(network(json!({}))).unwrap()),
+            ] {
+                let (request, respond) = handle.next_request().await.expect("a request");
+                assert_eq!(
+                    request.uri().path(),
+                    "/apis/dig.net/v1alpha1/namespaces/apps/dignetworks/prod"
+                );
+                respond.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        };
+        let lookups = async {
+            let missing = networks.network("apps", "prod").await.unwrap();
+            let found = networks.network("apps", "prod").await.unwrap();
+            (missing, found)
+        };
+        let ((missing, found), ()) = tokio::join!(lookups, server);
+        assert_eq!(missing, None);
+        assert_eq!(
+            found.unwrap().bootstrap_urls,
+            ["http://prod-bootstrap.apps.svc:3000"]
+        );
     }
 
     #[test]
