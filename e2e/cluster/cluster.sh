@@ -182,7 +182,8 @@ build_installable() {
   echo "building $name $version"
   rm -rf "$out"
   mkdir -p "$out/bin"
-  GOBIN=$out/bin timed "$name" nice -n 10 go install -trimpath -ldflags "-s -w $ldflags" "$package@$version"
+  GOBIN=$out/bin timed "$name" quiet "$out/install.log" \
+    nice -n 10 go install -trimpath -ldflags "-s -w $ldflags" "$package@$version"
   touch "$out/.complete"
 }
 
