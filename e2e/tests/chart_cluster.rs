@@ -173,16 +173,30 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     )
     .expect("the API server accepts the chart rendered with watchNamespaces");
 
-    helm.run(&[
-        "install",
-        RELEASE,
-        chart_arg,
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        &kubeconfig_arg,
-    ])
-    .expect("helm install");
+    let installed = helm
+        .run(&[
+            "install",
+            RELEASE,
+            chart_arg,
+            "--namespace",
+            NAMESPACE,
+            "--kubeconfig",
+            &kubeconfig_arg,
+        ])
+        .expect("helm install");
+    // NOTES.txt tells the user what to do next.
+    for next_step in [
+        "kind: DigNetwork",
+        "kubectl -n default wait --for=condition=Ready dignetwork/example",
+        "helm test dig-operator -n dig-system",
+        "Grafana dashboards",
+        "monitoring.coreos.com/v1 API is not served",
+    ] {
+        assert!(
+            installed.contains(next_step),
+            "NOTES lack {next_step:?}:\n{installed}"
+        );
+    }
     for crd in ["dignetworks.dig.net", "dignodes.dig.net"] {
         kubectl(&[
             "wait",

@@ -117,19 +117,25 @@ fn crds_are_kept_on_uninstall_and_match_the_operator_types() {
             crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
             "Helm"
         );
-        // The operator's crdgen writes crds/; the chart's copy comes from the same types.
-        let path = workspace_root().join("crds").join(format!("{name}.yaml"));
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let from_crdgen = Value::deserialize(yaml_serde::Deserializer::from_str(&text))
-                .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
-            assert_eq!(
-                crd["spec"],
-                from_crdgen["spec"],
-                "the chart's {name} differs from {}; run `cargo run -p dig-operator --bin crdgen` and `--bin chartgen`",
-                path.display()
-            );
-        }
     }
+    // The operator's crdgen writes crds/; the chart's copies come from the same types.
+    let crd_dir = workspace_root().join("crds");
+    let mut compared = BTreeSet::new();
+    for entry in std::fs::read_dir(&crd_dir).expect("crds/ folder").flatten() {
+        let text = std::fs::read_to_string(entry.path()).expect("CRD file");
+        let from_crdgen = Value::deserialize(yaml_serde::Deserializer::from_str(&text))
+            .unwrap_or_else(|e| panic!("{} is not YAML: {e}", entry.path().display()));
+        let name = from_crdgen["metadata"]["name"].as_str().unwrap_or_default();
+        let in_chart = rendered.get("CustomResourceDefinition", name);
+        assert_eq!(
+            in_chart["spec"],
+            from_crdgen["spec"],
+            "the chart's {name} differs from {}; run `cargo run -p dig-operator --bin crdgen` and `--bin chartgen`",
+            entry.path().display()
+        );
+        compared.insert(name.to_string());
+    }
+    assert_eq!(compared, names, "crds/ and the chart hold the same CRDs");
 
     let without = helm.template(&["--set", "crds.install=false"]);
     assert!(without.of_kind("CustomResourceDefinition").is_empty());
