@@ -4,4 +4,5 @@
 pub mod bootstrap;
 pub mod cluster;
 pub mod network;
+pub mod operator;
 pub mod process;
