@@ -34,15 +34,23 @@ fn rendered_chart_passes_kubeconform() {
         return;
     };
     let helm = Helm::in_tools(&tools);
+    let example = chart_support::workspace_root().join("examples/inject-pod.yaml");
+    let example = std::fs::read_to_string(&example)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", example.display()));
     for extra in [
         vec![],
         vec!["--set", "watchNamespaces={team-a,team-b}"],
         vec!["--set", "webhook.certManager.enabled=true"],
         vec!["--api-versions", "monitoring.coreos.com/v1"],
+        vec!["example"],
     ] {
-        let rendered = helm
-            .template_text(&extra)
-            .unwrap_or_else(|e| panic!("rendering with {extra:?}: {e}"));
+        // "example": the inject-pod manifest users copy, checked the same way.
+        let rendered = if extra == ["example"] {
+            example.clone()
+        } else {
+            helm.template_text(&extra)
+                .unwrap_or_else(|e| panic!("rendering with {extra:?}: {e}"))
+        };
         // The cert-manager and Prometheus Operator kinds have no offline schema here; the
         // apiserver dry run below and the chart_render assertions cover them.
         let mut child = Command::new(cluster_script())
