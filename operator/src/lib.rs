@@ -1,8 +1,10 @@
 //! DIG Network operator: CRD types, reconcilers and the sidecar-injection webhook.
 
+pub mod cli;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod crd_check;
 pub mod crdgen;
 pub mod error;
 pub mod http;
@@ -10,5 +12,3 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod webhook;
-pub mod crd_check;
-pub mod cli;

@@ -7,6 +7,8 @@ pub mod build_node;
 pub mod conditions;
 pub mod dns;
 pub mod meta;
+#[cfg(test)]
+pub mod mock_api;
 pub mod network;
 pub mod node;
 pub mod pod;

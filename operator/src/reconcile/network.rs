@@ -366,3 +366,7 @@ async fn prune_unwanted(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;

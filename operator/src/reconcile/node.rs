@@ -185,3 +185,7 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
     }
     Ok(Action::requeue(ctx.resync))
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

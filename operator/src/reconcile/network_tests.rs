@@ -1,0 +1,369 @@
+//! Reconciler scenarios against a scripted API server: the exact requests of the create, update,
+//! invalid-spec and deletion paths.
+
+use std::{sync::Arc, time::Duration};
+
+use http::Method;
+use kube::runtime::controller::Action;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use super::reconcile;
+use crate::reconcile::mock_api::MockApi;
+use crate::{
+    context::{
+        Capabilities, Context, DNS_ENDPOINT_API, MONITORING_API, RegistryStats, StatsFetcher,
+    },
+    controller::{Backoff, error_action},
+    crd::DigNetwork,
+    error::Error,
+    metrics::Metrics,
+    reconcile::validate::DefaultImages,
+};
+
+const NS: &str = "/api/v1/namespaces/ns";
+const APPS: &str = "/apis/apps/v1/namespaces/ns";
+const STATUS: &str = "/apis/dig.net/v1alpha1/namespaces/ns/dignetworks/net/status";
+
+fn stats(result: Result<RegistryStats, String>) -> StatsFetcher {
+    Arc::new(move |_url| {
+        let result = result.clone();
+        Box::pin(async move { result })
+    })
+}
+
+fn context(client: kube::Client, registry_stats: StatsFetcher, monitoring: bool) -> Arc<Context> {
+    let metrics = Metrics::register(&mut Registry::default());
+    let images = DefaultImages {
+        sidecar: "sidecar:1".into(),
+        bootstrap: "bootstrap:1".into(),
+    };
+    let mut ctx = Context::new(
+        client.clone(),
+        images,
+        metrics,
+        "test-operator",
+        registry_stats,
+    );
+    ctx.capabilities = Capabilities::new(client, Duration::from_secs(60))
+        .with_known(&[(MONITORING_API, monitoring), (DNS_ENDPOINT_API, false)]);
+    Arc::new(ctx)
+}
+
+fn network(spec: Value, status: Option<Value>, generation: i64) -> Arc<DigNetwork> {
+    let mut object = json!({
+        "apiVersion": "dig.net/v1alpha1",
+        "kind": "DigNetwork",
+        "metadata": {"name": "net", "namespace": "ns", "uid": "uid-1", "generation": generation, "resourceVersion": "10"},
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        object["status"] = status;
+    }
+    Arc::new(serde_json::from_value(object).unwrap())
+}
+
+/// The DigNetwork as stored after a status apply.
+fn stored(status_request_body: &Value) -> Value {
+    let mut object = serde_json::to_value(network(json!({}), None, 1).as_ref()).unwrap();
+    object["status"] = status_request_body["status"].clone();
+    object
+}
+
+fn ready(replicas: i64) -> Value {
+    json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas})
+}
+
+/// The children of a default network, applied in order; workloads answer with `workload_status`.
+async fn expect_default_children(api: &mut MockApi, workload_status: Option<Value>) {
+    api.expect_apply(&format!("{NS}/configmaps/net-node"))
+        .await
+        .echo(None);
+    for service in ["net-bootstrap", "net-bootstrap-peers", "net-node"] {
+        let request = api.expect_apply(&format!("{NS}/services/{service}")).await;
+        assert_eq!(
+            request.body["metadata"]["ownerReferences"][0]["uid"],
+            "uid-1"
+        );
+        request.echo(None);
+    }
+    let deployment = api
+        .expect_apply(&format!("{APPS}/deployments/net-bootstrap"))
+        .await;
+    assert_eq!(deployment.body["kind"], "Deployment");
+    deployment.echo(workload_status.clone());
+    api.expect_apply(&format!("{APPS}/statefulsets/net-node"))
+        .await
+        .echo(workload_status);
+    for pdb in ["net-bootstrap", "net-node"] {
+        api.expect_apply(&format!(
+            "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/{pdb}"
+        ))
+        .await
+        .echo(None);
+    }
+}
+
+fn owned_service(name: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "ns", "ownerReferences": [
+        {"apiVersion": "dig.net/v1alpha1", "kind": "DigNetwork", "name": "net", "uid": "uid-1", "controller": true}
+    ]}})
+}
+
+async fn expect_service_list(api: &mut MockApi, items: Vec<Value>) {
+    let list = api.expect(Method::GET, &format!("{NS}/services")).await;
+    assert!(list.query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dnet%2Capp.kubernetes.io%2Fmanaged-by%3Ddig-operator"), "{}", list.query);
+    list.respond(
+        200,
+        json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": items}),
+    );
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_applies_every_child_then_the_status() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(
+        client,
+        stats(Err(
+            "must not be asked before a bootstrap pod is ready".into()
+        )),
+        false,
+    );
+    let reconciler = tokio::spawn(reconcile(network(json!({}), None, 1), ctx));
+
+    expect_default_children(&mut api, None).await;
+    expect_service_list(
+        &mut api,
+        ["net-bootstrap", "net-bootstrap-peers", "net-node"]
+            .map(owned_service)
+            .to_vec(),
+    )
+    .await;
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    assert_eq!(body["kind"], "DigNetwork");
+    assert_eq!(body["status"]["observedGeneration"], 1);
+    assert_eq!(body["status"]["networkId"], "net");
+    assert_eq!(body["status"]["nodes"], 3);
+    assert_eq!(
+        body["status"]["bootstrapEndpoint"]["url"],
+        "http://net-bootstrap.ns.svc:3000"
+    );
+    assert_eq!(condition(&body["status"], "Ready")["status"], "False");
+    assert_eq!(condition(&body["status"], "Progressing")["status"], "True");
+    assert_eq!(condition(&body["status"], "Degraded")["status"], "False");
+    assert!(body["status"].get("peers").is_none(), "{body}");
+    status.respond(200, stored(&body));
+    let event = api.expect_event("ns", "Applied", "Normal").await;
+    assert_eq!(event["regarding"]["name"], "net");
+
+    let action = reconciler.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+}
+
+#[tokio::test]
+async fn update_reports_readiness_registry_figures_and_prunes_scaled_down_services() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(
+        client,
+        stats(Ok(RegistryStats {
+            peers: 5,
+            stores: 7,
+        })),
+        false,
+    );
+    let previous = json!({
+        "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "ReplicasNotReady", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    let reconciler = tokio::spawn(reconcile(
+        network(json!({"nodes": {"replicas": 3}}), Some(previous), 2),
+        ctx,
+    ));
+
+    expect_default_children(&mut api, Some(ready(3))).await;
+    // `net-node-2` was an exposure Service before exposure was turned off.
+    let mut items: Vec<Value> = [
+        "net-bootstrap",
+        "net-bootstrap-peers",
+        "net-node",
+        "net-node-2",
+    ]
+    .map(owned_service)
+    .to_vec();
+    // Owned by someone else: never touched.
+    items.push(json!({"metadata": {"name": "foreign", "namespace": "ns"}}));
+    expect_service_list(&mut api, items).await;
+    let delete = api
+        .expect(Method::DELETE, &format!("{NS}/services/net-node-2"))
+        .await;
+    delete.respond(
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    );
+
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    assert_eq!(body["status"]["observedGeneration"], 2);
+    assert_eq!(body["status"]["readyNodes"], 3);
+    assert_eq!(body["status"]["bootstrapReadyReplicas"], 3);
+    assert_eq!(body["status"]["peers"], 5);
+    assert_eq!(body["status"]["stores"], 7);
+    let ready = condition(&body["status"], "Ready");
+    assert_eq!(ready["status"], "True");
+    assert_ne!(
+        ready["lastTransitionTime"], "2026-01-01T00:00:00Z",
+        "Ready flipped: new transition time"
+    );
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "Applied", "Normal").await;
+    api.expect_event("ns", "Ready", "Normal").await;
+
+    assert_eq!(
+        reconciler.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(60))
+    );
+}
+
+#[tokio::test]
+async fn unreachable_registry_is_reported_not_fatal() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(
+        client,
+        stats(Err(
+            "registry http://net-bootstrap.ns.svc:3000 did not answer".into(),
+        )),
+        false,
+    );
+    let reconciler = tokio::spawn(reconcile(
+        network(json!({}), Some(json!({"observedGeneration": 1})), 1),
+        ctx,
+    ));
+    expect_default_children(&mut api, Some(ready(3))).await;
+    expect_service_list(&mut api, vec![]).await;
+    let status = api.expect_apply(STATUS).await;
+    let message = condition(&status.body["status"], "Ready")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("registry figures unavailable") && message.contains("did not answer"),
+        "{message}"
+    );
+    assert_eq!(condition(&status.body["status"], "Ready")["status"], "True");
+    let body = status.body.clone();
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "Ready", "Normal").await;
+    assert!(reconciler.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn invalid_spec_is_degraded_with_a_warning_and_waits_for_a_change() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), false);
+    let spec = json!({"dns": {"hostnames": ["bootstrap.example.com"], "weight": 10}});
+    let reconciler = tokio::spawn(reconcile(network(spec, None, 3), ctx.clone()));
+
+    let status = api.expect_apply(STATUS).await;
+    let degraded = condition(&status.body["status"], "Degraded").clone();
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidDns");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("setIdentifier")
+    );
+    assert_eq!(status.body["status"]["observedGeneration"], 3);
+    let body = status.body.clone();
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "InvalidDns", "Warning").await;
+
+    let error = reconciler.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::InvalidSpec { .. }), "{error}");
+    assert_eq!(error.metric_label(), "invalid_spec_invaliddns");
+    assert_eq!(
+        error_action(&error, &Backoff::default(), "ns/net", ctx.resync),
+        Action::await_change()
+    );
+}
+
+#[tokio::test]
+async fn missing_psk_secret_is_degraded() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), false);
+    let spec = json!({"privateNetwork": {"pskSecretRef": {"name": "psk"}}});
+    let reconciler = tokio::spawn(reconcile(network(spec, None, 1), ctx));
+    api.expect(Method::GET, &format!("{NS}/secrets/psk"))
+        .await
+        .not_found();
+    let status = api.expect_apply(STATUS).await;
+    assert_eq!(
+        condition(&status.body["status"], "Degraded")["reason"],
+        "PskSecretNotFound"
+    );
+    let body = status.body.clone();
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "PskSecretNotFound", "Warning").await;
+    let error = reconciler.await.unwrap().unwrap_err();
+    assert_eq!(error.event_reason(), "PskSecretNotFound");
+}
+
+#[tokio::test]
+async fn service_monitors_are_applied_when_the_api_exists() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), true);
+    let spec = json!({"monitoring": {"serviceMonitor": true}});
+    let reconciler = tokio::spawn(reconcile(
+        network(spec, Some(json!({"observedGeneration": 1})), 1),
+        ctx,
+    ));
+    expect_default_children(&mut api, None).await;
+    for name in ["net-bootstrap", "net-node"] {
+        let monitor = api
+            .expect_apply(&format!(
+                "/apis/monitoring.coreos.com/v1/namespaces/ns/servicemonitors/{name}"
+            ))
+            .await;
+        assert_eq!(monitor.body["kind"], "ServiceMonitor");
+        monitor.echo(None);
+    }
+    expect_service_list(&mut api, vec![]).await;
+    let monitors = api
+        .expect(
+            Method::GET,
+            "/apis/monitoring.coreos.com/v1/namespaces/ns/servicemonitors",
+        )
+        .await;
+    monitors.respond(200, json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitorList", "metadata": {}, "items": []}));
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    status.respond(200, stored(&body));
+    let result = reconciler.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_network_being_deleted_is_left_to_the_garbage_collector() {
+    let (client, _api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), false);
+    let mut object = (*network(json!({}), None, 1)).clone();
+    object.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    // No request may be made: the mock server never answers, so one would hang until the timeout.
+    let action = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(object), ctx))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+}
