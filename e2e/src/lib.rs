@@ -6,3 +6,4 @@ pub mod cluster;
 pub mod network;
 pub mod operator;
 pub mod process;
+pub mod replication;

@@ -242,19 +242,17 @@ impl Downloader {
             if missing == 0 || usable.is_empty() {
                 break;
             }
-            let per_peer = self
-                .config
-                .streams_per_peer
-                .clamp(1, missing.div_ceil(usable.len()).max(1));
-            let workers = usable.iter().flat_map(|peer| {
-                (0..per_peer).map(|_| {
-                    self.worker(
-                        *peer, target, &manifest, &file, &shared, &progress, &fetched,
-                    )
-                })
+            // Round-robin over the peers, never more workers than missing chunks: a store of one
+            // chunk opens one stream, a large one `streams_per_peer` per peer.
+            let worker_count = (self.config.streams_per_peer.max(1) * usable.len()).min(missing);
+            let workers = (0..worker_count).map(|i| {
+                let peer = usable[i % usable.len()];
+                self.worker(peer, target, &manifest, &file, &shared, &progress, &fetched)
             });
             futures::future::join_all(workers).await;
-            persist_done(&shared, &files);
+            if total > 1 {
+                persist_done(&shared, &files);
+            }
             if let Some(error) = shared.fatal.lock().take() {
                 return Err(match error.raw_os_error() {
                     Some(code) if code == nix::libc::ENOSPC => {

@@ -16,6 +16,7 @@ use dig_bootstrap::record::StoreEntry;
 use libp2p::PeerId;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
+use rand::seq::SliceRandom;
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -426,11 +427,17 @@ impl Engine {
                         let _ = reply.send(());
                         break;
                     }
-                    Some(event) => self.handle(event),
+                    Some(event) => {
+                        self.handle(event);
+                        self.schedule();
+                    }
                     None => break,
                 },
                 event = node_events.recv() => match event {
-                    Ok(event) => self.handle_node(event),
+                    Ok(event) => {
+                        self.handle_node(event);
+                        self.schedule();
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "replicator fell behind node events; asking every peer for its inventory");
                         self.inventory_round();
@@ -687,7 +694,6 @@ impl Engine {
                 self.queue_announce(name, &entry);
             }
             self.mark_dirty();
-            self.update_gauges();
             return;
         }
         let version = index.next_local_version(&self.local_peer);
@@ -709,7 +715,6 @@ impl Engine {
         });
         self.queue_announce(name, &entry);
         self.mark_dirty();
-        self.update_gauges();
     }
 
     fn on_missing(&mut self, name: &str) {
@@ -746,7 +751,6 @@ impl Engine {
             self.wanted.insert(name.to_owned());
         }
         self.mark_dirty();
-        self.update_gauges();
     }
 
     // ---------- remote versions ----------
@@ -838,7 +842,6 @@ impl Engine {
             self.apply_tombstone(&name, superseded);
         }
         self.mark_dirty();
-        self.update_gauges();
     }
 
     fn keep_conflict(&mut self, name: &str, version: &Version, path: &Path) {
@@ -886,61 +889,78 @@ impl Engine {
 
     fn schedule(&mut self) {
         let small_limit = self.config.max_parallel_downloads.max(1) * SMALL_FILE_SLOTS_FACTOR;
+        let large_limit = self.config.max_parallel_downloads.max(1);
         if self.wanted.is_empty() || self.active.len() >= small_limit {
             return;
         }
         let now = Instant::now();
-        let candidates: Vec<String> = self
-            .wanted
-            .iter()
-            .filter(|n| !self.active.contains_key(*n))
-            .filter(|n| self.retry_at.get(*n).is_none_or(|at| *at <= now))
-            .cloned()
-            .collect();
-        for name in candidates {
-            if self.active.len() >= small_limit {
-                break;
-            }
-            let content = {
-                let index = self.shared.index.read();
-                match index.entries.get(&name) {
-                    Some(e) if e.local.is_none() => e.content.clone(),
-                    _ => None,
+        let mut free = small_limit - self.active.len();
+        let mut large_running = self.active.values().filter(|a| a.2).count();
+        let mut plans = Vec::new();
+        let mut stale = Vec::new();
+        let mut too_large = Vec::new();
+        {
+            let index = self.shared.index.read();
+            for name in &self.wanted {
+                if free == 0 {
+                    break;
                 }
-            };
-            let Some(content) = content else {
-                self.wanted.remove(&name);
-                continue;
-            };
-            if content.size > self.config.max_store_bytes {
-                let message = format!(
-                    "store {name} is {} bytes, above the limit of {} bytes (--max-store-size)",
-                    content.size, self.config.max_store_bytes
-                );
-                tracing::warn!("{message}");
-                self.metrics.download_failed("too_large");
-                self.runtime(&name, |rt| rt.error = Some(message));
-                self.wanted.remove(&name);
-                continue;
+                if self.active.contains_key(name)
+                    || self.retry_at.get(name).is_some_and(|at| *at > now)
+                {
+                    continue;
+                }
+                let Some(content) = index
+                    .entries
+                    .get(name)
+                    .filter(|e| e.local.is_none())
+                    .and_then(|e| e.content.as_ref())
+                else {
+                    stale.push(name.clone());
+                    continue;
+                };
+                if content.size > self.config.max_store_bytes {
+                    too_large.push((name.clone(), content.size));
+                    continue;
+                }
+                let large = content.size > CHUNK_SIZE;
+                if large && large_running >= large_limit {
+                    continue;
+                }
+                let mut peers: Vec<PeerId> = self
+                    .holders
+                    .get(name)
+                    .map(|h| {
+                        h.iter()
+                            .filter(|(_, hash)| **hash == content.hash)
+                            .map(|(p, _)| *p)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if peers.is_empty() {
+                    continue;
+                }
+                // Spread single-chunk stores (and the first requests of large ones) over holders.
+                peers.shuffle(&mut rand::thread_rng());
+                large_running += usize::from(large);
+                free -= 1;
+                plans.push((name.clone(), content.clone(), peers));
             }
-            let peers: Vec<PeerId> = self
-                .holders
-                .get(&name)
-                .map(|h| {
-                    h.iter()
-                        .filter(|(_, hash)| **hash == content.hash)
-                        .map(|(p, _)| *p)
-                        .collect()
-                })
-                .unwrap_or_default();
-            if peers.is_empty() {
-                continue;
-            }
-            let large_running = self.active.values().filter(|a| a.2).count();
-            let large = content.size > CHUNK_SIZE;
-            if large && large_running >= self.config.max_parallel_downloads.max(1) {
-                continue;
-            }
+        }
+        for name in stale {
+            self.wanted.remove(&name);
+        }
+        for (name, size) in too_large {
+            let message = format!(
+                "store {name} is {size} bytes, above the limit of {} bytes (--max-store-size)",
+                self.config.max_store_bytes
+            );
+            tracing::warn!("{message}");
+            self.metrics.download_failed("too_large");
+            self.runtime(&name, |rt| rt.error = Some(message));
+            self.wanted.remove(&name);
+        }
+        for (name, content, peers) in plans {
             self.start_download(name, content, peers);
         }
     }
@@ -969,7 +989,6 @@ impl Engine {
                 }
             }
         });
-        self.update_gauges();
     }
 
     fn cancel_download(&mut self, name: &str) {
@@ -1007,7 +1026,6 @@ impl Engine {
                 self.runtime(&name, |rt| rt.error = Some(message));
             }
         }
-        self.update_gauges();
     }
 
     fn install(&mut self, name: &str, hash: Hash32, started: Instant, downloaded: Downloaded) {
@@ -1199,6 +1217,7 @@ impl Engine {
     fn on_tick(&mut self) {
         self.flush_announcements();
         self.schedule();
+        self.update_gauges();
         if let Some(since) = self.dirty_since
             && since.elapsed() >= INDEX_SAVE_DELAY
         {

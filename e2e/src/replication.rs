@@ -1,0 +1,209 @@
+//! Helpers for the replication tests and the replication bench: deterministic store files written
+//! the way users do (temporary file, then rename), their BLAKE3 hashes, and bounded waits on the
+//! nodes' `/stores` and `/metrics`.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, Read, Write},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::network::SidecarNode;
+
+/// Writes `size` pseudo-random bytes (a function of `seed`) to `dir/<name>.dig` through a hidden
+/// temporary file and a rename, 1 MiB at a time. Returns the BLAKE3 hash (hex).
+pub fn write_store(dir: &Path, name: &str, size: u64, seed: u64) -> io::Result<String> {
+    let tmp = dir.join(format!(".{name}.writing"));
+    let mut file = File::create(&tmp)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let len = left.min(block.len() as u64) as usize;
+        for word in block[..len].chunks_mut(8) {
+            // xorshift64: fast, deterministic, incompressible enough for transfer tests
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let bytes = state.to_le_bytes();
+            word.copy_from_slice(&bytes[..word.len()]);
+        }
+        file.write_all(&block[..len])?;
+        hasher.update(&block[..len]);
+        left -= len as u64;
+    }
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(format!("{name}.dig")))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// BLAKE3 (hex) of a file, read in 1 MiB pieces; `None` when it does not exist.
+pub fn file_hash(path: &Path) -> io::Result<Option<String>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(Some(hasher.finalize().to_hex().to_string()))
+}
+
+/// Hashes of every `<name>.dig` file directly in `dir`, by store name.
+pub fn folder_hashes(dir: &Path) -> io::Result<BTreeMap<String, String>> {
+    let mut hashes = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(name) = file.strip_suffix(".dig")
+            && !file.starts_with('.')
+            && entry.file_type()?.is_file()
+            && let Some(hash) = file_hash(&entry.path())?
+        {
+            hashes.insert(name.to_string(), hash);
+        }
+    }
+    Ok(hashes)
+}
+
+/// `name -> (state, hash)` from a node's `/stores`.
+pub async fn stores(
+    node: &SidecarNode,
+) -> anyhow::Result<BTreeMap<String, (String, Option<String>)>> {
+    let body = node.get_json("/stores").await?;
+    let list = body["stores"]
+        .as_array()
+        .with_context(|| format!("{}: /stores has no stores array: {body}", node.spec.name))?;
+    Ok(list
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s["name"].as_str()?.to_string(),
+                (
+                    s["state"].as_str().unwrap_or("").to_string(),
+                    s["hash"].as_str().map(str::to_string),
+                ),
+            ))
+        })
+        .collect())
+}
+
+/// True when the node reports every expected store as synced with the expected hash.
+pub async fn node_has(node: &SidecarNode, expected: &BTreeMap<String, String>) -> bool {
+    let Ok(stores) = stores(node).await else {
+        return false;
+    };
+    expected.iter().all(|(name, hash)| {
+        stores
+            .get(name)
+            .is_some_and(|(state, h)| state == "synced" && h.as_deref() == Some(hash.as_str()))
+    })
+}
+
+/// Waits (polling every 100 ms, bounded by `timeout`) until every node in `nodes` has every
+/// expected store synced; returns the time it took.
+pub async fn wait_synced(
+    nodes: &[&SidecarNode],
+    expected: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let mut all = true;
+        for node in nodes {
+            if !node_has(node, expected).await {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            let mut report = String::new();
+            for node in nodes {
+                let stores = stores(node).await.unwrap_or_default();
+                let missing: Vec<_> = expected
+                    .iter()
+                    .filter(|(name, hash)| {
+                        !stores.get(*name).is_some_and(|(state, h)| {
+                            state == "synced" && h.as_deref() == Some(hash.as_str())
+                        })
+                    })
+                    .map(|(name, _)| format!("{name}={:?}", stores.get(name)))
+                    .take(5)
+                    .collect();
+                report.push_str(&format!("\n{}: missing {missing:?}", node.spec.name));
+            }
+            bail!("stores not synced within {timeout:?}:{report}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sum of every sample of metric `name` (all label sets) in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Peak resident memory (`VmHWM`) of a process, in bytes.
+pub fn peak_resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("bad VmHWM line {line:?}"))?;
+    Ok(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_stores_hash_like_blake3_and_are_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_store(dir.path(), "a", 3 << 20 | 5, 1).unwrap();
+        let again = write_store(dir.path(), "b", 3 << 20 | 5, 1).unwrap();
+        let other = write_store(dir.path(), "c", 3 << 20 | 5, 2).unwrap();
+        assert_eq!(a, again);
+        assert_ne!(a, other);
+        let on_disk = folder_hashes(dir.path()).unwrap();
+        assert_eq!(on_disk["a"], a);
+        assert_eq!(on_disk.len(), 3);
+        assert!(!dir.path().join(".a.writing").exists());
+    }
+
+    #[test]
+    fn metric_sums_cover_every_label_set() {
+        let text = "# HELP x y\nfoo_total{direction=\"sent\"} 3\nfoo_total{direction=\"received\"} 4\nfoo_total_other 9\n";
+        assert_eq!(metric_sum(text, "foo_total"), 7.0);
+        assert_eq!(metric_sum(text, "missing"), 0.0);
+    }
+}
