@@ -16,11 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chart_support::{
-    Helm, NAMESPACE, RELEASE, alert_expressions, chart_dir, dashboard_expressions,
+    Helm, NAMESPACE, RELEASE, Rendered, alert_expressions, chart_dir, dashboard_expressions,
     exposed_series_names, promql_series_names, registered_in_source, strings, tools_or_skip,
 };
 use dig_e2e::cluster::{TOOLS_ENV, TestCluster, cluster_script};
-use dig_e2e::process::{ProcessSpec, free_loopback_addr};
+use dig_e2e::process::{ProcessSpec, TestProcess, free_loopback_addr};
 use serde_json::Value;
 
 const FULLNAME: &str = "dig-operator";
@@ -153,6 +153,67 @@ fn impersonating_kubeconfig(admin: &Path, out: &Path) {
     .expect("writing the impersonating kubeconfig");
 }
 
+/// Starts the operator binary with the rendered Deployment's arguments (listening on loopback)
+/// as the chart's ServiceAccount, and waits until `/readyz` answers; returns it and its base URL.
+async fn start_operator(
+    rendered: &Rendered,
+    admin_kubeconfig: &Path,
+    run_dir: &Path,
+    identity: &str,
+) -> (TestProcess, String) {
+    let container =
+        &rendered.get("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0];
+    let metrics = free_loopback_addr().expect("metrics port");
+    let webhook = free_loopback_addr().expect("webhook port");
+    let args: Vec<String> = strings(&container["args"])
+        .into_iter()
+        .map(|arg| {
+            if arg.starts_with("--metrics-listen=") {
+                format!("--metrics-listen={metrics}")
+            } else if arg.starts_with("--webhook-listen=") {
+                format!("--webhook-listen={webhook}")
+            } else {
+                arg
+            }
+        })
+        .collect();
+    let operator_kubeconfig = run_dir.join(format!("{identity}.kubeconfig"));
+    impersonating_kubeconfig(admin_kubeconfig, &operator_kubeconfig);
+    let mut operator = ProcessSpec::workspace_binary("dig-operator")
+        .expect("dig-operator is built (cargo build --bins)")
+        .name(identity)
+        .args(args)
+        .env("KUBECONFIG", operator_kubeconfig.display().to_string())
+        .env("POD_NAME", identity)
+        .env("POD_NAMESPACE", NAMESPACE)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("starting dig-operator");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client");
+    let base = format!("http://{metrics}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return (operator, base);
+        }
+        assert!(
+            operator.is_running(),
+            "the operator exited:\n{}",
+            operator.output()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered:\n{}",
+            operator.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() {
     let Some(cluster) = TestCluster::start_or_skip("chart_cluster") else {
@@ -274,60 +335,17 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
 
     // The operator binary with the rendered Deployment's arguments and environment, on loopback.
     let rendered = helm.template(&[]);
-    let container =
-        &rendered.get("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0];
-    let metrics = free_loopback_addr().expect("metrics port");
-    let webhook = free_loopback_addr().expect("webhook port");
-    let args: Vec<String> = strings(&container["args"])
-        .into_iter()
-        .map(|arg| {
-            if arg.starts_with("--metrics-listen=") {
-                format!("--metrics-listen={metrics}")
-            } else if arg.starts_with("--webhook-listen=") {
-                format!("--webhook-listen={webhook}")
-            } else {
-                arg
-            }
-        })
-        .collect();
-    let operator_kubeconfig = cluster
-        .run_dir()
-        .join("operator-as-serviceaccount.kubeconfig");
-    impersonating_kubeconfig(&kubeconfig, &operator_kubeconfig);
-    let mut operator = ProcessSpec::workspace_binary("dig-operator")
-        .expect("dig-operator is built (cargo build --bins)")
-        .name("dig-operator")
-        .args(args)
-        .env("KUBECONFIG", operator_kubeconfig.display().to_string())
-        .env("POD_NAME", "dig-operator-test-0")
-        .env("POD_NAMESPACE", NAMESPACE)
-        .env("RUST_LOG", "info")
-        .spawn()
-        .expect("starting dig-operator");
-
+    let (mut operator, base) = start_operator(
+        &rendered,
+        &kubeconfig,
+        cluster.run_dir(),
+        "dig-operator-test-0",
+    )
+    .await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client");
-    let base = format!("http://{metrics}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        assert!(
-            operator.is_running(),
-            "the operator exited:\n{}",
-            operator.output()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never answered:\n{}",
-            operator.output()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
     eventually("the operator holds the chart's Lease", || {
         let holder = kubectl(&[
             "get",
@@ -466,4 +484,52 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         kubectl(&["get", "clusterrole", FULLNAME]).is_err(),
         "the rest of the release is gone"
     );
+
+    // With watchNamespaces the operator works from Roles in the watched namespaces only.
+    helm.run(&[
+        "install",
+        RELEASE,
+        chart_arg,
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        &kubeconfig_arg,
+        "--set",
+        "watchNamespaces={chart-net}",
+    ])
+    .expect("helm install with watchNamespaces");
+    assert!(
+        kubectl(&["get", "clusterrole", &format!("{FULLNAME}-workloads")]).is_err(),
+        "no cluster-wide workload rules"
+    );
+    let rendered = helm.template(&["--set", "watchNamespaces={chart-net}"]);
+    let (mut operator, _) = start_operator(
+        &rendered,
+        &kubeconfig,
+        cluster.run_dir(),
+        "dig-operator-test-1",
+    )
+    .await;
+    run_kubectl(
+        &kubeconfig,
+        &tools,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: second\n  namespace: chart-net\nspec: {}\n",
+        ),
+    )
+    .expect("applying a second DigNetwork");
+    for object in ["deployment/second-bootstrap", "statefulset/second-node"] {
+        eventually(&format!("the namespaced operator creates {object}"), || {
+            kubectl(&["get", object, "-n", "chart-net", "-o", "name"])
+        })
+        .await;
+    }
+    let output = operator.output();
+    assert!(
+        !output.to_lowercase().contains("forbidden"),
+        "the operator hit an RBAC denial with watchNamespaces:\n{output}"
+    );
+    operator.terminate().expect("stopping the operator");
+    let _ = operator.wait_timeout(Duration::from_secs(15));
 }
