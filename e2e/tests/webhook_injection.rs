@@ -363,4 +363,25 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         1,
         "one certificate for both replicas"
     );
+
+    // An operator whose webhook cannot listen stops with the reason instead of looking healthy.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to occupy");
+    let taken_addr = taken.local_addr().unwrap();
+    let mut blocked = operator(
+        "operator-port-taken",
+        OPERATOR_NAMESPACE,
+        free_loopback_addr().expect("a free port"),
+        taken_addr,
+    );
+    let status = blocked
+        .wait_timeout_async(Duration::from_secs(60))
+        .await
+        .expect("waiting for the operator")
+        .expect("the operator exits when its webhook cannot listen");
+    assert!(!status.success(), "{status}");
+    let output = blocked.output();
+    assert!(
+        output.contains(&format!("webhook server on {taken_addr}")),
+        "{output}"
+    );
 }

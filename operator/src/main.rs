@@ -49,6 +49,32 @@ async fn termination() {
     let _ = ctrl_c.await;
 }
 
+/// How long the controllers get to finish once told to stop.
+const CONTROLLER_STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the controllers until `until` completes, then waits at most [`CONTROLLER_STOP_GRACE`]:
+/// a kube controller stopped before its caches filled can otherwise wait for them forever.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    until: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    let deadline = {
+        let until = until.clone();
+        async move {
+            until.await;
+            tokio::time::sleep(CONTROLLER_STOP_GRACE).await;
+        }
+    };
+    tokio::select! {
+        () = controller::run(ctx, namespaces, until) => {}
+        () = deadline => tracing::warn!(
+            grace = ?CONTROLLER_STOP_GRACE,
+            "the controllers did not stop in time; exiting without them"
+        ),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -78,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         .boxed()
         .shared()
     };
+    let webhook_stop = stop_tx.clone();
     tokio::spawn(async move {
         termination().await;
         tracing::info!("termination signal: shutting down");
@@ -96,7 +123,14 @@ async fn main() -> anyhow::Result<()> {
         let image = Some(args.default_sidecar_image.clone());
         let stopped = stopped.clone();
         tokio::spawn(async move {
-            webhook::run(&webhook_args, client, image, webhook_metrics, stopped).await
+            let result = webhook::run(&webhook_args, client, image, webhook_metrics, stopped).await;
+            if let Err(error) = &result {
+                // Without its webhook the operator would look healthy while every labelled pod
+                // is refused: stop, so the failure shows and the pod is restarted.
+                tracing::error!(%error, "webhook server failed: shutting down");
+                webhook_stop.send_replace(true);
+            }
+            result
         })
     });
 
@@ -146,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
                 .map(|_| ())
                 .boxed()
                 .shared();
-            controller::run(ctx, args.namespaces.clone(), until).await;
+            run_controllers(ctx, args.namespaces.clone(), until).await;
             health.leading.store(false, Ordering::Relaxed);
             metrics.leader.set(0);
         }
@@ -156,18 +190,22 @@ async fn main() -> anyhow::Result<()> {
         became_leader && !*stop_rx.borrow()
     } else {
         health.leading.store(true, Ordering::Relaxed);
-        controller::run(ctx, args.namespaces.clone(), stopped.clone()).await;
+        run_controllers(ctx, args.namespaces.clone(), stopped.clone()).await;
         false
     };
 
+    let mut webhook_failure = None;
     if let Some(webhook) = webhook_server {
         match tokio::time::timeout(Duration::from_secs(15), webhook).await {
-            Ok(Ok(Err(err))) => tracing::error!(error = %err, "webhook server failed"),
+            Ok(Ok(Err(err))) => webhook_failure = Some(err),
             Ok(Err(err)) => tracing::error!(error = %err, "webhook task panicked"),
             _ => {}
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), http_server).await;
+    if let Some(err) = webhook_failure {
+        return Err(anyhow::Error::new(err).context("the sidecar-injection webhook stopped"));
+    }
     if lost_leadership {
         anyhow::bail!(
             "lost the leader Lease {}: stopped reconciling; restart to campaign again",
