@@ -625,7 +625,23 @@ fn monitoring_objects_follow_the_capability_and_the_values() {
         service["spec"]["ports"][0]["name"]
     );
 
+    // Without jobLabel, Prometheus names the job after the Service: the operator alerts rely on it.
+    assert!(monitor["spec"]["jobLabel"].is_null());
     let rule = rendered.get("PrometheusRule", &format!("{FULLNAME}-alerts"));
+    let operator_down = rule["spec"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["alert"] == "DigOperatorDown")
+        .expect("DigOperatorDown");
+    let service_name = service["metadata"]["name"].as_str().expect("name");
+    assert!(
+        operator_down["expr"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("job=\"{service_name}\""))),
+        "{operator_down}"
+    );
     let readme = std::fs::read_to_string(chart_dir().join("README.md")).expect("chart README");
     let anchors = markdown_anchors(&readme);
     let mut alerts = BTreeSet::new();
