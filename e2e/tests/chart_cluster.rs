@@ -160,6 +160,7 @@ async fn start_operator(
     admin_kubeconfig: &Path,
     run_dir: &Path,
     identity: &str,
+    cert_dir: Option<&Path>,
 ) -> (TestProcess, String) {
     let container =
         &rendered.get("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0];
@@ -172,6 +173,8 @@ async fn start_operator(
                 format!("--metrics-listen={metrics}")
             } else if arg.starts_with("--webhook-listen=") {
                 format!("--webhook-listen={webhook}")
+            } else if let (true, Some(dir)) = (arg.starts_with("--webhook-cert-dir="), cert_dir) {
+                format!("--webhook-cert-dir={}", dir.display())
             } else {
                 arg
             }
@@ -340,6 +343,7 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         &kubeconfig,
         cluster.run_dir(),
         "dig-operator-test-0",
+        None,
     )
     .await;
     let http = reqwest::Client::builder()
@@ -508,6 +512,7 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         &kubeconfig,
         cluster.run_dir(),
         "dig-operator-test-1",
+        None,
     )
     .await;
     run_kubectl(
@@ -529,6 +534,81 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     assert!(
         !output.to_lowercase().contains("forbidden"),
         "the operator hit an RBAC denial with watchNamespaces:\n{output}"
+    );
+    operator.terminate().expect("stopping the operator");
+    let _ = operator.wait_timeout(Duration::from_secs(15));
+
+    // With cert-manager the operator serves the certificate from files and needs neither the
+    // Secret nor the webhook configuration: run it with that (smaller) RBAC. cert-manager's own
+    // kinds are left out, as this cluster has no cert-manager.
+    helm.run(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        &kubeconfig_arg,
+    ])
+    .expect("helm uninstall");
+    let rendered = helm.template(&["--set", "webhook.certManager.enabled=true"]);
+    let items: Vec<Value> = rendered
+        .objects
+        .iter()
+        .filter(|o| {
+            !["Certificate", "Issuer", "Pod"].contains(&o["kind"].as_str().unwrap_or_default())
+        })
+        .cloned()
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    run_kubectl(
+        &kubeconfig,
+        &tools,
+        &["apply", "-f", "-"],
+        Some(&list.to_string()),
+    )
+    .expect("applying the cert-manager rendering");
+    let cert_dir = cluster.run_dir().join("webhook-tls");
+    std::fs::create_dir_all(&cert_dir).expect("cert dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec![format!("{FULLNAME}-webhook.{NAMESPACE}.svc")])
+            .expect("test certificate");
+    std::fs::write(cert_dir.join("tls.crt"), certified.cert.pem()).expect("tls.crt");
+    std::fs::write(cert_dir.join("tls.key"), certified.key_pair.serialize_pem()).expect("tls.key");
+    let (mut operator, _) = start_operator(
+        &rendered,
+        &kubeconfig,
+        cluster.run_dir(),
+        "dig-operator-test-2",
+        Some(&cert_dir),
+    )
+    .await;
+    run_kubectl(
+        &kubeconfig,
+        &tools,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: third\n  namespace: chart-net\nspec: {}\n",
+        ),
+    )
+    .expect("applying a third DigNetwork");
+    eventually(
+        "the operator (cert-manager mode) creates statefulset/third-node",
+        || {
+            kubectl(&[
+                "get",
+                "statefulset/third-node",
+                "-n",
+                "chart-net",
+                "-o",
+                "name",
+            ])
+        },
+    )
+    .await;
+    let output = operator.output();
+    assert!(
+        !output.to_lowercase().contains("forbidden"),
+        "the operator hit an RBAC denial in cert-manager mode:\n{output}"
     );
     operator.terminate().expect("stopping the operator");
     let _ = operator.wait_timeout(Duration::from_secs(15));
