@@ -235,6 +235,14 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         .await;
     }
 
+    // Both replicas report ready now that their webhook has a certificate.
+    for addr in [metrics_addr, second_metrics_addr] {
+        let readyz = reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .expect("operator /readyz");
+        assert_eq!(readyz.status(), 200, "replica on {addr}");
+    }
+
     // A labelled pod gets the node as a native sidecar.
     let pods: Api<Pod> = Api::namespaced(client.clone(), APPS);
     apply(

@@ -20,6 +20,9 @@ pub struct Health {
     pub started: AtomicBool,
     /// This replica holds the Lease (or leader election is off).
     pub leading: AtomicBool,
+    /// The webhook's serving certificate, when the webhook runs: until one is loaded the replica
+    /// is not ready, so the webhook Service sends it no admission reviews.
+    pub webhook: std::sync::OnceLock<Arc<crate::webhook::server::ServingCert>>,
 }
 
 #[derive(Clone)]
@@ -41,6 +44,17 @@ pub fn router(registry: Arc<Registry>, health: Arc<Health>) -> Router {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if !state.health.started.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting".to_string());
+    }
+    if state
+        .health
+        .webhook
+        .get()
+        .is_some_and(|serving| !serving.is_loaded())
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook certificate not loaded yet".to_string(),
+        );
     }
     let role = if state.health.leading.load(Ordering::Relaxed) {
         "leader"
@@ -109,6 +123,22 @@ mod tests {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    fn test_certificate() -> (String, String) {
+        use crate::webhook::certs::{CertPolicy, SubjectNames, decide, rotate};
+        let names = SubjectNames::for_service("svc", "ns", &[]);
+        let policy = CertPolicy::default();
+        let now = 1_800_000_000;
+        let certs = rotate(
+            None,
+            &decide(None, &names, now, &policy),
+            &names,
+            now,
+            &policy,
+        )
+        .unwrap();
+        (certs.tls_cert_pem, certs.tls_key_pem)
+    }
+
     #[tokio::test]
     async fn probes_and_metrics() {
         let mut registry = Registry::default();
@@ -126,6 +156,19 @@ mod tests {
             get_path(router.clone(), "/readyz").await,
             (StatusCode::OK, "ready (standby)".to_string())
         );
+        // With the webhook on, ready only once it has a certificate to serve.
+        let serving = Arc::new(crate::webhook::server::ServingCert::default());
+        health.webhook.set(serving.clone()).unwrap();
+        assert_eq!(
+            get_path(router.clone(), "/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "webhook certificate not loaded yet".to_string()
+            )
+        );
+        let (cert, key) = test_certificate();
+        serving.load(&cert, &key).unwrap();
+        assert_eq!(get_path(router.clone(), "/readyz").await.0, StatusCode::OK);
         let (status, text) = get_path(router, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(

@@ -122,8 +122,18 @@ async fn main() -> anyhow::Result<()> {
         let client = client.clone();
         let image = Some(args.default_sidecar_image.clone());
         let stopped = stopped.clone();
+        let serving = Arc::new(webhook::server::ServingCert::default());
+        let _ = health.webhook.set(serving.clone());
         tokio::spawn(async move {
-            let result = webhook::run(&webhook_args, client, image, webhook_metrics, stopped).await;
+            let result = webhook::run(
+                &webhook_args,
+                client,
+                image,
+                webhook_metrics,
+                serving,
+                stopped,
+            )
+            .await;
             if let Err(error) = &result {
                 // Without its webhook the operator would look healthy while every labelled pod
                 // is refused: stop, so the failure shows and the pod is restarted.

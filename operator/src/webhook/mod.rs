@@ -131,18 +131,19 @@ pub enum WebhookError {
 
 /// Runs the webhook (certificate upkeep and the HTTPS server) until `shutdown` completes; then
 /// lets in-flight reviews finish. Returns early only when the server cannot run (port taken).
+/// `serving` is the certificate slot it fills (shared so readiness can look at it).
 pub async fn run(
     args: &WebhookArgs,
     client: Client,
     default_sidecar_image: Option<String>,
     metrics: WebhookMetrics,
+    serving: Arc<ServingCert>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WebhookError> {
     let namespace = args
         .webhook_namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let serving = Arc::new(ServingCert::default());
     let mut excluded_namespaces = args.webhook_excluded_namespaces.clone();
     excluded_namespaces.push("kube-system".to_string());
     let context = Arc::new(AdmissionContext {
