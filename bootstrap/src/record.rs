@@ -327,6 +327,12 @@ pub fn validate_address(field: &str, address: &str) -> Result<(), RecordError> {
             ),
         ));
     }
+    if address.chars().any(char::is_control) {
+        return Err(RecordError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
     let parsed = multiaddr::Multiaddr::from_str(address)
         .map_err(|e| RecordError::invalid(field, format!("{address:?} is not a multiaddr: {e}")))?;
     if parsed.is_empty() {

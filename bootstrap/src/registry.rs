@@ -144,7 +144,10 @@ pub enum Removed {
 }
 
 struct StoredStore {
-    name: Arc<str>,
+    /// Index into `Registry::store_names`.
+    name: u32,
+    /// Position of this peer in the store's holder list (O(1) removal).
+    holder_pos: u32,
     size: u64,
     lamport: u64,
     hash: [u8; 32],
@@ -156,7 +159,8 @@ struct PeerSlot {
     signature: [u8; 64],
     network: Arc<str>,
     agent_version: Arc<str>,
-    addresses: Box<[Box<str>]>,
+    /// Multiaddrs joined by '\n' (one allocation; validated addresses hold no control chars).
+    addresses: Box<str>,
     stores: Box<[StoredStore]>,
     timestamp_ms: u64,
     last_seen_ms: u64,
@@ -173,10 +177,16 @@ struct Tombstone {
     seq: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FeedEntry {
-    Peer(u32),
-    Removal([u8; 32]),
+/// One store name and the slots of the peers holding it.
+struct StoreName {
+    name: Arc<str>,
+    holders: Vec<u32>,
+}
+
+impl PeerSlot {
+    fn addresses(&self) -> impl Iterator<Item = &str> {
+        self.addresses.split('\n').filter(|a| !a.is_empty())
+    }
 }
 
 /// The registry's state. Not thread-safe by itself; the server holds it behind a lock.
@@ -187,13 +197,19 @@ pub struct Registry {
     by_key: HashMap<[u8; 32], u32>,
     by_last_seen: BTreeSet<(u64, u32)>,
     by_network: HashMap<Arc<str>, BTreeSet<(u64, u32)>>,
-    by_store: HashMap<Arc<str>, HashSet<u32>>,
-    feed: BTreeMap<u64, FeedEntry>,
+    store_names: Vec<Option<StoreName>>,
+    store_ids: HashMap<Arc<str>, u32>,
+    free_store_ids: Vec<u32>,
+    /// Change feed for federation: sequence number -> slot of a record / key of a removal.
+    feed: BTreeMap<u64, u32>,
+    removal_feed: BTreeMap<u64, [u8; 32]>,
     tombstones: HashMap<[u8; 32], Tombstone>,
     interned: HashSet<Arc<str>>,
     next_seq: u64,
     store_entries: usize,
     total_registrations: u64,
+    /// Bumped on every change, so rendered views can be reused until the next one.
+    generation: u64,
 }
 
 fn ed25519_bytes(key: &PublicKey) -> Result<[u8; 32], RecordError> {
@@ -220,13 +236,17 @@ impl Registry {
             by_key: HashMap::new(),
             by_last_seen: BTreeSet::new(),
             by_network: HashMap::new(),
-            by_store: HashMap::new(),
+            store_names: Vec::new(),
+            store_ids: HashMap::new(),
+            free_store_ids: Vec::new(),
             feed: BTreeMap::new(),
+            removal_feed: BTreeMap::new(),
             tombstones: HashMap::new(),
             interned: HashSet::new(),
             next_seq: 1,
             store_entries: 0,
             total_registrations: 0,
+            generation: 0,
         }
     }
 
@@ -245,7 +265,12 @@ impl Registry {
 
     /// Distinct store names held.
     pub fn store_count(&self) -> usize {
-        self.by_store.len()
+        self.store_ids.len()
+    }
+
+    /// Changes with every accepted record, removal or expiry.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn total_registrations(&self) -> u64 {
@@ -261,11 +286,40 @@ impl Registry {
         interned
     }
 
-    fn intern_store(&mut self, name: &str) -> Arc<str> {
-        match self.by_store.get_key_value(name) {
-            Some((existing, _)) => existing.clone(),
-            None => Arc::from(name),
+    /// The id of a store name, creating it (with no holders) when new.
+    fn store_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.store_ids.get(name) {
+            return id;
         }
+        let name: Arc<str> = Arc::from(name);
+        let entry = StoreName {
+            name: name.clone(),
+            holders: Vec::new(),
+        };
+        let id = match self.free_store_ids.pop() {
+            Some(id) => {
+                self.store_names[id as usize] = Some(entry);
+                id
+            }
+            None => {
+                self.store_names.push(Some(entry));
+                (self.store_names.len() - 1) as u32
+            }
+        };
+        self.store_ids.insert(name, id);
+        id
+    }
+
+    fn store_name(&self, id: u32) -> &StoreName {
+        self.store_names[id as usize]
+            .as_ref()
+            .expect("stored ids point at live store names")
+    }
+
+    fn store_name_mut(&mut self, id: u32) -> &mut StoreName {
+        self.store_names[id as usize]
+            .as_mut()
+            .expect("stored ids point at live store names")
     }
 
     fn slot(&self, index: u32) -> &PeerSlot {
@@ -366,21 +420,36 @@ impl Registry {
             });
         }
 
-        let mut stores = Vec::with_capacity(record.stores.len());
+        let mut hashes = Vec::with_capacity(record.stores.len());
         for (i, store) in record.stores.iter().enumerate() {
-            stores.push(StoredStore {
-                name: self.intern_store(&store.name),
+            hashes.push(parse_hash(
+                &format!("record.stores[{i}].hash"),
+                &store.hash,
+            )?);
+        }
+        // Nothing fails from here on. The old record leaves the indexes first, so a store name
+        // it alone held is freed before (not after) the new record takes its id.
+        if let Some(index) = existing {
+            self.unindex(index);
+        }
+        let stores: Vec<StoredStore> = record
+            .stores
+            .iter()
+            .zip(hashes)
+            .map(|(store, hash)| StoredStore {
+                name: self.store_id(&store.name),
+                holder_pos: 0,
                 size: store.size,
                 lamport: store.lamport,
-                hash: parse_hash(&format!("record.stores[{i}].hash"), &store.hash)?,
-            });
-        }
+                hash,
+            })
+            .collect();
         let last_seen_ms = match source {
             Source::Direct => now_ms,
             Source::Federated => record.timestamp_ms.min(now_ms),
         };
         if let Some(tombstone) = self.tombstones.remove(&key_bytes) {
-            self.feed.remove(&tombstone.seq);
+            self.removal_feed.remove(&tombstone.seq);
         }
         let slot = PeerSlot {
             public_key: key_bytes,
@@ -388,7 +457,7 @@ impl Registry {
             signature,
             network: self.intern(&record.network_id),
             agent_version: self.intern(&record.agent_version),
-            addresses: record.addresses.iter().map(|a| a.as_str().into()).collect(),
+            addresses: record.addresses.join("\n").into_boxed_str(),
             stores: stores.into_boxed_slice(),
             timestamp_ms: record.timestamp_ms,
             last_seen_ms,
@@ -398,7 +467,6 @@ impl Registry {
         let expires_at_ms = self.expires_at(&slot);
         let outcome = match existing {
             Some(index) => {
-                self.unindex(index);
                 self.index(index, slot);
                 Upserted::Refreshed { expires_at_ms }
             }
@@ -416,24 +484,24 @@ impl Registry {
             }
         };
         self.total_registrations += 1;
+        self.generation += 1;
         Ok(outcome)
     }
 
     /// Puts `slot` at `index` and adds it to every index except `by_key`.
-    fn index(&mut self, index: u32, slot: PeerSlot) {
+    fn index(&mut self, index: u32, mut slot: PeerSlot) {
         self.by_last_seen.insert((slot.last_seen_ms, index));
         self.by_network
             .entry(slot.network.clone())
             .or_default()
             .insert((slot.last_seen_ms, index));
-        for store in slot.stores.iter() {
-            self.by_store
-                .entry(store.name.clone())
-                .or_default()
-                .insert(index);
+        for store in slot.stores.iter_mut() {
+            let holders = &mut self.store_name_mut(store.name).holders;
+            store.holder_pos = holders.len() as u32;
+            holders.push(index);
         }
         self.store_entries += slot.stores.len();
-        self.feed.insert(slot.seq, FeedEntry::Peer(index));
+        self.feed.insert(slot.seq, index);
         self.slots[index as usize] = Some(slot);
     }
 
@@ -450,11 +518,23 @@ impl Registry {
             }
         }
         for store in slot.stores.iter() {
-            if let Some(holders) = self.by_store.get_mut(&store.name) {
-                holders.remove(&index);
-                if holders.is_empty() {
-                    self.by_store.remove(&store.name);
+            let position = store.holder_pos as usize;
+            let holders = &mut self.store_name_mut(store.name).holders;
+            holders.swap_remove(position);
+            if let Some(&moved) = holders.get(position) {
+                // The last holder moved into `position`: update its back-pointer.
+                let moved_slot = self.slots[moved as usize]
+                    .as_mut()
+                    .expect("holders are occupied slots");
+                if let Some(entry) = moved_slot.stores.iter_mut().find(|s| s.name == store.name) {
+                    entry.holder_pos = position as u32;
                 }
+            } else if holders.is_empty() {
+                let freed = self.store_names[store.name as usize]
+                    .take()
+                    .expect("live store name");
+                self.store_ids.remove(&freed.name);
+                self.free_store_ids.push(store.name);
             }
         }
         self.store_entries -= slot.stores.len();
@@ -519,7 +599,7 @@ impl Registry {
             outcome = Removed::Removed;
         }
         if let Some(old) = self.tombstones.remove(&key_bytes) {
-            self.feed.remove(&old.seq);
+            self.removal_feed.remove(&old.seq);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -535,7 +615,8 @@ impl Registry {
                 seq,
             },
         );
-        self.feed.insert(seq, FeedEntry::Removal(key_bytes));
+        self.removal_feed.insert(seq, key_bytes);
+        self.generation += 1;
         Ok(outcome)
     }
 
@@ -560,11 +641,11 @@ impl Registry {
             keep
         });
         for seq in dropped_seqs {
-            self.feed.remove(&seq);
+            self.removal_feed.remove(&seq);
         }
         self.interned.retain(|s| Arc::strong_count(s) > 1);
-        if expired > 0 && self.free_slots.len() > self.slots.len() / 2 {
-            self.slots.shrink_to_fit();
+        if expired > 0 {
+            self.generation += 1;
         }
         expired
     }
@@ -597,7 +678,7 @@ impl Registry {
         PeerInfo {
             peer_id: slot.peer_id.to_string(),
             network_id: slot.network.to_string(),
-            addresses: slot.addresses.iter().map(|a| a.to_string()).collect(),
+            addresses: slot.addresses().map(str::to_owned).collect(),
             agent_version: slot.agent_version.to_string(),
             last_seen: slot.last_seen_ms,
             timestamp_ms: slot.timestamp_ms,
@@ -607,9 +688,9 @@ impl Registry {
         }
     }
 
-    fn store_entry(store: &StoredStore) -> StoreEntry {
+    fn store_entry(&self, store: &StoredStore) -> StoreEntry {
         StoreEntry {
-            name: store.name.to_string(),
+            name: self.store_name(store.name).name.to_string(),
             size: store.size,
             hash: hex::encode(store.hash),
             lamport: store.lamport,
@@ -646,7 +727,7 @@ impl Registry {
                     self.slot(index)
                         .stores
                         .iter()
-                        .map(Self::store_entry)
+                        .map(|s| self.store_entry(s))
                         .collect()
                 });
                 self.peer_info(index, stores)
@@ -670,11 +751,11 @@ impl Registry {
         now_ms: u64,
     ) -> PeersResponse {
         let cutoff = now_ms.saturating_sub(self.config.ttl_ms);
-        let mut holders: Vec<(u64, u32)> = self
-            .by_store
-            .get(store)
-            .into_iter()
-            .flatten()
+        let id = self.store_ids.get(store).copied();
+        let mut holders: Vec<(u64, u32)> = id
+            .map(|id| self.store_name(id).holders.as_slice())
+            .unwrap_or_default()
+            .iter()
             .filter_map(|&index| {
                 let slot = self.slot(index);
                 let live = slot.last_seen_ms > cutoff;
@@ -696,8 +777,8 @@ impl Registry {
                     .slot(index)
                     .stores
                     .iter()
-                    .filter(|s| &*s.name == store)
-                    .map(Self::store_entry)
+                    .filter(|s| Some(s.name) == id)
+                    .map(|s| self.store_entry(s))
                     .collect();
                 self.peer_info(index, Some(entry))
             })
@@ -718,20 +799,10 @@ impl Registry {
             .by_last_seen
             .range((active_cutoff.saturating_add(1), 0)..)
             .count() as u64;
-        let live_store_entries: usize = self
-            .live_newest_first(&self.by_last_seen, now_ms)
-            .map(|index| self.slot(index).stores.len())
-            .sum();
-        let cutoff = now_ms.saturating_sub(self.config.ttl_ms);
-        let live_store_names = self
-            .by_store
-            .values()
-            .filter(|holders| {
-                holders
-                    .iter()
-                    .any(|&index| self.slot(index).last_seen_ms > cutoff)
-            })
-            .count() as u64;
+        // Store totals count records until they are swept (at most --sweep-interval after
+        // expiry): exact live figures would cost a scan of every record per request.
+        let held = self.by_key.len();
+        let store_names = self.store_ids.len() as u64;
         let networks = self
             .by_network
             .iter()
@@ -741,11 +812,11 @@ impl Registry {
         StatsResponse {
             total_peers: live,
             active_peers: active.min(live),
-            total_stores: live_store_names,
-            average_stores_per_peer: if live == 0 {
+            total_stores: store_names,
+            average_stores_per_peer: if held == 0 {
                 0.0
             } else {
-                live_store_entries as f64 / live as f64
+                self.store_entries as f64 / held as f64
             },
             total_registrations: self.total_registrations,
             uptime_seconds,
@@ -777,7 +848,7 @@ impl Registry {
             let (peers, stores) = networks.entry(&slot.network).or_default();
             *peers += 1;
             for store in slot.stores.iter() {
-                let acc = stores.entry(&store.name).or_default();
+                let acc = stores.entry(&self.store_name(store.name).name).or_default();
                 acc.replicas += 1;
                 if acc.replicas == 1 || store.lamport > acc.latest_lamport {
                     acc.latest_lamport = store.lamport;
@@ -831,8 +902,8 @@ impl Registry {
             record: PeerRecord {
                 peer_id: slot.peer_id.to_string(),
                 network_id: slot.network.to_string(),
-                addresses: slot.addresses.iter().map(|a| a.to_string()).collect(),
-                stores: slot.stores.iter().map(Self::store_entry).collect(),
+                addresses: slot.addresses().map(str::to_owned).collect(),
+                stores: slot.stores.iter().map(|s| self.store_entry(s)).collect(),
                 agent_version: slot.agent_version.to_string(),
                 timestamp_ms: slot.timestamp_ms,
             },
@@ -855,31 +926,43 @@ impl Registry {
         let mut removals = Vec::new();
         let mut next_cursor = after;
         let mut more = false;
-        for (taken, (&seq, entry)) in self.feed.range(after.saturating_add(1)..).enumerate() {
+        let from = after.saturating_add(1);
+        let mut peers = self.feed.range(from..).peekable();
+        let mut gone = self.removal_feed.range(from..).peekable();
+        let mut taken = 0;
+        loop {
+            // Merge the two feeds by sequence number.
+            let take_peer = match (peers.peek(), gone.peek()) {
+                (Some((a, _)), Some((b, _))) => a < b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
             if taken == limit {
                 more = true;
                 break;
             }
-            next_cursor = seq;
-            match *entry {
-                FeedEntry::Peer(index) => {
-                    let slot = self.slot(index);
-                    if slot.last_seen_ms > cutoff {
-                        records.push(self.signed_record(slot));
-                    }
+            taken += 1;
+            if take_peer {
+                let (&seq, &index) = peers.next().expect("peeked");
+                next_cursor = seq;
+                let slot = self.slot(index);
+                if slot.last_seen_ms > cutoff {
+                    records.push(self.signed_record(slot));
                 }
-                FeedEntry::Removal(key) => {
-                    if let Some(t) = self.tombstones.get(&key) {
-                        removals.push(SignedUnregister {
-                            request: UnregisterRequest {
-                                peer_id: t.peer_id.to_string(),
-                                network_id: t.network.to_string(),
-                                timestamp_ms: t.timestamp_ms,
-                            },
-                            public_key: encoded_public_key(&key),
-                            signature: encode_base64(&t.signature),
-                        });
-                    }
+            } else {
+                let (&seq, key) = gone.next().expect("peeked");
+                next_cursor = seq;
+                if let Some(t) = self.tombstones.get(key) {
+                    removals.push(SignedUnregister {
+                        request: UnregisterRequest {
+                            peer_id: t.peer_id.to_string(),
+                            network_id: t.network.to_string(),
+                            timestamp_ms: t.timestamp_ms,
+                        },
+                        public_key: encoded_public_key(key),
+                        signature: encode_base64(&t.signature),
+                    });
                 }
             }
         }
@@ -946,15 +1029,25 @@ mod tests {
             accept(&mut registry, &first, now).unwrap_err().code(),
             "replayed_record"
         );
-        let second = signed(&keypair, &[("b", 1)], now + 1);
+        let same = signed(&keypair, &[("a", 2)], now + 1);
+        accept(&mut registry, &same, now).unwrap();
+        assert_eq!(
+            registry.peers_with_store("a", None, 10, now).peers[0]
+                .stores
+                .as_ref()
+                .unwrap()[0]
+                .lamport,
+            2
+        );
+        let second = signed(&keypair, &[("b", 1)], now + 2);
         assert!(matches!(
-            accept(&mut registry, &second, now + 1),
+            accept(&mut registry, &second, now + 2),
             Ok(Upserted::Refreshed { .. })
         ));
         assert_eq!(registry.len(), 1);
         assert_eq!(registry.store_count(), 1, "store a left the index");
-        assert_eq!(registry.peers_with_store("a", None, 10, now + 1).total, 0);
-        assert_eq!(registry.peers_with_store("b", None, 10, now + 1).total, 1);
+        assert_eq!(registry.peers_with_store("a", None, 10, now + 2).total, 0);
+        assert_eq!(registry.peers_with_store("b", None, 10, now + 2).total, 1);
     }
 
     #[test]
@@ -1137,6 +1230,71 @@ mod tests {
         assert_eq!(stats.total_peers, 2);
         assert_eq!(stats.total_stores, 2);
         assert!((stats.average_stores_per_peer - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn store_holder_index_stays_consistent_through_removals() {
+        let config = RegistryConfig {
+            ttl_ms: 10_000,
+            ..RegistryConfig::default()
+        };
+        let mut registry = Registry::new(config);
+        let now = now_ms();
+        let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
+        for (i, keypair) in keys.iter().enumerate() {
+            let stores: &[(&str, u64)] = if i % 2 == 0 {
+                &[("s", 1), ("t", 1)]
+            } else {
+                &[("t", 1), ("s", 1)]
+            };
+            accept(&mut registry, &signed(keypair, stores, now), now + i as u64).unwrap();
+        }
+        let holders = |r: &Registry, store: &str| {
+            let mut ids: Vec<String> = r
+                .peers_with_store(store, None, 100, now + 10)
+                .peers
+                .into_iter()
+                .map(|p| p.peer_id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        let id = |k: &Keypair| k.public().to_peer_id().to_base58();
+        // Removing the first holder moves the last one into its place; then remove that one.
+        registry.sweep(now + 10_000);
+        assert_eq!(registry.len(), 3);
+        accept(
+            &mut registry,
+            &signed(&keys[3], &[("t", 2)], now + 20),
+            now + 20,
+        )
+        .unwrap();
+        let mut expected = vec![id(&keys[1]), id(&keys[2])];
+        expected.sort();
+        assert_eq!(holders(&registry, "s"), expected);
+        assert_eq!(holders(&registry, "t").len(), 3);
+        registry.sweep(now + 10_003);
+        assert_eq!(holders(&registry, "s"), Vec::<String>::new());
+        assert_eq!(holders(&registry, "t"), vec![id(&keys[3])]);
+        assert_eq!(registry.store_count(), 1);
+        // Freed ids are reused without mixing names up.
+        accept(
+            &mut registry,
+            &signed(&keys[0], &[("u", 1)], now + 30),
+            now + 30,
+        )
+        .unwrap();
+        assert_eq!(holders(&registry, "u"), vec![id(&keys[0])]);
+        assert_eq!(holders(&registry, "t"), vec![id(&keys[3])]);
+        let page = registry.peers(None, 10, true, now + 30);
+        let names: Vec<_> = page.peers[0]
+            .stores
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(names, vec!["u".to_owned()]);
     }
 
     #[test]

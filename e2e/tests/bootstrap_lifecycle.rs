@@ -198,3 +198,17 @@ async fn sigterm_shuts_down_gracefully_with_exit_code_0() -> anyhow::Result<()> 
     assert_eq!(parsed["level"], "INFO");
     Ok(())
 }
+
+#[tokio::test]
+async fn ctrl_c_shuts_down_gracefully_with_exit_code_0() -> anyhow::Result<()> {
+    let mut server = BootstrapServer::start(&[]).await?;
+    server.process.signal(nix::sys::signal::Signal::SIGINT)?;
+    let status = server
+        .process
+        .wait_timeout_async(Duration::from_secs(15))
+        .await?
+        .expect("dig-bootstrap did not exit within 15 s of SIGINT");
+    assert!(status.success(), "exit status {status}");
+    assert!(server.process.output().contains("Ctrl-C received"));
+    Ok(())
+}

@@ -139,16 +139,16 @@ pub async fn unregister(
 pub async fn peers(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> ApiResult<PeersResponse> {
+) -> Result<Response, ApiError> {
     let params = QueryParams::parse(query.as_deref(), &["limit", "network", "includeStores"])?;
     let limit = params.limit("limit", DEFAULT_PEERS_LIMIT, PEERS_LIMIT_CAP)?;
     let network = params.network("network")?;
     let include_stores = params.flag("includeStores")?;
-    let response = state
-        .registry()
-        .read()
-        .peers(network, limit, include_stores, now_ms());
-    Ok(Json(response))
+    let key = format!("peers|{network:?}|{limit}|{include_stores}");
+    let body = state.rendered_view(key, |registry| {
+        registry.peers(network, limit, include_stores, now_ms())
+    });
+    Ok(json_response(body))
 }
 
 /// Live peers holding a store, newest first, each with its entry of that store.
@@ -162,7 +162,7 @@ pub async fn peers_with_store(
     State(state): State<AppState>,
     store: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
-) -> ApiResult<PeersResponse> {
+) -> Result<Response, ApiError> {
     let Path(store) = store.map_err(|e| {
         ApiError::bad_parameter("store", format!("store path segment is invalid: {e}"))
     })?;
@@ -176,11 +176,11 @@ pub async fn peers_with_store(
     let params = QueryParams::parse(query.as_deref(), &["limit", "network"])?;
     let limit = params.limit("limit", DEFAULT_PEERS_LIMIT, PEERS_LIMIT_CAP)?;
     let network = params.network("network")?;
-    let response = state
-        .registry()
-        .read()
-        .peers_with_store(&store, network, limit, now_ms());
-    Ok(Json(response))
+    let key = format!("store|{store}|{network:?}|{limit}");
+    let body = state.rendered_view(key, |registry| {
+        registry.peers_with_store(&store, network, limit, now_ms())
+    });
+    Ok(json_response(body))
 }
 
 /// Replication per store and peers per agent version.
@@ -236,6 +236,10 @@ pub async fn openapi() -> Response {
         super::openapi::document_json(),
     )
         .into_response()
+}
+
+fn json_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -1,8 +1,12 @@
 //! What every request handler and background task shares.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use parking_lot::Mutex;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::RwLock;
@@ -25,7 +29,28 @@ struct Inner {
     epoch: String,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     max_body_bytes: u64,
+    views: Mutex<RenderedViews>,
 }
+
+#[derive(Default)]
+struct RenderedViews {
+    by_key: HashMap<String, RenderedView>,
+    bytes: usize,
+}
+
+/// A rendered response body, valid while the registry generation is unchanged.
+struct RenderedView {
+    generation: u64,
+    rendered_at: Instant,
+    body: Bytes,
+}
+
+/// A rendered view is reused for at most this long even without changes, because records
+/// still leave views when their TTL runs out.
+const VIEW_MAX_AGE: Duration = Duration::from_secs(1);
+/// Most distinct views and bytes kept (the keys come from client queries, so both are bounded).
+const MAX_VIEWS: usize = 1024;
+const MAX_VIEW_BYTES: usize = 16 * 1024 * 1024;
 
 impl AppState {
     pub fn new(config: &Config) -> Self {
@@ -51,6 +76,7 @@ impl AppState {
                 epoch: format!("{:016x}", rand::random::<u64>()),
                 limiter,
                 max_body_bytes,
+                views: Mutex::new(RenderedViews::default()),
             }),
         }
     }
@@ -77,6 +103,43 @@ impl AppState {
 
     pub fn max_body_bytes(&self) -> u64 {
         self.inner.max_body_bytes
+    }
+
+    /// The JSON body of a read-only view, rendered by `render` under the read lock, or reused
+    /// when the same view was rendered since the last change (and within [`VIEW_MAX_AGE`]).
+    pub fn rendered_view<T: serde::Serialize>(
+        &self,
+        key: String,
+        render: impl FnOnce(&Registry) -> T,
+    ) -> Bytes {
+        let registry = self.inner.registry.read();
+        let generation = registry.generation();
+        if let Some(view) = self.inner.views.lock().by_key.get(&key)
+            && view.generation == generation
+            && view.rendered_at.elapsed() < VIEW_MAX_AGE
+        {
+            return view.body.clone();
+        }
+        let value = render(&registry);
+        drop(registry);
+        let body = Bytes::from(serde_json::to_vec(&value).expect("API types serialise"));
+        let mut views = self.inner.views.lock();
+        if views.by_key.len() >= MAX_VIEWS || views.bytes + body.len() > MAX_VIEW_BYTES {
+            views.by_key.clear();
+            views.bytes = 0;
+        }
+        if body.len() <= MAX_VIEW_BYTES {
+            views.bytes += body.len();
+            let view = RenderedView {
+                generation,
+                rendered_at: Instant::now(),
+                body: body.clone(),
+            };
+            if let Some(old) = views.by_key.insert(key, view) {
+                views.bytes -= old.body.len();
+            }
+        }
+        body
     }
 
     fn update_gauges(&self, registry: &Registry) {
