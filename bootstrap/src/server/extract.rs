@@ -33,6 +33,10 @@ pub fn body_rejection(rejection: BytesRejection, max_body_bytes: u64) -> ApiErro
 
 /// Parses a JSON body, naming the JSON path of the first bad field.
 pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Fast path; the path-tracking parse below only runs to explain a failure.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
