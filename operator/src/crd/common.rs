@@ -67,14 +67,19 @@ pub enum ExposureType {
 /// nodes announce for them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.type == 'NodePort' || !has(self.nodePortBase)").message("exposure.nodePortBase is only used with exposure.type NodePort"))]
+#[x_kube(
+    validation = Rule::new("self.type == 'NodePort' || !has(self.nodePortBase)").message("exposure.nodePortBase is only used with exposure.type NodePort"),
+    validation = Rule::new("self.type != 'NodePort' || !has(self.announceDomain) || has(self.nodePortBase)").message("exposure.announceDomain with type NodePort needs nodePortBase: the announced port must be known")
+)]
 pub struct Exposure {
     /// `None` (default), `NodePort` or `LoadBalancer`: the type of the per-pod Services.
     #[serde(default, rename = "type")]
     pub type_: ExposureType,
     /// DNS domain under which each pod is reachable as `<pod-name>.<announceDomain>`. When set,
     /// every node announces `/dns4/<pod-name>.<announceDomain>/tcp/<port>` and its Service carries
-    /// an external-dns hostname annotation for that name.
+    /// an external-dns hostname annotation for that name. `<port>` is the P2P port, or the
+    /// NodePort (`nodePortBase`) with type NodePort, which therefore serves a single pod (a DigNode,
+    /// or a DigNetwork of one node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$"))]
     pub announce_domain: Option<String>,

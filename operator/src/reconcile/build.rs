@@ -576,7 +576,7 @@ fn node_statefulset(valid: &ValidNetwork<'_>, config_hash: &str) -> StatefulSet 
         api_port: nodes.api_port,
         announce: args::announce_addresses(
             announce_domain,
-            nodes.p2p_port,
+            super::validate::announced_port(&nodes.exposure, nodes.p2p_port),
             private,
             &nodes.exposure.announce,
         ),

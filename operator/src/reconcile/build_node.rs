@@ -190,7 +190,7 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
         api_port: net.nodes.api_port,
         announce: args::announce_addresses(
             announce_domain,
-            net.nodes.p2p_port,
+            validate::announced_port(&spec.exposure, net.nodes.p2p_port),
             private,
             &spec.exposure.announce,
         ),

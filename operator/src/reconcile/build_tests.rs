@@ -301,18 +301,17 @@ fn load_balancer_bootstrap_service() {
 #[test]
 fn exposure_per_pod_services_and_announce_args() {
     let c = build(
-        "nodes:\n  replicas: 2\n  exposure:\n    type: NodePort\n    nodePortBase: 31000\n    announceDomain: nodes.example.com\n    announce: [/ip4/198.51.100.1/tcp/4001]",
+        "nodes:\n  replicas: 2\n  exposure:\n    type: LoadBalancer\n    announceDomain: nodes.example.com\n    announce: [/ip4/198.51.100.1/tcp/4001]",
     );
     assert_eq!(c.exposure_services.len(), 2);
     let second = &c.exposure_services[1];
     assert_eq!(second.metadata.name.as_deref(), Some("net-node-1"));
     let spec = second.spec.as_ref().unwrap();
-    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
     assert_eq!(
         spec.selector.as_ref().unwrap()["statefulset.kubernetes.io/pod-name"],
         "net-node-1"
     );
-    assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, Some(31001));
     assert_eq!(
         annotations(second)["external-dns.kubernetes.io/hostname"],
         "net-node-1.nodes.example.com"
@@ -328,6 +327,14 @@ fn exposure_per_pod_services_and_announce_args() {
         "{args:?}"
     );
     assert!(
+        has_pair(
+            &args,
+            "--announce",
+            "/dns4/$(POD_NAME).nodes.example.com/udp/4001/quic-v1"
+        ),
+        "{args:?}"
+    );
+    assert!(
         has_pair(&args, "--announce", "/ip4/198.51.100.1/tcp/4001"),
         "{args:?}"
     );
@@ -339,6 +346,42 @@ fn exposure_per_pod_services_and_announce_args() {
             .unwrap()
             .iter()
             .any(|e| e.name == "POD_NAME")
+    );
+}
+
+#[test]
+fn node_port_exposure_uses_fixed_ports_per_pod() {
+    let c =
+        build("nodes:\n  replicas: 2\n  exposure:\n    type: NodePort\n    nodePortBase: 31000");
+    let ports = |i: usize| {
+        c.exposure_services[i]
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(
+        c.exposure_services[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .type_
+            .as_deref(),
+        Some("NodePort")
+    );
+    assert!(ports(0).iter().all(|p| p.node_port == Some(31000)));
+    assert!(ports(1).iter().all(|p| p.node_port == Some(31001)));
+    // Several pods cannot announce their own NodePort from one template.
+    let net = network(
+        "nodes:\n  replicas: 2\n  exposure:\n    type: NodePort\n    nodePortBase: 31000\n    announceDomain: nodes.example.com",
+    );
+    assert_eq!(
+        validate_network(&net, &images(), NetworkFacts::default())
+            .unwrap_err()
+            .reason,
+        "InvalidExposure"
     );
 }
 
@@ -766,6 +809,45 @@ fn dig_node_with_an_existing_claim_and_exposure() {
         "--announce",
         "/dns4/$(POD_NAME).edge.example.com/tcp/4001"
     ));
+}
+
+#[test]
+fn dig_node_announces_its_node_port() {
+    let net = network("{}");
+    let node = dig_node(
+        "networkRef:\n  name: net\nexposure:\n  type: NodePort\n  nodePortBase: 31400\n  announceDomain: edge.example.com",
+    );
+    let c = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
+    let args = c
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        has_pair(
+            &args,
+            "--announce",
+            "/dns4/$(POD_NAME).edge.example.com/tcp/31400"
+        ),
+        "{args:?}"
+    );
+    let service = c.exposure_service.as_ref().unwrap().spec.as_ref().unwrap();
+    assert!(
+        service
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|p| p.node_port == Some(31400))
+    );
 }
 
 #[test]

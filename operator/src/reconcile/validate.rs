@@ -181,7 +181,35 @@ pub fn validate_exposure(
             ));
         }
     }
+    if exposure.type_ == ExposureType::NodePort && exposure.announce_domain.is_some() {
+        // The announced port must be the pod's own NodePort, known only when it is fixed, and
+        // the pods of a StatefulSet share one template, so only a single pod can announce it.
+        if exposure.node_port_base.is_none() {
+            return Err(InvalidSpec::new(
+                "InvalidExposure",
+                format!(
+                    "{field}.announceDomain with type NodePort needs {field}.nodePortBase: the announced port must be known"
+                ),
+            ));
+        }
+        if replicas > 1 {
+            return Err(InvalidSpec::new(
+                "InvalidExposure",
+                format!(
+                    "{field}.announceDomain with type NodePort works for one pod only ({replicas} pods would each need their own announced port); use type LoadBalancer, or one DigNode per exposed node"
+                ),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The port a node announces: its NodePort when exposed through one, else the P2P port.
+pub fn announced_port(exposure: &Exposure, p2p_port: i32) -> i32 {
+    match (exposure.type_, exposure.node_port_base) {
+        (ExposureType::NodePort, Some(base)) => base,
+        _ => p2p_port,
+    }
 }
 
 pub fn validate_url(url: &str, field: &str) -> Result<(), InvalidSpec> {
@@ -380,7 +408,7 @@ mod tests {
 
     #[test]
     fn node_port_range() {
-        let exposure = Exposure {
+        let mut exposure = Exposure {
             type_: ExposureType::NodePort,
             node_port_base: Some(32760),
             ..Exposure::default()
@@ -388,5 +416,13 @@ mod tests {
         assert!(validate_exposure(&exposure, 8, "e").is_ok());
         let err = validate_exposure(&exposure, 9, "e").unwrap_err();
         assert!(err.message.contains("32768"), "{err}");
+        assert_eq!(announced_port(&exposure, 4001), 32760);
+        exposure.announce_domain = Some("nodes.example.com".into());
+        assert!(validate_exposure(&exposure, 1, "e").is_ok());
+        let err = validate_exposure(&exposure, 2, "e").unwrap_err();
+        assert!(err.message.contains("LoadBalancer"), "{err}");
+        exposure.node_port_base = None;
+        let err = validate_exposure(&exposure, 1, "e").unwrap_err();
+        assert!(err.message.contains("nodePortBase"), "{err}");
     }
 }

@@ -1,0 +1,229 @@
+//! The container arguments the operator generates, parsed by the binaries' own parsers: the node
+//! pods' `dig-sidecar run` command line together with the node ConfigMap (the `--config` file),
+//! and the bootstrap registry's `dig-bootstrap` command line. A flag renamed on either side fails
+//! here rather than in a crash-looping pod.
+
+use std::ffi::OsString;
+
+use dig_operator::{
+    crd::{DigNetwork, DigNode},
+    reconcile::{
+        args::{CONFIG_DIR, CONFIG_FILE},
+        build::{CONFIG_KEY, build_network},
+        build_node::{build_node, validate_node},
+        validate::{DefaultImages, NetworkFacts, PskSecret, validate_network},
+    },
+};
+use dig_sidecar::config::{Command, resolve};
+use k8s_openapi::api::core::v1::{ConfigMap, Container};
+
+fn images() -> DefaultImages {
+    DefaultImages {
+        sidecar: "dig-sidecar:test".into(),
+        bootstrap: "dig-bootstrap:test".into(),
+    }
+}
+
+fn network(spec_yaml: &str) -> DigNetwork {
+    let yaml = format!(
+        "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: net\n  namespace: ns\n  uid: u1\nspec:\n{}",
+        spec_yaml
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    );
+    yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"))
+}
+
+/// What Kubernetes hands the container: `$(POD_NAME)` expanded.
+fn expand(args: &[String], pod: &str) -> Vec<String> {
+    args.iter().map(|a| a.replace("$(POD_NAME)", pod)).collect()
+}
+
+/// Parses a node container's args with `dig-sidecar`'s resolver, the ConfigMap written where the
+/// pod mounts it (here: a temporary folder).
+fn parse_node(
+    container: &Container,
+    config: &ConfigMap,
+    pod: &str,
+) -> dig_sidecar::config::RunArgs {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(CONFIG_FILE);
+    std::fs::write(&file, &config.data.as_ref().unwrap()[CONFIG_KEY]).unwrap();
+    let mounted = format!("{CONFIG_DIR}/{CONFIG_FILE}");
+    let args = expand(container.args.as_ref().unwrap(), pod);
+    assert!(
+        args.contains(&mounted),
+        "the pod reads the mounted ConfigMap: {args:?}"
+    );
+    let mut argv: Vec<OsString> = vec!["dig-sidecar".into()];
+    argv.extend(args.iter().map(|a| {
+        if *a == mounted {
+            file.clone().into_os_string()
+        } else {
+            a.into()
+        }
+    }));
+    match resolve(argv.clone(), &|_| None)
+        .unwrap_or_else(|e| panic!("dig-sidecar rejects {argv:?}: {e}"))
+        .command
+    {
+        Command::Run(run) => *run,
+        other => panic!("not a run command: {other:?}"),
+    }
+}
+
+fn parse_bootstrap(container: &Container) -> dig_bootstrap::config::Config {
+    let mut argv = vec!["dig-bootstrap".to_string()];
+    argv.extend(container.args.clone().unwrap());
+    <dig_bootstrap::config::Config as clap::Parser>::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("dig-bootstrap rejects {argv:?}: {e}"))
+}
+
+#[test]
+fn default_network_args_parse() {
+    let net = network("networkId: testnet");
+    let valid = validate_network(&net, &images(), NetworkFacts::default()).unwrap();
+    let children = build_network(&valid);
+    let node = &children
+        .node_statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let run = parse_node(node, &children.node_config, "net-node-0");
+    assert_eq!(run.network, "testnet");
+    assert_eq!(run.bootstrap, ["http://net-bootstrap.ns.svc:3000"]);
+    assert_eq!(run.data_dir(), std::path::PathBuf::from("/data"));
+    assert_eq!(run.state_dir(), std::path::PathBuf::from("/data/.dig-node"));
+    assert_eq!(run.api_listen.port(), 8080);
+    assert!(run.no_mdns);
+    assert!(!run.no_dht);
+    assert!(!run.propagate_deletes);
+    assert!(run.psk_file.is_none());
+    let listen: Vec<String> = run.listen.iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        listen,
+        ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+    );
+
+    let bootstrap = &children
+        .bootstrap_deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let config = parse_bootstrap(bootstrap);
+    assert_eq!(config.listen.port(), 3000);
+    assert_eq!(config.peer_ttl, 180);
+    assert_eq!(
+        config
+            .peer_bootstrap
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>(),
+        ["http://net-bootstrap-peers.ns.svc:3000/"]
+    );
+}
+
+#[test]
+fn every_feature_of_the_spec_parses() {
+    let net = network(
+        "networkId: prod\nbootstrap:\n  replicas: 1\n  port: 3100\n  peerTtlSeconds: 90\nnodes:\n  replicas: 2\n  p2pPort: 4101\n  apiPort: 8181\n  discovery:\n    mdns: true\n    dht: false\n    bootstrapUrls: [https://bootstrap-us.example.com]\n  exposure:\n    type: LoadBalancer\n    announceDomain: nodes.example.com\n    announce: [/ip4/198.51.100.7/tcp/4101]\nprivateNetwork:\n  pskSecretRef:\n    name: psk\n    key: swarm.key\nreplication:\n  propagateDeletes: true",
+    );
+    let facts = NetworkFacts {
+        psk: Some(PskSecret::Present { hash: "h".into() }),
+        ..NetworkFacts::default()
+    };
+    let valid = validate_network(&net, &images(), facts).unwrap();
+    let children = build_network(&valid);
+    let node = &children
+        .node_statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let run = parse_node(node, &children.node_config, "net-node-1");
+    assert_eq!(run.network, "prod");
+    assert_eq!(
+        run.bootstrap,
+        [
+            "http://net-bootstrap.ns.svc:3100",
+            "https://bootstrap-us.example.com"
+        ]
+    );
+    assert!(!run.no_mdns);
+    assert!(run.no_dht);
+    assert!(run.propagate_deletes);
+    assert_eq!(
+        run.psk_file.as_deref(),
+        Some(std::path::Path::new("/etc/dig/psk/swarm.key"))
+    );
+    assert_eq!(run.api_listen.port(), 8181);
+    let announce: Vec<String> = run.announce.iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        announce,
+        [
+            "/dns4/net-node-1.nodes.example.com/tcp/4101",
+            "/ip4/198.51.100.7/tcp/4101"
+        ]
+    );
+    let bootstrap = &children
+        .bootstrap_deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let config = parse_bootstrap(bootstrap);
+    assert_eq!((config.listen.port(), config.peer_ttl), (3100, 90));
+    assert!(
+        config.peer_bootstrap.is_empty(),
+        "one replica has nobody to federate with"
+    );
+}
+
+#[test]
+fn dig_node_args_parse() {
+    let net = network("networkId: testnet");
+    let node: DigNode = yaml_serde::from_str(
+        "apiVersion: dig.net/v1alpha1\nkind: DigNode\nmetadata:\n  name: edge\n  namespace: ns\n  uid: u2\nspec:\n  networkRef:\n    name: net\n  exposure:\n    type: NodePort\n    nodePortBase: 31400\n    announceDomain: edge.example.com\n",
+    )
+    .unwrap();
+    let children = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
+    let container = &children
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let run = parse_node(container, &children.config, "dignode-edge-0");
+    assert_eq!(run.network, "testnet");
+    let announce: Vec<String> = run.announce.iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        announce,
+        [
+            "/dns4/dignode-edge-0.edge.example.com/tcp/31400",
+            "/dns4/dignode-edge-0.edge.example.com/udp/31400/quic-v1"
+        ]
+    );
+}
