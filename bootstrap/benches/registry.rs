@@ -151,14 +151,15 @@ async fn wait_ready(address: SocketAddr) {
     panic!("server on {address} did not start within 30 s");
 }
 
-fn signed_bodies(count: usize) -> Vec<Bytes> {
+/// One signed `/register` body per keypair, stamped `now`, with lamport versions from `version`.
+fn signed_bodies(keypairs: &[Keypair], now: u64, version: u64) -> Vec<Bytes> {
     let pool: Vec<String> = (0..STORE_NAME_POOL)
         .map(|i| format!("store-{i:04}"))
         .collect();
-    let now = now_ms();
-    (0..count)
-        .map(|i| {
-            let keypair = Keypair::generate_ed25519();
+    keypairs
+        .iter()
+        .enumerate()
+        .map(|(i, keypair)| {
             let stores = (0..STORES_PER_PEER)
                 .map(|j| {
                     let name = &pool[(i * 7 + j * 101) % STORE_NAME_POOL];
@@ -166,7 +167,7 @@ fn signed_bodies(count: usize) -> Vec<Bytes> {
                         name: name.clone(),
                         size: 1_000_000 + j as u64,
                         hash: blake3::hash(name.as_bytes()).to_hex().to_string(),
-                        lamport: 1 + (i % 5) as u64,
+                        lamport: version + (i % 5) as u64,
                     }
                 })
                 .collect();
@@ -191,7 +192,7 @@ fn signed_bodies(count: usize) -> Vec<Bytes> {
                 agent_version: "dig-sidecar/0.1.0".to_owned(),
                 timestamp_ms: now,
             };
-            let signed = record.sign(&keypair).expect("signing");
+            let signed = record.sign(keypair).expect("signing");
             Bytes::from(serde_json::to_vec(&signed).expect("encoding"))
         })
         .collect()
@@ -277,9 +278,13 @@ fn main() {
     );
 
     let signing = Instant::now();
-    let bodies = signed_bodies(peers);
+    let keypairs: Vec<Keypair> = (0..peers).map(|_| Keypair::generate_ed25519()).collect();
+    let now = now_ms();
+    let bodies = signed_bodies(&keypairs, now, 1);
+    // Heartbeats: the same peers again, newer timestamp and versions (the refresh path).
+    let heartbeats = signed_bodies(&keypairs, now + 1_000, 2);
     println!(
-        "  pre-signed {peers} records of {STORES_PER_PEER} stores each in {:.1} s (not timed below)",
+        "  pre-signed 2 x {peers} records of {STORES_PER_PEER} stores each in {:.1} s (not timed below)",
         signing.elapsed().as_secs_f64()
     );
 
@@ -291,6 +296,12 @@ fn main() {
     let elapsed = runtime.block_on(register_all(server.address, bodies, connections));
     println!(
         "  registrations: {peers} signed records in {:.2} s = {:.0} registrations/s (target >= 10000)",
+        elapsed.as_secs_f64(),
+        peers as f64 / elapsed.as_secs_f64()
+    );
+    let elapsed = runtime.block_on(register_all(server.address, heartbeats, connections));
+    println!(
+        "  refreshes (heartbeats of registered peers): {peers} in {:.2} s = {:.0} refreshes/s",
         elapsed.as_secs_f64(),
         peers as f64 / elapsed.as_secs_f64()
     );
