@@ -15,7 +15,11 @@ pub fn render(crd: &CustomResourceDefinition) -> Result<(String, String), Chartg
         crd: name.clone(),
         source,
     };
-    let spec = yaml_serde::to_string(&crd.spec).map_err(yaml_error)?;
+    let spec_value = serde_json::to_value(&crd.spec).map_err(|source| ChartgenError::CrdJson {
+        crd: name.clone(),
+        source,
+    })?;
+    let spec = yaml_serde::to_string(&crate::canonical(spec_value)).map_err(yaml_error)?;
     let mut annotations = crd.metadata.annotations.clone().unwrap_or_default();
     annotations.insert("helm.sh/resource-policy".into(), "keep".into());
     let labels = crd.metadata.labels.clone().unwrap_or_default();

@@ -25,6 +25,12 @@ pub enum ChartgenError {
         #[source]
         source: yaml_serde::Error,
     },
+    #[error("converting the CRD {crd} to JSON failed")]
+    CrdJson {
+        crd: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the CRD {crd} contains `{{{{` or `}}}}`, which Helm would read as a template action")]
     TemplateDelimiter { crd: String },
     #[error("serialising the values schema failed")]
@@ -92,9 +98,33 @@ pub fn values_schema() -> Result<String, ChartgenError> {
     let schema = SchemaSettings::draft07()
         .into_generator()
         .into_root_schema_for::<values::ChartValues>();
-    let mut text = serde_json::to_string_pretty(&schema).map_err(ChartgenError::SchemaJson)?;
+    let value = serde_json::to_value(&schema).map_err(ChartgenError::SchemaJson)?;
+    let mut text =
+        serde_json::to_string_pretty(&canonical(value)).map_err(ChartgenError::SchemaJson)?;
     text.push('\n');
     Ok(text)
+}
+
+/// The same JSON with every object's keys in sorted order. serde_json keeps insertion order when
+/// a dependency turns on its `preserve_order` feature (test builds of this crate do), so without
+/// this the generated files would depend on how the generator was built.
+pub fn canonical(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, canonical(value)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(canonical).collect())
+        }
+        other => other,
+    }
 }
 
 fn read(path: &Path) -> Result<String, ChartgenError> {
