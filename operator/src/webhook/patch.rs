@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
+
+use crate::reconcile::args::PSK_DIR as PSK_MOUNT_PATH;
+use crate::reconcile::pod::{RUN_AS_USER, container_security_context};
 
 /// Label that asks for injection; its value names the DigNetwork (in the pod's namespace) to join.
 pub const INJECT_LABEL: &str = "dig.net/inject";
@@ -30,17 +33,17 @@ pub const INJECTED_ANNOTATION: &str = "dig.net/injected";
 
 /// Name of the injected container; a pod that already has one is left alone.
 pub const SIDECAR_CONTAINER_NAME: &str = "dig-sidecar";
-/// Where the named volume is mounted in the sidecar: its `--data-dir`.
-pub const DATA_MOUNT_PATH: &str = "/data";
-/// The node's state (identity key, index, tmp/, conflicts/) lives on the data volume, so the peer
-/// id and the index survive restarts whenever that volume is persistent.
-pub const STATE_DIR: &str = "/data/.dig-node";
+/// Where the named volume is mounted in the sidecar (its `--data-dir`), and the node's state
+/// folder on it: the same layout as the operator's own nodes. The state (identity key, index,
+/// tmp/, conflicts/) lives on the data volume, so the peer id and the index survive restarts
+/// whenever that volume is persistent.
+pub use crate::reconcile::args::{DATA_DIR as DATA_MOUNT_PATH, STATE_DIR};
 pub const TMP_VOLUME_NAME: &str = "dig-sidecar-tmp";
 pub const PSK_VOLUME_NAME: &str = "dig-sidecar-psk";
-const PSK_MOUNT_PATH: &str = "/etc/dig/psk";
 const PSK_FILE_NAME: &str = "psk";
-/// Used when the pod sets no (or a root) user: the sidecar must run as non-root.
-pub const DEFAULT_RUN_AS_USER: i64 = 65532;
+/// Used when the pod sets no (or a root) user: the sidecar must run as non-root (the same user as
+/// the operator's own nodes).
+pub const DEFAULT_RUN_AS_USER: i64 = RUN_AS_USER;
 
 const CORE_OPERATOR_NAME: &str = "dig-operator";
 const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -787,20 +790,9 @@ impl SidecarSpec<'_> {
             readiness_probe: Some(http_probe("/ready", 5, 3)),
             resources: Some(self.resources.clone()),
             security_context: Some(SecurityContext {
-                run_as_non_root: Some(true),
                 run_as_user: self.run_as_user,
                 run_as_group: self.run_as_user,
-                read_only_root_filesystem: Some(true),
-                allow_privilege_escalation: Some(false),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".to_string()]),
-                    ..Default::default()
-                }),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_string(),
-                    ..Default::default()
-                }),
-                ..Default::default()
+                ..container_security_context()
             }),
             termination_message_policy: Some("FallbackToLogsOnError".to_string()),
             volume_mounts: Some(mounts),
