@@ -314,6 +314,25 @@ pub fn resident_memory_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// Anonymous (private heap and stack) and file-backed (mapped binary code) parts of VmRSS, in
+/// bytes, from `/proc/<pid>/status`.
+pub fn resident_memory_split(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .with_context(|| format!("no {name} line"))?;
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .with_context(|| format!("{name} without a value"))?
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    Ok((field("RssAnon:")?, field("RssFile:")?))
+}
+
 /// CPU time (user + system, in clock ticks) of a process, from `/proc/<pid>/stat`.
 pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dig_e2e::network::{LocalNetwork, clock_ticks_per_second, cpu_ticks, resident_memory_bytes};
+use dig_e2e::network::{
+    LocalNetwork, clock_ticks_per_second, cpu_ticks, resident_memory_bytes, resident_memory_split,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,11 +84,15 @@ async fn main() -> anyhow::Result<()> {
     let window = window_start.elapsed().as_secs_f64();
     let cpu_percent = ticks as f64 / clock_ticks_per_second() as f64 / window * 100.0;
     let rss = resident_memory_bytes(pid)?;
+    let (anonymous, file) = resident_memory_split(pid)?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "idle node (1 of {}, connected to {} peers): VmRSS {:.1} MiB, CPU {:.2} % of one core over {:.0} s (targets: < 20 MB, < 1 %)",
+        "idle node (1 of {}, connected to {} peers): VmRSS {:.1} MiB ({:.1} MiB anonymous, {:.1} MiB mapped binary/libraries), CPU {:.2} % of one core over {:.0} s (targets: < 20 MB, < 1 %)",
         args.idle_nodes,
         args.idle_nodes - 1,
-        rss as f64 / (1024.0 * 1024.0),
+        mib(rss),
+        mib(anonymous),
+        mib(file),
         cpu_percent,
         window
     );

@@ -204,3 +204,52 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::DiscoveryStats;
+
+    fn snapshot(listening: bool, discovery: DiscoveryStats) -> NodeSnapshot {
+        NodeSnapshot {
+            peer_id: libp2p::PeerId::random(),
+            network_id: "test".into(),
+            listen_addresses: if listening {
+                vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()]
+            } else {
+                Vec::new()
+            },
+            external_addresses: Vec::new(),
+            dialable_addresses: Vec::new(),
+            connected: Vec::new(),
+            discovered: Vec::new(),
+            discovery,
+        }
+    }
+
+    #[test]
+    fn ready_without_discovery_once_listening() {
+        let (ready, body) = readiness(true, &snapshot(true, DiscoveryStats::default()));
+        assert!(ready, "{body}");
+        let (ready, body) = readiness(true, &snapshot(false, DiscoveryStats::default()));
+        assert!(!ready);
+        assert_eq!(body["checks"]["listening"], false);
+        assert!(!readiness(false, &snapshot(true, DiscoveryStats::default())).0);
+    }
+
+    #[test]
+    fn ready_with_discovery_only_after_a_source_answered() {
+        let mut discovery = DiscoveryStats::default();
+        discovery.registry.enabled = true;
+        discovery.dht.enabled = true;
+        let (ready, body) = readiness(true, &snapshot(true, discovery.clone()));
+        assert!(!ready);
+        assert_eq!(body["checks"]["discovery"], false);
+        assert_eq!(body["reasons"][0], "no discovery source has answered yet");
+        // A disabled source that answered does not count.
+        discovery.mdns.answered = true;
+        assert!(!readiness(true, &snapshot(true, discovery.clone())).0);
+        discovery.registry.answered = true;
+        assert!(readiness(true, &snapshot(true, discovery)).0);
+    }
+}

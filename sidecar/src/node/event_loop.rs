@@ -40,6 +40,8 @@ const MAX_FAILED_DIALS_WITHOUT_LISTING: u32 = 10;
 const FOREIGN_PEER_QUARANTINE: Duration = Duration::from_secs(600);
 const BAN_DURATION: Duration = Duration::from_secs(3600);
 const RANDOM_WALK_INTERVAL: Duration = Duration::from_secs(60);
+/// A peer that has not shown through identify that it belongs to our network by then is dropped.
+const IDENTIFY_DEADLINE: Duration = Duration::from_secs(30);
 
 pub(crate) struct LoopSettings {
     pub allow_loopback: bool,
@@ -50,6 +52,7 @@ pub(crate) struct LoopSettings {
 
 struct ConnectedState {
     confirmed: bool,
+    established: Instant,
     connections: HashMap<ConnectionId, (Multiaddr, bool)>,
     since_ms: u64,
     agent_version: Option<String>,
@@ -165,6 +168,7 @@ impl EventLoop {
                 },
                 _ = tick.tick() => {
                     self.expire_quarantine_and_bans();
+                    self.drop_unidentified_peers();
                     self.dial_due_peers();
                 }
                 _ = walk.tick() => self.random_walk(),
@@ -208,6 +212,7 @@ impl EventLoop {
                     .entry(peer_id)
                     .or_insert_with(|| ConnectedState {
                         confirmed: false,
+                        established: Instant::now(),
                         connections: HashMap::new(),
                         since_ms: unix_ms(),
                         agent_version: None,
@@ -582,6 +587,21 @@ impl EventLoop {
             self.banned.remove(&peer);
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             tracing::info!(%peer, "ban expired");
+        }
+    }
+
+    fn drop_unidentified_peers(&mut self) {
+        let stale: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|(_, state)| {
+                !state.confirmed && state.established.elapsed() > IDENTIFY_DEADLINE
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in stale {
+            tracing::debug!(%peer, "no identify answer from our network; disconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
