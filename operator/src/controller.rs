@@ -19,7 +19,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         Controller,
-        controller::Action,
+        controller::{Action, Error as ControllerError},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -134,18 +134,26 @@ fn children_config() -> watcher::Config {
     watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", meta::MANAGER))
 }
 
-async fn drain<K, E, S>(kind: &'static str, stream: S, store: Store<K>, ctx: Arc<Context>)
+async fn drain<K, S>(kind: &'static str, stream: S, store: Store<K>, ctx: Arc<Context>)
 where
     K: Resource + Clone + Debug + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-    E: std::fmt::Display,
-    S: futures::Stream<Item = Result<(ObjectRef<K>, Action), E>>,
+    K::DynamicType: Eq + Hash + Clone + Debug,
+    S: futures::Stream<
+            Item = Result<(ObjectRef<K>, Action), ControllerError<Error, watcher::Error>>,
+        >,
 {
     stream
         .for_each(|result| {
             ctx.metrics.set_managed(kind, store.state().len());
-            if let Err(error) = result {
-                tracing::debug!(kind, %error, "controller event");
+            match result {
+                // Logged, counted and retried by the error policy.
+                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
+                // Gone before its turn came: nothing to do.
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    tracing::debug!(kind, %object, "object deleted before reconciliation")
+                }
+                // Watch failures (RBAC, API server down) are retried with backoff by the watcher.
+                Err(error) => tracing::warn!(kind, %error, "watching failed"),
             }
             futures::future::ready(())
         })
