@@ -18,7 +18,6 @@ pub mod server;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
 use std::sync::Arc;
 
 use kube::{Api, Client};
