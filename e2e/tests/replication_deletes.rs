@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use dig_e2e::{
     network::{LocalNetwork, SidecarNode},
-    replication::{stores, wait_synced, write_store},
+    replication::{file_hash, stores, wait_synced, write_store},
 };
 
 async fn network(root: &std::path::Path, id: &str, propagate: bool) -> LocalNetwork {
@@ -44,11 +44,19 @@ async fn without_propagate_deletes_a_deleted_store_is_fetched_again() {
     let expected = replicated(&network).await;
     let path = network.nodes[1].spec.data_dir.join("gone.dig");
     std::fs::remove_file(&path).unwrap();
+    let mut back = false;
+    for _ in 0..300 {
+        if file_hash(&path).unwrap().as_ref() == expected.get("gone") {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "the deleted store came back on node 1 within 60 s");
     let nodes: Vec<_> = network.nodes.iter().collect();
     wait_synced(&nodes, &expected, Duration::from_secs(60))
         .await
         .unwrap();
-    assert!(path.exists(), "the deleted store came back on node 1");
     for node in &network.nodes {
         assert!(
             node.spec.data_dir.join("gone.dig").exists(),

@@ -29,6 +29,8 @@ use crate::store::hash::{
 /// Rounds of chunk fetching before a download gives up (a round ends when every worker stopped;
 /// chunks handed back by a failing peer are retried by the others in the next round).
 const MAX_ROUNDS: usize = 4;
+/// New streams a worker opens to its peer after a stream failed, before it gives the peer up.
+const MAX_STREAM_REOPENS: usize = 3;
 /// The verified-chunk record is rewritten after this many new chunks.
 const PERSIST_EVERY: u64 = 16;
 
@@ -399,6 +401,7 @@ impl Downloader {
             }
         };
         let mut buffer = Vec::with_capacity(CHUNK_SIZE as usize);
+        let mut reopens = 0;
         loop {
             if shared.unusable.lock().contains(&peer) || shared.fatal.lock().is_some() {
                 break;
@@ -429,6 +432,29 @@ impl Downloader {
             if let Err(e) = fetched_chunk {
                 shared.queue.lock().push_front(index);
                 *shared.last_error.lock() = e.to_string();
+                // A stream can die with its connection while the peer stays reachable over
+                // another one (simultaneous dials): open a new stream a few times first.
+                let transient = matches!(e, super::client::ClientError::Io { .. });
+                if transient && reopens < MAX_STREAM_REOPENS {
+                    reopens += 1;
+                    client.close().await;
+                    match SyncClient::open(
+                        &mut control,
+                        peer,
+                        self.config.protocol.clone(),
+                        self.config.request_timeout,
+                    )
+                    .await
+                    {
+                        Ok(fresh) => {
+                            client = fresh;
+                            continue;
+                        }
+                        Err(e) => *shared.last_error.lock() = e.to_string(),
+                    }
+                    shared.unusable.lock().insert(peer);
+                    return;
+                }
                 shared.unusable.lock().insert(peer);
                 break;
             }

@@ -62,9 +62,10 @@ pub enum SyncError {
     ProtocolTaken { protocol: String },
 }
 
+const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(50);
 const INDEX_SAVE_DELAY: Duration = Duration::from_millis(500);
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(30);
 const RECHECK_CHANGING_FILE: Duration = Duration::from_millis(500);
 /// Single-chunk stores get this many times `max_parallel_downloads` slots.
@@ -412,6 +413,13 @@ impl Engine {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The debouncer drops a create and a remove that fall in one window (e.g. a store
+        // deleted right after its install); a stat-only rescan catches what events miss.
+        let mut rescan = tokio::time::interval_at(
+            tokio::time::Instant::now() + RESCAN_INTERVAL,
+            RESCAN_INTERVAL,
+        );
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inventory = tokio::time::interval(
             self.config
                 .inventory_interval
@@ -445,6 +453,7 @@ impl Engine {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = inventory.tick() => self.inventory_round(),
+                _ = rescan.tick() => self.rescan(),
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -457,6 +466,7 @@ impl Engine {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Watch(WatchEvent::Changed(paths)) => {
+                tracing::debug!(?paths, "data folder changed");
                 for path in paths {
                     let name = path
                         .file_name()
