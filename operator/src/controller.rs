@@ -17,6 +17,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
+    api::DynamicObject,
     runtime::{
         Controller,
         controller::{Action, Error as ControllerError},
@@ -26,10 +27,10 @@ use kube::{
 };
 
 use crate::{
-    context::Context,
+    context::{Context, DNS_ENDPOINT_API, MONITORING_API},
     crd::{DigNetwork, DigNode},
     error::Error,
-    reconcile::{meta, network, node},
+    reconcile::{build::service_monitor_resource, dns::dns_endpoint_resource, meta, network, node},
 };
 
 /// Exponential backoff per object for transient errors, reset by a success.
@@ -173,7 +174,7 @@ async fn run_scope(
         backoff: Backoff::default(),
     });
 
-    let networks = Controller::new(
+    let mut networks = Controller::new(
         api_for::<DigNetwork>(&client, ns),
         watcher::Config::default(),
     )
@@ -184,8 +185,28 @@ async fn run_scope(
     .owns(
         api_for::<PodDisruptionBudget>(&client, ns),
         children_config(),
-    )
-    .graceful_shutdown_on(shutdown.clone());
+    );
+    // Optional children are watched when their API exists at start-up; otherwise (or when a CRD
+    // is installed later) the periodic resync re-applies them.
+    for (group_version, resource) in [
+        (MONITORING_API, service_monitor_resource()),
+        (DNS_ENDPOINT_API, dns_endpoint_resource()),
+    ] {
+        match ctx.capabilities.has(group_version).await {
+            Ok(true) => {
+                let api: Api<DynamicObject> = match ns {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                    None => Api::all_with(client.clone(), &resource),
+                };
+                networks = networks.owns_with(api, resource, children_config());
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%group_version, %error, "API discovery failed; its objects are not watched")
+            }
+        }
+    }
+    let networks = networks.graceful_shutdown_on(shutdown.clone());
     let network_store = networks.store();
     let network_stream = networks.run(
         reconcile_network,
