@@ -104,6 +104,9 @@ impl SidecarNode {
 
     /// Starts the node with its API on `api`.
     pub async fn start_on(spec: NodeSpec, api: SocketAddr) -> anyhow::Result<Self> {
+        // reqwest is built without a default TLS crypto back end; tests talk plain HTTP but the
+        // client still needs one installed.
+        dig_bootstrap::install_crypto_provider();
         std::fs::create_dir_all(&spec.data_dir)
             .with_context(|| format!("creating {}", spec.data_dir.display()))?;
         let process = ProcessSpec::new(binary_path("dig-sidecar")?)
