@@ -18,6 +18,7 @@ use dig_e2e::operator::{
     NETWORK_KIND, OperatorOptions, OperatorProcess, condition, eventually, get_object,
     install_crds, is_ready,
 };
+use dig_e2e::process::workspace_root;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "apps";
@@ -303,6 +304,28 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
         ])
         .expect("api-resources");
     assert!(monitoring.trim().is_empty(), "{monitoring}");
+
+    // --- the examples users start from become Ready as they are (the private one with its PSK
+    // Secret).
+    for example in ["dignetwork-minimal.yaml", "dignetwork-private.yaml"] {
+        let path = workspace_root().join("examples").join(example);
+        cluster
+            .kubectl(["apply", "-n", NAMESPACE, "-f", &path.to_string_lossy()])
+            .unwrap_or_else(|e| panic!("kubectl apply -f examples/{example}: {e}"));
+    }
+    for name in ["dig", "dig-private"] {
+        kubectl_wait_ready(&cluster, &format!("dignetwork/{name}"));
+        let example = must_get(&cluster, "dignetwork", name);
+        let uid = string_at(&example, "/metadata/uid").to_string();
+        for kind in ["deployment", "statefulset"] {
+            let suffix = if kind == "deployment" {
+                "bootstrap"
+            } else {
+                "node"
+            };
+            assert_owned_child(&must_get(&cluster, kind, &format!("{name}-{suffix}")), &uid);
+        }
+    }
 
     // --- a spec change rolls out.
     merge_patch(
