@@ -28,15 +28,34 @@ pub type StatsFetcher =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<RegistryStats, String>> + Send + Sync>;
 
 /// `/stats` through `dig_bootstrap::client::RegistryClient`, with short timeouts: an unreachable
-/// registry must not hold a reconciliation up.
+/// registry must not hold a reconciliation up. One client (and connection pool) per registry URL
+/// is kept, so reconciles reuse connections instead of building a TLS-capable client each time.
 pub fn registry_stats_fetcher(timeout: Duration) -> StatsFetcher {
+    let clients: Arc<Mutex<HashMap<String, dig_bootstrap::client::RegistryClient>>> =
+        Arc::default();
     Arc::new(move |url: String| {
+        let clients = clients.clone();
         Box::pin(async move {
-            let client = dig_bootstrap::client::RegistryClient::builder(&url)
-                .connect_timeout(timeout)
-                .request_timeout(timeout)
-                .build()
-                .map_err(|e| format!("registry client for {url}: {e}"))?;
+            let cached = clients
+                .lock()
+                .expect("registry client cache lock")
+                .get(&url)
+                .cloned();
+            let client = match cached {
+                Some(client) => client,
+                None => {
+                    let client = dig_bootstrap::client::RegistryClient::builder(&url)
+                        .connect_timeout(timeout)
+                        .request_timeout(timeout)
+                        .build()
+                        .map_err(|e| format!("registry client for {url}: {e}"))?;
+                    clients
+                        .lock()
+                        .expect("registry client cache lock")
+                        .insert(url.clone(), client.clone());
+                    client
+                }
+            };
             let stats = tokio::time::timeout(timeout, client.stats())
                 .await
                 .map_err(|_| format!("registry {url} did not answer /stats within {timeout:?}"))?

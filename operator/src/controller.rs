@@ -20,7 +20,7 @@ use kube::{
     api::DynamicObject,
     runtime::{
         Controller,
-        controller::{Action, Error as ControllerError},
+        controller::{Action, Config as ControllerConfig, Error as ControllerError},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -161,6 +161,14 @@ where
         .await;
 }
 
+/// Bounded parallelism, and a short debounce so that the burst of child status updates after an
+/// apply (kwok or kubelet reporting pods) becomes one reconcile instead of one per event.
+fn controller_config() -> ControllerConfig {
+    ControllerConfig::default()
+        .concurrency(16)
+        .debounce(Duration::from_millis(500))
+}
+
 /// Runs both controllers for one namespace (`None`: all) until `shutdown` resolves.
 async fn run_scope(
     ctx: Arc<Context>,
@@ -178,6 +186,7 @@ async fn run_scope(
         api_for::<DigNetwork>(&client, ns),
         watcher::Config::default(),
     )
+    .with_config(controller_config())
     .owns(api_for::<Deployment>(&client, ns), children_config())
     .owns(api_for::<StatefulSet>(&client, ns), children_config())
     .owns(api_for::<Service>(&client, ns), children_config())
@@ -214,7 +223,8 @@ async fn run_scope(
         rt.clone(),
     );
 
-    let nodes = Controller::new(api_for::<DigNode>(&client, ns), watcher::Config::default());
+    let nodes = Controller::new(api_for::<DigNode>(&client, ns), watcher::Config::default())
+        .with_config(controller_config());
     let node_store = nodes.store();
     let lookup = node_store.clone();
     // A change to a DigNetwork (its image, ports, PSK...) reaches the DigNodes that join it.
