@@ -20,7 +20,7 @@ use kube::{
     api::DynamicObject,
     runtime::{
         Controller,
-        controller::{Action, Config as ControllerConfig, Error as ControllerError},
+        controller::{Action, Error as ControllerError},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -131,8 +131,17 @@ where
 }
 
 /// Only the operator's own children are watched, not every Deployment of the cluster.
+/// Every watch is ended by the server after this long and opened again. A watch left dangling by
+/// an API server restart (it stays open but delivers nothing) would otherwise keep the cache stale,
+/// and reconciles blind to spec changes, for the default 290 s.
+const WATCH_TIMEOUT_SECONDS: u32 = 30;
+
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().timeout(WATCH_TIMEOUT_SECONDS)
+}
+
 fn children_config() -> watcher::Config {
-    watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", meta::MANAGER))
+    watch_config().labels(&format!("app.kubernetes.io/managed-by={}", meta::MANAGER))
 }
 
 async fn drain<K, S>(kind: &'static str, stream: S, store: Store<K>, ctx: Arc<Context>)
@@ -161,14 +170,6 @@ where
         .await;
 }
 
-/// Bounded parallelism, and a short debounce so that the burst of child status updates after an
-/// apply (kwok or kubelet reporting pods) becomes one reconcile instead of one per event.
-fn controller_config() -> ControllerConfig {
-    ControllerConfig::default()
-        .concurrency(16)
-        .debounce(Duration::from_millis(500))
-}
-
 /// Runs both controllers for one namespace (`None`: all) until `shutdown` resolves.
 async fn run_scope(
     ctx: Arc<Context>,
@@ -182,19 +183,15 @@ async fn run_scope(
         backoff: Backoff::default(),
     });
 
-    let mut networks = Controller::new(
-        api_for::<DigNetwork>(&client, ns),
-        watcher::Config::default(),
-    )
-    .with_config(controller_config())
-    .owns(api_for::<Deployment>(&client, ns), children_config())
-    .owns(api_for::<StatefulSet>(&client, ns), children_config())
-    .owns(api_for::<Service>(&client, ns), children_config())
-    .owns(api_for::<ConfigMap>(&client, ns), children_config())
-    .owns(
-        api_for::<PodDisruptionBudget>(&client, ns),
-        children_config(),
-    );
+    let mut networks = Controller::new(api_for::<DigNetwork>(&client, ns), watch_config())
+        .owns(api_for::<Deployment>(&client, ns), children_config())
+        .owns(api_for::<StatefulSet>(&client, ns), children_config())
+        .owns(api_for::<Service>(&client, ns), children_config())
+        .owns(api_for::<ConfigMap>(&client, ns), children_config())
+        .owns(
+            api_for::<PodDisruptionBudget>(&client, ns),
+            children_config(),
+        );
     // Optional children are watched when their API exists at start-up; otherwise (or when a CRD
     // is installed later) the periodic resync re-applies them.
     for (group_version, resource) in [
@@ -223,8 +220,7 @@ async fn run_scope(
         rt.clone(),
     );
 
-    let nodes = Controller::new(api_for::<DigNode>(&client, ns), watcher::Config::default())
-        .with_config(controller_config());
+    let nodes = Controller::new(api_for::<DigNode>(&client, ns), watch_config());
     let node_store = nodes.store();
     let lookup = node_store.clone();
     // A change to a DigNetwork (its image, ports, PSK...) reaches the DigNodes that join it.
@@ -234,7 +230,7 @@ async fn run_scope(
         .owns(api_for::<ConfigMap>(&client, ns), children_config())
         .watches(
             api_for::<DigNetwork>(&client, ns),
-            watcher::Config::default(),
+            watch_config(),
             move |network: DigNetwork| {
                 let namespace = network.namespace();
                 let name = network.name_any();
