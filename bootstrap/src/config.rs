@@ -68,6 +68,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub rate_limit_burst: Option<u32>,
 
+    /// Proxy or load balancer whose X-Forwarded-For header names the client for the rate limit:
+    /// a CIDR range or an address (repeatable; comma-separated in the environment variable).
+    /// Without it the header is ignored, since any client could forge it.
+    #[arg(long = "trusted-proxy", env = "DIG_BOOTSTRAP_TRUSTED_PROXY", value_name = "CIDR",
+          value_delimiter = ',', value_parser = crate::server::client_ip::parse_trusted_proxy)]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
+
     /// Sibling bootstrap server to pull signed records from (repeatable; comma-separated in the
     /// environment variable).
     #[arg(long = "peer-bootstrap", env = "DIG_BOOTSTRAP_PEER_BOOTSTRAP", value_name = "URL",

@@ -115,6 +115,23 @@ impl Metrics {
             "Requests answered 429 by the per-client rate limit",
             rate_limited.clone(),
         );
+        // Known results exist from the start, so rate() and absent() in alerts see a zero
+        // rather than no series before the first event.
+        for (family, results) in [
+            (&registrations, &["registered", "refreshed"][..]),
+            (&unregistrations, &["unregistered", "notFound"][..]),
+            (
+                &federation_records,
+                &["accepted", "unchanged", "rejected"][..],
+            ),
+        ] {
+            for result in results {
+                let labels = ResultLabels {
+                    result: (*result).to_owned(),
+                };
+                family.get_or_create(&labels).inc_by(0);
+            }
+        }
         Self {
             registry,
             http_requests,
@@ -145,5 +162,22 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("encoding metrics into a String");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_results_are_exported_as_zero_before_any_event() {
+        let text = Metrics::new().encode();
+        for series in [
+            r#"dig_bootstrap_registrations_total{result="registered"} 0"#,
+            r#"dig_bootstrap_unregistrations_total{result="notFound"} 0"#,
+            r#"dig_bootstrap_federation_records_total{result="rejected"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 }

@@ -624,6 +624,7 @@ async fn command_line_errors_name_the_flag_and_help_lists_every_flag() -> anyhow
         "--peer-ttl",
         "--max-peers",
         "--rate-limit",
+        "--trusted-proxy",
         "--peer-bootstrap",
         "--tls-cert",
         "--tls-key",

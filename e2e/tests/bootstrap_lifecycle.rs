@@ -1,4 +1,5 @@
-//! dig-bootstrap as a process: TTL expiry, rate limiting, TLS, graceful shutdown on SIGTERM.
+//! dig-bootstrap as a process: TTL expiry, rate limiting (direct and behind trusted proxies), TLS,
+//! graceful shutdown on SIGTERM.
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +114,61 @@ async fn clients_over_the_rate_limit_get_429_with_retry_after() -> anyhow::Resul
     // After waiting, the client may send again.
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(http.get(server.url("/stats")).send().await?.status(), 200);
+    Ok(())
+}
+
+/// Sends `/stats` requests as `forwarded_for` until one is refused; how many got through.
+async fn requests_until_limited(
+    server: &BootstrapServer,
+    forwarded_for: &str,
+) -> anyhow::Result<usize> {
+    let http = server.http()?;
+    for sent in 0..20 {
+        let response = http
+            .get(server.url("/stats"))
+            .header("x-forwarded-for", forwarded_for)
+            .send()
+            .await?;
+        if response.status() == 429 {
+            return Ok(sent);
+        }
+    }
+    Ok(20)
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_quota() -> anyhow::Result<()> {
+    // A burst of 10 at 1/s: a fresh quota lets about 10 through, a spent one about one per
+    // second since it was spent, so a slow machine still tells them apart.
+    let limit = ["--rate-limit", "1", "--rate-limit-burst", "10"];
+    let fresh = 10..20;
+    let spent = 0..5;
+    // The test's loopback connection plays the load balancer.
+    let proxied =
+        BootstrapServer::start(&[&limit[..], &["--trusted-proxy", "127.0.0.0/8,::1"]].concat())
+            .await?;
+    let first = requests_until_limited(&proxied, "203.0.113.7").await?;
+    let second = requests_until_limited(&proxied, "203.0.113.8").await?;
+    assert!(
+        fresh.contains(&first) && fresh.contains(&second),
+        "each forwarded client has its own burst of 10: {first} and {second} requests passed"
+    );
+    // A client cannot escape its quota by prepending a forged hop: the nearest untrusted hop counts.
+    let forged = requests_until_limited(&proxied, "198.51.100.99, 203.0.113.7").await?;
+    assert!(
+        spent.contains(&forged),
+        "{forged} requests passed with a forged hop"
+    );
+
+    // Without --trusted-proxy the header is ignored: every "client" is the one loopback peer.
+    let direct = BootstrapServer::start(&limit).await?;
+    let first = requests_until_limited(&direct, "203.0.113.7").await?;
+    let second = requests_until_limited(&direct, "203.0.113.8").await?;
+    assert!(fresh.contains(&first), "{first} requests passed");
+    assert!(
+        spent.contains(&second),
+        "a forged header bought {second} more requests"
+    );
     Ok(())
 }
 

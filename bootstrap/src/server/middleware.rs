@@ -98,7 +98,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| state.client_address().resolve(c.0.ip(), request.headers()));
     if let (false, Some(ip)) = (exempt, client)
         && let Err(not_until) = limiter.check_key(&ip)
     {

@@ -1,5 +1,6 @@
 //! The HTTP(S) server: routes, layers, background tasks, TLS and graceful shutdown.
 
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod middleware;

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::RwLock;
 
+use super::client_ip::ClientAddress;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::record::{SignedPeerRecord, SignedUnregister, now_ms};
@@ -28,6 +29,7 @@ struct Inner {
     started: Instant,
     epoch: String,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    client_address: ClientAddress,
     max_body_bytes: u64,
     views: Mutex<RenderedViews>,
 }
@@ -59,12 +61,18 @@ impl AppState {
                 .allow_burst(burst.try_into().expect("burst > 0"));
             DefaultKeyedRateLimiter::dashmap(quota)
         });
-        Self::with_parts(config.registry_config(), limiter, config.max_body_bytes)
+        Self::with_parts(
+            config.registry_config(),
+            limiter,
+            ClientAddress::new(config.trusted_proxy.clone()),
+            config.max_body_bytes,
+        )
     }
 
     pub fn with_parts(
         registry: RegistryConfig,
         limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+        client_address: ClientAddress,
         max_body_bytes: u64,
     ) -> Self {
         Self {
@@ -75,6 +83,7 @@ impl AppState {
                 // Identifies this process in the federation feed, so siblings restart their cursor.
                 epoch: format!("{:016x}", rand::random::<u64>()),
                 limiter,
+                client_address,
                 max_body_bytes,
                 views: Mutex::new(RenderedViews::default()),
             }),
@@ -91,6 +100,10 @@ impl AppState {
 
     pub fn limiter(&self) -> Option<&DefaultKeyedRateLimiter<IpAddr>> {
         self.inner.limiter.as_ref()
+    }
+
+    pub fn client_address(&self) -> &ClientAddress {
+        &self.inner.client_address
     }
 
     pub fn uptime_seconds(&self) -> u64 {
