@@ -21,10 +21,13 @@ use crate::node::{DiscoverySource, NodeHandle, RegistryOutcome};
 /// Supplies the stores this node holds, for the signed record.
 pub type StoreEntries = Arc<dyn Fn() -> Vec<StoreEntry> + Send + Sync>;
 
-/// How often `/peers` is polled: every 500 ms for the first 5 s, every 2 s up to 30 s after the
-/// start, then at the steady interval.
-fn poll_interval(since_start: Duration, steady: Duration) -> Duration {
-    if since_start < Duration::from_secs(5) {
+/// How often `/peers` is polled: every 500 ms while the node has no peer during its first 5 s,
+/// every 2 s up to 30 s after the start, then at the steady interval. A node with peers needs no
+/// fast polling: every node polls right after it registers, so of any two nodes the later one
+/// finds the earlier and dials it. Fast polls from many nodes behind one address (a local network)
+/// would only run into the registry's per-IP rate limit.
+fn poll_interval(since_start: Duration, has_peers: bool, steady: Duration) -> Duration {
+    if since_start < Duration::from_secs(5) && !has_peers {
         Duration::from_millis(500)
     } else if since_start < Duration::from_secs(30) {
         Duration::from_secs(2)
@@ -108,6 +111,7 @@ pub async fn run(
         let Ok(snapshot) = node.snapshot().await else {
             return;
         };
+        let has_peers = !snapshot.connected.is_empty();
         let addresses: Vec<String> = snapshot
             .dialable_addresses
             .iter()
@@ -239,7 +243,7 @@ pub async fn run(
 
         let delay = if any_answer {
             backoff.reset();
-            poll_interval(started.elapsed(), settings.poll_interval)
+            poll_interval(started.elapsed(), has_peers, settings.poll_interval)
         } else {
             backoff.next_delay()
         };
@@ -282,14 +286,26 @@ mod tests {
     fn polling_is_frequent_at_start_up_and_then_settles() {
         let steady = Duration::from_secs(30);
         assert_eq!(
-            poll_interval(Duration::ZERO, steady),
+            poll_interval(Duration::ZERO, false, steady),
             Duration::from_millis(500)
         );
         assert_eq!(
-            poll_interval(Duration::from_secs(10), steady),
+            poll_interval(Duration::ZERO, true, steady),
+            Duration::from_secs(2),
+            "a node with peers does not poll fast"
+        );
+        assert_eq!(
+            poll_interval(Duration::from_secs(10), false, steady),
             Duration::from_secs(2)
         );
-        assert_eq!(poll_interval(Duration::from_secs(300), steady), steady);
+        assert_eq!(
+            poll_interval(Duration::from_secs(300), false, steady),
+            steady
+        );
+        assert_eq!(
+            poll_interval(Duration::from_secs(300), true, steady),
+            steady
+        );
     }
 
     #[test]

@@ -666,7 +666,11 @@ impl EventLoop {
                 }
                 let _ = reply.send(());
             }
-            Command::DiscoveredPeers { source, peers } => self.replace_source(source, peers),
+            Command::DiscoveredPeers { source, peers } => {
+                self.replace_source(source, peers);
+                // New peers are dialed now rather than at the next tick (up to 250 ms later).
+                self.dial_due_peers();
+            }
             Command::Registry(outcome) => self.on_registry_outcome(outcome),
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
