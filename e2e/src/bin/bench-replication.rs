@@ -2,7 +2,9 @@
 //! - the time for a 1 GiB store to reach 1 other node (2-node network) and 2 other nodes
 //!   (3-node network), measured from the moment the file appears in the first node's folder;
 //! - the time for 5,000 stores of 1 KiB to reach 2 other nodes;
-//! - the peak resident memory (VmHWM) of the receiving nodes.
+//! - the peak resident memory (VmHWM) of the receiving nodes;
+//! - a breakdown of each transfer: when the source had hashed the file, and when each receiver
+//!   learnt of it, verified its first and last byte, and showed it in its data folder.
 //!
 //! Build the binaries first: `cargo build --release -p dig-sidecar -p dig-bootstrap`, then
 //! `cargo run --release -p dig-e2e --bin bench-replication`.
@@ -16,7 +18,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use dig_e2e::{
-    network::{LocalNetwork, SidecarNode},
+    network::{LocalNetwork, SidecarNode, clock_ticks_per_second, cpu_ticks},
     replication::{metric_sum, node_has, peak_resident_bytes, stores, write_store},
 };
 
@@ -63,43 +65,139 @@ async fn start_network(
     Ok(network)
 }
 
-/// Polls the receivers every 20 ms; returns when each one first had every expected store.
-async fn arrival_times(
+/// When one node passed each step of a transfer, measured from the moment the file appeared in
+/// the source's folder.
+#[derive(Clone, Copy, Default)]
+struct Milestones {
+    /// The node lists the store at the expected hash (source: hashed and indexed; receiver: the
+    /// announcement arrived).
+    known: Option<Duration>,
+    /// The receiver verified its first bytes (progress above 0).
+    first_byte: Option<Duration>,
+    /// The receiver verified its last byte (progress 1.0: only fsync and rename are left).
+    last_byte: Option<Duration>,
+    /// The file is in the receiver's data folder and reported synced.
+    visible: Option<Duration>,
+}
+
+impl Milestones {
+    fn update(&mut self, state: &StoreView, at: Duration) {
+        if self.known.is_none() {
+            self.known = Some(at);
+        }
+        match state {
+            StoreView::Downloading(progress) if *progress > 0.0 => {
+                self.first_byte.get_or_insert(at);
+                if *progress >= 1.0 {
+                    self.last_byte.get_or_insert(at);
+                }
+            }
+            StoreView::Synced => {
+                self.first_byte.get_or_insert(at);
+                self.last_byte.get_or_insert(at);
+                self.visible.get_or_insert(at);
+            }
+            StoreView::Downloading(_) | StoreView::Waiting => {}
+        }
+    }
+}
+
+enum StoreView {
+    Waiting,
+    Downloading(f64),
+    Synced,
+}
+
+/// What a node's `/stores` says about `name` at `hash` (`None`: not known at that hash yet).
+async fn store_view(node: &SidecarNode, name: &str, hash: &str) -> Option<StoreView> {
+    let body = node.get_json("/stores").await.ok()?;
+    let store = body["stores"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name && s["hash"] == hash)?;
+    Some(match store["state"].as_str() {
+        Some("synced") => StoreView::Synced,
+        Some("downloading") => StoreView::Downloading(store["progress"].as_f64().unwrap_or(0.0)),
+        _ => StoreView::Waiting,
+    })
+}
+
+fn seconds(at: Option<Duration>) -> String {
+    at.map_or_else(|| "-".to_string(), |d| format!("{:.2}", d.as_secs_f64()))
+}
+
+/// Polls every node's `/stores` every 10 ms until every receiver holds `name` at `hash`.
+/// Returns the source's milestones and each receiver's.
+async fn transfer_milestones(
+    source: &SidecarNode,
     receivers: &[&SidecarNode],
-    expected: &BTreeMap<String, String>,
+    name: &str,
+    hash: &str,
     started: Instant,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut arrived: Vec<Option<Duration>> = vec![None; receivers.len()];
-    while arrived.iter().any(Option::is_none) {
+) -> anyhow::Result<(Milestones, Vec<Milestones>)> {
+    let mut detected = Milestones::default();
+    let mut arrived = vec![Milestones::default(); receivers.len()];
+    while arrived.iter().any(|m| m.visible.is_none()) {
+        if detected.visible.is_none()
+            && let Some(view) = store_view(source, name, hash).await
+        {
+            detected.update(&view, started.elapsed());
+        }
         for (i, node) in receivers.iter().enumerate() {
-            if arrived[i].is_none() && node_has(node, expected).await {
-                arrived[i] = Some(started.elapsed());
+            if arrived[i].visible.is_none()
+                && let Some(view) = store_view(node, name, hash).await
+            {
+                arrived[i].update(&view, started.elapsed());
             }
         }
         if started.elapsed() > TIMEOUT {
-            bail!("stores did not arrive within {TIMEOUT:?}");
+            bail!("store {name} did not arrive within {TIMEOUT:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(arrived.into_iter().flatten().collect())
+    Ok((detected, arrived))
 }
 
 async fn large_file(network: &LocalNetwork, size: u64, label: &str) -> anyhow::Result<()> {
     let source = &network.nodes[0];
     let hash = write_store(&source.spec.data_dir, "large", size, 1)?;
+    let cpu_before = network
+        .nodes
+        .iter()
+        .map(|n| cpu_ticks(n.process.pid()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
-    let expected = BTreeMap::from([("large".to_string(), hash)]);
     let receivers: Vec<_> = network.nodes[1..].iter().collect();
-    let times = arrival_times(&receivers, &expected, started).await?;
-    for (i, time) in times.iter().enumerate() {
+    let (detected, arrived) =
+        transfer_milestones(source, &receivers, "large", &hash, started).await?;
+    let ticks = clock_ticks_per_second() as f64;
+    for (node, before) in network.nodes.iter().zip(cpu_before) {
+        let used = cpu_ticks(node.process.pid())?.saturating_sub(before);
         println!(
-            "{label}: {} MiB reached node {} after {:.2} s",
-            size >> 20,
-            i + 1,
-            time.as_secs_f64()
+            "{label}: CPU time of {} during the transfer: {:.2} s",
+            node.spec.name,
+            used as f64 / ticks
         );
     }
-    let last = times.iter().max().copied().unwrap_or_default();
+    println!(
+        "{label}: source hashed and indexed the store after {} s",
+        seconds(detected.known)
+    );
+    for (i, m) in arrived.iter().enumerate() {
+        println!(
+            "{label}: node {}: announced {} s, first byte {} s, last byte {} s, visible {} s",
+            i + 1,
+            seconds(m.known),
+            seconds(m.first_byte),
+            seconds(m.last_byte),
+            seconds(m.visible)
+        );
+    }
+    let last = arrived
+        .iter()
+        .filter_map(|m| m.visible)
+        .max()
+        .unwrap_or_default();
     println!(
         "{label}: {} MiB to {} other node(s): {:.2} s ({:.0} MiB/s per receiver)",
         size >> 20,
@@ -144,8 +242,12 @@ async fn small_files(network: &LocalNetwork, count: usize, bytes: usize) -> anyh
     // keeps the measurement from loading the nodes; hashes are checked once at the end.
     let already = metric_sum(&receivers[0].metrics().await?, "dig_sync_stores");
     let want = already + count as f64;
+    let mut indexed: Option<Duration> = None;
     let mut times: Vec<Option<Duration>> = vec![None; receivers.len()];
     while times.iter().any(Option::is_none) {
+        if indexed.is_none() && metric_sum(&source.metrics().await?, "dig_sync_stores") >= want {
+            indexed = Some(started.elapsed());
+        }
         for (i, node) in receivers.iter().enumerate() {
             if times[i].is_none() && metric_sum(&node.metrics().await?, "dig_sync_stores") >= want {
                 times[i] = Some(started.elapsed());
@@ -176,6 +278,10 @@ async fn small_files(network: &LocalNetwork, count: usize, bytes: usize) -> anyh
             .copied()
             .unwrap_or_default()
             .as_secs_f64()
+    );
+    println!(
+        "  source hashed and indexed every store after {} s",
+        seconds(indexed)
     );
     for node in &receivers {
         let held = stores(node)

@@ -124,9 +124,65 @@ pub fn digest_reader(mut reader: impl Read) -> io::Result<ContentDigest> {
     Ok(ContentDigest { size, hash, chunks })
 }
 
-/// Hashes a file from disk without loading it whole.
+/// Files of at least this many chunks are hashed on several threads.
+const PARALLEL_MIN_CHUNKS: u64 = 16;
+/// Most threads one file is hashed on.
+const MAX_HASH_THREADS: usize = 4;
+
+/// Hashes a file from disk without loading it whole. Large files are cut into one contiguous
+/// range of chunks per core, each hashed on its own thread with a bounded 1 MiB buffer: chunk
+/// chaining values are independent, so only the final merge is sequential. A file that shrinks
+/// meanwhile gives an `UnexpectedEof` error.
 pub fn digest_file(path: &std::path::Path) -> io::Result<ContentDigest> {
-    digest_reader(std::fs::File::open(path)?)
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let count = chunk_count(size);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_HASH_THREADS) as u64;
+    if threads < 2 || count < PARALLEL_MIN_CHUNKS {
+        return digest_reader(file);
+    }
+    let ranges: Vec<(u64, u64)> = (0..threads)
+        .map(|t| (t * count / threads, (t + 1) * count / threads))
+        .collect();
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(start, end)| {
+                let file = &file;
+                scope.spawn(move || hash_chunk_range(file, size, start, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked")))
+            })
+            .collect::<io::Result<Vec<_>>>()
+    })?;
+    let chunks: Vec<ChainingValue> = parts.into_iter().flatten().collect();
+    let hash = root_hash(size, &chunks).ok_or_else(|| io::Error::other("chunk count mismatch"))?;
+    Ok(ContentDigest { size, hash, chunks })
+}
+
+/// Chaining values of chunks `start..end` of a file of `size` bytes (more than one chunk).
+fn hash_chunk_range(
+    file: &std::fs::File,
+    size: u64,
+    start: u64,
+    end: u64,
+) -> io::Result<Vec<ChainingValue>> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; CHUNK_SIZE as usize];
+    let mut values = Vec::with_capacity((end - start) as usize);
+    for index in start..end {
+        let data = &mut buffer[..chunk_len(size, index) as usize];
+        file.read_exact_at(data, index * CHUNK_SIZE)?;
+        values.push(chunk_value(size, index, data));
+    }
+    Ok(values)
 }
 
 /// Reads until `buffer` is full or the reader ends; returns the number of bytes read.
@@ -201,6 +257,19 @@ mod tests {
             assert_eq!(digest.hash, *blake3::hash(&data).as_bytes(), "len {len}");
             assert_eq!(digest.chunks.len() as u64, chunk_count(len as u64));
             assert!(verify_manifest(digest.size, &digest.hash, &digest.chunks));
+        }
+    }
+
+    #[test]
+    fn files_hashed_in_parallel_match_the_streaming_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [PARALLEL_MIN_CHUNKS * CHUNK_SIZE, 37 * CHUNK_SIZE + 123] {
+            let data = pattern(len as usize);
+            let path = dir.path().join("f.dig");
+            std::fs::write(&path, &data).unwrap();
+            let parallel = digest_file(&path).unwrap();
+            assert_eq!(parallel, digest_reader(&data[..]).unwrap(), "len {len}");
+            assert_eq!(parallel.hash, *blake3::hash(&data).as_bytes());
         }
     }
 

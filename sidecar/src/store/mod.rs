@@ -6,6 +6,7 @@ pub mod hash;
 pub mod index;
 pub mod install;
 pub mod name;
+pub mod part_file;
 pub mod scan;
 pub mod version;
 pub mod watcher;

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use futures::AsyncWriteExt;
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 
 use super::announce::WireEntry;
@@ -109,14 +109,15 @@ impl SyncClient {
             .ok_or_else(|| self.unexpected(format!("manifest of {len} bytes")))
     }
 
-    /// Chunk `index` of `name`/`hash` into `buffer` (not verified here); at most `max_len` bytes.
+    /// Chunk `index` of `name`/`hash` into `out`, which has the length the announced size
+    /// implies (the bytes are not verified here). A response of another length is an
+    /// `Unexpected` error and leaves the stream unusable (its body is not read).
     pub async fn chunk(
         &mut self,
         name: &str,
         hash: &Hash32,
         index: u64,
-        max_len: u64,
-        buffer: &mut Vec<u8>,
+        out: &mut [u8],
     ) -> Result<(), ClientError> {
         let request = Request::Chunk {
             name: name.to_owned(),
@@ -127,7 +128,20 @@ impl SyncClient {
             ResponseHeader::Chunk { len } => len,
             other => return Err(self.unexpected(format!("{other:?} to a chunk request"))),
         };
-        self.body(len, max_len, buffer).await
+        if len != out.len() as u64 {
+            // A length that does not fit the announced size may come from a wrong announcement
+            // rather than from this peer: an error, not a reason to ban it.
+            return Err(self.unexpected(format!(
+                "chunk {index} of store {name} has {len} bytes, the announced size implies {}",
+                out.len()
+            )));
+        }
+        let peer = self.peer;
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.stream.read_exact(out))
+            .await
+            .map_err(|_| ClientError::Timeout { peer, timeout })?
+            .map_err(|source| ClientError::Io { peer, source })
     }
 
     async fn exchange(&mut self, request: &Request) -> Result<ResponseHeader, ClientError> {

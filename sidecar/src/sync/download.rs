@@ -19,12 +19,14 @@ use libp2p::{PeerId, StreamProtocol};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::client::SyncClient;
+use super::client::{ClientError, SyncClient};
 use super::metrics::{Direction, SyncMetrics};
+use super::stream_pool::StreamPool;
 use crate::store::disk::{self, DiskError};
 use crate::store::hash::{
     self, CHUNK_SIZE, ChainingValue, Hash32, chunk_count, chunk_len, verify_chunk, verify_manifest,
 };
+use crate::store::part_file::{ChunkBuffer, PartFile};
 
 /// Rounds of chunk fetching before a download gives up (a round ends when every worker stopped;
 /// chunks handed back by a failing peer are retried by the others in the next round).
@@ -135,6 +137,7 @@ pub struct Downloader {
     config: DownloadConfig,
     metrics: SyncMetrics,
     bans: mpsc::UnboundedSender<(PeerId, String)>,
+    pool: Arc<StreamPool>,
 }
 
 struct Shared {
@@ -161,7 +164,29 @@ impl Downloader {
             config,
             metrics,
             bans,
+            pool: Arc::default(),
         }
+    }
+
+    /// Closes idle streams that are too old, and every idle stream to `gone` (a peer that
+    /// disconnected).
+    pub fn expire_idle_streams(&self, gone: Option<&PeerId>) {
+        self.pool.expire(gone);
+    }
+
+    /// An idle stream to `peer`, or a new one.
+    async fn client(&self, peer: PeerId) -> Result<SyncClient, ClientError> {
+        if let Some(client) = self.pool.take(&peer) {
+            return Ok(client);
+        }
+        let mut control = self.control.clone();
+        SyncClient::open(
+            &mut control,
+            peer,
+            self.config.protocol.clone(),
+            self.config.request_timeout,
+        )
+        .await
     }
 
     pub fn config(&self) -> &DownloadConfig {
@@ -208,10 +233,19 @@ impl Downloader {
             let resume_files = files.clone();
             let size = target.size;
             let manifest = manifest.clone();
-            tokio::task::spawn_blocking(move || resume(file, &resume_files, size, &manifest))
-                .await
-                .map_err(|e| io_error(&files.part, io::Error::other(e)))?
-                .map_err(|e| io_error(&files.part, e))?
+            tokio::task::spawn_blocking(move || {
+                resume(file, &resume_files, size, &manifest).map(|(file, done, resumed)| {
+                    let file = if size > CHUNK_SIZE {
+                        PartFile::new(file, &resume_files.part)
+                    } else {
+                        PartFile::buffered(file)
+                    };
+                    (file, done, resumed)
+                })
+            })
+            .await
+            .map_err(|e| io_error(&files.part, io::Error::other(e)))?
+            .map_err(|e| io_error(&files.part, e))?
         };
         if resumed_bytes > 0 {
             tracing::info!(
@@ -221,6 +255,13 @@ impl Downloader {
                 "resuming an interrupted download from verified chunks"
             );
             self.metrics.resumed_bytes.inc_by(resumed_bytes);
+        }
+        if target.size > CHUNK_SIZE {
+            tracing::debug!(
+                store = %target.name,
+                direct_io = file.is_direct(),
+                "writing chunks of a multi-chunk download"
+            );
         }
         progress.store(resumed_bytes, Ordering::Relaxed);
         let remaining = target.size - resumed_bytes;
@@ -279,12 +320,7 @@ impl Downloader {
                 last_error: shared.last_error.lock().clone(),
             });
         }
-        let file = Arc::try_unwrap(file).unwrap_or_else(|shared_file| {
-            shared_file
-                .try_clone()
-                .expect("cloning an open file handle")
-        });
-        tokio::task::spawn_blocking(move || file.sync_all())
+        tokio::task::spawn_blocking(move || file.sync())
             .await
             .map_err(|e| io_error(&files.part, io::Error::other(e)))?
             .map_err(|e| io_error(&files.part, e))?;
@@ -320,17 +356,12 @@ impl Downloader {
         }
         let mut last_error = "no peer holds this version".to_owned();
         for peer in peers {
-            let mut control = self.control.clone();
             let result = async {
-                let mut client = SyncClient::open(
-                    &mut control,
-                    *peer,
-                    self.config.protocol.clone(),
-                    self.config.request_timeout,
-                )
-                .await?;
+                let mut client = self.client(*peer).await?;
                 let manifest = client.manifest(&target.name, &target.hash).await;
-                client.close().await;
+                if manifest.is_ok() {
+                    self.pool.put(client);
+                }
                 manifest
             }
             .await;
@@ -379,20 +410,12 @@ impl Downloader {
         peer: PeerId,
         target: &DownloadTarget,
         manifest: &Arc<Vec<ChainingValue>>,
-        file: &Arc<File>,
+        file: &Arc<PartFile>,
         shared: &Arc<Shared>,
         progress: &AtomicU64,
         fetched: &AtomicU64,
     ) {
-        let mut control = self.control.clone();
-        let mut client = match SyncClient::open(
-            &mut control,
-            peer,
-            self.config.protocol.clone(),
-            self.config.request_timeout,
-        )
-        .await
-        {
+        let mut client = match self.client(peer).await {
             Ok(client) => client,
             Err(e) => {
                 *shared.last_error.lock() = e.to_string();
@@ -400,8 +423,11 @@ impl Downloader {
                 return;
             }
         };
-        let mut buffer = Vec::with_capacity(CHUNK_SIZE as usize);
+        let capacity = chunk_len(target.size, 0) as usize;
+        let mut buffer = ChunkBuffer::new(capacity);
         let mut reopens = 0;
+        // Only a stream whose last exchange completed cleanly goes back to the pool.
+        let mut reusable = true;
         loop {
             if shared.unusable.lock().contains(&peer) || shared.fatal.lock().is_some() {
                 break;
@@ -410,34 +436,20 @@ impl Downloader {
                 break;
             };
             let expected_len = chunk_len(target.size, index);
-            let fetched_chunk = client
-                .chunk(&target.name, &target.hash, index, expected_len, &mut buffer)
-                .await
-                .and_then(|()| {
-                    // A length that does not fit the announced size may come from a wrong
-                    // announcement rather than from this peer: not a reason to ban it.
-                    if buffer.len() as u64 == expected_len {
-                        Ok(())
-                    } else {
-                        Err(super::client::ClientError::Unexpected {
-                            peer,
-                            detail: format!(
-                                "chunk {index} of store {} has {} bytes, the announced size implies {expected_len}",
-                                target.name,
-                                buffer.len()
-                            ),
-                        })
-                    }
-                });
-            if let Err(e) = fetched_chunk {
+            let out = buffer
+                .fill(expected_len as usize)
+                .expect("no chunk is longer than the first one");
+            if let Err(e) = client.chunk(&target.name, &target.hash, index, out).await {
                 shared.queue.lock().push_front(index);
                 *shared.last_error.lock() = e.to_string();
+                reusable = false;
                 // A stream can die with its connection while the peer stays reachable over
-                // another one (simultaneous dials): open a new stream a few times first.
-                let transient = matches!(e, super::client::ClientError::Io { .. });
+                // another one (simultaneous dials), or a pooled stream may have been closed by
+                // the peer: open a new stream a few times first.
+                let transient = matches!(e, ClientError::Io { .. });
                 if transient && reopens < MAX_STREAM_REOPENS {
                     reopens += 1;
-                    client.close().await;
+                    let mut control = self.control.clone();
                     match SyncClient::open(
                         &mut control,
                         peer,
@@ -448,6 +460,7 @@ impl Downloader {
                     {
                         Ok(fresh) => {
                             client = fresh;
+                            reusable = true;
                             continue;
                         }
                         Err(e) => *shared.last_error.lock() = e.to_string(),
@@ -463,12 +476,11 @@ impl Downloader {
                 let file = file.clone();
                 let size = target.size;
                 move || {
-                    if !verify_chunk(size, index, &buffer, &manifest) {
+                    let data = buffer.as_slice();
+                    if !verify_chunk(size, index, data, &manifest) {
                         return (Ok(false), buffer);
                     }
-                    let written = file
-                        .write_all_at(&buffer, index * CHUNK_SIZE)
-                        .map(|()| true);
+                    let written = file.write_at(data, index * CHUNK_SIZE).map(|()| true);
                     (written, buffer)
                 }
             };
@@ -477,7 +489,7 @@ impl Downloader {
                 Err(e) => {
                     shared.queue.lock().push_front(index);
                     *shared.fatal.lock() = Some(io::Error::other(e));
-                    break;
+                    return;
                 }
             };
             buffer = returned;
@@ -502,7 +514,7 @@ impl Downloader {
                     );
                     *shared.last_error.lock() = format!("{peer}: {reason}");
                     self.bad_peer(peer, &reason, shared);
-                    break;
+                    return;
                 }
                 Err(e) => {
                     shared.queue.lock().push_front(index);
@@ -511,7 +523,11 @@ impl Downloader {
                 }
             }
         }
-        client.close().await;
+        if reusable {
+            self.pool.put(client);
+        } else {
+            client.close().await;
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod download;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod stream_pool;
 
 pub use protocol::sync_protocol;
 pub mod config;

@@ -494,6 +494,7 @@ impl Engine {
             } => self.on_download_finished(name, hash, started, result),
             Event::Ban { peer, reason } => {
                 self.metrics.peers_banned.inc();
+                self.downloader.expire_idle_streams(Some(&peer));
                 for holders in self.holders.values_mut() {
                     holders.remove(&peer);
                 }
@@ -515,6 +516,7 @@ impl Engine {
                 for holders in self.holders.values_mut() {
                     holders.remove(&peer);
                 }
+                self.downloader.expire_idle_streams(Some(&peer));
             }
             NodeEvent::Announcement { source, data } => match Announcement::decode(&data) {
                 Ok((holder, entries)) => {
@@ -1225,6 +1227,7 @@ impl Engine {
     // ---------- housekeeping ----------
 
     fn on_tick(&mut self) {
+        self.downloader.expire_idle_streams(None);
         self.flush_announcements();
         self.schedule();
         self.update_gauges();
@@ -1316,6 +1319,8 @@ fn hash_stable(path: &Path) -> Result<Option<(LocalMeta, ContentDigest)>, HashFa
     let digest = match hash::digest_file(path) {
         Ok(digest) => digest,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // The file shrank while it was read.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HashFailure::Changing),
         Err(e) => return Err(HashFailure::Io(e)),
     };
     match LocalMeta::of_path(path) {
