@@ -37,6 +37,12 @@ struct Args {
     /// Folder for the nodes' data (default: a temporary folder).
     #[arg(long)]
     work_dir: Option<std::path::PathBuf>,
+    /// `RUST_LOG` of the nodes.
+    #[arg(long, default_value = "warn")]
+    node_log: String,
+    /// Print every node's log after each large-file transfer.
+    #[arg(long)]
+    print_logs: bool,
     /// Extra `dig-sidecar run` arguments for every node (repeatable).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
@@ -48,13 +54,13 @@ async fn start_network(
     root: &Path,
     id: &str,
     count: usize,
-    extra: &[String],
+    args: &Args,
 ) -> anyhow::Result<LocalNetwork> {
     let mut network = LocalNetwork::start(root, id, 0).await?;
     for index in 0..count {
         let mut spec = network.node_spec(index);
-        spec.log = "warn".into();
-        for arg in extra {
+        spec.log = args.node_log.clone();
+        for arg in &args.node_args {
             spec = spec.arg(arg.clone());
         }
         network.nodes.push(SidecarNode::start(spec).await?);
@@ -158,7 +164,12 @@ async fn transfer_milestones(
     Ok((detected, arrived))
 }
 
-async fn large_file(network: &LocalNetwork, size: u64, label: &str) -> anyhow::Result<()> {
+async fn large_file(
+    network: &LocalNetwork,
+    size: u64,
+    label: &str,
+    print_logs: bool,
+) -> anyhow::Result<()> {
     let source = &network.nodes[0];
     let hash = write_store(&source.spec.data_dir, "large", size, 1)?;
     let cpu_before = network
@@ -212,6 +223,12 @@ async fn large_file(network: &LocalNetwork, size: u64, label: &str) -> anyhow::R
             node.spec.name,
             peak as f64 / 1e6
         );
+    }
+    if print_logs {
+        for node in &network.nodes {
+            println!("----- {label}: log of {}", node.spec.name);
+            print!("{}", node.process.output());
+        }
     }
     Ok(())
 }
@@ -305,13 +322,13 @@ async fn main() -> anyhow::Result<()> {
     let size = args.large_mib << 20;
 
     {
-        let network = start_network(&root.join("two"), "bench-repl-2", 2, &args.node_args).await?;
-        large_file(&network, size, "2 nodes").await?;
+        let network = start_network(&root.join("two"), "bench-repl-2", 2, &args).await?;
+        large_file(&network, size, "2 nodes", args.print_logs).await?;
     }
     {
         let network =
-            start_network(&root.join("three"), "bench-repl-3", 3, &args.node_args).await?;
-        large_file(&network, size, "3 nodes").await?;
+            start_network(&root.join("three"), "bench-repl-3", 3, &args).await?;
+        large_file(&network, size, "3 nodes", args.print_logs).await?;
         small_files(&network, args.small_count, args.small_bytes).await?;
     }
     Ok(())

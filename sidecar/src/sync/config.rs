@@ -21,7 +21,8 @@ pub struct ReplicationConfig {
     /// Store downloads running at once (`--max-parallel-downloads`). Stores of one chunk
     /// (up to 1 MiB) are latency-bound rather than bandwidth-bound and get eight times as many slots.
     pub max_parallel_downloads: usize,
-    /// Concurrent chunk requests per peer and download.
+    /// Concurrent chunk requests per peer and download. Each stream's flow-control window
+    /// starts at 256 KiB (yamux), so this bounds the bytes in flight from one peer.
     pub streams_per_peer: usize,
     /// Quiet time the folder watcher waits for before reporting a change.
     pub watch_debounce: Duration,
@@ -45,8 +46,8 @@ impl Default for ReplicationConfig {
             min_free_bytes: 1 << 30,
             inventory_interval: Duration::from_secs(30),
             max_parallel_downloads: 16,
-            streams_per_peer: 4,
-            watch_debounce: Duration::from_millis(200),
+            streams_per_peer: 8,
+            watch_debounce: Duration::from_millis(100),
             request_timeout: Duration::from_secs(30),
             test_corrupt_chunks: false,
         }

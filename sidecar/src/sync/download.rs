@@ -6,7 +6,7 @@
 //! manifest (cheap, and safe after a crash) and only the rest is fetched. A peer that serves a bad
 //! chunk or manifest is reported for a ban and its chunks go to the other peers.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -33,6 +33,8 @@ use crate::store::part_file::{ChunkBuffer, PartFile};
 const MAX_ROUNDS: usize = 4;
 /// New streams a worker opens to its peer after a stream failed, before it gives the peer up.
 const MAX_STREAM_REOPENS: usize = 3;
+/// Pause before reopening a failed stream, times the attempt number.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(25);
 /// The verified-chunk record is rewritten after this many new chunks.
 const PERSIST_EVERY: u64 = 16;
 
@@ -144,6 +146,8 @@ struct Shared {
     queue: Mutex<VecDeque<u64>>,
     done: Mutex<Vec<u8>>,
     unusable: Mutex<HashSet<PeerId>>,
+    /// Workers still pulling from each peer in the current round.
+    workers: Mutex<HashMap<PeerId, usize>>,
     banned: Mutex<HashSet<PeerId>>,
     last_error: Mutex<String>,
     fatal: Mutex<Option<io::Error>>,
@@ -201,6 +205,9 @@ impl Downloader {
         peers: &[PeerId],
         progress: Arc<AtomicU64>,
     ) -> Result<Downloaded, DownloadError> {
+        if target.size <= CHUNK_SIZE {
+            return self.download_single_chunk(target, peers, progress).await;
+        }
         let files = PartialFiles::new(&self.config.tmp_dir, &target.name, &target.hash);
         let io_error = |path: &Path, source: io::Error| DownloadError::Io {
             name: target.name.clone(),
@@ -212,6 +219,7 @@ impl Downloader {
             queue: Mutex::new(VecDeque::new()),
             done: Mutex::new(Vec::new()),
             unusable: Mutex::new(HashSet::new()),
+            workers: Mutex::new(HashMap::new()),
             banned: Mutex::new(HashSet::new()),
             last_error: Mutex::new("no peer holds this version".to_owned()),
             fatal: Mutex::new(None),
@@ -288,6 +296,13 @@ impl Downloader {
             // Round-robin over the peers, never more workers than missing chunks: a store of one
             // chunk opens one stream, a large one `streams_per_peer` per peer.
             let worker_count = (self.config.streams_per_peer.max(1) * usable.len()).min(missing);
+            {
+                let mut workers = shared.workers.lock();
+                workers.clear();
+                for i in 0..worker_count {
+                    *workers.entry(usable[i % usable.len()]).or_default() += 1;
+                }
+            }
             let workers = (0..worker_count).map(|i| {
                 let peer = usable[i % usable.len()];
                 self.worker(peer, target, &manifest, &file, &shared, &progress, &fetched)
@@ -395,12 +410,151 @@ impl Downloader {
     }
 
     fn bad_peer(&self, peer: PeerId, reason: &str, shared: &Shared) {
-        self.metrics.verification_failures.inc();
         shared.unusable.lock().insert(peer);
         // Several workers may catch the same peer at once; it is reported once per download.
         if shared.banned.lock().insert(peer) {
-            tracing::warn!(%peer, reason, "peer served data that failed verification; banning it");
-            let _ = self.bans.send((peer, reason.to_owned()));
+            self.report_bad_peer(peer, reason);
+        } else {
+            self.metrics.verification_failures.inc();
+        }
+    }
+
+    fn report_bad_peer(&self, peer: PeerId, reason: &str) {
+        self.metrics.verification_failures.inc();
+        tracing::warn!(%peer, reason, "peer served data that failed verification; banning it");
+        let _ = self.bans.send((peer, reason.to_owned()));
+    }
+
+    /// A store of at most one chunk: no manifest (the chunk's hash is the file hash) and nothing
+    /// to resume. Peers are asked in turn until one serves bytes that verify; then one blocking
+    /// call writes the file and fsyncs it, so a burst of small stores costs one thread hand-off
+    /// per store.
+    async fn download_single_chunk(
+        &self,
+        target: &DownloadTarget,
+        peers: &[PeerId],
+        progress: Arc<AtomicU64>,
+    ) -> Result<Downloaded, DownloadError> {
+        let files = PartialFiles::new(&self.config.tmp_dir, &target.name, &target.hash);
+        let mut data = vec![0u8; target.size as usize];
+        let mut last_error = "no peer holds this version".to_owned();
+        let mut verified = false;
+        if target.size == 0 {
+            verified = target.hash == *blake3::hash(b"").as_bytes();
+            if !verified {
+                last_error = "an empty store announced with the hash of non-empty content".into();
+            }
+        }
+        for peer in peers.iter().filter(|_| target.size > 0) {
+            if let Err(e) = self.fetch_single_chunk(*peer, target, &mut data).await {
+                last_error = e.to_string();
+                continue;
+            }
+            if verify_chunk(target.size, 0, &data, &[target.hash]) {
+                verified = true;
+                break;
+            }
+            let reason = format!(
+                "chunk 0 of store {} failed BLAKE3 verification",
+                target.name
+            );
+            last_error = format!("{peer}: {reason}");
+            self.report_bad_peer(*peer, &reason);
+        }
+        if !verified {
+            return Err(DownloadError::Incomplete {
+                name: target.name.clone(),
+                missing: chunk_count(target.size),
+                total: chunk_count(target.size),
+                last_error,
+            });
+        }
+        let (tmp_dir, reserve, path, name) = (
+            self.config.tmp_dir.clone(),
+            self.config.min_free_bytes,
+            files.part.clone(),
+            target.name.clone(),
+        );
+        let size = target.size;
+        let written = tokio::task::spawn_blocking(move || {
+            disk::ensure_space(&tmp_dir, size, reserve)?;
+            write_synced(&tmp_dir, &path, &data).map_err(|source| match source.raw_os_error() {
+                Some(code) if code == nix::libc::ENOSPC => {
+                    DownloadError::Disk(DiskError::InsufficientSpace {
+                        needed: size,
+                        reserve,
+                        available: disk::available_bytes(&tmp_dir).unwrap_or(0),
+                        path: tmp_dir.clone(),
+                    })
+                }
+                _ => DownloadError::Io { name, path, source },
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(DownloadError::Io {
+                name: target.name.clone(),
+                path: files.part.clone(),
+                source: io::Error::other(e),
+            })
+        });
+        if let Err(error) = written {
+            files.remove();
+            return Err(error);
+        }
+        progress.store(target.size, Ordering::Relaxed);
+        self.metrics.add_bytes(Direction::Received, target.size);
+        Ok(Downloaded {
+            path: files.part,
+            manifest: if target.size == 0 {
+                Vec::new()
+            } else {
+                vec![target.hash]
+            },
+            resumed_bytes: 0,
+            fetched_bytes: target.size,
+        })
+    }
+
+    /// Chunk 0 of `target` from `peer` into `data` (not verified here). A pooled stream the peer
+    /// has meanwhile closed is replaced by a fresh one at once; a fresh stream that fails (a peer
+    /// under load drops inbound streams it cannot accept fast enough) is reopened a few times
+    /// after a short pause.
+    async fn fetch_single_chunk(
+        &self,
+        peer: PeerId,
+        target: &DownloadTarget,
+        data: &mut [u8],
+    ) -> Result<(), ClientError> {
+        let mut reopens = 0;
+        loop {
+            let pooled = self.pool.take(&peer);
+            let from_pool = pooled.is_some();
+            let mut client = match pooled {
+                Some(client) => client,
+                None => {
+                    let mut control = self.control.clone();
+                    SyncClient::open(
+                        &mut control,
+                        peer,
+                        self.config.protocol.clone(),
+                        self.config.request_timeout,
+                    )
+                    .await?
+                }
+            };
+            match client.chunk(&target.name, &target.hash, 0, data).await {
+                Ok(()) => {
+                    self.pool.put(client);
+                    return Ok(());
+                }
+                Err(ClientError::Io { .. }) if from_pool => self.pool.expire(Some(&peer)),
+                Err(ClientError::Io { .. }) if reopens < MAX_STREAM_REOPENS => {
+                    reopens += 1;
+                    tokio::time::sleep(REOPEN_BACKOFF * reopens as u32).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -419,7 +573,7 @@ impl Downloader {
             Ok(client) => client,
             Err(e) => {
                 *shared.last_error.lock() = e.to_string();
-                shared.unusable.lock().insert(peer);
+                worker_gave_up(shared, peer);
                 return;
             }
         };
@@ -449,6 +603,8 @@ impl Downloader {
                 let transient = matches!(e, ClientError::Io { .. });
                 if transient && reopens < MAX_STREAM_REOPENS {
                     reopens += 1;
+                    // A peer under load drops inbound streams it cannot accept fast enough.
+                    tokio::time::sleep(REOPEN_BACKOFF * reopens as u32).await;
                     let mut control = self.control.clone();
                     match SyncClient::open(
                         &mut control,
@@ -465,10 +621,15 @@ impl Downloader {
                         }
                         Err(e) => *shared.last_error.lock() = e.to_string(),
                     }
-                    shared.unusable.lock().insert(peer);
+                    worker_gave_up(shared, peer);
                     return;
                 }
-                shared.unusable.lock().insert(peer);
+                if transient {
+                    worker_gave_up(shared, peer);
+                } else {
+                    // Refused or answered out of protocol: this peer cannot serve the version.
+                    shared.unusable.lock().insert(peer);
+                }
                 break;
             }
             let verify_and_write = {
@@ -564,6 +725,32 @@ fn resume(
         }
     }
     Ok((file, done, resumed))
+}
+
+/// A worker stops pulling from `peer` after its streams kept failing. The peer is given up for
+/// this round only when none of its workers is left: streams the peer dropped under load must
+/// not stop the workers whose streams are fine.
+fn worker_gave_up(shared: &Shared, peer: PeerId) {
+    let mut workers = shared.workers.lock();
+    let left = workers.entry(peer).or_default();
+    *left = left.saturating_sub(1);
+    if *left == 0 {
+        shared.unusable.lock().insert(peer);
+    }
+}
+
+/// Writes `data` as the new file `path` (in `tmp_dir`, recreated if it vanished) and fsyncs it.
+fn write_synced(tmp_dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = match File::create(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(tmp_dir)?;
+            File::create(path)?
+        }
+        result => result?,
+    };
+    file.write_all(data)?;
+    file.sync_data()
 }
 
 /// Rewrites the record of verified chunks (temporary file + rename, so a kill leaves the old or

@@ -4,7 +4,7 @@
 //! one place, in order, and the watcher's view always meets an index that already knows about
 //! the replicator's own installs.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -70,8 +70,12 @@ const RETRY_AFTER_DISK_FULL: Duration = Duration::from_secs(30);
 const RECHECK_CHANGING_FILE: Duration = Duration::from_millis(500);
 /// Single-chunk stores get this many times `max_parallel_downloads` slots.
 const SMALL_FILE_SLOTS_FACTOR: usize = 8;
-/// Files hashed at once (hashing is disk and CPU bound).
+/// Hashing tasks at once (hashing is disk and CPU bound; a large file uses every core itself).
 const HASH_CONCURRENCY: usize = 2;
+/// One hashing task takes up to this many files, or this many bytes, from the queue: a burst of
+/// small files costs a thread hand-off per batch rather than per file.
+const HASH_BATCH_FILES: usize = 64;
+const HASH_BATCH_BYTES: u64 = 16 << 20;
 /// Inventory exchanges at once.
 const INVENTORY_CONCURRENCY: usize = 8;
 /// Sync streams served at once.
@@ -81,10 +85,7 @@ enum Event {
     Watch(WatchEvent),
     Check(String),
     ExchangeInventory(PeerId),
-    Hashed {
-        name: String,
-        result: Result<Option<(LocalMeta, ContentDigest)>, HashFailure>,
-    },
+    Hashed(Vec<(String, HashResult)>),
     Remote {
         holder: PeerId,
         entries: Vec<RemoteEntry>,
@@ -101,6 +102,8 @@ enum Event {
     },
     Shutdown(oneshot::Sender<()>),
 }
+
+type HashResult = Result<Option<(LocalMeta, ContentDigest)>, HashFailure>;
 
 enum HashFailure {
     /// The file changed while it was hashed; look again later.
@@ -329,7 +332,8 @@ impl Replicator {
             retry_at: HashMap::new(),
             hashing: HashSet::new(),
             rehash: HashSet::new(),
-            hash_slots: Arc::new(Semaphore::new(HASH_CONCURRENCY)),
+            hash_queue: VecDeque::new(),
+            hash_tasks: 0,
             inventory_slots: Arc::new(Semaphore::new(INVENTORY_CONCURRENCY)),
             pending_announce: Vec::new(),
             ignored_logged: HashSet::new(),
@@ -395,7 +399,10 @@ struct Engine {
     retry_at: HashMap<String, Instant>,
     hashing: HashSet<String>,
     rehash: HashSet<String>,
-    hash_slots: Arc<Semaphore>,
+    /// Files waiting to be hashed, with their size when they were seen.
+    hash_queue: VecDeque<(String, PathBuf, u64)>,
+    /// Hashing tasks running.
+    hash_tasks: usize,
     inventory_slots: Arc<Semaphore>,
     pending_announce: Vec<WireEntry>,
     ignored_logged: HashSet<String>,
@@ -480,7 +487,13 @@ impl Engine {
             Event::Watch(WatchEvent::Rescan) => self.rescan(),
             Event::Check(name) => self.check(&name),
             Event::ExchangeInventory(peer) => self.exchange_inventory(peer),
-            Event::Hashed { name, result } => self.on_hashed(name, result),
+            Event::Hashed(results) => {
+                self.hash_tasks -= 1;
+                for (name, result) in results {
+                    self.on_hashed(name, result);
+                }
+                self.start_hashing();
+            }
             Event::Remote { holder, entries } => {
                 for entry in entries {
                     self.on_remote(holder, entry);
@@ -635,30 +648,59 @@ impl Engine {
             }
             Ok(meta) => {
                 if !self.matches_index(name, &LocalMeta::from_metadata(&meta)) {
-                    self.spawn_hash(name.to_owned(), path);
+                    self.hashing.insert(name.to_owned());
+                    self.hash_queue
+                        .push_back((name.to_owned(), path, meta.len()));
+                    self.start_hashing();
                 }
             }
         }
     }
 
-    fn spawn_hash(&mut self, name: String, path: PathBuf) {
-        self.hashing.insert(name.clone());
-        let slots = self.hash_slots.clone();
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let _permit = slots.acquire_owned().await;
-            let result = tokio::task::spawn_blocking(move || hash_stable(&path))
+    /// Starts hashing tasks for queued files while fewer than `HASH_CONCURRENCY` run.
+    fn start_hashing(&mut self) {
+        while self.hash_tasks < HASH_CONCURRENCY && !self.hash_queue.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            while let Some((_, _, size)) = self.hash_queue.front() {
+                if !batch.is_empty()
+                    && (batch.len() >= HASH_BATCH_FILES || bytes + size > HASH_BATCH_BYTES)
+                {
+                    break;
+                }
+                bytes += size;
+                let (name, path, _) = self.hash_queue.pop_front().expect("front exists");
+                batch.push((name, path));
+            }
+            self.hash_tasks += 1;
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let names: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
+                let results = tokio::task::spawn_blocking(move || {
+                    batch
+                        .into_iter()
+                        .map(|(name, path)| (name, hash_stable(&path)))
+                        .collect::<Vec<_>>()
+                })
                 .await
-                .unwrap_or_else(|e| Err(HashFailure::Io(io::Error::other(e))));
-            let _ = events.send(Event::Hashed { name, result });
-        });
+                .unwrap_or_else(|e| {
+                    let message = e.to_string();
+                    names
+                        .into_iter()
+                        .map(|name| {
+                            (
+                                name,
+                                Err(HashFailure::Io(io::Error::other(message.clone()))),
+                            )
+                        })
+                        .collect()
+                });
+                let _ = events.send(Event::Hashed(results));
+            });
+        }
     }
 
-    fn on_hashed(
-        &mut self,
-        name: String,
-        result: Result<Option<(LocalMeta, ContentDigest)>, HashFailure>,
-    ) {
+    fn on_hashed(&mut self, name: String, result: HashResult) {
         self.hashing.remove(&name);
         let again = self.rehash.remove(&name);
         match result {
@@ -1310,7 +1352,7 @@ impl Engine {
 }
 
 /// Hashes a file and checks it did not change meanwhile. `Ok(None)` when it is gone.
-fn hash_stable(path: &Path) -> Result<Option<(LocalMeta, ContentDigest)>, HashFailure> {
+fn hash_stable(path: &Path) -> HashResult {
     let before = match LocalMeta::of_path(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -79,6 +79,10 @@ pub async fn serve_stream(
     mut stream: Stream,
     context: &ServeContext,
 ) -> io::Result<()> {
+    // One buffer per stream, allocated here rather than in the blocking thread that fills it:
+    // chunks read in whichever blocking thread is free would spread 1 MiB allocations over
+    // every thread's malloc arena and grow the resident memory with the number of threads.
+    let mut data = Vec::new();
     loop {
         let request: Request =
             match tokio::time::timeout(IDLE_TIMEOUT, read_header(&mut stream)).await {
@@ -119,7 +123,7 @@ pub async fn serve_stream(
                 .await?;
                 stream.write_all(&body).await?;
             }
-            Request::Manifest { name, hash } => match held_content(context, &name, &hash) {
+            Request::Manifest { name, hash } => match held_content(context, &name, &hash, true) {
                 Ok(held) => {
                     let body = hash::manifest_to_bytes(&held.chunks);
                     write_header(
@@ -134,8 +138,10 @@ pub async fn serve_stream(
                 Err(refusal) => write_header(&mut stream, &refusal).await?,
             },
             Request::Chunk { name, hash, index } => {
-                match read_chunk(context, &name, &hash, index).await {
-                    Ok(mut data) => {
+                let (result, buffer) = read_chunk(context, &name, &hash, index, data).await;
+                data = buffer;
+                match result {
+                    Ok(()) => {
                         if context.corrupt_chunks && !data.is_empty() {
                             let middle = data.len() / 2;
                             data[middle] ^= 0xff;
@@ -186,10 +192,12 @@ fn held_size(context: &ServeContext, name: &str) -> u64 {
         .map_or(0, |c| c.size)
 }
 
+/// What this node holds of `name` at `hash_hex`; `chunks` is filled only `with_chunks`.
 fn held_content(
     context: &ServeContext,
     name: &str,
     hash_hex: &str,
+    with_chunks: bool,
 ) -> Result<Held, ResponseHeader> {
     if !is_valid_store_name(name) {
         return Err(refused(
@@ -216,58 +224,77 @@ fn held_content(
             path: store_path(&context.data_dir, name).ok_or_else(not_found)?,
             size: content.size,
             local,
-            chunks: content.chunks.clone().ok_or_else(not_found)?,
+            // The manifest is copied only for a manifest request, not for every chunk.
+            chunks: match &content.chunks {
+                Some(chunks) if with_chunks => chunks.clone(),
+                Some(_) => Vec::new(),
+                None => return Err(not_found()),
+            },
         }),
         _ => Err(not_found()),
     }
 }
 
+/// Reads chunk `index` of the held content into `data` (resized to the chunk's length); the
+/// buffer comes back whatever happens.
 async fn read_chunk(
     context: &ServeContext,
     name: &str,
     hash_hex: &str,
     index: u64,
-) -> Result<Vec<u8>, ResponseHeader> {
-    let held = held_content(context, name, hash_hex)?;
+    mut data: Vec<u8>,
+) -> (Result<(), ResponseHeader>, Vec<u8>) {
+    let held = match held_content(context, name, hash_hex, false) {
+        Ok(held) => held,
+        Err(refusal) => return (Err(refusal), data),
+    };
     if index >= chunk_count(held.size) {
-        return Err(refused(
+        let refusal = refused(
             RefusalKind::BadRequest,
             format!(
                 "chunk {index} out of range for store {name} of {} bytes",
                 held.size
             ),
-        ));
+        );
+        return (Err(refusal), data);
     }
+    data.resize(chunk_len(held.size, index) as usize, 0);
     let name = name.to_owned();
-    tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         let changed = || {
             refused(
                 RefusalKind::NotFound,
                 format!("store {name} changed on disk since it was hashed"),
             )
         };
-        let file = File::open(&held.path).map_err(|_| changed())?;
-        let unchanged = |file: &File| {
-            file.metadata()
-                .map(|m| LocalMeta::from_metadata(&m) == held.local)
-                .unwrap_or(false)
-        };
-        if !unchanged(&file) {
-            return Err(changed());
-        }
-        let mut data = vec![0u8; chunk_len(held.size, index) as usize];
-        file.read_exact_at(&mut data, index * CHUNK_SIZE)
-            .map_err(|_| changed())?;
-        if !unchanged(&file) {
-            return Err(changed());
-        }
-        Ok(data)
+        let result = (|| {
+            let file = File::open(&held.path).map_err(|_| changed())?;
+            let unchanged = |file: &File| {
+                file.metadata()
+                    .map(|m| LocalMeta::from_metadata(&m) == held.local)
+                    .unwrap_or(false)
+            };
+            if !unchanged(&file) {
+                return Err(changed());
+            }
+            file.read_exact_at(&mut data, index * CHUNK_SIZE)
+                .map_err(|_| changed())?;
+            if !unchanged(&file) {
+                return Err(changed());
+            }
+            Ok(())
+        })();
+        (result, data)
     })
-    .await
-    .unwrap_or_else(|e| {
-        Err(refused(
-            RefusalKind::NotFound,
-            format!("chunk read task failed: {e}"),
-        ))
-    })
+    .await;
+    match read {
+        Ok(pair) => pair,
+        Err(e) => (
+            Err(refused(
+                RefusalKind::NotFound,
+                format!("chunk read task failed: {e}"),
+            )),
+            Vec::new(),
+        ),
+    }
 }
