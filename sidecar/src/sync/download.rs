@@ -953,6 +953,59 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_bad_single_chunk_bans_its_peer_and_an_honest_peer_serves_the_store() {
+        let content = pattern(3000, 9);
+        let (liar, liar_address, _d1) = serving_node("one", &content, true).await;
+        let (honest, honest_address, _d2) = serving_node("one", &content, false).await;
+        let (_me, _, control) = swarm_node(&[liar_address, honest_address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (fetcher, mut bans, metrics) = downloader(control, tmp.path(), 0);
+        let progress = Arc::new(AtomicU64::new(0));
+        let done = fetcher
+            .download(&target("one", &content), &[liar, honest], progress.clone())
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&done.path).unwrap(), content);
+        assert_eq!(done.manifest, vec![*blake3::hash(&content).as_bytes()]);
+        assert_eq!(progress.load(Ordering::Relaxed), content.len() as u64);
+        assert_eq!(bans.try_recv().unwrap().0, liar);
+        assert!(bans.try_recv().is_err(), "the honest peer is not banned");
+        assert_eq!(metrics.verification_failures.get(), 1);
+
+        // Only a liar: no file, and nothing left in the temporary folder.
+        let (liar, address, _d3) = serving_node("one", &content, true).await;
+        let (_me, _, control) = swarm_node(&[address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (fetcher, _bans, _) = downloader(control, tmp.path(), 0);
+        let err = fetcher
+            .download(&target("one", &content), &[liar], Arc::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DownloadError::Incomplete { .. }), "{err}");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_peer_is_given_up_only_when_its_last_worker_gives_up() {
+        let peer = PeerId::random();
+        let shared = Shared {
+            queue: Mutex::new(VecDeque::new()),
+            done: Mutex::new(Vec::new()),
+            unusable: Mutex::new(HashSet::new()),
+            workers: Mutex::new(HashMap::from([(peer, 2)])),
+            banned: Mutex::new(HashSet::new()),
+            last_error: Mutex::new(String::new()),
+            fatal: Mutex::new(None),
+            since_persist: AtomicU64::new(0),
+            persist: Mutex::new(()),
+        };
+        worker_gave_up(&shared, peer);
+        assert!(!shared.unusable.lock().contains(&peer));
+        worker_gave_up(&shared, peer);
+        assert!(shared.unusable.lock().contains(&peer));
+    }
+
+    #[tokio::test]
     async fn only_a_corrupting_peer_means_no_file_at_all() {
         let content = pattern(2 * CHUNK_SIZE as usize + 7, 4);
         let (liar, address, _d) = serving_node("s", &content, true).await;
