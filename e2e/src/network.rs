@@ -33,6 +33,8 @@ pub struct NodeSpec {
     pub extra_args: Vec<String>,
     /// `RUST_LOG` of the node.
     pub log: String,
+    /// The `dig-sidecar` executable; `None` is the workspace build (`target/release` or `debug`).
+    pub binary: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -46,6 +48,7 @@ impl NodeSpec {
             bootstrap: bootstrap.to_vec(),
             extra_args: Vec::new(),
             log: "info".into(),
+            binary: None,
         }
     }
 
@@ -109,7 +112,11 @@ impl SidecarNode {
         dig_bootstrap::install_crypto_provider();
         std::fs::create_dir_all(&spec.data_dir)
             .with_context(|| format!("creating {}", spec.data_dir.display()))?;
-        let process = ProcessSpec::new(binary_path("dig-sidecar")?)
+        let binary = match &spec.binary {
+            Some(path) => path.clone(),
+            None => binary_path("dig-sidecar")?,
+        };
+        let process = ProcessSpec::new(binary)
             .name(spec.name.clone())
             .args(spec.command_args(api))
             .env("RUST_LOG", spec.log.clone())
@@ -211,17 +218,31 @@ pub struct LocalNetwork {
     pub network_id: String,
     pub bootstrap: BootstrapServer,
     pub nodes: Vec<SidecarNode>,
+    /// The `dig-sidecar` executable of every node; `None` is the workspace build.
+    pub sidecar_binary: Option<PathBuf>,
 }
 
 impl LocalNetwork {
     /// Starts a bootstrap server and `count` nodes (data folders `<root>/node-<i>`).
     pub async fn start(root: &Path, network_id: &str, count: usize) -> anyhow::Result<Self> {
+        Self::start_with_binary(root, network_id, count, None).await
+    }
+
+    /// Like [`LocalNetwork::start`], with the nodes running `sidecar_binary` (e.g. a build of
+    /// another cargo profile) instead of the workspace build.
+    pub async fn start_with_binary(
+        root: &Path,
+        network_id: &str,
+        count: usize,
+        sidecar_binary: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let bootstrap = BootstrapServer::start(&[]).await?;
         let mut network = Self {
             root: root.to_path_buf(),
             network_id: network_id.to_string(),
             bootstrap,
             nodes: Vec::new(),
+            sidecar_binary,
         };
         network.add_nodes(count).await?;
         Ok(network)
@@ -229,12 +250,14 @@ impl LocalNetwork {
 
     /// The spec of node `index` of this network (not started).
     pub fn node_spec(&self, index: usize) -> NodeSpec {
-        NodeSpec::loopback(
+        let mut spec = NodeSpec::loopback(
             &format!("node-{index}"),
             &self.network_id,
             self.root.join(format!("node-{index}")),
             std::slice::from_ref(&self.bootstrap.base_url),
-        )
+        );
+        spec.binary = self.sidecar_binary.clone();
+        spec
     }
 
     /// Starts `count` more nodes, all at once.

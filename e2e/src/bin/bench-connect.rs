@@ -2,8 +2,15 @@
 //! (N = 5 and 20 by default), and the idle footprint (VmRSS, CPU over a window) of one node.
 //!
 //! `cargo build --release --bins && cargo run --release -p dig-e2e --bin bench-connect`
+//!
+//! The container image ships the `dist` profile (fat LTO); to measure that build:
+//! `cargo build --profile dist -p dig-sidecar --bin dig-sidecar && cargo run --release -p dig-e2e
+//! --bin bench-connect -- --sidecar target/dist/dig-sidecar`
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use clap::Parser;
 use dig_e2e::network::{
@@ -27,13 +34,25 @@ struct Args {
     /// Nodes of the network whose first node is measured idle.
     #[arg(long, default_value_t = 5)]
     idle_nodes: usize,
+    /// The dig-sidecar executable to run (default: the workspace's release or debug build).
+    #[arg(long, value_name = "PATH")]
+    sidecar: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let sidecar = dig_e2e::process::binary_path("dig-sidecar")?;
-    println!("binary: {}", sidecar.display());
+    let sidecar = match &args.sidecar {
+        Some(path) if path.is_file() => path.clone(),
+        Some(path) => anyhow::bail!("--sidecar {}: no such file", path.display()),
+        None => dig_e2e::process::binary_path("dig-sidecar")?,
+    };
+    let binary_bytes = std::fs::metadata(&sidecar)?.len();
+    println!(
+        "binary: {} ({:.1} MB)",
+        sidecar.display(),
+        binary_bytes as f64 / 1e6
+    );
     if cfg!(debug_assertions) {
         println!("note: a debug build of the bench; run with --release for real figures");
     }
@@ -45,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
                 std::process::id()
             ));
             let started = Instant::now();
-            let network = LocalNetwork::start(&root, "bench", size).await?;
+            let network =
+                LocalNetwork::start_with_binary(&root, "bench", size, Some(sidecar.clone()))
+                    .await?;
             let apis_up = started.elapsed();
             network
                 .wait_fully_connected(Duration::from_secs(120))
@@ -70,7 +91,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let root = std::env::temp_dir().join(format!("bench-connect-{}-idle", std::process::id()));
-    let network = LocalNetwork::start(&root, "bench-idle", args.idle_nodes).await?;
+    let network = LocalNetwork::start_with_binary(
+        &root,
+        "bench-idle",
+        args.idle_nodes,
+        Some(sidecar.clone()),
+    )
+    .await?;
     network
         .wait_fully_connected(Duration::from_secs(120))
         .await?;
