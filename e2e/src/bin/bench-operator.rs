@@ -9,6 +9,7 @@
 //!
 //! kwok's fake node holds 110 pods: the bench adds fake nodes so that every pod has a place.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -75,24 +76,109 @@ fn extra_nodes(count: usize) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
-/// How many networks have been reconciled for their generation, and how many are Ready.
-fn progress(cluster: &TestCluster) -> anyhow::Result<(usize, usize)> {
-    let list: Value = serde_json::from_str(&cluster.kubectl([
-        "get",
-        "dignetworks",
-        "-n",
-        NAMESPACE,
-        "-o",
-        "json",
-    ])?)
-    .context("kubectl get dignetworks printed no JSON")?;
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    let reconciled = items
+/// When each network passed each stage, in seconds after creation. The control plane's share
+/// (kube-controller-manager creating pods, the scheduler, kwok) is `children_ready`; the
+/// operator's is `reconciled` (first status for the generation, children applied) and the lag from
+/// `children_ready` to `ready`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stages {
+    /// Status written for the current generation: the children were applied.
+    reconciled: Option<f64>,
+    /// The bootstrap Deployment and the node StatefulSet report every replica ready.
+    children_ready: Option<f64>,
+    /// The DigNetwork's Ready condition is True for its generation.
+    ready: Option<f64>,
+}
+
+fn items(cluster: &TestCluster, kind: &str) -> anyhow::Result<Vec<Value>> {
+    let list: Value =
+        serde_json::from_str(&cluster.kubectl(["get", kind, "-n", NAMESPACE, "-o", "json"])?)
+            .with_context(|| format!("kubectl get {kind} printed no JSON"))?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+fn name_of(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// Every replica of a Deployment or StatefulSet is ready, as its controller observed it.
+fn workload_ready(object: &Value) -> bool {
+    let wanted = object["spec"]["replicas"].as_i64().unwrap_or(1);
+    object["status"]["observedGeneration"] == object["metadata"]["generation"]
+        && object["status"]["readyReplicas"].as_i64().unwrap_or(0) >= wanted
+}
+
+/// Records the stages every network has reached now (`at` seconds after creation).
+fn observe(
+    cluster: &TestCluster,
+    stages: &mut BTreeMap<String, Stages>,
+    at: f64,
+) -> anyhow::Result<()> {
+    let ready_workloads: BTreeSet<String> = items(cluster, "deployments")?
         .iter()
-        .filter(|n| n["status"]["observedGeneration"] == n["metadata"]["generation"])
-        .count();
-    let ready = items.iter().filter(|n| is_ready(n)).count();
-    Ok((reconciled, ready))
+        .chain(items(cluster, "statefulsets")?.iter())
+        .filter(|w| workload_ready(w))
+        .map(|w| name_of(w).to_string())
+        .collect();
+    for network in items(cluster, "dignetworks")? {
+        let name = name_of(&network).to_string();
+        let stage = stages.entry(name.clone()).or_default();
+        if stage.reconciled.is_none()
+            && network["status"]["observedGeneration"] == network["metadata"]["generation"]
+        {
+            stage.reconciled = Some(at);
+        }
+        if stage.children_ready.is_none()
+            && ready_workloads.contains(&format!("{name}-bootstrap"))
+            && ready_workloads.contains(&format!("{name}-node"))
+        {
+            stage.children_ready = Some(at);
+        }
+        if stage.ready.is_none() && is_ready(&network) {
+            stage.ready = Some(at);
+            // Listed before the networks: pods ready since then count from now.
+            stage.children_ready.get_or_insert(at);
+        }
+    }
+    Ok(())
+}
+
+/// `(p50, p90, max)` of `values`, in seconds; zeros when empty.
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.9), at(1.0))
+}
+
+fn print_spread(label: &str, values: Vec<f64>) {
+    let (p50, p90, max) = spread(values);
+    println!("  {label:<44} p50 {p50:>5.1} s, p90 {p90:>5.1} s, max {max:>5.1} s");
+}
+
+/// kubectl sends at most 5 requests a second (client-go's default rate limit), so one
+/// `kubectl create` of 200 objects takes 40 s: the networks are split over parallel kubectl
+/// processes, so that they appear at once, as a user's `kubectl apply` of a few would.
+const CREATE_BATCH: usize = 10;
+
+fn create_concurrently(cluster: &TestCluster, objects: &[Value]) -> anyhow::Result<()> {
+    std::thread::scope(|scope| {
+        let batches: Vec<_> = objects
+            .chunks(CREATE_BATCH)
+            .map(|batch| {
+                let list = json!({"apiVersion": "v1", "kind": "List", "items": batch}).to_string();
+                scope.spawn(move || cluster.kubectl_with_stdin(["create", "-f", "-"], &list))
+            })
+            .collect();
+        for batch in batches {
+            batch
+                .join()
+                .map_err(|_| anyhow::anyhow!("a kubectl create thread panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 fn mib(kib: u64) -> f64 {
@@ -143,13 +229,9 @@ async fn main() -> anyhow::Result<()> {
         mib(idle.peak_resident_kib)
     );
 
-    let list = json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": (0..args.networks).map(|i| network(i, &args)).collect::<Vec<_>>()
-    });
+    let networks: Vec<Value> = (0..args.networks).map(|i| network(i, &args)).collect();
     let started = Instant::now();
-    cluster.kubectl_with_stdin(["create", "-f", "-"], &list.to_string())?;
+    create_concurrently(&cluster, &networks)?;
     let created = started.elapsed();
     println!(
         "created {} DigNetworks in {:.1} s",
@@ -158,31 +240,37 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let deadline = started + Duration::from_secs(args.timeout_seconds);
-    let mut all_reconciled = None;
+    let mut stages: BTreeMap<String, Stages> = BTreeMap::new();
     let mut last_report = Instant::now();
     let all_ready = loop {
-        let (reconciled, ready) = progress(&cluster)?;
-        if all_reconciled.is_none() && reconciled == args.networks {
-            all_reconciled = Some(started.elapsed());
-        }
+        observe(&cluster, &mut stages, started.elapsed().as_secs_f64())?;
+        let count = |stage: fn(&Stages) -> Option<f64>| {
+            stages.values().filter(|s| stage(s).is_some()).count()
+        };
+        let (reconciled, children_ready, ready) = (
+            count(|s| s.reconciled),
+            count(|s| s.children_ready),
+            count(|s| s.ready),
+        );
         if ready == args.networks {
             break started.elapsed();
         }
         if Instant::now() >= deadline {
             bail!(
-                "after {} s only {ready} of {} networks are Ready ({reconciled} reconciled)",
+                "after {} s only {ready} of {} networks are Ready ({reconciled} reconciled, {children_ready} with ready pods)",
                 args.timeout_seconds,
                 args.networks
             );
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             println!(
-                "  {:>5.1} s: {reconciled} reconciled, {ready} Ready",
+                "  {:>5.1} s: {reconciled} reconciled, {children_ready} with ready pods, {ready} Ready",
                 started.elapsed().as_secs_f64()
             );
             last_report = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Each observation is three kubectl lists; more often would load the shared API server.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     };
     let memory = operator.memory()?;
     let metrics = operator.metrics().await?;
@@ -193,15 +281,22 @@ async fn main() -> anyhow::Result<()> {
             .map_or("?".to_string(), |b| format!("<= {:.0} ms", b * 1000.0))
     };
 
+    let of =
+        |stage: fn(&Stages) -> Option<f64>| stages.values().filter_map(stage).collect::<Vec<_>>();
     println!(
-        "all {} reconciled (status for their generation) {:.1} s after creation",
-        args.networks,
-        all_reconciled.unwrap_or(all_ready).as_secs_f64()
-    );
-    println!(
-        "all {} Ready {:.1} s after creation (target: 60 s)",
+        "all {} Ready {:.1} s after creation (target: 60 s); per network, seconds after creation:",
         args.networks,
         all_ready.as_secs_f64()
+    );
+    print_spread(
+        "reconciled (children applied, status written)",
+        of(|s| s.reconciled),
+    );
+    print_spread("pods ready (control plane)", of(|s| s.children_ready));
+    print_spread("Ready reported", of(|s| s.ready));
+    print_spread(
+        "operator lag from pods ready to Ready",
+        of(|s| Some(s.ready? - s.children_ready?)),
     );
     println!(
         "reconciles: {count:.0} ({:.1} per network), mean {:.1} ms, p50 {}, p90 {}, p99 {}; errors {:.0}",

@@ -12,4 +12,5 @@ pub mod mock_api;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod status;
 pub mod validate;

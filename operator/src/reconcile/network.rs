@@ -11,17 +11,17 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, Patch, PatchParams},
+    api::ApiResource,
     runtime::{controller::Action, events::EventType},
 };
-use serde_json::json;
 
 use super::{
     apply,
     build::{self, ChildObject, build_network, service_monitor_resource},
-    conditions::{self, Desired, READY},
+    conditions::{self, Desired},
     dns::{self, DnsTarget},
-    meta::{self, names},
+    meta::names,
+    status::{self, describe},
     validate::{NetworkFacts, PskSecret, validate_network},
 };
 use crate::{
@@ -32,14 +32,6 @@ use crate::{
 
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNetwork";
-
-fn display(network: &DigNetwork) -> String {
-    format!(
-        "DigNetwork {}/{}",
-        network.namespace().unwrap_or_default(),
-        network.name_any()
-    )
-}
 
 /// Reads the PSK Secret a private network refers to. A hash of its value goes into the pod
 /// template, so a rotated key rolls the nodes out.
@@ -85,7 +77,7 @@ async fn has_api(ctx: &Context, group_version: &str, object: &str) -> Result<boo
 
 /// Reads everything the spec refers to.
 async fn dereference(network: &DigNetwork, ctx: &Context) -> Result<NetworkFacts> {
-    let object = display(network);
+    let object = describe(network);
     let namespace = network.namespace().unwrap_or_default();
     let spec = &network.spec;
     let psk = match &spec.private_network {
@@ -156,41 +148,8 @@ pub fn service_targets(service: &Service) -> Vec<DnsTarget> {
     targets
 }
 
-/// Writes the status with server-side apply (field manager `dig-operator`).
-async fn patch_status(
-    ctx: &Context,
-    network: &DigNetwork,
-    status: &DigNetworkStatus,
-) -> Result<()> {
-    let api: Api<DigNetwork> =
-        Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": DigNetwork::api_version(&()),
-        "kind": DigNetwork::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &network.name_any(),
-        &PatchParams::apply(meta::MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        object: display(network),
-        source: Box::new(source),
-    })?;
-    Ok(())
-}
-
 fn previous_status(network: &DigNetwork) -> DigNetworkStatus {
     network.status.clone().unwrap_or_default()
-}
-
-fn was_ready(status: &DigNetworkStatus) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == "True")
 }
 
 /// Reconciles one DigNetwork.
@@ -199,44 +158,25 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         // Owner references let the garbage collector remove every child.
         return Ok(Action::await_change());
     }
-    let object = display(&network);
+    let object = describe(network.as_ref());
     let reference = network.object_ref(&());
     let facts = dereference(&network, &ctx).await?;
     let previous = previous_status(&network);
     let valid = match validate_network(&network, &ctx.images, facts) {
         Ok(valid) => valid,
         Err(invalid) => {
-            let status = DigNetworkStatus {
-                observed_generation: network.metadata.generation,
-                conditions: conditions::merge(
-                    &previous.conditions,
-                    &conditions::degraded(invalid.reason, &invalid.message),
-                    network.metadata.generation,
-                    Timestamp::now(),
-                ),
-                ..previous.clone()
-            };
-            if status != previous {
-                patch_status(&ctx, &network, &status).await?;
-                ctx.event(
-                    &reference,
-                    EventType::Warning,
-                    invalid.reason,
-                    "Validate",
-                    invalid.message.clone(),
-                )
-                .await;
-            }
-            return Err(Error::InvalidSpec {
-                object,
-                source: invalid,
-            });
+            return Err(status::reject_invalid(&ctx, network.as_ref(), &previous, invalid).await);
         }
     };
     let children = build_network(&valid);
     let to_apply = children.to_apply();
     let applied = apply::apply_all(&ctx.client, &valid.namespace, &object, &to_apply).await?;
-    prune_unwanted(&ctx, &valid, &to_apply, &object).await?;
+    // Children become unwanted only through a spec change: pruning (a list per prunable kind)
+    // waits for a generation not yet observed. A failed prune fails the reconcile before the
+    // status records the generation, so it is tried again.
+    if previous.observed_generation != network.metadata.generation {
+        prune_unwanted(&ctx, &valid, &to_apply, &object).await?;
+    }
 
     let find = |kind: &str| {
         applied
@@ -297,7 +237,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         stores: stats.map(|s| s.stores),
     };
     if status != previous {
-        patch_status(&ctx, &network, &status).await?;
+        status::patch_status(&ctx, network.as_ref(), &status).await?;
     }
     if previous.observed_generation != network.metadata.generation {
         let note = format!(
@@ -308,8 +248,8 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         ctx.event(&reference, EventType::Normal, "Applied", "Apply", note)
             .await;
     }
-    let ready = was_ready(&status);
-    if ready && !was_ready(&previous) {
+    let ready = status::is_ready(&status.conditions);
+    if ready && !status::is_ready(&previous.conditions) {
         ctx.event(
             &reference,
             EventType::Normal,

@@ -249,7 +249,7 @@ async fn unreachable_registry_is_reported_not_fatal() {
         ctx,
     ));
     expect_default_children(&mut api, Some(ready(3))).await;
-    expect_service_list(&mut api, vec![]).await;
+    // Generation 1 was observed already: no spec change, so nothing to prune and no list.
     let status = api.expect_apply(STATUS).await;
     let message = condition(&status.body["status"], "Ready")["message"]
         .as_str()
@@ -323,8 +323,9 @@ async fn service_monitors_are_applied_when_the_api_exists() {
     let (client, mut api) = MockApi::new();
     let ctx = context(client, stats(Err("unused".into())), true);
     let spec = json!({"monitoring": {"serviceMonitor": true}});
+    // Generation 2 turned the monitors on: the spec changed, so unwanted children are pruned.
     let reconciler = tokio::spawn(reconcile(
-        network(spec, Some(json!({"observedGeneration": 1})), 1),
+        network(spec, Some(json!({"observedGeneration": 1})), 2),
         ctx,
     ));
     expect_default_children(&mut api, None).await;
@@ -348,6 +349,7 @@ async fn service_monitors_are_applied_when_the_api_exists() {
     let status = api.expect_apply(STATUS).await;
     let body = status.body.clone();
     status.respond(200, stored(&body));
+    api.expect_event("ns", "Applied", "Normal").await;
     let result = reconciler.await.unwrap();
     assert!(result.is_ok(), "{result:?}");
 }

@@ -9,17 +9,17 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, Patch, PatchParams},
+    api::ApiResource,
     runtime::{controller::Action, events::EventType},
 };
-use serde_json::json;
 
 use super::{
     apply,
     build_node::{build_node, validate_node},
-    conditions::{self, READY},
-    meta::{self, names},
+    conditions,
+    meta::names,
     network::read_psk,
+    status::{self, describe},
 };
 use crate::{
     context::Context,
@@ -30,37 +30,12 @@ use crate::{
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNode";
 
-fn display(node: &DigNode) -> String {
-    format!(
-        "DigNode {}/{}",
-        node.namespace().unwrap_or_default(),
-        node.name_any()
-    )
-}
-
-async fn patch_status(ctx: &Context, node: &DigNode, status: &DigNodeStatus) -> Result<()> {
-    let api: Api<DigNode> =
-        Api::namespaced(ctx.client.clone(), &node.namespace().unwrap_or_default());
-    let body = json!({"apiVersion": DigNode::api_version(&()), "kind": DigNode::kind(&()), "status": status});
-    api.patch_status(
-        &node.name_any(),
-        &PatchParams::apply(meta::MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        object: display(node),
-        source: Box::new(source),
-    })?;
-    Ok(())
-}
-
 /// Reconciles one DigNode.
 pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> {
     if node.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let object = display(&node);
+    let object = describe(node.as_ref());
     let reference = node.object_ref(&());
     let namespace = node.namespace().unwrap_or_default();
     let network_name = &node.spec.network_ref.name;
@@ -93,52 +68,31 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
     let valid = match validate_node(&node, network.as_ref(), &ctx.images, psk) {
         Ok(valid) => valid,
         Err(invalid) => {
-            let status = DigNodeStatus {
-                observed_generation: node.metadata.generation,
-                conditions: conditions::merge(
-                    &previous.conditions,
-                    &conditions::degraded(invalid.reason, &invalid.message),
-                    node.metadata.generation,
-                    Timestamp::now(),
-                ),
-                ..previous.clone()
-            };
-            if status != previous {
-                patch_status(&ctx, &node, &status).await?;
-                ctx.event(
-                    &reference,
-                    EventType::Warning,
-                    invalid.reason,
-                    "Validate",
-                    invalid.message.clone(),
-                )
-                .await;
-            }
-            return Err(Error::InvalidSpec {
-                object,
-                source: invalid,
-            });
+            return Err(status::reject_invalid(&ctx, node.as_ref(), &previous, invalid).await);
         }
     };
     let children = build_node(&valid);
     let to_apply = children.to_apply();
     let applied = apply::apply_all(&ctx.client, &namespace, &object, &to_apply).await?;
-    let service = ApiResource::erase::<Service>(&());
-    let wanted: BTreeSet<String> = to_apply
-        .iter()
-        .filter(|c| c.resource.kind == "Service")
-        .map(|c| c.name.clone())
-        .collect();
-    apply::prune(
-        &ctx.client,
-        &namespace,
-        &names::dignode(&valid.name),
-        &valid.owner.uid,
-        &object,
-        &service,
-        &wanted,
-    )
-    .await?;
+    // Unwanted only after a spec change (see the DigNetwork reconciler).
+    if previous.observed_generation != node.metadata.generation {
+        let service = ApiResource::erase::<Service>(&());
+        let wanted: BTreeSet<String> = to_apply
+            .iter()
+            .filter(|c| c.resource.kind == "Service")
+            .map(|c| c.name.clone())
+            .collect();
+        apply::prune(
+            &ctx.client,
+            &namespace,
+            &names::dignode(&valid.name),
+            &valid.owner.uid,
+            &object,
+            &service,
+            &wanted,
+        )
+        .await?;
+    }
 
     let statefulset_object = applied
         .iter()
@@ -162,18 +116,9 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
         pod_name: Some(format!("{}-0", names::dignode(&valid.name))),
     };
     if status != previous {
-        patch_status(&ctx, &node, &status).await?;
+        status::patch_status(&ctx, node.as_ref(), &status).await?;
     }
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == "True");
-    if ready
-        && !previous
-            .conditions
-            .iter()
-            .any(|c| c.type_ == READY && c.status == "True")
-    {
+    if status::is_ready(&status.conditions) && !status::is_ready(&previous.conditions) {
         ctx.event(
             &reference,
             EventType::Normal,
