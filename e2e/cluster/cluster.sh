@@ -572,6 +572,14 @@ start_apiserver() {
   wait_for "kube-apiserver /readyz on 127.0.0.1:$API_PORT" 120 kube-apiserver apiserver_ready
 }
 
+# Client rate limits: kube-controller-manager's default 20 requests/s (burst 30) per controller
+# caps pod creation at a few pods a second (each pod also costs a status update and an event),
+# which alone keeps 200 networks from starting within a minute. The operator bench measures the
+# operator, so the harness lifts the limits as a large cluster would; the scheduler likewise.
+# DIG_E2E_CONTROL_PLANE_QPS=20 DIG_E2E_CONTROL_PLANE_BURST=30 gives kcm's defaults back.
+CONTROL_PLANE_QPS=${DIG_E2E_CONTROL_PLANE_QPS:-200}
+CONTROL_PLANE_BURST=${DIG_E2E_CONTROL_PLANE_BURST:-400}
+
 start_controller_manager() {
   local kubeconfig=$run_dir/kube-controller-manager.kubeconfig
   start_component kube-controller-manager "$tools/kube-controller-manager" \
@@ -584,6 +592,7 @@ start_controller_manager() {
     --root-ca-file "$run_dir/pki/ca.crt" \
     --cluster-signing-cert-file "$run_dir/pki/ca.crt" --cluster-signing-key-file "$run_dir/pki/ca.key" \
     --service-cluster-ip-range 10.96.0.0/16 --cluster-name dig-e2e \
+    --kube-api-qps "$CONTROL_PLANE_QPS" --kube-api-burst "$CONTROL_PLANE_BURST" \
     --profiling=false
 }
 
@@ -593,6 +602,7 @@ start_scheduler() {
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" \
     --cert-dir "$run_dir/pki/kube-scheduler" \
+    --kube-api-qps "$CONTROL_PLANE_QPS" --kube-api-burst "$CONTROL_PLANE_BURST" \
     --leader-elect=false --profiling=false
 }
 
