@@ -326,8 +326,7 @@ async fn main() -> anyhow::Result<()> {
         large_file(&network, size, "2 nodes", args.print_logs).await?;
     }
     {
-        let network =
-            start_network(&root.join("three"), "bench-repl-3", 3, &args).await?;
+        let network = start_network(&root.join("three"), "bench-repl-3", 3, &args).await?;
         large_file(&network, size, "3 nodes", args.print_logs).await?;
         small_files(&network, args.small_count, args.small_bytes).await?;
     }
