@@ -65,3 +65,36 @@ impl StreamPool {
         self.idle.lock().values().map(Vec::len).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::download::tests::{NET, serving_node, swarm_node};
+    use crate::sync::protocol::sync_protocol;
+
+    #[tokio::test]
+    async fn returned_streams_are_reused_per_peer_and_dropped_for_a_gone_peer() {
+        let (server, address, _dir) = serving_node("s", b"abc", false).await;
+        let (_me, _, mut control) = swarm_node(&[address]).await;
+        let open = SyncClient::open(
+            &mut control,
+            server,
+            sync_protocol(NET),
+            Duration::from_secs(10),
+        );
+        let pool = StreamPool::default();
+        assert!(pool.take(&server).is_none());
+        pool.put(open.await.unwrap());
+        assert_eq!(pool.idle_count(), 1);
+        assert!(pool.take(&PeerId::random()).is_none());
+        let mut reused = pool.take(&server).expect("the returned stream");
+        assert_eq!(pool.idle_count(), 0);
+        // The reused stream still answers.
+        reused.digest().await.unwrap();
+        pool.put(reused);
+        pool.expire(None);
+        assert_eq!(pool.idle_count(), 1, "a fresh idle stream is kept");
+        pool.expire(Some(&server));
+        assert_eq!(pool.idle_count(), 0);
+    }
+}
