@@ -14,7 +14,10 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
-use crate::{metrics::Metrics, reconcile::validate::DefaultImages};
+use crate::{
+    metrics::Metrics,
+    reconcile::{applied::AppliedChildren, validate::DefaultImages},
+};
 
 /// Totals read from a bootstrap registry's `/stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +139,8 @@ pub struct Context {
     pub registry_stats: StatsFetcher,
     /// Requeue interval of a healthy object (refreshes the registry's figures).
     pub resync: Duration,
+    /// What was applied, so that unchanged children are not applied again.
+    pub applied: AppliedChildren,
 }
 
 impl Context {
@@ -158,6 +163,9 @@ impl Context {
             metrics,
             registry_stats,
             resync: Duration::from_secs(60),
+            // Re-applied at least every resync (60 s), like before: hand edits of metadata only
+            // are put back within that.
+            applied: AppliedChildren::new(Duration::from_secs(60)),
         }
     }
 

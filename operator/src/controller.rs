@@ -17,14 +17,15 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::DynamicObject,
+    api::{DynamicObject, PartialObjectMeta},
     runtime::{
-        Controller,
-        controller::{Action, Error as ControllerError},
-        reflector::{ObjectRef, Store},
+        Controller, WatchStreamExt,
+        controller::{Action, Config as ControllerConfig, Error as ControllerError},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
+use serde::de::DeserializeOwned;
 
 use crate::{
     context::{Context, DNS_ENDPOINT_API, MONITORING_API},
@@ -144,6 +145,94 @@ fn children_config() -> watcher::Config {
     watch_config().labels(&format!("app.kubernetes.io/managed-by={}", meta::MANAGER))
 }
 
+/// Pause of a controller's merged watch streams after a watch error. kube-runtime's default
+/// (0.8 s doubling to 30 s, reset only after 120 s without errors) pauses all of a controller's
+/// watches together: after an API server restart each watch reports its expired resource version
+/// in turn, each report doubles the pause, and no event of any watch is delivered meanwhile, so a
+/// spec change made then went unseen for minutes (what the e2e restart test caught, whatever the
+/// concurrency). A short cap recovers within seconds and still bounds the retry rate.
+#[derive(Clone, Debug)]
+pub struct TriggerBackoff {
+    next: Duration,
+}
+
+impl TriggerBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Default for TriggerBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Reconciles of one kind running at once. Unbounded, 200 new networks run 200 reconciles side by
+/// side: each holds its children's bodies and a connection, and all finish late because they share
+/// the API server. A bounded set finishes early and hands its children to the control plane
+/// while the rest wait their turn.
+const CONCURRENT_RECONCILES: u16 = 16;
+
+/// Child status updates come in bursts (a Deployment's status changes several times while its
+/// pods start); one reconcile after the burst instead of one per update.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+fn controller_config() -> ControllerConfig {
+    ControllerConfig::default()
+        .concurrency(CONCURRENT_RECONCILES)
+        .debounce(DEBOUNCE)
+}
+
+/// A metadata-only watch of the operator's children of kind `K`, its store handed to the record
+/// of applied children (see `reconcile::applied`). Managed fields are dropped from the cache.
+fn watch_children<K>(
+    ctx: &Context,
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let writer = reflector::store::Writer::default();
+    ctx.applied.watch(writer.as_reader());
+    watcher(api, children_config())
+        .default_backoff()
+        .modify(|child| child.managed_fields_mut().clear())
+        .reflect(writer)
+        .for_each(|event| {
+            if let Err(error) = event {
+                tracing::warn!(kind = K::kind(&()).as_ref(), %error, "watching children failed");
+            }
+            futures::future::ready(())
+        })
+}
+
 async fn drain<K, S>(kind: &'static str, stream: S, store: Store<K>, ctx: Arc<Context>)
 where
     K: Resource + Clone + Debug + 'static,
@@ -184,6 +273,8 @@ async fn run_scope(
     });
 
     let mut networks = Controller::new(api_for::<DigNetwork>(&client, ns), watch_config())
+        .with_config(controller_config())
+        .trigger_backoff(TriggerBackoff::default())
         .owns(api_for::<Deployment>(&client, ns), children_config())
         .owns(api_for::<StatefulSet>(&client, ns), children_config())
         .owns(api_for::<Service>(&client, ns), children_config())
@@ -220,7 +311,9 @@ async fn run_scope(
         rt.clone(),
     );
 
-    let nodes = Controller::new(api_for::<DigNode>(&client, ns), watch_config());
+    let nodes = Controller::new(api_for::<DigNode>(&client, ns), watch_config())
+        .with_config(controller_config())
+        .trigger_backoff(TriggerBackoff::default());
     let node_store = nodes.store();
     let lookup = node_store.clone();
     // A change to a DigNetwork (its image, ports, PSK...) reaches the DigNodes that join it.
@@ -245,10 +338,23 @@ async fn run_scope(
         .graceful_shutdown_on(shutdown);
     let node_stream = nodes.run(reconcile_node, error_policy::<DigNode>(node::KIND), rt);
 
-    tokio::join!(
-        drain(network::KIND, network_stream, network_store, ctx.clone()),
-        drain(node::KIND, node_stream, node_store, ctx),
+    let children = futures::future::join5(
+        watch_children::<Deployment>(&ctx, &client, ns),
+        watch_children::<StatefulSet>(&ctx, &client, ns),
+        watch_children::<Service>(&ctx, &client, ns),
+        watch_children::<ConfigMap>(&ctx, &client, ns),
+        watch_children::<PodDisruptionBudget>(&ctx, &client, ns),
     );
+    // The children's watches never end on their own: they stop with the controllers.
+    tokio::select! {
+        _ = async {
+            tokio::join!(
+                drain(network::KIND, network_stream, network_store, ctx.clone()),
+                drain(node::KIND, node_stream, node_store, ctx.clone()),
+            )
+        } => {}
+        _ = children => {}
+    }
 }
 
 /// Runs the controllers over `namespaces` (empty: the whole cluster) until `shutdown` resolves.
@@ -310,6 +416,18 @@ mod tests {
             ),
             Action::requeue(Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn watch_errors_pause_the_triggers_briefly() {
+        use kube::runtime::utils::Backoff as _;
+        let mut backoff = TriggerBackoff::default();
+        let delays: Vec<_> = backoff.by_ref().take(6).collect();
+        assert_eq!(delays[0], Duration::from_millis(250));
+        assert_eq!(delays[1], Duration::from_millis(500));
+        assert_eq!(delays[5], Duration::from_secs(2), "capped");
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(250)));
     }
 
     #[test]

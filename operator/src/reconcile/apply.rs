@@ -8,7 +8,7 @@ use kube::{
     api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
 };
 
-use super::{build::ChildObject, meta};
+use super::{applied::AppliedChildren, build::ChildObject, meta};
 use crate::error::{Error, Result};
 
 fn dynamic_api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {
@@ -19,19 +19,25 @@ fn dynamic_api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<
 /// of one per child, while the requests in flight stay bounded.
 const PARALLEL_APPLIES: usize = 4;
 
+/// Kinds whose state the reconcilers read from the apply's answer: read back when their apply is
+/// skipped.
+const READ_BACK: [&str; 2] = ["Deployment", "StatefulSet"];
+
 /// Applies each child with field manager `dig-operator`, forcing ownership of conflicting fields
-/// (the operator is the only writer of its children). Returns the objects as the server has them,
-/// in the order of `children`.
+/// (the operator is the only writer of its children), unless `applied` knows it unchanged since
+/// this process applied it. Returns, in the order of `children`, the objects as the server has
+/// them: `None` for a skipped child, never for the [`READ_BACK`] kinds.
 pub async fn apply_all(
     client: &Client,
+    applied: &AppliedChildren,
     namespace: &str,
     owner: &str,
     children: &[ChildObject],
-) -> Result<Vec<DynamicObject>> {
+) -> Result<Vec<Option<DynamicObject>>> {
     let params = PatchParams::apply(meta::MANAGER).force();
     let applies: Vec<_> = children
         .iter()
-        .map(|child| apply_one(client, namespace, owner, &params, child))
+        .map(|child| apply_one(client, applied, namespace, owner, &params, child))
         .collect();
     futures::stream::iter(applies)
         .buffered(PARALLEL_APPLIES)
@@ -41,12 +47,31 @@ pub async fn apply_all(
 
 async fn apply_one(
     client: &Client,
+    applied: &AppliedChildren,
     namespace: &str,
     owner: &str,
     params: &PatchParams,
     child: &ChildObject,
-) -> Result<DynamicObject> {
-    dynamic_api(client, namespace, &child.resource)
+) -> Result<Option<DynamicObject>> {
+    let api = dynamic_api(client, namespace, &child.resource);
+    if applied.is_current(namespace, child) {
+        if !READ_BACK.contains(&child.resource.kind.as_str()) {
+            return Ok(None);
+        }
+        let current = api
+            .get_opt(&child.name)
+            .await
+            .map_err(|source| Error::Read {
+                what: format!("{} {namespace}/{}", child.resource.kind, child.name),
+                object: owner.to_string(),
+                source: Box::new(source),
+            })?;
+        // Gone since the watch saw it: applied again below.
+        if current.is_some() {
+            return Ok(current);
+        }
+    }
+    let object = api
         .patch(&child.name, params, &Patch::Apply(&child.body))
         .await
         .map_err(|source| Error::Apply {
@@ -54,7 +79,9 @@ async fn apply_one(
             name: child.name.clone(),
             object: owner.to_string(),
             source: Box::new(source),
-        })
+        })?;
+    applied.record(namespace, child, &object);
+    Ok(Some(object))
 }
 
 /// Deletes the objects of `resource` that carry the owner's labels and owner reference but are no

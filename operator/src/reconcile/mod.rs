@@ -1,5 +1,6 @@
 //! Reconciliation: dereference -> validate -> build (pure) -> apply -> status.
 
+pub mod applied;
 pub mod apply;
 pub mod args;
 pub mod build;

@@ -170,7 +170,14 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
     };
     let children = build_network(&valid);
     let to_apply = children.to_apply();
-    let applied = apply::apply_all(&ctx.client, &valid.namespace, &object, &to_apply).await?;
+    let applied = apply::apply_all(
+        &ctx.client,
+        &ctx.applied,
+        &valid.namespace,
+        &object,
+        &to_apply,
+    )
+    .await?;
     // Children become unwanted only through a spec change: pruning (a list per prunable kind)
     // waits for a generation not yet observed. A failed prune fails the reconcile before the
     // status records the generation, so it is tried again.
@@ -183,7 +190,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
             .iter()
             .zip(&to_apply)
             .find(|(_, c)| c.resource.kind == kind)
-            .map(|(a, _)| a)
+            .and_then(|(a, _)| a.as_ref())
     };
     let deployment: Deployment = apply::decode(
         find("Deployment").expect("a Deployment is always applied"),

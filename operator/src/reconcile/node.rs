@@ -73,7 +73,8 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
     };
     let children = build_node(&valid);
     let to_apply = children.to_apply();
-    let applied = apply::apply_all(&ctx.client, &namespace, &object, &to_apply).await?;
+    let applied =
+        apply::apply_all(&ctx.client, &ctx.applied, &namespace, &object, &to_apply).await?;
     // Unwanted only after a spec change (see the DigNetwork reconciler).
     if previous.observed_generation != node.metadata.generation {
         let service = ApiResource::erase::<Service>(&());
@@ -98,7 +99,7 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
         .iter()
         .zip(&to_apply)
         .find(|(_, c)| c.resource.kind == "StatefulSet")
-        .map(|(a, _)| a)
+        .and_then(|(a, _)| a.as_ref())
         .expect("a StatefulSet is always applied");
     let statefulset: StatefulSet = apply::decode(statefulset_object, "StatefulSet")?;
     let rollout = conditions::statefulset_rollout(&statefulset);
