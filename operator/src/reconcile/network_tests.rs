@@ -369,3 +369,78 @@ async fn a_network_being_deleted_is_left_to_the_garbage_collector() {
         .unwrap();
     assert_eq!(action, Action::await_change());
 }
+
+/// The watch of `K` as the reconciler's record of applied children sees it, holding every child
+/// of that kind the create scenario applies (as `echo` answers: generation 1).
+fn watched_children<K>(ctx: &Context, names: &[&str])
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::api::PartialObjectMeta;
+    use kube::core::PartialObjectMetaExt;
+    use kube::runtime::{reflector::store::Writer, watcher::Event};
+    let mut writer = Writer::<PartialObjectMeta<K>>::default();
+    for name in names {
+        let meta = ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some("ns".into()),
+            generation: Some(1),
+            resource_version: Some("1".into()),
+            ..ObjectMeta::default()
+        }
+        .into_response_partial::<K>();
+        writer.apply_watcher_event(&Event::Apply(meta));
+    }
+    ctx.applied.watch(writer.as_reader());
+}
+
+#[tokio::test]
+async fn children_unchanged_since_the_last_apply_are_only_read_back() {
+    use k8s_openapi::api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{ConfigMap, Service},
+        policy::v1::PodDisruptionBudget,
+    };
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), false);
+    watched_children::<ConfigMap>(&ctx, &["net-node"]);
+    watched_children::<Service>(&ctx, &["net-bootstrap", "net-bootstrap-peers", "net-node"]);
+    watched_children::<Deployment>(&ctx, &["net-bootstrap"]);
+    watched_children::<StatefulSet>(&ctx, &["net-node"]);
+    watched_children::<PodDisruptionBudget>(&ctx, &["net-bootstrap", "net-node"]);
+
+    // First reconcile: everything applied (and recorded).
+    let reconciler = tokio::spawn(reconcile(network(json!({}), None, 1), ctx.clone()));
+    expect_default_children(&mut api, None).await;
+    expect_service_list(&mut api, vec![]).await;
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "Applied", "Normal").await;
+    reconciler.await.unwrap().unwrap();
+
+    // Second reconcile of the same generation: nothing changed, so no apply, only the workloads
+    // read back for the status, which is unchanged and not written.
+    let stored_network: Arc<DigNetwork> = Arc::new(serde_json::from_value(stored(&body)).unwrap());
+    let reconciler = tokio::spawn(reconcile(stored_network, ctx.clone()));
+    // As the first reconcile applied them: 2 bootstrap replicas, 3 nodes, none ready yet.
+    for (kind, path, replicas) in [
+        ("Deployment", format!("{APPS}/deployments/net-bootstrap"), 2),
+        ("StatefulSet", format!("{APPS}/statefulsets/net-node"), 3),
+    ] {
+        let read = api.expect(Method::GET, &path).await;
+        let name = path.rsplit('/').next().unwrap().to_string();
+        read.respond(
+            200,
+            json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": "ns", "generation": 1, "resourceVersion": "1"}, "spec": {"replicas": replicas}}),
+        );
+    }
+    // A further request (an apply, a status write) would go unanswered: bounded wait.
+    let action = tokio::time::timeout(Duration::from_secs(10), reconciler)
+        .await
+        .expect("the reconcile made a request beyond the two reads")
+        .unwrap()
+        .unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+}
