@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, RwLock},
+    sync::{
+        Mutex, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -74,7 +77,12 @@ pub struct AppliedChildren {
     /// A child is applied again after this long even when nothing says it changed: a hand edit of
     /// labels or annotations bumps no generation.
     max_age: Duration,
+    /// The record count at which expired records are dropped next.
+    purge_above: AtomicUsize,
 }
+
+/// Below this many records expired ones are not worth a sweep.
+const MIN_PURGE_SIZE: usize = 1024;
 
 impl AppliedChildren {
     pub fn new(max_age: Duration) -> Self {
@@ -82,6 +90,7 @@ impl AppliedChildren {
             lookups: RwLock::default(),
             last: Mutex::default(),
             max_age,
+            purge_above: AtomicUsize::new(MIN_PURGE_SIZE),
         }
     }
 
@@ -130,7 +139,15 @@ impl AppliedChildren {
 
     /// Remembers `child` as applied, the server answering `applied`.
     pub fn record(&self, namespace: &str, child: &ChildObject, applied: &DynamicObject) {
-        self.last.lock().expect("applied children lock").insert(
+        let mut last = self.last.lock().expect("applied children lock");
+        // Records older than max_age decide nothing any more; dropping them keeps the map to the
+        // children reconciled recently, not every child of every network ever seen.
+        if last.len() >= self.purge_above.load(Ordering::Relaxed) {
+            last.retain(|_, record| record.at.elapsed() < self.max_age);
+            self.purge_above
+                .store((last.len() * 2).max(MIN_PURGE_SIZE), Ordering::Relaxed);
+        }
+        last.insert(
             ChildKey::new(namespace, child),
             Applied {
                 body_hash: body_hash(child),
@@ -231,6 +248,21 @@ mod tests {
         applied.record("ns", &child("a"), &answer("5", "u1"));
         seen(&mut store, "5", "u1");
         assert!(!applied.is_current("ns", &child("a")));
+    }
+
+    #[test]
+    fn records_of_children_gone_quiet_are_dropped() {
+        let applied = AppliedChildren::new(Duration::ZERO);
+        for index in 0..=MIN_PURGE_SIZE {
+            let mut named = child("a");
+            named.name = format!("net-{index}");
+            applied.record("ns", &named, &answer("1", "u"));
+        }
+        let kept = applied.last.lock().unwrap().len();
+        assert_eq!(
+            kept, 1,
+            "expired records were swept when the map reached its bound"
+        );
     }
 
     #[test]
