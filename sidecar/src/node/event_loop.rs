@@ -111,6 +111,29 @@ pub(crate) struct EventLoop {
     dht_bootstrapped: bool,
 }
 
+/// The QUIC connections to drop when a peer also has a TCP one. libp2p-stream opens each sync
+/// stream on any of a peer's connections, and QUIC (quinn, one UDP datagram per packet) costs a
+/// sender up to 60 % more CPU per byte than Noise and yamux over TCP: measured with
+/// bench-replication on loopback, 1 GiB to one node took 2.0 to 2.1 s over TCP and up to 3.2 s when
+/// the streams rode QUIC. Both sides see which connection is TCP, so they drop the same ones.
+fn redundant_quic_connections(
+    connections: &HashMap<ConnectionId, (Multiaddr, bool)>,
+) -> Vec<ConnectionId> {
+    let is_quic = |address: &Multiaddr| {
+        address
+            .iter()
+            .any(|protocol| matches!(protocol, Protocol::QuicV1 | Protocol::Quic))
+    };
+    if connections.values().all(|(address, _)| is_quic(address)) {
+        return Vec::new();
+    }
+    connections
+        .iter()
+        .filter(|(_, (address, _))| is_quic(address))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -222,6 +245,10 @@ impl EventLoop {
                     });
                 state.connections.insert(connection_id, (remote, dialer));
                 tracing::debug!(%peer_id, dialer, "connection established");
+                for redundant in redundant_quic_connections(&state.connections) {
+                    tracing::debug!(%peer_id, "closing a QUIC connection beside a TCP one");
+                    self.swarm.close_connection(redundant);
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -824,5 +851,39 @@ impl EventLoop {
             discovered,
             discovery: self.discovery.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connections(addresses: &[&str]) -> HashMap<ConnectionId, (Multiaddr, bool)> {
+        addresses
+            .iter()
+            .enumerate()
+            .map(|(id, address)| {
+                (
+                    ConnectionId::new_unchecked(id),
+                    (address.parse().unwrap(), false),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quic_beside_tcp_is_dropped_and_a_lone_transport_kept() {
+        let both = connections(&["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"]);
+        assert_eq!(
+            redundant_quic_connections(&both),
+            vec![ConnectionId::new_unchecked(1)]
+        );
+        let quic_only = connections(&[
+            "/ip4/127.0.0.1/udp/4001/quic-v1",
+            "/ip6/::1/udp/4001/quic-v1",
+        ]);
+        assert!(redundant_quic_connections(&quic_only).is_empty());
+        let tcp_only = connections(&["/ip4/127.0.0.1/tcp/4001", "/ip6/::1/tcp/4001"]);
+        assert!(redundant_quic_connections(&tcp_only).is_empty());
     }
 }
