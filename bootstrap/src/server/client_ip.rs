@@ -24,8 +24,8 @@ impl ClientAddress {
         Self { trusted_proxies }
     }
 
+    /// `address` is canonical (see [`canonical`]), as `resolve` makes every address it checks.
     fn is_trusted(&self, address: IpAddr) -> bool {
-        let address = canonical(address);
         self.trusted_proxies
             .iter()
             .any(|net| net.contains(&address))
@@ -38,14 +38,13 @@ impl ClientAddress {
             return client;
         }
         // Several X-Forwarded-For headers form one list, in order (RFC 9110 field lines).
-        let hops: Vec<&str> = headers
+        let hops = headers
             .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.iter().rev() {
+            .map(str::trim);
+        for hop in hops.rev() {
             // An unreadable hop ends the walk: what lies left of it is not to be trusted either.
             let Some(address) = parse_hop(hop) else {
                 break;

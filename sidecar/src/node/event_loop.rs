@@ -119,17 +119,15 @@ pub(crate) struct EventLoop {
 fn redundant_quic_connections(
     connections: &HashMap<ConnectionId, (Multiaddr, bool)>,
 ) -> Vec<ConnectionId> {
-    let is_quic = |address: &Multiaddr| {
-        address
-            .iter()
-            .any(|protocol| matches!(protocol, Protocol::QuicV1 | Protocol::Quic))
-    };
-    if connections.values().all(|(address, _)| is_quic(address)) {
+    if connections
+        .values()
+        .all(|(address, _)| super::is_quic(address))
+    {
         return Vec::new();
     }
     connections
         .iter()
-        .filter(|(_, (address, _))| is_quic(address))
+        .filter(|(_, (address, _))| super::is_quic(address))
         .map(|(id, _)| *id)
         .collect()
 }

@@ -37,7 +37,7 @@ pub struct NodeConfig {
     pub max_connections: u32,
 }
 
-fn is_quic(address: &Multiaddr) -> bool {
+pub(crate) fn is_quic(address: &Multiaddr) -> bool {
     address
         .iter()
         .any(|part| matches!(part, Protocol::QuicV1 | Protocol::Quic))
