@@ -193,6 +193,210 @@ mod tests {
         );
     }
 
+    /// `dig-sidecar run` as the sidecar itself resolves it (flags, then the `--config` file).
+    fn resolved(args: &[String]) -> dig_sidecar::config::RunArgs {
+        let argv = std::iter::once("dig-sidecar".to_string())
+            .chain(args.iter().cloned())
+            .map(std::ffi::OsString::from)
+            .collect();
+        let cli = dig_sidecar::config::resolve(argv, &|_| None)
+            .unwrap_or_else(|error| panic!("dig-sidecar rejects {args:?}: {error}"));
+        match cli.command {
+            dig_sidecar::config::Command::Run(run) => *run,
+            other => panic!("expected the run command, got {other:?}"),
+        }
+    }
+
+    fn strings(value: &serde_json::Value) -> Vec<String> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// A probe with its named port replaced by the number the container declares.
+    fn probe_by_number(container: &serde_json::Value, probe: &str) -> serde_json::Value {
+        let mut probe = container[probe].clone();
+        let name = probe["httpGet"]["port"].clone();
+        let number = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|port| port["name"] == name)
+            .unwrap_or_else(|| panic!("no port named {name} in {container}"))["containerPort"]
+            .clone();
+        probe["httpGet"]["port"] = number;
+        probe
+    }
+
+    /// The injected node and the network's own StatefulSet nodes come from the same DigNetwork:
+    /// the node configuration they run with, their probes, security context, resources, image and
+    /// folders must be the same (only the announce address and the user differ by design).
+    #[test]
+    fn an_injected_node_runs_like_the_networks_own_nodes() {
+        use crate::reconcile::build::build_network;
+        use crate::reconcile::validate::{
+            DefaultImages, NetworkFacts, PskSecret, validate_network,
+        };
+        use crate::webhook::patch::{
+            Injection, InjectorSettings, SIDECAR_CONTAINER_NAME, build_patch,
+        };
+        use k8s_openapi::api::core::v1::Pod;
+
+        let specs = [
+            json!({}),
+            json!({
+                "networkId": "prod-net",
+                "bootstrap": {"port": 3100},
+                "nodes": {"image": "own:2", "p2pPort": 4100, "apiPort": 8100,
+                          "discovery": {"mdns": true, "dht": false, "bootstrapUrls": ["https://b.example.net"]},
+                          "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}},
+                "privateNetwork": {"pskSecretRef": {"name": "psk", "key": "swarm.key"}},
+                "replication": {"propagateDeletes": true}
+            }),
+        ];
+        for spec in specs {
+            let mut dig_network = network(spec.clone());
+            dig_network.metadata.uid = Some("1234".to_string());
+            let facts = NetworkFacts {
+                psk: dig_network
+                    .spec
+                    .private_network
+                    .is_some()
+                    .then(|| PskSecret::Present {
+                        hash: "h".to_string(),
+                    }),
+                ..NetworkFacts::default()
+            };
+            let images = DefaultImages {
+                sidecar: "dig-sidecar:1".to_string(),
+                bootstrap: "dig-bootstrap:1".to_string(),
+            };
+            let valid = validate_network(&dig_network, &images, facts).expect("a valid network");
+            let children = build_network(&valid);
+            let template = &children.node_statefulset.spec.as_ref().unwrap().template;
+            let own = serde_json::to_value(&template.spec.as_ref().unwrap().containers[0]).unwrap();
+
+            let config = sidecar_config(&dig_network, "apps", Some("dig-sidecar:1")).unwrap();
+            let pod_json = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "app", "labels": {"dig.net/inject": "prod"},
+                             "annotations": {"dig.net/volume": "stores"}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}],
+                         "volumes": [{"name": "stores", "emptyDir": {}}]}
+            });
+            let pod: Pod = serde_json::from_value(pod_json.clone()).unwrap();
+            let Injection::Patched(patch) =
+                build_patch(&pod, "apps", Some(&config), &InjectorSettings::default()).unwrap()
+            else {
+                panic!("expected a patch");
+            };
+            let mut injected_pod = pod_json;
+            json_patch::patch(&mut injected_pod, &patch).unwrap();
+            let injected = injected_pod["spec"]["initContainers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == SIDECAR_CONTAINER_NAME)
+                .unwrap()
+                .clone();
+
+            // The StatefulSet's node reads the ConfigMap's file; point --config at a copy of it.
+            let folder = tempfile::tempdir().unwrap();
+            let config_file = folder.path().join("node.yaml");
+            let yaml = &children.node_config.data.as_ref().unwrap()["node.yaml"];
+            std::fs::write(&config_file, yaml).unwrap();
+            let own_args: Vec<String> = strings(&own["args"])
+                .into_iter()
+                .map(|arg| {
+                    if arg.ends_with("/node.yaml") {
+                        config_file.display().to_string()
+                    } else {
+                        arg
+                    }
+                })
+                .collect();
+            let own_run = resolved(&own_args);
+            let injected_args: Vec<String> = strings(&injected["args"])
+                .into_iter()
+                .map(|arg| arg.replace("$(POD_IP)", "10.1.2.3"))
+                .collect();
+            let injected_run = resolved(&injected_args);
+            let context = format!("spec {spec}");
+            assert_eq!(injected_run.network, own_run.network, "{context}");
+            assert_eq!(injected_run.bootstrap, own_run.bootstrap, "{context}");
+            assert_eq!(injected_run.listen, own_run.listen, "{context}");
+            assert_eq!(injected_run.api_listen, own_run.api_listen, "{context}");
+            assert_eq!(
+                (injected_run.no_mdns, injected_run.no_dht),
+                (own_run.no_mdns, own_run.no_dht),
+                "{context}"
+            );
+            assert_eq!(injected_run.psk_file, own_run.psk_file, "{context}");
+            assert_eq!(
+                injected_run.propagate_deletes, own_run.propagate_deletes,
+                "{context}"
+            );
+            assert_eq!(injected_run.log_format, own_run.log_format, "{context}");
+            assert_eq!(injected_run.data_dir(), own_run.data_dir(), "{context}");
+            assert_eq!(injected_run.state_dir(), own_run.state_dir(), "{context}");
+
+            assert_eq!(injected["image"], own["image"], "{context}");
+            if spec["nodes"]["resources"].is_null() {
+                // The StatefulSet leaves a network without resources unbounded; a sidecar in
+                // someone else's pod gets the injector's modest defaults instead.
+                assert!(own["resources"].is_null(), "{context}");
+                assert_eq!(
+                    injected["resources"],
+                    serde_json::to_value(InjectorSettings::default().default_resources).unwrap()
+                );
+            } else {
+                assert_eq!(injected["resources"], own["resources"], "{context}");
+            }
+            for probe in ["livenessProbe", "readinessProbe"] {
+                assert_eq!(
+                    probe_by_number(&injected, probe),
+                    probe_by_number(&own, probe),
+                    "{probe} of {context}"
+                );
+            }
+            let mut security = injected["securityContext"].clone();
+            let security_fields = security.as_object_mut().unwrap();
+            security_fields.remove("runAsUser");
+            security_fields.remove("runAsGroup");
+            assert_eq!(security, own["securityContext"], "{context}");
+            let port_numbers = |container: &serde_json::Value| -> Vec<(i64, String)> {
+                container["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        (
+                            p["containerPort"].as_i64().unwrap(),
+                            p["protocol"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(port_numbers(&injected), port_numbers(&own), "{context}");
+            let mount_paths = |container: &serde_json::Value| -> Vec<String> {
+                let mut paths: Vec<String> = container["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["mountPath"].as_str().unwrap().to_string())
+                    .filter(|path| path != "/etc/dig")
+                    .collect();
+                paths.sort();
+                paths
+            };
+            // The same folders, less the ConfigMap the injected node gets as flags instead.
+            assert_eq!(mount_paths(&injected), mount_paths(&own), "{context}");
+        }
+    }
+
     #[test]
     fn no_image_anywhere_is_an_error_that_says_so() {
         let error = sidecar_config(&network(json!({})), "apps", None).unwrap_err();

@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, Pod, Probe, ResourceRequirements, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    ObjectFieldSelector, Pod, PodSecurityContext, Probe, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-use crate::reconcile::args::PSK_DIR as PSK_MOUNT_PATH;
-use crate::reconcile::pod::{RUN_AS_USER, container_security_context};
+use crate::reconcile::args::{NodeConfig, NodeConfigInputs, PSK_DIR as PSK_MOUNT_PATH};
+use crate::reconcile::pod::{RUN_AS_USER, container_security_context, probes};
 
 /// Label that asks for injection; its value names the DigNetwork (in the pod's namespace) to join.
 pub const INJECT_LABEL: &str = "dig.net/inject";
@@ -40,7 +39,10 @@ pub const SIDECAR_CONTAINER_NAME: &str = "dig-sidecar";
 pub use crate::reconcile::args::{DATA_DIR as DATA_MOUNT_PATH, STATE_DIR};
 pub const TMP_VOLUME_NAME: &str = "dig-sidecar-tmp";
 pub const PSK_VOLUME_NAME: &str = "dig-sidecar-psk";
-const PSK_FILE_NAME: &str = "psk";
+/// Names of the sidecar's ports; prefixed so they do not clash with the app's port names.
+pub const P2P_PORT_NAME: &str = "dig-p2p";
+pub const P2P_QUIC_PORT_NAME: &str = "dig-p2p-quic";
+pub const API_PORT_NAME: &str = "dig-api";
 /// Used when the pod sets no (or a root) user: the sidecar must run as non-root (the same user as
 /// the operator's own nodes).
 pub const DEFAULT_RUN_AS_USER: i64 = RUN_AS_USER;
@@ -340,6 +342,9 @@ pub fn build_patch(
         api_port,
         resources,
         run_as_user: inherited_user(pod),
+        pod_fs_group: pod_security(pod)
+            .and_then(|context| context.fs_group)
+            .is_some(),
     };
     let mut operations = Vec::new();
     let container = to_value(&sidecar.container());
@@ -366,6 +371,40 @@ pub fn build_patch(
     let patch: Patch = serde_json::from_value(Value::Array(operations))
         .expect("operations built above are valid JSON patch operations");
     Ok(Injection::Patched(patch))
+}
+
+/// What the pod's creator should know about an injected pod that does not stop it (the API
+/// server shows these as `Warning:` lines in kubectl).
+pub fn injection_warnings(pod: &Pod) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let volume_name = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(VOLUME_ANNOTATION));
+    let volume = pod.spec.as_ref().and_then(|spec| {
+        spec.volumes
+            .iter()
+            .flatten()
+            .find(|volume| Some(&volume.name) == volume_name)
+    });
+    let has_fs_group = pod_security(pod)
+        .and_then(|context| context.fs_group)
+        .is_some();
+    if let (Some(volume), Some(user)) = (volume, inherited_user(pod))
+        && volume.empty_dir.is_none()
+        && !has_fs_group
+    {
+        // emptyDir is world-writable; any other volume keeps the owner its storage gave it.
+        warnings.push(format!(
+            "the dig-sidecar runs as uid {user} and the pod sets no spec.securityContext.fsGroup: \
+             volume {:?} must be writable by that user, or the node cannot keep its identity and \
+             the stores it replicates; set fsGroup (e.g. {user}) or a non-root runAsUser shared \
+             with the app",
+            volume.name
+        ));
+    }
+    warnings
 }
 
 /// True when the pod already carries the sidecar, as an init container or a regular one.
@@ -652,14 +691,16 @@ fn check_port_free(
     Ok(())
 }
 
+fn pod_security(pod: &Pod) -> Option<&PodSecurityContext> {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.security_context.as_ref())
+}
+
 /// The pod's own user when it is a non-root one (so the sidecar can write what the app writes),
 /// otherwise a fixed non-root user.
 fn inherited_user(pod: &Pod) -> Option<i64> {
-    let pod_user = pod
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.security_context.as_ref())
-        .and_then(|context| context.run_as_user);
+    let pod_user = pod_security(pod).and_then(|context| context.run_as_user);
     match pod_user {
         Some(user) if user != 0 => None,
         _ => Some(DEFAULT_RUN_AS_USER),
@@ -674,47 +715,48 @@ struct SidecarSpec<'a> {
     api_port: u16,
     resources: ResourceRequirements,
     run_as_user: Option<i64>,
+    /// The pod sets `fsGroup`, so its volumes are group-accessible to every container.
+    pod_fs_group: bool,
 }
 
 impl SidecarSpec<'_> {
-    /// The `dig-sidecar run` command line (DESIGN 4a).
+    /// The `dig-sidecar run` command line (DESIGN 4a). The node configuration is the one the
+    /// operator writes for the network's own nodes (the same [`NodeConfig`]), as flags: the pod
+    /// cannot mount the network's ConfigMap (it may not exist yet, and per-pod port overrides
+    /// would contradict it).
     fn args(&self) -> Vec<String> {
         let network = self.network;
-        let port = self.p2p_port;
+        let config = NodeConfig::new(NodeConfigInputs {
+            network_id: &network.network_id,
+            bootstrap_urls: network.bootstrap_urls.clone(),
+            p2p_port: i32::from(self.p2p_port),
+            api_port: i32::from(self.api_port),
+            mdns: network.mdns,
+            dht: network.dht,
+            psk_key: network.psk_secret.as_ref().map(|psk| psk.key.as_str()),
+            propagate_deletes: network.propagate_deletes,
+        });
         let mut args = vec![
             "run".to_string(),
-            format!("--data-dir={DATA_MOUNT_PATH}"),
-            format!("--state-dir={STATE_DIR}"),
-            format!("--network={}", network.network_id),
+            "--data-dir".to_string(),
+            DATA_MOUNT_PATH.to_string(),
+            "--state-dir".to_string(),
+            STATE_DIR.to_string(),
         ];
-        args.extend(
-            network
-                .bootstrap_urls
-                .iter()
-                .map(|url| format!("--bootstrap={url}")),
-        );
-        args.push(format!("--listen=/ip4/0.0.0.0/tcp/{port}"));
-        // $(POD_IP) is expanded by the kubelet from the env below: peers dial the pod's address.
-        args.push(format!("--announce=/ip4/$(POD_IP)/tcp/{port}"));
+        args.extend(config.to_flags());
+        // Peers dial the pod's own address: $(POD_IP) is expanded by the kubelet from the env.
+        let port = self.p2p_port;
+        args.extend([
+            "--announce".to_string(),
+            format!("/ip4/$(POD_IP)/tcp/{port}"),
+        ]);
         if network.psk_secret.is_none() {
             // A private network (pnet) works over TCP only.
-            args.push(format!("--listen=/ip4/0.0.0.0/udp/{port}/quic-v1"));
-            args.push(format!("--announce=/ip4/$(POD_IP)/udp/{port}/quic-v1"));
+            args.extend([
+                "--announce".to_string(),
+                format!("/ip4/$(POD_IP)/udp/{port}/quic-v1"),
+            ]);
         }
-        args.push(format!("--api-listen=0.0.0.0:{}", self.api_port));
-        if !network.mdns {
-            args.push("--no-mdns".to_string());
-        }
-        if !network.dht {
-            args.push("--no-dht".to_string());
-        }
-        if network.psk_secret.is_some() {
-            args.push(format!("--psk-file={PSK_MOUNT_PATH}/{PSK_FILE_NAME}"));
-        }
-        if network.propagate_deletes {
-            args.push("--propagate-deletes".to_string());
-        }
-        args.push("--log-format=json".to_string());
         args
     }
 
@@ -730,16 +772,14 @@ impl SidecarSpec<'_> {
             }),
             ..Default::default()
         };
-        let http_probe = |path: &str, period: i32, failures: i32| Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some(path.to_string()),
-                port: IntOrString::Int(i32::from(self.api_port)),
-                ..Default::default()
-            }),
-            period_seconds: Some(period),
-            timeout_seconds: Some(2),
-            failure_threshold: Some(failures),
-            ..Default::default()
+        // The same liveness and readiness probes as the operator's own nodes.
+        let (liveness, readiness) = probes(API_PORT_NAME);
+        // A native sidecar's startup probe gates the app containers: they start once the node
+        // serves its API (up to two minutes, e.g. for a start-up scan of a large folder).
+        let startup = Probe {
+            period_seconds: Some(2),
+            failure_threshold: Some(60),
+            ..liveness.clone()
         };
         let port = |name: &str, number: u16, protocol: &str| ContainerPort {
             name: Some(name.to_string()),
@@ -747,11 +787,11 @@ impl SidecarSpec<'_> {
             protocol: Some(protocol.to_string()),
             ..Default::default()
         };
-        let mut ports = vec![port("dig-p2p", self.p2p_port, "TCP")];
+        let mut ports = vec![port(P2P_PORT_NAME, self.p2p_port, "TCP")];
         if self.network.psk_secret.is_none() {
-            ports.push(port("dig-p2p-quic", self.p2p_port, "UDP"));
+            ports.push(port(P2P_QUIC_PORT_NAME, self.p2p_port, "UDP"));
         }
-        ports.push(port("dig-api", self.api_port, "TCP"));
+        ports.push(port(API_PORT_NAME, self.api_port, "TCP"));
         let mut mounts = vec![
             VolumeMount {
                 name: self.volume_name.to_string(),
@@ -785,9 +825,9 @@ impl SidecarSpec<'_> {
             // A native sidecar: started before the app containers, kept running, stopped after them.
             restart_policy: Some("Always".to_string()),
             // The kubelet starts the app containers only once this has passed.
-            startup_probe: Some(http_probe("/health", 2, 60)),
-            liveness_probe: Some(http_probe("/health", 10, 3)),
-            readiness_probe: Some(http_probe("/ready", 5, 3)),
+            startup_probe: Some(startup),
+            liveness_probe: Some(liveness),
+            readiness_probe: Some(readiness),
             resources: Some(self.resources.clone()),
             security_context: Some(SecurityContext {
                 run_as_user: self.run_as_user,
@@ -814,12 +854,16 @@ impl SidecarSpec<'_> {
                 name: PSK_VOLUME_NAME.to_string(),
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(psk.name.clone()),
+                    // The file is named after the key, as in the operator's own nodes.
                     items: Some(vec![KeyToPath {
                         key: psk.key.clone(),
-                        path: PSK_FILE_NAME.to_string(),
+                        path: psk.key.clone(),
                         ..Default::default()
                     }]),
-                    default_mode: Some(0o440),
+                    // Group-readable through the pod's fsGroup; without one the file stays
+                    // root-owned, and only a world-readable mode lets a non-root sidecar read it
+                    // (no other container mounts this volume: its name is reserved).
+                    default_mode: Some(if self.pod_fs_group { 0o440 } else { 0o444 }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -925,6 +969,14 @@ mod tests {
             .collect()
     }
 
+    /// The values given to `name` in a command line of `--flag value` pairs.
+    fn flag(args: &[String], name: &str) -> Vec<String> {
+        args.windows(2)
+            .filter(|pair| pair[0] == name)
+            .map(|pair| pair[1].clone())
+            .collect()
+    }
+
     #[test]
     fn plain_pod_gets_a_native_sidecar_on_the_named_volume() {
         let document = patched(&labelled_pod(), "apps");
@@ -938,17 +990,27 @@ mod tests {
             args(&document),
             [
                 "run",
-                "--data-dir=/data",
-                "--state-dir=/data/.dig-node",
-                "--network=prod-net",
-                "--bootstrap=http://prod-bootstrap.apps.svc:3000",
-                "--listen=/ip4/0.0.0.0/tcp/4001",
-                "--announce=/ip4/$(POD_IP)/tcp/4001",
-                "--listen=/ip4/0.0.0.0/udp/4001/quic-v1",
-                "--announce=/ip4/$(POD_IP)/udp/4001/quic-v1",
-                "--api-listen=0.0.0.0:8080",
+                "--data-dir",
+                "/data",
+                "--state-dir",
+                "/data/.dig-node",
+                "--network",
+                "prod-net",
+                "--bootstrap",
+                "http://prod-bootstrap.apps.svc:3000",
+                "--listen",
+                "/ip4/0.0.0.0/tcp/4001",
+                "--listen",
+                "/ip4/0.0.0.0/udp/4001/quic-v1",
+                "--api-listen",
+                "0.0.0.0:8080",
                 "--no-mdns",
-                "--log-format=json",
+                "--log-format",
+                "json",
+                "--announce",
+                "/ip4/$(POD_IP)/tcp/4001",
+                "--announce",
+                "/ip4/$(POD_IP)/udp/4001/quic-v1",
             ]
         );
         assert_eq!(container["env"][0]["name"], "POD_IP");
@@ -959,7 +1021,11 @@ mod tests {
         assert_eq!(container["startupProbe"]["httpGet"]["path"], "/health");
         assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
         assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
-        assert_eq!(container["readinessProbe"]["httpGet"]["port"], 8080);
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["port"],
+            API_PORT_NAME
+        );
+        assert_eq!(container["startupProbe"]["failureThreshold"], 60);
         let security = &container["securityContext"];
         assert_eq!(security["runAsNonRoot"], true);
         assert_eq!(security["runAsUser"], DEFAULT_RUN_AS_USER);
@@ -1071,7 +1137,7 @@ mod tests {
         let mut document = labelled_pod();
         json_patch::patch(&mut document, &patch).unwrap();
         let args = args(&document);
-        assert!(args.contains(&"--psk-file=/etc/dig/psk/psk".to_string()));
+        assert_eq!(flag(&args, "--psk-file"), ["/etc/dig/psk/swarm.key"]);
         assert!(args.contains(&"--propagate-deletes".to_string()));
         assert!(!args.iter().any(|arg| arg.contains("quic")));
         let psk_volume = document["spec"]["volumes"]
@@ -1082,6 +1148,9 @@ mod tests {
             .unwrap();
         assert_eq!(psk_volume["secret"]["secretName"], "prod-psk");
         assert_eq!(psk_volume["secret"]["items"][0]["key"], "swarm.key");
+        assert_eq!(psk_volume["secret"]["items"][0]["path"], "swarm.key");
+        // No fsGroup: the file must be readable by the sidecar's non-root user.
+        assert_eq!(psk_volume["secret"]["defaultMode"], 0o444);
         let mounts = sidecar(&document)["volumeMounts"].as_array().unwrap();
         assert!(mounts.contains(
             &json!({"name": PSK_VOLUME_NAME, "mountPath": "/etc/dig/psk", "readOnly": true})
@@ -1253,9 +1322,17 @@ mod tests {
             json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}})
         );
         let args = args(&document);
-        assert!(args.contains(&"--listen=/ip4/0.0.0.0/tcp/4101".to_string()));
-        assert!(args.contains(&"--api-listen=0.0.0.0:8181".to_string()));
-        assert_eq!(container["livenessProbe"]["httpGet"]["port"], 8181);
+        assert_eq!(
+            flag(&args, "--listen"),
+            ["/ip4/0.0.0.0/tcp/4101", "/ip4/0.0.0.0/udp/4101/quic-v1"]
+        );
+        assert_eq!(
+            flag(&args, "--announce"),
+            ["/ip4/$(POD_IP)/tcp/4101", "/ip4/$(POD_IP)/udp/4101/quic-v1"]
+        );
+        assert_eq!(flag(&args, "--api-listen"), ["0.0.0.0:8181"]);
+        // The probes follow the API port through its name.
+        assert_eq!(container["livenessProbe"]["httpGet"]["port"], API_PORT_NAME);
         let ports: Vec<i64> = container["ports"]
             .as_array()
             .unwrap()
@@ -1355,6 +1432,53 @@ mod tests {
             sidecar(&document)["securityContext"]["runAsUser"],
             DEFAULT_RUN_AS_USER
         );
+    }
+
+    #[test]
+    fn a_volume_the_non_root_sidecar_may_not_write_gets_a_warning() {
+        let warnings = |security: Value, volume: Value| {
+            let mut pod_json = labelled_pod();
+            pod_json["spec"]["securityContext"] = security;
+            pod_json["spec"]["volumes"][0] = volume;
+            let pod: Pod = serde_json::from_value(pod_json).unwrap();
+            injection_warnings(&pod)
+        };
+        let claim = json!({"name": "stores", "persistentVolumeClaim": {"claimName": "stores"}});
+        let found = warnings(json!({}), claim.clone());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("uid 65532"), "{}", found[0]);
+        assert!(found[0].contains("volume \"stores\""), "{}", found[0]);
+        // fsGroup makes the volume group-writable; a shared non-root user writes like the app.
+        assert!(warnings(json!({"fsGroup": 2000}), claim.clone()).is_empty());
+        assert!(warnings(json!({"runAsUser": 1000}), claim.clone()).is_empty());
+        // Root app, no fsGroup: the sidecar is not root, so the warning stands.
+        assert_eq!(warnings(json!({"runAsUser": 0}), claim).len(), 1);
+        // emptyDir is writable by every user.
+        assert!(warnings(json!({}), json!({"name": "stores", "emptyDir": {}})).is_empty());
+    }
+
+    #[test]
+    fn the_psk_file_is_group_readable_with_an_fs_group() {
+        let mut private = network();
+        private.psk_secret = Some(SecretKeySelector {
+            name: "prod-psk".to_string(),
+            key: "swarm.key".to_string(),
+        });
+        let mut pod_json = labelled_pod();
+        pod_json["spec"]["securityContext"] = json!({"fsGroup": 2000});
+        let pod: Pod = serde_json::from_value(pod_json.clone()).unwrap();
+        let patch = build_patch(&pod, "apps", Some(&private), &InjectorSettings::default())
+            .unwrap()
+            .into_patch()
+            .unwrap();
+        json_patch::patch(&mut pod_json, &patch).unwrap();
+        let psk_volume = pod_json["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == PSK_VOLUME_NAME)
+            .unwrap();
+        assert_eq!(psk_volume["secret"]["defaultMode"], 0o440);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use rustls::{
 };
 
 use super::patch::{
-    Denial, Injection, InjectorSettings, NetworkSidecarConfig, Target, build_patch, target,
+    Denial, Injection, InjectorSettings, NetworkSidecarConfig, Target, build_patch,
+    injection_warnings, target,
 };
 
 /// AdmissionReviews of pods with many containers are large; the API server caps requests at 3 MiB.
@@ -111,6 +112,9 @@ pub trait NetworkSource: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, String>>;
 }
 
+/// The values of the `result` label of `webhook_admissions_total`.
+pub const ADMISSION_RESULTS: [&str; 3] = ["allowed_injected", "allowed_skipped", "denied"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
     /// `allowed_injected`, `allowed_skipped` or `denied`.
@@ -135,6 +139,15 @@ impl WebhookMetrics {
             certificate_expiry: Gauge::default(),
             certificate_rotations: Counter::default(),
         };
+        // Every result is exported from the start (at 0), so rates and alerts work before the
+        // first admission of each kind.
+        for result in ADMISSION_RESULTS {
+            drop(
+                metrics
+                    .admissions
+                    .get_or_create(&AdmissionLabels { result }),
+            );
+        }
         let registry = registry.sub_registry_with_prefix("webhook");
         registry.register(
             "admissions",
@@ -172,7 +185,8 @@ pub struct AdmissionContext {
 /// The result of one review, for the metric and the log.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
-    Injected(json_patch::Patch),
+    /// The patch, and warnings for the pod's creator.
+    Injected(json_patch::Patch, Vec<String>),
     Skipped(&'static str),
     Denied(Denial),
 }
@@ -180,7 +194,7 @@ pub enum Verdict {
 impl Verdict {
     fn metric_label(&self) -> &'static str {
         match self {
-            Verdict::Injected(_) => "allowed_injected",
+            Verdict::Injected(..) => "allowed_injected",
             Verdict::Skipped(_) => "allowed_skipped",
             Verdict::Denied(_) => "denied",
         }
@@ -221,7 +235,7 @@ pub async fn review_pod(
         }
     };
     match build_patch(pod, &namespace, network.as_ref(), settings) {
-        Ok(Injection::Patched(patch)) => Verdict::Injected(patch),
+        Ok(Injection::Patched(patch)) => Verdict::Injected(patch, injection_warnings(pod)),
         Ok(Injection::Skipped(reason)) => Verdict::Skipped(reason.as_str()),
         Err(denial) => Verdict::Denied(denial),
     }
@@ -264,10 +278,13 @@ async fn mutate(
     let namespace = request.namespace.clone().unwrap_or_default();
     let response = AdmissionResponse::from(&request);
     let response = match &verdict {
-        Verdict::Injected(patch) => {
-            tracing::info!(pod = %pod_name, %namespace, "injecting the dig-sidecar");
+        Verdict::Injected(patch, warnings) => {
+            tracing::info!(pod = %pod_name, %namespace, ?warnings, "injecting the dig-sidecar");
             match response.clone().with_patch(patch.clone()) {
-                Ok(response) => response,
+                Ok(mut response) => {
+                    response.warnings = (!warnings.is_empty()).then(|| warnings.clone());
+                    response
+                }
                 Err(error) => response.deny(format!("could not encode the sidecar patch: {error}")),
             }
         }
@@ -485,6 +502,53 @@ mod tests {
             text.contains("webhook_admission_duration_seconds_count 4"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_admission_result_is_exported_from_the_start() {
+        let (_context, registry) = context();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for result in ADMISSION_RESULTS {
+            assert!(
+                text.contains(&format!(
+                    "webhook_admissions_total{{result=\"{result}\"}} 0"
+                )),
+                "{result} in:\n{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_volume_the_sidecar_may_not_write_is_admitted_with_a_warning() {
+        let (context, _registry) = context();
+        let mut claim = review(
+            "apps",
+            json!({"dig.net/inject": "prod"}),
+            json!({"dig.net/volume": "stores"}),
+        );
+        claim["request"]["object"]["spec"]["volumes"] =
+            json!([{"name": "stores", "persistentVolumeClaim": {"claimName": "stores"}}]);
+        let answered = answer(&context, &claim).await;
+        assert_eq!(answered["response"]["allowed"], true);
+        assert!(answered["response"]["patch"].is_array());
+        let warnings = answered["response"]["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), 1);
+        let warning = warnings[0].as_str().unwrap();
+        assert!(warning.contains("fsGroup"), "{warning}");
+        assert!(warning.contains("\"stores\""), "{warning}");
+
+        // The emptyDir of the default review is writable by anyone: no warning.
+        let plain = answer(
+            &context,
+            &review(
+                "apps",
+                json!({"dig.net/inject": "prod"}),
+                json!({"dig.net/volume": "stores"}),
+            ),
+        )
+        .await;
+        assert!(plain["response"].get("warnings").is_none(), "{plain}");
     }
 
     #[tokio::test]
