@@ -71,16 +71,22 @@ pub fn registry_stats_fetcher(timeout: Duration) -> StatsFetcher {
     })
 }
 
-/// Whether optional APIs (ServiceMonitor, DNSEndpoint) exist, asked of the API server and cached
-/// for a while: CRDs come and go while the operator runs.
+/// Which optional APIs (ServiceMonitor, PodMonitor, DNSEndpoint) the API server serves, asked of
+/// it and cached for a while: CRDs come and go while the operator runs. Kept per resource, not per
+/// group: a cluster may have the ServiceMonitor CRD without the PodMonitor one.
 pub struct Capabilities {
     client: Client,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Resource names (plurals) served per group/version, with the time the answer expires.
+    cache: Mutex<HashMap<String, (Instant, Vec<String>)>>,
 }
 
 /// Group/version of the Prometheus operator's API.
 pub const MONITORING_API: &str = "monitoring.coreos.com/v1";
+/// Plural of the Prometheus operator's ServiceMonitor resource.
+pub const SERVICE_MONITORS: &str = "servicemonitors";
+/// Plural of the Prometheus operator's PodMonitor resource.
+pub const POD_MONITORS: &str = "podmonitors";
 /// Group/version of external-dns's DNSEndpoint API.
 pub const DNS_ENDPOINT_API: &str = "externaldns.k8s.io/v1alpha1";
 
@@ -93,39 +99,66 @@ impl Capabilities {
         }
     }
 
-    /// Answers known in advance (tests): these never expire.
-    pub fn with_known(self, known: &[(&str, bool)]) -> Self {
+    /// Answers known in advance (tests): the resources each group/version serves (none: the
+    /// group/version is absent). These never expire.
+    pub fn with_known(self, known: &[(&str, &[&str])]) -> Self {
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         {
             let mut cache = self.cache.lock().expect("capabilities cache lock");
-            for (gv, present) in known {
-                cache.insert(gv.to_string(), (far, *present));
+            for (gv, resources) in known {
+                let resources = resources.iter().map(|r| r.to_string()).collect();
+                cache.insert(gv.to_string(), (far, resources));
             }
         }
         self
     }
 
-    /// Whether the API server serves `group_version` (e.g. `monitoring.coreos.com/v1`).
+    /// Whether the API server serves `group_version` (e.g. `monitoring.coreos.com/v1`) at all.
     pub async fn has(&self, group_version: &str) -> Result<bool, kube::Error> {
-        if let Some((expires, present)) = self
+        Ok(!self.resources(group_version).await?.is_empty())
+    }
+
+    /// Whether the API server serves the resource `plural` (e.g. `podmonitors`) of
+    /// `group_version`.
+    pub async fn has_resource(
+        &self,
+        group_version: &str,
+        plural: &str,
+    ) -> Result<bool, kube::Error> {
+        Ok(self
+            .resources(group_version)
+            .await?
+            .iter()
+            .any(|name| name == plural))
+    }
+
+    async fn resources(&self, group_version: &str) -> Result<Vec<String>, kube::Error> {
+        if let Some((expires, resources)) = self
             .cache
             .lock()
             .expect("capabilities cache lock")
             .get(group_version)
             && *expires > Instant::now()
         {
-            return Ok(*present);
+            return Ok(resources.clone());
         }
-        let present = match self.client.list_api_group_resources(group_version).await {
-            Ok(list) => !list.resources.is_empty(),
-            Err(kube::Error::Api(status)) if status.code == 404 => false,
+        let resources: Vec<String> = match self.client.list_api_group_resources(group_version).await
+        {
+            // Subresources (`servicemonitors/status`) are not resources of their own.
+            Ok(list) => list
+                .resources
+                .into_iter()
+                .map(|r| r.name)
+                .filter(|name| !name.contains('/'))
+                .collect(),
+            Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
             Err(e) => return Err(e),
         };
         self.cache.lock().expect("capabilities cache lock").insert(
             group_version.to_string(),
-            (Instant::now() + self.ttl, present),
+            (Instant::now() + self.ttl, resources.clone()),
         );
-        Ok(present)
+        Ok(resources)
     }
 }
 

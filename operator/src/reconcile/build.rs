@@ -21,14 +21,14 @@ use k8s_openapi::{
         util::intstr::IntOrString,
     },
 };
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject};
 use serde_json::json;
 
 use super::{
     args::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, NodeConfig, NodeConfigInputs, PSK_DIR},
     dns,
     meta::{self, CONFIG_HASH_ANNOTATION, Component, names},
-    pod,
+    monitors, pod,
     validate::ValidNetwork,
 };
 use crate::crd::{DnsMode, ExposureType, Scheduling, Storage};
@@ -88,6 +88,7 @@ pub struct NetworkChildren {
     pub disruption_budgets: Vec<PodDisruptionBudget>,
     pub dns_endpoint: Option<DynamicObject>,
     pub service_monitors: Vec<DynamicObject>,
+    pub pod_monitors: Vec<DynamicObject>,
 }
 
 impl NetworkChildren {
@@ -115,17 +116,17 @@ impl NetworkChildren {
                 .iter()
                 .map(|m| ChildObject::dynamic(m, service_monitor_resource())),
         );
+        out.extend(
+            self.pod_monitors
+                .iter()
+                .map(|m| ChildObject::dynamic(m, monitors::pod_monitor_resource())),
+        );
         out
     }
 }
 
-/// The ServiceMonitor API of the Prometheus operator.
-pub fn service_monitor_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
-        "servicemonitors",
-    )
-}
+// Where the controller finds it.
+pub use super::monitors::service_monitor_resource;
 
 /// In-cluster URL of the registry Service.
 pub fn bootstrap_url(network: &str, namespace: &str, port: i32) -> String {
@@ -197,7 +198,12 @@ pub fn build_network(valid: &ValidNetwork<'_>) -> NetworkChildren {
         disruption_budgets,
         dns_endpoint,
         service_monitors: if valid.service_monitors {
-            service_monitors(valid)
+            monitors::service_monitors(valid)
+        } else {
+            Vec::new()
+        },
+        pod_monitors: if valid.pod_monitors {
+            monitors::pod_monitors(valid)
         } else {
             Vec::new()
         },
@@ -687,36 +693,6 @@ fn disruption_budget(
         }),
         status: None,
     }
-}
-
-fn service_monitors(valid: &ValidNetwork<'_>) -> Vec<DynamicObject> {
-    let extra = &valid.network.spec.monitoring.labels;
-    let monitor = |component: Component, name: String, port: &str| {
-        let mut metadata = meta_for(valid, &name, component);
-        if let Some(labels) = metadata.labels.as_mut() {
-            labels.extend(extra.clone());
-        }
-        // The component label tells the Service apart from the federation and exposure Services.
-        let mut match_labels = meta::selector_labels(&valid.name, component);
-        match_labels.insert(
-            "app.kubernetes.io/managed-by".to_string(),
-            meta::MANAGER.to_string(),
-        );
-        let mut object = DynamicObject::new(&name, &service_monitor_resource());
-        object.metadata = metadata;
-        object.data = json!({
-            "spec": {
-                "selector": {"matchLabels": match_labels},
-                "namespaceSelector": {"matchNames": [valid.namespace]},
-                "endpoints": [{"port": port, "path": "/metrics", "interval": "30s"}],
-            }
-        });
-        object
-    };
-    vec![
-        monitor(Component::Bootstrap, names::bootstrap(&valid.name), "http"),
-        monitor(Component::Node, names::node(&valid.name), "api"),
-    ]
 }
 
 #[cfg(test)]

@@ -137,11 +137,18 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
     let spec = &valid.node.spec;
     let net = &valid.network.spec;
     let child = names::dignode(&valid.name);
-    let labels = meta::labels(&child, Component::StandaloneNode, &valid.network_id);
+    let network_name = valid.network.metadata.name.clone().unwrap_or_default();
+    // The claim template keeps the labels it was created with: a StatefulSet's claim templates
+    // cannot change.
+    let claim_labels = meta::labels(&child, Component::StandaloneNode, &valid.network_id);
+    let with_network_ref = |mut labels: BTreeMap<String, String>| {
+        labels.insert(meta::NETWORK_REF_LABEL.to_string(), network_name.clone());
+        labels
+    };
+    let labels = with_network_ref(claim_labels.clone());
     let meta_of = |name: &str, labels: BTreeMap<String, String>| {
         meta::child_meta(name, &valid.namespace, labels, &valid.owner)
     };
-    let network_name = valid.network.metadata.name.clone().unwrap_or_default();
     let mut bootstrap_urls = vec![build::bootstrap_url(
         &network_name,
         &valid.namespace,
@@ -179,7 +186,7 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
         (Some(_), _) => Vec::new(),
         (None, storage) => vec![build::data_claim_template(
             &storage.clone().unwrap_or_default(),
-            labels.clone(),
+            claim_labels,
         )],
     };
     let template = build::node_pod_template(NodePodInputs {
@@ -247,7 +254,11 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
         build::exposure_service(
             meta_of(
                 &pod_name,
-                meta::labels(&child, Component::NodeExposure, &valid.network_id),
+                with_network_ref(meta::labels(
+                    &child,
+                    Component::NodeExposure,
+                    &valid.network_id,
+                )),
             ),
             &pod_name,
             &spec.exposure,

@@ -134,6 +134,7 @@ fn defaults() {
     assert!(c.exposure_services.is_empty());
     assert!(c.dns_endpoint.is_none());
     assert!(c.service_monitors.is_empty());
+    assert!(c.pod_monitors.is_empty());
     assert_eq!(c.disruption_budgets.len(), 2);
     let names: Vec<_> = c
         .to_apply()
@@ -503,50 +504,296 @@ fn config_change_changes_the_pod_template_hash() {
     );
 }
 
+/// Facts of a cluster with the Prometheus operator's ServiceMonitor and PodMonitor APIs.
+fn monitoring_facts() -> NetworkFacts {
+    NetworkFacts {
+        service_monitor_api: true,
+        pod_monitor_api: true,
+        ..NetworkFacts::default()
+    }
+}
+
+fn match_labels(monitor: &DynamicObject) -> std::collections::BTreeMap<String, String> {
+    serde_json::from_value(monitor.data["spec"]["selector"]["matchLabels"].clone()).unwrap()
+}
+
+/// Whether a label selector's `matchLabels` all hold on `labels`.
+fn selects(
+    selector: &std::collections::BTreeMap<String, String>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn template_labels(
+    statefulset: &k8s_openapi::api::apps::v1::StatefulSet,
+) -> std::collections::BTreeMap<String, String> {
+    statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap()
+}
+
+fn container_port_names(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Vec<String> {
+    pod_spec(template)
+        .containers
+        .iter()
+        .chain(pod_spec(template).init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| p.name.clone())
+        .collect()
+}
+
 #[test]
 fn monitoring_with_the_api() {
     let net = network("monitoring:\n  serviceMonitor: true\n  labels:\n    release: prom");
-    let c = build_with(
-        &net,
-        NetworkFacts {
-            monitoring_api: true,
-            ..NetworkFacts::default()
-        },
-    );
+    let c = build_with(&net, monitoring_facts());
     assert_eq!(c.service_monitors.len(), 2);
     let monitor = &c.service_monitors[1];
+    assert_eq!(monitor.metadata.name.as_deref(), Some("net-node"));
     assert_eq!(monitor.metadata.labels.as_ref().unwrap()["release"], "prom");
     assert_eq!(monitor.data["spec"]["endpoints"][0]["port"], "api");
+    assert_eq!(match_labels(monitor)["app.kubernetes.io/component"], "node");
     assert_eq!(
-        monitor.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
-        "node"
+        match_labels(&c.service_monitors[0])["app.kubernetes.io/component"],
+        "bootstrap"
     );
-    let child = c
+    let kinds: Vec<_> = c
         .to_apply()
         .into_iter()
-        .find(|o| o.resource.kind == "ServiceMonitor")
+        .filter(|o| o.resource.group == "monitoring.coreos.com")
+        .map(|o| (o.body["apiVersion"].clone(), o.resource.kind, o.name))
+        .collect();
+    let v1 = serde_json::json!("monitoring.coreos.com/v1");
+    assert_eq!(
+        kinds,
+        [
+            (
+                v1.clone(),
+                "ServiceMonitor".to_string(),
+                "net-bootstrap".to_string()
+            ),
+            (
+                v1.clone(),
+                "ServiceMonitor".to_string(),
+                "net-node".to_string()
+            ),
+            (
+                v1.clone(),
+                "PodMonitor".to_string(),
+                "net-injected".to_string()
+            ),
+            (v1, "PodMonitor".to_string(), "net-dignodes".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn pod_monitors_scrape_injected_and_dignode_pods_as_the_network_nodes_job() {
+    let net = network("monitoring:\n  serviceMonitor: true\n  labels:\n    release: prom");
+    let c = build_with(&net, monitoring_facts());
+    assert_eq!(c.pod_monitors.len(), 2);
+    for monitor in &c.pod_monitors {
+        let name = monitor.metadata.name.clone().unwrap();
+        let labels = monitor.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["release"], "prom", "{name}");
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], "net",
+            "{name}: pruned with the network's children"
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "dig-operator",
+            "{name}"
+        );
+        assert_eq!(
+            monitor.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "1234",
+            "{name}"
+        );
+        let spec = &monitor.data["spec"];
+        assert_eq!(
+            spec["namespaceSelector"]["matchNames"],
+            serde_json::json!(["ns"]),
+            "{name}"
+        );
+        let endpoints = spec["podMetricsEndpoints"].as_array().unwrap();
+        assert_eq!(endpoints.len(), 1, "{name}");
+        assert_eq!(endpoints[0]["path"], "/metrics", "{name}");
+        // The job the dashboards and alerts select: the StatefulSet nodes' one.
+        assert_eq!(
+            endpoints[0]["relabelings"],
+            serde_json::json!([{"action": "replace", "targetLabel": "job", "replacement": "net-node"}]),
+            "{name}"
+        );
+    }
+    let injected = &c.pod_monitors[0];
+    assert_eq!(injected.metadata.name.as_deref(), Some("net-injected"));
+    assert_eq!(
+        match_labels(injected),
+        std::collections::BTreeMap::from([("dig.net/inject".to_string(), "net".to_string())])
+    );
+    assert_eq!(
+        injected.data["spec"]["podMetricsEndpoints"][0]["port"],
+        "dig-api"
+    );
+    let dignodes = &c.pod_monitors[1];
+    assert_eq!(dignodes.metadata.name.as_deref(), Some("net-dignodes"));
+    assert_eq!(match_labels(dignodes)["dig.net/network-ref"], "net");
+    assert_eq!(
+        dignodes.data["spec"]["podMetricsEndpoints"][0]["port"],
+        "api"
+    );
+
+    // A StatefulSet node is scraped once, through the Service: neither PodMonitor selects it.
+    let node_labels = template_labels(&c.node_statefulset);
+    for monitor in &c.pod_monitors {
+        assert!(
+            !selects(&match_labels(monitor), &node_labels),
+            "{:?} selects {node_labels:?}",
+            monitor.metadata.name
+        );
+    }
+}
+
+#[test]
+fn the_dignode_pod_monitor_selects_the_pods_of_the_networks_dignodes_only() {
+    let net = network("monitoring:\n  serviceMonitor: true");
+    let c = build_with(&net, monitoring_facts());
+    let selector = match_labels(&c.pod_monitors[1]);
+    let node_of = |network: &DigNetwork| {
+        let node: DigNode = yaml_serde::from_str(
+            "apiVersion: dig.net/v1alpha1\nkind: DigNode\nmetadata:\n  name: solo\n  namespace: ns\n  uid: n-1\nspec:\n  networkRef:\n    name: NAME\n"
+                .replace("NAME", network.metadata.name.as_deref().unwrap())
+                .as_str(),
+        )
         .unwrap();
-    assert_eq!(child.body["apiVersion"], "monitoring.coreos.com/v1");
+        let valid = validate_node(&node, Some(network), &images(), None).unwrap();
+        build_node(&valid)
+    };
+    let solo = node_of(&net);
+    let template = &solo.statefulset.spec.as_ref().unwrap().template;
+    assert!(
+        selects(&selector, &template_labels(&solo.statefulset)),
+        "{selector:?}"
+    );
+    assert!(container_port_names(template).contains(&"api".to_string()));
+    // Another DigNetwork with the same network id: its DigNodes are not this network's.
+    let mut other = network("networkId: net");
+    other.metadata.name = Some("other".into());
+    let stranger = node_of(&other);
+    assert!(!selects(&selector, &template_labels(&stranger.statefulset)));
+    // The claim template keeps its labels: a StatefulSet's claim templates are immutable.
+    let claim = &solo
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .volume_claim_templates
+        .as_ref()
+        .unwrap()[0];
+    assert!(
+        !claim
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .contains_key("dig.net/network-ref")
+    );
+}
+
+#[test]
+fn the_injected_pod_monitor_matches_what_the_webhook_injects() {
+    use crate::webhook::{network::sidecar_config, patch};
+    let net = network("monitoring:\n  serviceMonitor: true");
+    let monitor = &build_with(&net, monitoring_facts()).pod_monitors[0];
+    let pod_json = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "app", "namespace": "ns",
+            "labels": {"dig.net/inject": "net"}, "annotations": {"dig.net/volume": "stores"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}],
+            "volumes": [{"name": "stores", "emptyDir": {}}]}
+    });
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod_json.clone()).unwrap();
+    let config = sidecar_config(&net, "ns", Some("sidecar:1")).unwrap();
+    let injection = patch::build_patch(
+        &pod,
+        "ns",
+        Some(&config),
+        &patch::InjectorSettings::default(),
+    )
+    .unwrap();
+    let mut document = pod_json;
+    json_patch::patch(
+        &mut document,
+        &injection.into_patch().expect("the pod is injected"),
+    )
+    .unwrap();
+    let injected: k8s_openapi::api::core::v1::Pod = serde_json::from_value(document).unwrap();
+    let labels = injected.metadata.labels.clone().unwrap();
+    assert!(selects(&match_labels(monitor), &labels), "{labels:?}");
+    let template = k8s_openapi::api::core::v1::PodTemplateSpec {
+        metadata: None,
+        spec: injected.spec,
+    };
+    let port = monitor.data["spec"]["podMetricsEndpoints"][0]["port"]
+        .as_str()
+        .unwrap();
+    assert!(
+        container_port_names(&template).contains(&port.to_string()),
+        "no port {port}"
+    );
 }
 
 #[test]
 fn monitoring_without_the_api_is_skipped_with_a_warning() {
     let net = network("monitoring:\n  serviceMonitor: true");
     let valid = validate_network(&net, &images(), NetworkFacts::default()).unwrap();
-    assert!(build_network(&valid).service_monitors.is_empty());
-    assert!(valid.warnings[0].contains("monitoring.coreos.com"));
+    let c = build_network(&valid);
+    assert!(c.service_monitors.is_empty() && c.pod_monitors.is_empty());
+    assert_eq!(valid.warnings.len(), 1);
+    assert_eq!(valid.warnings[0].reason, "MonitoringApiMissing");
+    let message = &valid.warnings[0].message;
+    assert!(message.contains("monitoring.coreos.com/v1"), "{message}");
+    assert!(
+        message.contains("ServiceMonitor and PodMonitor"),
+        "{message}"
+    );
+}
+
+#[test]
+fn monitoring_without_the_pod_monitor_api_keeps_the_service_monitors() {
+    let net = network("monitoring:\n  serviceMonitor: true");
+    let facts = NetworkFacts {
+        service_monitor_api: true,
+        ..NetworkFacts::default()
+    };
+    let valid = validate_network(&net, &images(), facts).unwrap();
+    let c = build_network(&valid);
+    assert_eq!(c.service_monitors.len(), 2);
+    assert!(c.pod_monitors.is_empty());
+    let message = &valid.warnings[0].message;
+    assert!(
+        message.contains("no PodMonitor created")
+            && message.contains("injected and DigNode pods are not scraped"),
+        "{message}"
+    );
 }
 
 #[test]
 fn monitoring_off() {
-    let c = build_with(
-        &network("{}"),
-        NetworkFacts {
-            monitoring_api: true,
-            ..NetworkFacts::default()
-        },
-    );
+    let net = network("{}");
+    let valid = validate_network(&net, &images(), monitoring_facts()).unwrap();
+    let c = build_network(&valid);
     assert!(c.service_monitors.is_empty());
+    assert!(c.pod_monitors.is_empty());
+    assert!(valid.warnings.is_empty());
 }
 
 #[test]

@@ -10,6 +10,10 @@ pub const MANAGER: &str = "dig-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "dig.net/config-hash";
 /// Label carrying the network id on every child.
 pub const NETWORK_LABEL: &str = "dig.net/network";
+/// Label on every child of a DigNode naming the DigNetwork it joins (`spec.networkRef.name`):
+/// the network's PodMonitor selects the DigNode pods by it. The network id is not enough, two
+/// DigNetworks of a namespace may share one.
+pub const NETWORK_REF_LABEL: &str = "dig.net/network-ref";
 
 /// What a pod or Service is part of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +123,14 @@ pub mod names {
     /// Per-pod exposure Service of StatefulSet pod `ordinal`; also that pod's name.
     pub fn node_pod(network: &str, ordinal: i32) -> String {
         format!("{network}-node-{ordinal}")
+    }
+    /// PodMonitor of the pods with an injected sidecar joined to `network`.
+    pub fn injected_monitor(network: &str) -> String {
+        format!("{network}-injected")
+    }
+    /// PodMonitor of the pods of the DigNodes joined to `network`.
+    pub fn dignode_monitor(network: &str) -> String {
+        format!("{network}-dignodes")
     }
     /// Children of a DigNode named `node`.
     pub fn dignode(node: &str) -> String {

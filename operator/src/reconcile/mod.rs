@@ -10,6 +10,7 @@ pub mod dns;
 pub mod meta;
 #[cfg(test)]
 pub mod mock_api;
+pub mod monitors;
 pub mod network;
 pub mod node;
 pub mod pod;

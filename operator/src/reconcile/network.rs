@@ -17,15 +17,18 @@ use kube::{
 
 use super::{
     apply,
-    build::{self, ChildObject, build_network, service_monitor_resource},
+    build::{self, ChildObject, build_network},
     conditions::{self, Desired},
     dns::{self, DnsTarget},
     meta::names,
+    monitors::{pod_monitor_resource, service_monitor_resource},
     status::{self, describe},
     validate::{NetworkFacts, PskSecret, validate_network},
 };
 use crate::{
-    context::{Context, DNS_ENDPOINT_API, MONITORING_API, RegistryStats},
+    context::{
+        Context, DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, RegistryStats, SERVICE_MONITORS,
+    },
     crd::{BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode},
     error::{Error, Result},
 };
@@ -64,15 +67,22 @@ pub async fn read_psk(
     })
 }
 
-async fn has_api(ctx: &Context, group_version: &str, object: &str) -> Result<bool> {
-    ctx.capabilities
-        .has(group_version)
-        .await
-        .map_err(|source| Error::Read {
-            what: format!("API discovery of {group_version}"),
-            object: object.to_string(),
-            source: Box::new(source),
-        })
+/// Whether the API server serves `plural` of `group_version` (any resource of it: `None`).
+async fn has_api(
+    ctx: &Context,
+    group_version: &str,
+    plural: Option<&str>,
+    object: &str,
+) -> Result<bool> {
+    let answer = match plural {
+        Some(plural) => ctx.capabilities.has_resource(group_version, plural).await,
+        None => ctx.capabilities.has(group_version).await,
+    };
+    answer.map_err(|source| Error::Read {
+        what: format!("API discovery of {group_version}"),
+        object: object.to_string(),
+        source: Box::new(source),
+    })
 }
 
 /// Reads everything the spec refers to.
@@ -93,8 +103,9 @@ async fn dereference(network: &DigNetwork, ctx: &Context) -> Result<NetworkFacts
         ),
         None => None,
     };
-    let monitoring_api = has_api(ctx, MONITORING_API, &object).await?;
-    let dns_endpoint_api = has_api(ctx, DNS_ENDPOINT_API, &object).await?;
+    let service_monitor_api = has_api(ctx, MONITORING_API, Some(SERVICE_MONITORS), &object).await?;
+    let pod_monitor_api = has_api(ctx, MONITORING_API, Some(POD_MONITORS), &object).await?;
+    let dns_endpoint_api = has_api(ctx, DNS_ENDPOINT_API, None, &object).await?;
     let mut bootstrap_targets = Vec::new();
     if spec
         .dns
@@ -115,7 +126,8 @@ async fn dereference(network: &DigNetwork, ctx: &Context) -> Result<NetworkFacts
     }
     Ok(NetworkFacts {
         psk,
-        monitoring_api,
+        service_monitor_api,
+        pod_monitor_api,
         dns_endpoint_api,
         bootstrap_targets,
     })
@@ -204,7 +216,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
     let node_rollout = conditions::statefulset_rollout(&statefulset);
 
     let url = build::bootstrap_url(&valid.name, &valid.namespace, network.spec.bootstrap.port);
-    let mut notes = valid.warnings.clone();
+    let mut notes: Vec<String> = valid.warnings.iter().map(|w| w.message.clone()).collect();
     let stats = if bootstrap_rollout.ready > 0 {
         match (ctx.registry_stats)(url.clone()).await {
             Ok(stats) => Some(stats),
@@ -254,6 +266,17 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         );
         ctx.event(&reference, EventType::Normal, "Applied", "Apply", note)
             .await;
+        // Once per spec change: the Ready condition's message keeps them visible meanwhile.
+        for warning in &valid.warnings {
+            ctx.event(
+                &reference,
+                EventType::Warning,
+                warning.reason,
+                "Apply",
+                warning.message.clone(),
+            )
+            .await;
+        }
     }
     let ready = status::is_ready(&status.conditions);
     if ready && !status::is_ready(&previous.conditions) {
@@ -274,7 +297,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// Removes children a spec no longer wants: per-pod Services after a scale-down or when exposure
-/// is turned off, the DNSEndpoint or ServiceMonitors when they are turned off.
+/// is turned off, the DNSEndpoint or the Service/PodMonitors when they are turned off.
 async fn prune_unwanted(
     ctx: &Context,
     valid: &super::validate::ValidNetwork<'_>,
@@ -293,8 +316,11 @@ async fn prune_unwanted(
     if valid.facts.dns_endpoint_api {
         prunable.push(dns::dns_endpoint_resource());
     }
-    if valid.facts.monitoring_api {
+    if valid.facts.service_monitor_api {
         prunable.push(service_monitor_resource());
+    }
+    if valid.facts.pod_monitor_api {
+        prunable.push(pod_monitor_resource());
     }
     for resource in prunable {
         let deleted = apply::prune(

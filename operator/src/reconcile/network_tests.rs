@@ -12,7 +12,8 @@ use super::reconcile;
 use crate::reconcile::mock_api::MockApi;
 use crate::{
     context::{
-        Capabilities, Context, DNS_ENDPOINT_API, MONITORING_API, RegistryStats, StatsFetcher,
+        Capabilities, Context, DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, RegistryStats,
+        SERVICE_MONITORS, StatsFetcher,
     },
     controller::{Backoff, error_action},
     crd::DigNetwork,
@@ -32,7 +33,15 @@ fn stats(result: Result<RegistryStats, String>) -> StatsFetcher {
     })
 }
 
-fn context(client: kube::Client, registry_stats: StatsFetcher, monitoring: bool) -> Arc<Context> {
+/// The Prometheus operator's resources a test cluster serves.
+const ALL_MONITORS: &[&str] = &[SERVICE_MONITORS, POD_MONITORS];
+const NO_MONITORS: &[&str] = &[];
+
+fn context(
+    client: kube::Client,
+    registry_stats: StatsFetcher,
+    monitoring: &'static [&'static str],
+) -> Arc<Context> {
     let metrics = Metrics::register(&mut Registry::default());
     let images = DefaultImages {
         sidecar: "sidecar:1".into(),
@@ -46,7 +55,7 @@ fn context(client: kube::Client, registry_stats: StatsFetcher, monitoring: bool)
         registry_stats,
     );
     ctx.capabilities = Capabilities::new(client, Duration::from_secs(60))
-        .with_known(&[(MONITORING_API, monitoring), (DNS_ENDPOINT_API, false)]);
+        .with_known(&[(MONITORING_API, monitoring), (DNS_ENDPOINT_API, &[])]);
     Arc::new(ctx)
 }
 
@@ -136,7 +145,7 @@ async fn create_applies_every_child_then_the_status() {
         stats(Err(
             "must not be asked before a bootstrap pod is ready".into()
         )),
-        false,
+        NO_MONITORS,
     );
     let reconciler = tokio::spawn(reconcile(network(json!({}), None, 1), ctx));
 
@@ -179,7 +188,7 @@ async fn update_reports_readiness_registry_figures_and_prunes_scaled_down_servic
             peers: 5,
             stores: 7,
         })),
-        false,
+        NO_MONITORS,
     );
     let previous = json!({
         "observedGeneration": 1,
@@ -242,7 +251,7 @@ async fn unreachable_registry_is_reported_not_fatal() {
         stats(Err(
             "registry http://net-bootstrap.ns.svc:3000 did not answer".into(),
         )),
-        false,
+        NO_MONITORS,
     );
     let reconciler = tokio::spawn(reconcile(
         network(json!({}), Some(json!({"observedGeneration": 1})), 1),
@@ -269,7 +278,7 @@ async fn unreachable_registry_is_reported_not_fatal() {
 #[tokio::test]
 async fn invalid_spec_is_degraded_with_a_warning_and_waits_for_a_change() {
     let (client, mut api) = MockApi::new();
-    let ctx = context(client, stats(Err("unused".into())), false);
+    let ctx = context(client, stats(Err("unused".into())), NO_MONITORS);
     let spec = json!({"dns": {"hostnames": ["bootstrap.example.com"], "weight": 10}});
     let reconciler = tokio::spawn(reconcile(network(spec, None, 3), ctx.clone()));
 
@@ -300,7 +309,7 @@ async fn invalid_spec_is_degraded_with_a_warning_and_waits_for_a_change() {
 #[tokio::test]
 async fn missing_psk_secret_is_degraded() {
     let (client, mut api) = MockApi::new();
-    let ctx = context(client, stats(Err("unused".into())), false);
+    let ctx = context(client, stats(Err("unused".into())), NO_MONITORS);
     let spec = json!({"privateNetwork": {"pskSecretRef": {"name": "psk"}}});
     let reconciler = tokio::spawn(reconcile(network(spec, None, 1), ctx));
     api.expect(Method::GET, &format!("{NS}/secrets/psk"))
@@ -318,10 +327,35 @@ async fn missing_psk_secret_is_degraded() {
     assert_eq!(error.event_reason(), "PskSecretNotFound");
 }
 
+const MONITORING: &str = "/apis/monitoring.coreos.com/v1/namespaces/ns";
+
+fn owned_monitor(kind: &str, name: &str) -> Value {
+    let mut object = owned_service(name);
+    object["apiVersion"] = json!("monitoring.coreos.com/v1");
+    object["kind"] = json!(kind);
+    object
+}
+
+async fn expect_monitor_list(api: &mut MockApi, plural: &str, kind: &str, items: Vec<Value>) {
+    let list = api
+        .expect(Method::GET, &format!("{MONITORING}/{plural}"))
+        .await;
+    assert!(
+        list.query
+            .contains("labelSelector=app.kubernetes.io%2Finstance%3Dnet"),
+        "{}",
+        list.query
+    );
+    list.respond(
+        200,
+        json!({"apiVersion": "monitoring.coreos.com/v1", "kind": format!("{kind}List"), "metadata": {}, "items": items}),
+    );
+}
+
 #[tokio::test]
-async fn service_monitors_are_applied_when_the_api_exists() {
+async fn service_and_pod_monitors_are_applied_when_the_api_exists() {
     let (client, mut api) = MockApi::new();
-    let ctx = context(client, stats(Err("unused".into())), true);
+    let ctx = context(client, stats(Err("unused".into())), ALL_MONITORS);
     let spec = json!({"monitoring": {"serviceMonitor": true}});
     // Generation 2 turned the monitors on: the spec changed, so unwanted children are pruned.
     let reconciler = tokio::spawn(reconcile(
@@ -331,21 +365,94 @@ async fn service_monitors_are_applied_when_the_api_exists() {
     expect_default_children(&mut api, None).await;
     for name in ["net-bootstrap", "net-node"] {
         let monitor = api
-            .expect_apply(&format!(
-                "/apis/monitoring.coreos.com/v1/namespaces/ns/servicemonitors/{name}"
-            ))
+            .expect_apply(&format!("{MONITORING}/servicemonitors/{name}"))
             .await;
         assert_eq!(monitor.body["kind"], "ServiceMonitor");
         monitor.echo(None);
     }
+    for (name, port) in [("net-injected", "dig-api"), ("net-dignodes", "api")] {
+        let monitor = api
+            .expect_apply(&format!("{MONITORING}/podmonitors/{name}"))
+            .await;
+        assert_eq!(monitor.body["kind"], "PodMonitor");
+        assert_eq!(
+            monitor.body["metadata"]["ownerReferences"][0]["uid"],
+            "uid-1"
+        );
+        let endpoint = &monitor.body["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(endpoint["port"], port);
+        assert_eq!(endpoint["relabelings"][0]["replacement"], "net-node");
+        monitor.echo(None);
+    }
     expect_service_list(&mut api, vec![]).await;
-    let monitors = api
-        .expect(
-            Method::GET,
-            "/apis/monitoring.coreos.com/v1/namespaces/ns/servicemonitors",
+    expect_monitor_list(&mut api, "servicemonitors", "ServiceMonitor", vec![]).await;
+    expect_monitor_list(&mut api, "podmonitors", "PodMonitor", vec![]).await;
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    let ready_message = condition(&body["status"], "Ready")["message"]
+        .as_str()
+        .unwrap();
+    assert!(!ready_message.contains("monitoring"), "{ready_message}");
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "Applied", "Normal").await;
+    let result = reconciler.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn monitors_are_pruned_when_monitoring_is_turned_off() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), ALL_MONITORS);
+    let spec = json!({"monitoring": {"serviceMonitor": false}});
+    let reconciler = tokio::spawn(reconcile(
+        network(spec, Some(json!({"observedGeneration": 1})), 2),
+        ctx,
+    ));
+    expect_default_children(&mut api, None).await;
+    expect_service_list(&mut api, vec![]).await;
+    expect_monitor_list(
+        &mut api,
+        "servicemonitors",
+        "ServiceMonitor",
+        vec![
+            owned_monitor("ServiceMonitor", "net-bootstrap"),
+            owned_monitor("ServiceMonitor", "net-node"),
+        ],
+    )
+    .await;
+    for name in ["net-bootstrap", "net-node"] {
+        api.expect(
+            Method::DELETE,
+            &format!("{MONITORING}/servicemonitors/{name}"),
         )
-        .await;
-    monitors.respond(200, json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitorList", "metadata": {}, "items": []}));
+        .await
+        .respond(
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        );
+    }
+    // One a user made with the same labels but no owner reference is left alone.
+    let mut foreign = owned_monitor("PodMonitor", "mine");
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    expect_monitor_list(
+        &mut api,
+        "podmonitors",
+        "PodMonitor",
+        vec![
+            owned_monitor("PodMonitor", "net-injected"),
+            owned_monitor("PodMonitor", "net-dignodes"),
+            foreign,
+        ],
+    )
+    .await;
+    for name in ["net-injected", "net-dignodes"] {
+        api.expect(Method::DELETE, &format!("{MONITORING}/podmonitors/{name}"))
+            .await
+            .respond(
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            );
+    }
     let status = api.expect_apply(STATUS).await;
     let body = status.body.clone();
     status.respond(200, stored(&body));
@@ -355,9 +462,51 @@ async fn service_monitors_are_applied_when_the_api_exists() {
 }
 
 #[tokio::test]
+async fn a_missing_pod_monitor_api_is_a_warning_not_a_failure() {
+    let (client, mut api) = MockApi::new();
+    // The ServiceMonitor CRD without the PodMonitor one.
+    let ctx = context(client, stats(Err("unused".into())), &[SERVICE_MONITORS]);
+    let spec = json!({"monitoring": {"serviceMonitor": true}});
+    let reconciler = tokio::spawn(reconcile(network(spec, None, 1), ctx));
+    expect_default_children(&mut api, None).await;
+    for name in ["net-bootstrap", "net-node"] {
+        api.expect_apply(&format!("{MONITORING}/servicemonitors/{name}"))
+            .await
+            .echo(None);
+    }
+    // No PodMonitor applied, and no PodMonitor list to prune (the API is absent).
+    expect_service_list(&mut api, vec![]).await;
+    expect_monitor_list(&mut api, "servicemonitors", "ServiceMonitor", vec![]).await;
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    let ready_message = condition(&body["status"], "Ready")["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        ready_message.contains("PodMonitor API (monitoring.coreos.com/v1) is not installed"),
+        "{ready_message}"
+    );
+    assert_eq!(condition(&body["status"], "Degraded")["status"], "False");
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "Applied", "Normal").await;
+    let warning = api
+        .expect_event("ns", "MonitoringApiMissing", "Warning")
+        .await;
+    assert!(
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("injected and DigNode pods"),
+        "{warning}"
+    );
+    let result = reconciler.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
 async fn a_network_being_deleted_is_left_to_the_garbage_collector() {
     let (client, _api) = MockApi::new();
-    let ctx = context(client, stats(Err("unused".into())), false);
+    let ctx = context(client, stats(Err("unused".into())), NO_MONITORS);
     let mut object = (*network(json!({}), None, 1)).clone();
     object.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
@@ -403,7 +552,7 @@ async fn children_unchanged_since_the_last_apply_are_only_read_back() {
         policy::v1::PodDisruptionBudget,
     };
     let (client, mut api) = MockApi::new();
-    let ctx = context(client, stats(Err("unused".into())), false);
+    let ctx = context(client, stats(Err("unused".into())), NO_MONITORS);
     watched_children::<ConfigMap>(&ctx, &["net-node"]);
     watched_children::<Service>(&ctx, &["net-bootstrap", "net-bootstrap-peers", "net-node"]);
     watched_children::<Deployment>(&ctx, &["net-bootstrap"]);

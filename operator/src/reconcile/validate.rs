@@ -5,7 +5,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
-use crate::crd::{DigNetwork, DnsMode, Exposure, ExposureType, Storage};
+use crate::{
+    context::MONITORING_API,
+    crd::{DigNetwork, DnsMode, Exposure, ExposureType, Storage},
+};
 
 use super::dns::DnsTarget;
 
@@ -32,8 +35,10 @@ pub enum PskSecret {
 pub struct NetworkFacts {
     /// `None` when the network is not private.
     pub psk: Option<PskSecret>,
-    /// The `monitoring.coreos.com/v1` API exists.
-    pub monitoring_api: bool,
+    /// The Prometheus operator's ServiceMonitor API (`monitoring.coreos.com/v1`) exists.
+    pub service_monitor_api: bool,
+    /// The Prometheus operator's PodMonitor API (`monitoring.coreos.com/v1`) exists.
+    pub pod_monitor_api: bool,
     /// The `externaldns.k8s.io/v1alpha1` API exists.
     pub dns_endpoint_api: bool,
     /// Addresses of the bootstrap Service (load balancer ingress, else cluster IP).
@@ -78,6 +83,14 @@ impl InvalidSpec {
     }
 }
 
+/// Something the user should know that does not stop the build: shown in the Ready condition's
+/// message and published as a Warning event with `reason` (PascalCase).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecWarning {
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// A DigNetwork that passed validation, with everything the build step needs resolved.
 #[derive(Clone, Debug)]
 pub struct ValidNetwork<'a> {
@@ -92,9 +105,11 @@ pub struct ValidNetwork<'a> {
     pub psk_hash: Option<String>,
     /// ServiceMonitors are wanted and the API exists.
     pub service_monitors: bool,
+    /// PodMonitors (for injected and DigNode pods) are wanted and the API exists.
+    pub pod_monitors: bool,
     pub facts: NetworkFacts,
     /// Things the user should know that do not stop the build.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<SpecWarning>,
 }
 
 /// Owner reference (controller) and identity of a custom resource.
@@ -355,10 +370,32 @@ pub fn validate_network<'a>(
             ));
         }
     };
+    let monitoring = spec.monitoring.service_monitor;
+    let service_monitors = monitoring && facts.service_monitor_api;
+    let pod_monitors = monitoring && facts.pod_monitor_api;
+    let missing: Vec<&str> = [
+        (!facts.service_monitor_api, "ServiceMonitor"),
+        (!facts.pod_monitor_api, "PodMonitor"),
+    ]
+    .into_iter()
+    .filter_map(|(missing, kind)| missing.then_some(kind))
+    .collect();
     let mut warnings = Vec::new();
-    let service_monitors = spec.monitoring.service_monitor && facts.monitoring_api;
-    if spec.monitoring.service_monitor && !facts.monitoring_api {
-        warnings.push("spec.monitoring.serviceMonitor is set but the monitoring.coreos.com/v1 API is not installed: no ServiceMonitor created".to_string());
+    if monitoring && !missing.is_empty() {
+        let kinds = missing.join(" and ");
+        let unscraped = if facts.pod_monitor_api {
+            "the network's bootstrap and StatefulSet nodes are not scraped"
+        } else if facts.service_monitor_api {
+            "injected and DigNode pods are not scraped"
+        } else {
+            "nothing of the network is scraped"
+        };
+        warnings.push(SpecWarning {
+            reason: "MonitoringApiMissing",
+            message: format!(
+                "spec.monitoring.serviceMonitor is set but the {kinds} API ({MONITORING_API}) is not installed: no {kinds} created, {unscraped}"
+            ),
+        });
     }
     Ok(ValidNetwork {
         network,
@@ -370,6 +407,7 @@ pub fn validate_network<'a>(
         node_image,
         psk_hash,
         service_monitors,
+        pod_monitors,
         facts,
         warnings,
     })
