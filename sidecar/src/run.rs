@@ -50,8 +50,6 @@ pub enum RunError {
     Replication(#[source] Box<SyncError>),
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("{0}")]
-    RegistryKey(String),
     #[error("installing the TLS crypto provider failed")]
     CryptoProvider,
 }
@@ -177,8 +175,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         None
     } else {
         let settings =
-            RegistrySettings::new(servers, &keypair, args.network.clone(), store_entries)
-                .map_err(RunError::RegistryKey)?;
+            RegistrySettings::new(servers, keypair, args.network.clone(), store_entries);
         Some(tokio::spawn(registry_discovery::run(
             settings,
             node.clone(),

@@ -38,8 +38,8 @@ fn poll_interval(since_start: Duration, has_peers: bool, steady: Duration) -> Du
 
 pub struct RegistrySettings {
     pub servers: Vec<RegistryClient>,
-    /// The node's key in the `libp2p-identity` version that `dig-bootstrap` signs with.
-    pub keypair: libp2p_identity::Keypair,
+    /// The node's identity key; records and removals are signed with it.
+    pub keypair: Keypair,
     pub network_id: String,
     pub stores: StoreEntries,
     /// Steady poll interval once the node has settled.
@@ -53,30 +53,20 @@ pub struct RegistrySettings {
 impl RegistrySettings {
     pub fn new(
         servers: Vec<RegistryClient>,
-        keypair: &Keypair,
+        keypair: Keypair,
         network_id: String,
         stores: StoreEntries,
-    ) -> Result<Self, String> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             servers,
-            keypair: registry_keypair(keypair)?,
+            keypair,
             network_id,
             stores,
             poll_interval: Duration::from_secs(30),
             register_interval: Duration::from_secs(60),
             peers_limit: dig_bootstrap::api::MAX_PEERS_LIMIT,
-        })
+        }
     }
-}
-
-/// libp2p 0.57 and `dig-bootstrap` use different `libp2p-identity` releases; the protobuf
-/// encoding of the key is the same in both, so the key is carried over through it.
-pub fn registry_keypair(keypair: &Keypair) -> Result<libp2p_identity::Keypair, String> {
-    let bytes = keypair
-        .to_protobuf_encoding()
-        .map_err(|error| format!("encoding the identity key: {error}"))?;
-    libp2p_identity::Keypair::from_protobuf_encoding(&bytes)
-        .map_err(|error| format!("decoding the identity key for the registry client: {error}"))
 }
 
 fn unix_ms() -> u64 {
@@ -305,16 +295,6 @@ mod tests {
         assert_eq!(
             poll_interval(Duration::from_secs(300), true, steady),
             steady
-        );
-    }
-
-    #[test]
-    fn the_registry_key_has_the_same_peer_id() {
-        let keypair = Keypair::generate_ed25519();
-        let converted = registry_keypair(&keypair).unwrap();
-        assert_eq!(
-            converted.public().to_peer_id().to_string(),
-            keypair.public().to_peer_id().to_string()
         );
     }
 
