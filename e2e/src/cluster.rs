@@ -15,10 +15,11 @@
 //! situation fails the test instead.
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// Env var that turns "control-plane tools missing" from a skip into a test failure.
 pub const REQUIRE_CLUSTER_ENV: &str = "DIG_E2E_REQUIRE_CLUSTER";
@@ -35,6 +36,11 @@ pub const STORAGE_CLASS: &str = "kwok-volume";
 const TOOLS_MISSING_EXIT: i32 = 3;
 /// The file in a run dir naming the PID of the process that owns that cluster.
 const OWNER_FILE: &str = "owner.pid";
+/// Longest a kubectl command may run (the longest `kubectl wait` of the tests is a few minutes);
+/// a hung one is killed rather than hanging the test run.
+pub const KUBECTL_TIME_LIMIT: Duration = Duration::from_secs(600);
+/// Longest a `cluster.sh` command may run (`up` waits for each component a bounded time).
+pub const SCRIPT_TIME_LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -56,6 +62,12 @@ pub enum ClusterError {
     RunDir {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("`{command}` still ran after {limit:?} and was killed; its error output:\n{stderr}")]
+    TimedOut {
+        command: String,
+        limit: Duration,
+        stderr: String,
     },
     #[error("`kubectl {args}` failed ({status}):\n{stderr}")]
     Kubectl {
@@ -187,18 +199,94 @@ fn clean_up_abandoned_runs() {
     }
 }
 
+/// Runs `command` with `stdin` as its input until it exits, at most `limit`; one still running
+/// then is killed by its PID and reported with what it wrote to its error output so far.
+fn output_within(
+    mut command: Command,
+    shown: &str,
+    stdin: &str,
+    limit: Duration,
+) -> Result<Output, ClusterError> {
+    let program = PathBuf::from(command.get_program());
+    let spawn_error = |source| ClusterError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    // Input and output on their own threads, so that neither side blocks on a full pipe.
+    let input = child.stdin.take();
+    let stdin = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        if let Some(mut input) = input {
+            // A command that exits early closes its input; its exit status tells why.
+            let _ = input.write_all(stdin.as_bytes());
+        }
+    });
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(spawn_error)? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(ClusterError::TimedOut {
+            command: shown.to_string(),
+            limit,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }),
+    }
+}
+
 fn run_script(command: &str, run_dir: &Path) -> Result<Output, ClusterError> {
     let script = cluster_script();
-    let output = Command::new(&script)
-        .arg(command)
-        .arg("--run-dir")
-        .arg(run_dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| ClusterError::Spawn {
-            program: script.clone(),
-            source,
-        })?;
+    let mut invocation = Command::new(&script);
+    invocation.arg(command).arg("--run-dir").arg(run_dir);
+    let output = output_within(
+        invocation,
+        &format!("cluster.sh {command} --run-dir {}", run_dir.display()),
+        "",
+        SCRIPT_TIME_LIMIT,
+    )?;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if output.status.code() == Some(TOOLS_MISSING_EXIT) {
         return Err(ClusterError::ToolsMissing { reason: stderr });
@@ -343,28 +431,19 @@ impl TestCluster {
             .map(|arg| arg.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        let program = self.tool("kubectl");
-        let mut child = Command::new(&program)
+        let mut command = Command::new(self.tool("kubectl"));
+        command
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
             .arg(self.run_dir.join("kubectl-cache"))
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| ClusterError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        if let Some(mut input) = child.stdin.take() {
-            // A kubectl that exits early closes its input; its exit status tells why.
-            let _ = input.write_all(stdin.as_bytes());
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|source| ClusterError::Spawn { program, source })?;
+            .args(&args);
+        let output = output_within(
+            command,
+            &format!("kubectl {shown}"),
+            stdin,
+            KUBECTL_TIME_LIMIT,
+        )?;
         if !output.status.success() {
             return Err(ClusterError::Kubectl {
                 args: shown,
@@ -424,6 +503,45 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_commands_pass_input_and_output_through() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "cat; echo oops >&2; exit 3"]);
+        let output =
+            output_within(command, "sh", "a manifest\n", Duration::from_secs(60)).expect("runs");
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(output.stdout, b"a manifest\n");
+        assert_eq!(output.stderr, b"oops\n");
+    }
+
+    #[test]
+    fn a_command_over_its_time_limit_is_killed_and_reported() {
+        let pid_file =
+            std::env::temp_dir().join(format!("dig-e2e-bounded-{}.pid", std::process::id()));
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!(
+            "echo $$ > {}; echo started >&2; exec sleep 600",
+            pid_file.display()
+        ));
+        let error = output_within(command, "sleepy", "", Duration::from_millis(500))
+            .expect_err("the command outlives its limit");
+        let pid = std::fs::read_to_string(&pid_file).expect("the pid file");
+        std::fs::remove_file(&pid_file).expect("remove the pid file");
+        match error {
+            ClusterError::TimedOut {
+                command, stderr, ..
+            } => {
+                assert_eq!(command, "sleepy");
+                assert_eq!(stderr, "started\n");
+            }
+            other => panic!("expected a time-out, got {other}"),
+        }
+        assert!(
+            !process_alive(pid.trim().parse().expect("a pid")),
+            "the command was killed and reaped"
+        );
+    }
 
     #[test]
     fn missing_tools_skip_with_a_hint_unless_required() {

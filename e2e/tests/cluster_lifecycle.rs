@@ -44,6 +44,21 @@ fn running(pid: u32) -> bool {
         .is_some_and(|rest| !rest.starts_with('Z'))
 }
 
+/// The hand-made "abandoned" run: stopped and removed however the test ends, so that a failed
+/// assertion leaves no control plane running.
+struct AbandonedRun(PathBuf);
+
+impl Drop for AbandonedRun {
+    fn drop(&mut self) {
+        let _ = Command::new(cluster_script())
+            .args(["down", "--run-dir"])
+            .arg(&self.0)
+            .stdin(Stdio::null())
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A PID that belonged to a process which has exited.
 fn dead_pid() -> u32 {
     let mut child = Command::new("true").spawn().expect("run true");
@@ -62,6 +77,7 @@ fn abandoned_clusters_are_stopped_and_dropped_clusters_leave_no_process() {
         .join("dig-e2e-clusters")
         .join(format!("abandoned-{}", std::process::id()));
     std::fs::create_dir_all(&abandoned).expect("create the abandoned run dir");
+    let abandoned_run = AbandonedRun(abandoned.clone());
     // Owned by this live process while starting, so that no concurrent cleanup takes it early.
     std::fs::write(abandoned.join("owner.pid"), std::process::id().to_string())
         .expect("write owner.pid");
@@ -116,5 +132,6 @@ fn abandoned_clusters_are_stopped_and_dropped_clusters_leave_no_process() {
         !run_dir.exists(),
         "the run dir of a passing test is removed"
     );
-    std::fs::remove_dir_all(&abandoned).expect("remove the abandoned run dir");
+    drop(abandoned_run);
+    assert!(!abandoned.exists(), "the abandoned run dir is removed");
 }

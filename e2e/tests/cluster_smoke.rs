@@ -20,6 +20,8 @@ const NAMESPACE: &str = "smoke";
 /// Long enough for a loaded two-core machine; every wait below is bounded by it.
 const WAIT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(300);
+/// Longest one poll may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Polls `probe` until it yields a value, at most `WAIT`; panics naming `what` and the last
 /// thing observed.
@@ -32,7 +34,11 @@ where
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        match probe().await {
+        // A probe that hangs (an API server gone quiet) counts as one failed attempt.
+        let attempt = tokio::time::timeout(PROBE_LIMIT, probe())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {PROBE_LIMIT:?}")));
+        match attempt {
             Ok(value) => return value,
             Err(observed) if Instant::now() >= deadline => {
                 panic!(

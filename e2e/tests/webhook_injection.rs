@@ -23,6 +23,8 @@ const CONFIG_NAME: &str = "dig-e2e-injector";
 const SECRET_NAME: &str = "dig-e2e-webhook-tls";
 const WAIT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(300);
+/// Longest one poll may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Polls `probe` until it yields a value, at most `WAIT`; panics naming `what` and the last
 /// thing observed.
@@ -33,7 +35,11 @@ where
 {
     let deadline = Instant::now() + WAIT;
     loop {
-        match probe().await {
+        // A probe that hangs (an API server gone quiet) counts as one failed attempt.
+        let attempt = tokio::time::timeout(PROBE_LIMIT, probe())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {PROBE_LIMIT:?}")));
+        match attempt {
             Ok(value) => return value,
             Err(observed) if Instant::now() >= deadline => {
                 panic!("{what}: not reached within {WAIT:?}; last seen: {observed}")
@@ -243,14 +249,34 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         assert_eq!(readyz.status(), 200, "replica on {addr}");
     }
 
-    // A labelled pod gets the node as a native sidecar.
+    // Every admission result is exported before the first admission.
+    let metrics_of = |addr: SocketAddr| async move {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("operator /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    };
+    let before = metrics_of(metrics_addr).await;
+    for result in ["allowed_injected", "allowed_skipped", "denied"] {
+        let zero = format!("dig_operator_webhook_admissions_total{{result=\"{result}\"}} 0");
+        assert!(before.contains(&zero), "{zero} in:\n{before}");
+    }
+
+    // A labelled pod gets the node as a native sidecar, with the per-pod overrides applied.
     let pods: Api<Pod> = Api::namespaced(client.clone(), APPS);
     apply(
         &cluster,
         &pod(
             "injected",
             json!({"dig.net/inject": "prod"}),
-            json!({"dig.net/volume": "stores", "dig.net/memory-limit": "256Mi"}),
+            json!({
+                "dig.net/volume": "stores",
+                "dig.net/memory-limit": "256Mi",
+                "dig.net/image": "registry.local/dig-sidecar:override",
+                "dig.net/p2p-port": "4101"
+            }),
         ),
     )
     .expect("the labelled pod is admitted");
@@ -262,7 +288,7 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
     let sidecar = &init[0];
     assert_eq!(sidecar["name"], "dig-sidecar");
     assert_eq!(sidecar["restartPolicy"], "Always");
-    assert_eq!(sidecar["image"], "registry.local/dig-sidecar:e2e");
+    assert_eq!(sidecar["image"], "registry.local/dig-sidecar:override");
     assert_eq!(sidecar["resources"]["limits"]["memory"], "256Mi");
     assert!(
         sidecar["volumeMounts"]
@@ -277,15 +303,29 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for expected in [
-        "run",
-        "--data-dir=/data",
-        "--network=prod-net",
-        "--bootstrap=http://prod-bootstrap.apps.svc:3000",
-        "--propagate-deletes",
+    assert_eq!(args[0], "run", "{args:?}");
+    assert!(args.contains(&"--propagate-deletes"), "{args:?}");
+    for (flag, value) in [
+        ("--data-dir", "/data"),
+        ("--state-dir", "/data/.dig-node"),
+        ("--network", "prod-net"),
+        ("--bootstrap", "http://prod-bootstrap.apps.svc:3000"),
+        ("--listen", "/ip4/0.0.0.0/tcp/4101"),
+        ("--announce", "/ip4/$(POD_IP)/tcp/4101"),
     ] {
-        assert!(args.contains(&expected), "{expected} in {args:?}");
+        assert!(
+            args.windows(2).any(|pair| pair == [flag, value]),
+            "{flag} {value} in {args:?}"
+        );
     }
+    assert!(
+        sidecar["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|port| port["containerPort"] == 4101),
+        "{sidecar}"
+    );
     assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(
         injected["metadata"]["annotations"]["dig.net/injected"],
@@ -303,6 +343,28 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         plain["metadata"]["annotations"]
             .get("dig.net/injected")
             .is_none()
+    );
+
+    // A pod that already carries the sidecar (made by hand, or seen again on re-invocation) is
+    // admitted as it is.
+    let mut by_hand = pod(
+        "by-hand",
+        json!({"dig.net/inject": "prod"}),
+        json!({"dig.net/volume": "stores"}),
+    );
+    by_hand["spec"]["initContainers"] = json!([{
+        "name": "dig-sidecar", "image": "registry.local/own-sidecar:1", "restartPolicy": "Always"
+    }]);
+    apply(&cluster, &by_hand).expect("the pod with its own sidecar is admitted");
+    let by_hand = serde_json::to_value(pods.get("by-hand").await.expect("by-hand pod")).unwrap();
+    let init = by_hand["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(init.len(), 1, "{by_hand}");
+    assert_eq!(init[0]["image"], "registry.local/own-sidecar:1");
+    assert!(
+        by_hand["metadata"]["annotations"]
+            .get("dig.net/injected")
+            .is_none(),
+        "{by_hand}"
     );
 
     // Bad pods are refused with a message that says which and why.
@@ -337,24 +399,39 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         ),
         &["dig.net/p2p-port=\"99999\"", "port number"],
     );
-    for refused in ["no-such-volume", "no-such-network", "bad-port"] {
+    let mut read_only = pod(
+        "read-only-volume",
+        json!({"dig.net/inject": "prod"}),
+        json!({"dig.net/volume": "settings"}),
+    );
+    read_only["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "settings", "configMap": {"name": "settings"}}));
+    assert_denied(
+        &cluster,
+        &read_only,
+        &[
+            "dig.net/volume=\"settings\"",
+            "read-only volume (configMap)",
+        ],
+    );
+    for refused in [
+        "no-such-volume",
+        "no-such-network",
+        "bad-port",
+        "read-only-volume",
+    ] {
         assert!(pods.get_opt(refused).await.unwrap().is_none());
     }
 
-    // The operator's /metrics counts the admissions by result; of the two replicas, exactly one
-    // wrote the certificate.
-    let metrics_of = |addr: SocketAddr| async move {
-        reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .expect("operator /metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    };
+    // The operator's /metrics counts the admissions by result (the unlabelled pod never reached
+    // the webhook); of the two replicas, exactly one wrote the certificate.
     let metrics = metrics_of(metrics_addr).await;
     for expected in [
         "dig_operator_webhook_admissions_total{result=\"allowed_injected\"} 1",
-        "dig_operator_webhook_admissions_total{result=\"denied\"} 3",
+        "dig_operator_webhook_admissions_total{result=\"allowed_skipped\"} 1",
+        "dig_operator_webhook_admissions_total{result=\"denied\"} 4",
         "dig_operator_webhook_certificate_expiry_timestamp_seconds ",
     ] {
         assert!(metrics.contains(expected), "{expected} in:\n{metrics}");
