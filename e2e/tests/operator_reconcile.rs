@@ -2,8 +2,8 @@
 //! reports the pods Running and binds their claims): every child of DESIGN section 5 with owner
 //! references and the `dig-operator` field manager, `kubectl wait --for=condition=Ready`, spec
 //! changes rolled out, children deleted or edited by hand put back, an invalid spec Degraded
-//! without a requeue storm, ServiceMonitors only where the API exists, a DigNode following its
-//! network, the operator killed mid-reconcile and the API server restarted, and garbage
+//! without a requeue storm, ServiceMonitors and PodMonitors only where the API exists and
+//! pruned when monitoring is turned off, a DigNode following its network, the operator killed mid-reconcile and the API server restarted, and garbage
 //! collection of every child when the network is deleted.
 //!
 //! One cluster and one operator for all the scenarios (they build on each other).
@@ -39,6 +39,24 @@ spec:
   group: monitoring.coreos.com
   scope: Namespaced
   names: {plural: servicemonitors, singular: servicemonitor, kind: ServiceMonitor, listKind: ServiceMonitorList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+/// The Prometheus operator's PodMonitor API, reduced the same way.
+const POD_MONITOR_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: podmonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {plural: podmonitors, singular: podmonitor, kind: PodMonitor, listKind: PodMonitorList}
   versions:
     - name: v1
       served: true
@@ -146,6 +164,48 @@ fn assert_owned_child(child: &Value, owner_uid: &str) {
         child["metadata"]["labels"]["app.kubernetes.io/managed-by"], "dig-operator",
         "{what}"
     );
+}
+
+/// A PodMonitor's single endpoint sets `job` to `job` (the StatefulSet nodes' job).
+fn assert_job_relabelled(monitor: &Value, job: &str) {
+    let endpoints = monitor["spec"]["podMetricsEndpoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no podMetricsEndpoints: {monitor}"));
+    assert_eq!(endpoints.len(), 1, "{monitor}");
+    assert_eq!(endpoints[0]["path"], "/metrics", "{monitor}");
+    assert!(
+        endpoints[0]["relabelings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["targetLabel"] == "job" && r["replacement"] == job),
+        "{monitor}"
+    );
+}
+
+/// Names of the pods of the namespace a `matchLabels` selector selects.
+fn pods_selected_by(cluster: &TestCluster, selector: &Value) -> Vec<String> {
+    let labels: Vec<String> = selector["matchLabels"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no matchLabels: {selector}"))
+        .iter()
+        .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+        .collect();
+    cluster
+        .kubectl([
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            &labels.join(","),
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .unwrap_or_else(|e| panic!("listing pods by {labels:?}: {e}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 fn string_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
@@ -525,17 +585,22 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
 
     // --- the operator killed (SIGKILL) in the middle of a reconcile, with the monitoring API
     // installed meanwhile: the restarted operator finishes the job and adds ServiceMonitors.
-    cluster
-        .kubectl_with_stdin(["apply", "-f", "-"], SERVICE_MONITOR_CRD)
-        .expect("install the ServiceMonitor CRD");
-    cluster
-        .kubectl([
-            "wait",
-            "--for=condition=Established",
-            "crd/servicemonitors.monitoring.coreos.com",
-            "--timeout=60s",
-        ])
-        .expect("ServiceMonitor CRD established");
+    for (crd, manifest) in [
+        ("servicemonitors", SERVICE_MONITOR_CRD),
+        ("podmonitors", POD_MONITOR_CRD),
+    ] {
+        cluster
+            .kubectl_with_stdin(["apply", "-f", "-"], manifest)
+            .unwrap_or_else(|e| panic!("install the {crd} CRD: {e}"));
+        cluster
+            .kubectl([
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{crd}.monitoring.coreos.com"),
+                "--timeout=60s",
+            ])
+            .unwrap_or_else(|e| panic!("{crd} CRD established: {e}"));
+    }
     apply(
         &cluster,
         &network(
@@ -586,8 +651,77 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
         assert_owned_child(&must_get(&cluster, "servicemonitor", monitor), &alpha_uid);
     }
     assert!(
-        labelled(&cluster, "servicemonitors", "gamma").is_empty(),
+        labelled(&cluster, "servicemonitors,podmonitors", "gamma").is_empty(),
         "gamma has serviceMonitor off"
+    );
+
+    // --- PodMonitors scrape the nodes outside the StatefulSet (injected sidecars, DigNodes) as
+    // the network's node job, each pod once.
+    for monitor_name in ["beta-injected", "beta-dignodes"] {
+        let monitor = eventually("beta's PodMonitors", WAIT, || {
+            let object = get(&cluster, "podmonitor", monitor_name);
+            async move { object.ok_or(format!("no PodMonitor {monitor_name}")) }
+        })
+        .await;
+        assert_owned_child(&monitor, &beta_uid);
+        assert_eq!(
+            monitor["metadata"]["labels"]["release"], "prom",
+            "{monitor}"
+        );
+        assert_job_relabelled(&monitor, "beta-node");
+    }
+    let injected = must_get(&cluster, "podmonitor", "alpha-injected");
+    assert_owned_child(&injected, &alpha_uid);
+    assert_eq!(
+        injected["spec"]["selector"],
+        json!({"matchLabels": {"dig.net/inject": "alpha"}}),
+        "{injected}"
+    );
+    assert_eq!(
+        injected["spec"]["podMetricsEndpoints"][0]["port"],
+        "dig-api"
+    );
+    assert_job_relabelled(&injected, "alpha-node");
+    let dignodes = must_get(&cluster, "podmonitor", "alpha-dignodes");
+    assert_owned_child(&dignodes, &alpha_uid);
+    assert_eq!(dignodes["spec"]["podMetricsEndpoints"][0]["port"], "api");
+    assert_job_relabelled(&dignodes, "alpha-node");
+    // The API server's own selection: alpha's DigNode pod, and none of alpha's StatefulSet pods
+    // (the ServiceMonitor alpha-node scrapes those).
+    let selected = eventually("the DigNode pod carries its network's label", WAIT, || {
+        let pods = pods_selected_by(&cluster, &dignodes["spec"]["selector"]);
+        async move {
+            (pods == ["dignode-solo-0"])
+                .then_some(pods.clone())
+                .ok_or(format!("{pods:?}"))
+        }
+    })
+    .await;
+    assert!(!selected.iter().any(|p| p.starts_with("alpha-node-")));
+    let solo_pod = must_get(&cluster, "pod", "dignode-solo-0");
+    let ports = solo_pod["spec"]["containers"][0]["ports"].to_string();
+    assert!(ports.contains(r#""name":"api""#), "{ports}");
+
+    // --- monitoring turned off: beta's monitors are removed, alpha's stay.
+    merge_patch(
+        &cluster,
+        "dignetwork/beta",
+        json!({"spec": {"monitoring": {"serviceMonitor": false}}}),
+    );
+    eventually("beta's monitors are pruned", WAIT, || {
+        let left = labelled(&cluster, "servicemonitors,podmonitors", "beta");
+        async move {
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        labelled(&cluster, "servicemonitors,podmonitors", "alpha").len(),
+        4
     );
 
     // --- the API server restarted in the middle: a new network still converges, and a change
@@ -629,7 +763,7 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
     eventually("alpha's children are garbage-collected", WAIT, || {
         let left = labelled(
             &cluster,
-            "deployment,statefulset,service,configmap,poddisruptionbudget,servicemonitor",
+            "deployment,statefulset,service,configmap,poddisruptionbudget,servicemonitor,podmonitor",
             "alpha",
         );
         async move {
