@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::api::{MAX_RECORDS_LIMIT, RecordsQuery, RecordsResponse};
 use crate::client::{ClientError, RegistryClient};
-use crate::metrics::{Metrics, PullLabels};
+use crate::metrics::{FederationResult, Metrics, PullResult};
 use crate::registry::{RegistryError, Source};
 use crate::server::AppState;
 
@@ -77,43 +77,39 @@ impl Sibling {
     }
 }
 
-fn classify(result: Result<(), RegistryError>) -> &'static str {
+fn classify(result: &Result<(), RegistryError>) -> FederationResult {
     match result {
-        Ok(()) => "accepted",
-        Err(RegistryError::NotNewer { .. }) => "unchanged",
-        Err(RegistryError::StaleTimestamp { .. }) => "stale",
-        Err(_) => "rejected",
+        Ok(()) => FederationResult::Accepted,
+        Err(RegistryError::NotNewer { .. }) => FederationResult::Unchanged,
+        Err(RegistryError::StaleTimestamp { .. }) => FederationResult::Stale,
+        Err(_) => FederationResult::Rejected,
     }
 }
 
 fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut PullSummary) {
     let metrics = state.metrics();
-    let mut count = |label: &'static str, peer_id: &str, error: Option<String>| {
+    let mut count = |result: Result<(), RegistryError>, peer_id: &str| {
+        let label = classify(&result);
         Metrics::count_result(&metrics.federation_records, label);
         match label {
-            "accepted" => summary.accepted += 1,
-            "unchanged" => summary.unchanged += 1,
-            "stale" => summary.stale += 1,
-            _ => {
+            FederationResult::Accepted => summary.accepted += 1,
+            FederationResult::Unchanged => summary.unchanged += 1,
+            FederationResult::Stale => summary.stale += 1,
+            FederationResult::Rejected => {
                 summary.rejected += 1;
-                tracing::warn!(
-                    sibling = url,
-                    peer_id,
-                    "dropped relayed record: {}",
-                    error.unwrap_or_default()
-                );
+                if let Err(error) = result {
+                    tracing::warn!(sibling = url, peer_id, "dropped relayed record: {error}");
+                }
             }
         }
     };
     for record in &page.records {
         let result = state.accept_record(record, Source::Federated).map(|_| ());
-        let error = result.as_ref().err().map(ToString::to_string);
-        count(classify(result), &record.record.peer_id, error);
+        count(result, &record.record.peer_id);
     }
     for removal in &page.removals {
         let result = state.accept_removal(removal, Source::Federated).map(|_| ());
-        let error = result.as_ref().err().map(ToString::to_string);
-        count(classify(result), &removal.request.peer_id, error);
+        count(result, &removal.request.peer_id);
     }
 }
 
@@ -121,30 +117,18 @@ fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut 
 pub async fn pull_forever(state: AppState, mut sibling: Sibling, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    state.metrics().add_sibling(sibling.url());
     loop {
         ticker.tick().await;
-        let url = sibling.url().to_owned();
-        let labels = |result: &str| PullLabels {
-            peer: url.clone(),
-            result: result.to_owned(),
-        };
         match sibling.pull(&state).await {
             Ok(summary) => {
-                state
-                    .metrics()
-                    .federation_pulls
-                    .get_or_create(&labels("ok"))
-                    .inc();
+                state.metrics().count_pull(sibling.url(), PullResult::Ok);
                 if summary != PullSummary::default() {
                     tracing::debug!(sibling = sibling.url(), ?summary, "federation pull");
                 }
             }
             Err(e) => {
-                state
-                    .metrics()
-                    .federation_pulls
-                    .get_or_create(&labels("error"))
-                    .inc();
+                state.metrics().count_pull(sibling.url(), PullResult::Error);
                 tracing::warn!(sibling = sibling.url(), "federation pull failed: {e}");
             }
         }

@@ -1,6 +1,11 @@
 //! Prometheus metrics of the registry server: one `prometheus_client` Registry per process.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt;
+use std::hash::Hash;
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,18 +25,156 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    /// `registered`, `refreshed`, or the error code of a rejection.
-    pub result: String,
+/// A value of a `result` label, spelled in one place for where it is counted, where it is
+/// created at 0 and the metric's help text, so they cannot drift apart.
+pub trait ResultLabel: Clone + Hash + Eq + fmt::Debug + Send + Sync + 'static {
+    /// Results that exist from the start, so `rate()` and `absent()` in alerts see a zero
+    /// rather than no series before the first event.
+    const KNOWN: &'static [Self];
+
+    fn as_str(&self) -> &'static str;
+}
+
+/// `result` of `registrations_total`; also the `status` of the `/register` answer.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RegisterResult {
+    Registered,
+    Refreshed,
+    /// Refused, with the error code of the answer (e.g. `invalid_signature`).
+    Rejected(&'static str),
+}
+
+impl ResultLabel for RegisterResult {
+    const KNOWN: &'static [Self] = &[Self::Registered, Self::Refreshed];
+
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Refreshed => "refreshed",
+            Self::Rejected(code) => code,
+        }
+    }
+}
+
+/// `result` of `unregistrations_total`; also the `status` of the `/unregister` answer.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum UnregisterResult {
+    Unregistered,
+    NotFound,
+    /// Refused, with the error code of the answer.
+    Rejected(&'static str),
+}
+
+impl ResultLabel for UnregisterResult {
+    const KNOWN: &'static [Self] = &[Self::Unregistered, Self::NotFound];
+
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unregistered => "unregistered",
+            Self::NotFound => "notFound",
+            Self::Rejected(code) => code,
+        }
+    }
+}
+
+/// `result` of `federation_records_total`: what became of one relayed record or removal.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum FederationResult {
+    /// Verified and newer than what was held: merged.
+    Accepted,
+    /// Verified but not newer than what was held (already seen, often through another sibling).
+    Unchanged,
+    /// Verified but older than the freshness window.
+    Stale,
+    /// Forged, tampered, out of bounds or of another network: dropped.
+    Rejected,
+}
+
+impl ResultLabel for FederationResult {
+    const KNOWN: &'static [Self] = &[Self::Accepted, Self::Unchanged, Self::Stale, Self::Rejected];
+
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Unchanged => "unchanged",
+            Self::Stale => "stale",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// `result` of `federation_pulls_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum PullResult {
+    Ok,
+    Error,
+}
+
+impl ResultLabel for PullResult {
+    const KNOWN: &'static [Self] = &[Self::Ok, Self::Error];
+
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl EncodeLabelValue for PullResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// The label set `{result}` of a result counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ResultLabels<R> {
+    pub result: R,
+}
+
+impl<R: ResultLabel> EncodeLabelSet for ResultLabels<R> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        EncodeLabelSet::encode(&[("result", self.result.as_str())], encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PullLabels {
     /// Sibling server URL.
     pub peer: String,
-    /// `ok` or `error`.
-    pub result: String,
+    pub result: PullResult,
+}
+
+fn known_list<R: ResultLabel>() -> String {
+    R::KNOWN
+        .iter()
+        .map(ResultLabel::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Registers a counter by `result` whose known results start at 0; `{known}` in `help` becomes
+/// their list.
+fn result_counter<R: ResultLabel>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<ResultLabels<R>, Counter> {
+    let family = Family::<ResultLabels<R>, Counter>::default();
+    registry.register(
+        name,
+        help.replace("{known}", &known_list::<R>()),
+        family.clone(),
+    );
+    for result in R::KNOWN {
+        family
+            .get_or_create(&ResultLabels {
+                result: result.clone(),
+            })
+            .inc_by(0);
+    }
+    family
 }
 
 /// Every metric the server exports.
@@ -39,12 +182,12 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
-    pub registrations: Family<ResultLabels, Counter>,
-    pub unregistrations: Family<ResultLabels, Counter>,
+    pub registrations: Family<ResultLabels<RegisterResult>, Counter>,
+    pub unregistrations: Family<ResultLabels<UnregisterResult>, Counter>,
     pub peers: Gauge,
     pub stores: Gauge,
     pub expirations: Counter,
-    pub federation_records: Family<ResultLabels, Counter>,
+    pub federation_records: Family<ResultLabels<FederationResult>, Counter>,
     pub federation_pulls: Family<PullLabels, Counter>,
     pub rate_limited: Counter,
 }
@@ -74,17 +217,15 @@ impl Metrics {
             "HTTP request duration by matched route",
             http_duration.clone(),
         );
-        let registrations = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let registrations = result_counter(
+            &mut registry,
             "registrations",
-            "POST /register by result: registered, refreshed, or the rejection's error code",
-            registrations.clone(),
+            "POST /register by result: {known}, or the rejection's error code",
         );
-        let unregistrations = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let unregistrations = result_counter(
+            &mut registry,
             "unregistrations",
-            "POST /unregister by result: unregistered, notFound, or the rejection's error code",
-            unregistrations.clone(),
+            "POST /unregister by result: {known}, or the rejection's error code",
         );
         let peers = Gauge::default();
         registry.register("peers", "Peer records held", peers.clone());
@@ -96,17 +237,20 @@ impl Metrics {
             "Peer records removed because their TTL ran out",
             expirations.clone(),
         );
-        let federation_records = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let federation_records = result_counter(
+            &mut registry,
             "federation_records",
-            "Records and removals pulled from sibling servers: accepted, unchanged (not newer), \
-             or rejected (forged, tampered or out of bounds)",
-            federation_records.clone(),
+            "Records and removals pulled from sibling servers by result: {known} (accepted: \
+             merged; unchanged: not newer than held; stale: too old; rejected: forged, tampered \
+             or out of bounds)",
         );
         let federation_pulls = Family::<PullLabels, Counter>::default();
         registry.register(
             "federation_pulls",
-            "Pulls of sibling servers' /records by peer and result",
+            format!(
+                "Pulls of sibling servers' /records by peer and result: {}",
+                known_list::<PullResult>()
+            ),
             federation_pulls.clone(),
         );
         let rate_limited = Counter::default();
@@ -115,23 +259,6 @@ impl Metrics {
             "Requests answered 429 by the per-client rate limit",
             rate_limited.clone(),
         );
-        // Known results exist from the start, so rate() and absent() in alerts see a zero
-        // rather than no series before the first event.
-        for (family, results) in [
-            (&registrations, &["registered", "refreshed"][..]),
-            (&unregistrations, &["unregistered", "notFound"][..]),
-            (
-                &federation_records,
-                &["accepted", "unchanged", "rejected"][..],
-            ),
-        ] {
-            for result in results {
-                let labels = ResultLabels {
-                    result: (*result).to_owned(),
-                };
-                family.get_or_create(&labels).inc_by(0);
-            }
-        }
         Self {
             registry,
             http_requests,
@@ -147,12 +274,31 @@ impl Metrics {
         }
     }
 
-    pub fn count_result(family: &Family<ResultLabels, Counter>, result: &str) {
-        family
-            .get_or_create(&ResultLabels {
-                result: result.to_owned(),
+    pub fn count_result<R: ResultLabel>(family: &Family<ResultLabels<R>, Counter>, result: R) {
+        family.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts one pull of the sibling at `peer`.
+    pub fn count_pull(&self, peer: &str, result: PullResult) {
+        self.federation_pulls
+            .get_or_create(&PullLabels {
+                peer: peer.to_owned(),
+                result,
             })
             .inc();
+    }
+
+    /// Creates the pull series of the sibling at `peer` at 0, so an alert on its errors sees a
+    /// zero before the first failure.
+    pub fn add_sibling(&self, peer: &str) {
+        for result in PullResult::KNOWN {
+            self.federation_pulls
+                .get_or_create(&PullLabels {
+                    peer: peer.to_owned(),
+                    result: *result,
+                })
+                .inc_by(0);
+        }
     }
 
     /// OpenMetrics text of every metric.
@@ -169,15 +315,70 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn zero_series<R: ResultLabel>(metric: &str) -> Vec<String> {
+        R::KNOWN
+            .iter()
+            .map(|result| {
+                format!(
+                    "dig_bootstrap_{metric}_total{{result=\"{}\"}} 0",
+                    result.as_str()
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn known_results_are_exported_as_zero_before_any_event() {
         let text = Metrics::new().encode();
-        for series in [
-            r#"dig_bootstrap_registrations_total{result="registered"} 0"#,
-            r#"dig_bootstrap_unregistrations_total{result="notFound"} 0"#,
-            r#"dig_bootstrap_federation_records_total{result="rejected"} 0"#,
-        ] {
-            assert!(text.contains(series), "{series} missing from:\n{text}");
+        let expected = [
+            zero_series::<RegisterResult>("registrations"),
+            zero_series::<UnregisterResult>("unregistrations"),
+            zero_series::<FederationResult>("federation_records"),
+        ]
+        .concat();
+        assert_eq!(expected.len(), 8);
+        for series in &expected {
+            assert!(
+                text.contains(series.as_str()),
+                "{series} missing from:\n{text}"
+            );
         }
+        assert!(
+            text.contains(r#"dig_bootstrap_registrations_total{result="registered"} 0"#),
+            "the exported spelling stays what dashboards query:\n{text}"
+        );
+        assert!(
+            text.contains("POST /register by result: registered, refreshed, or"),
+            "help names the known results:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_rejection_is_labelled_with_its_error_code() {
+        let metrics = Metrics::new();
+        Metrics::count_result(
+            &metrics.registrations,
+            RegisterResult::Rejected("invalid_signature"),
+        );
+        Metrics::count_result(&metrics.federation_records, FederationResult::Stale);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"dig_bootstrap_registrations_total{result="invalid_signature"} 1"#)
+        );
+        assert!(text.contains(r#"dig_bootstrap_federation_records_total{result="stale"} 1"#));
+    }
+
+    #[test]
+    fn a_sibling_has_both_pull_results_from_the_start() {
+        let metrics = Metrics::new();
+        metrics.add_sibling("http://127.0.0.1:3001");
+        metrics.count_pull("http://127.0.0.1:3001", PullResult::Error);
+        let text = metrics.encode();
+        assert!(text.contains(
+            r#"dig_bootstrap_federation_pulls_total{peer="http://127.0.0.1:3001",result="ok"} 0"#
+        ));
+        assert!(text.contains(
+            r#"dig_bootstrap_federation_pulls_total{peer="http://127.0.0.1:3001",result="error"} 1"#
+        ));
     }
 }

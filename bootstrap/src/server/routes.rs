@@ -15,7 +15,7 @@ use crate::api::{
     PeersQuery, PeersResponse, RecordsQuery, RecordsResponse, RegisterResponse, StatsResponse,
     StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RegisterResult, ResultLabel, UnregisterResult};
 use crate::record::{
     STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name, now_ms,
 };
@@ -71,21 +71,24 @@ pub async fn register(
         });
     match result {
         Ok((signed, outcome)) => {
-            let status = match outcome {
-                Upserted::Created { .. } => "registered",
-                Upserted::Refreshed { .. } => "refreshed",
+            let result = match outcome {
+                Upserted::Created { .. } => RegisterResult::Registered,
+                Upserted::Refreshed { .. } => RegisterResult::Refreshed,
             };
-            Metrics::count_result(&metrics.registrations, status);
+            Metrics::count_result(&metrics.registrations, result);
             let ttl_ms = state.registry().read().config().ttl_ms;
             Ok(Json(RegisterResponse {
-                status: status.to_owned(),
+                status: result.as_str().to_owned(),
                 peer_id: signed.record.peer_id,
                 ttl_seconds: ttl_ms / 1000,
                 expires_at: outcome.expires_at_ms(),
             }))
         }
         Err(error) => {
-            Metrics::count_result(&metrics.registrations, error.error);
+            Metrics::count_result(
+                &metrics.registrations,
+                RegisterResult::Rejected(error.error),
+            );
             Err(error)
         }
     }
@@ -113,18 +116,21 @@ pub async fn unregister(
         });
     match result {
         Ok((signed, outcome)) => {
-            let status = match outcome {
-                Removed::Removed => "unregistered",
-                Removed::NotFound => "notFound",
+            let result = match outcome {
+                Removed::Removed => UnregisterResult::Unregistered,
+                Removed::NotFound => UnregisterResult::NotFound,
             };
-            Metrics::count_result(&metrics.unregistrations, status);
+            Metrics::count_result(&metrics.unregistrations, result);
             Ok(Json(UnregisterResponse {
-                status: status.to_owned(),
+                status: result.as_str().to_owned(),
                 peer_id: signed.request.peer_id,
             }))
         }
         Err(error) => {
-            Metrics::count_result(&metrics.unregistrations, error.error);
+            Metrics::count_result(
+                &metrics.unregistrations,
+                UnregisterResult::Rejected(error.error),
+            );
             Err(error)
         }
     }
