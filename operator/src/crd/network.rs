@@ -297,11 +297,14 @@ pub struct Replication {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Monitoring {
-    /// Create ServiceMonitors for the registry and the nodes, when the Prometheus operator's
-    /// `monitoring.coreos.com` API exists in the cluster.
+    /// Scrape the network with the Prometheus operator: ServiceMonitors `N-bootstrap` (the
+    /// registry) and `N-node` (the StatefulSet nodes), PodMonitors `N-injected` (pods with an
+    /// injected sidecar) and `N-dignodes` (the DigNodes' pods), every node under job `N-node`.
+    /// Each is created when the cluster serves its `monitoring.coreos.com/v1` kind; a missing one
+    /// is a Warning event, never a failure.
     #[serde(default)]
     pub service_monitor: bool,
-    /// Extra labels of the ServiceMonitors (e.g. `release: <prometheus release>`).
+    /// Extra labels of the ServiceMonitors and PodMonitors (e.g. `release: <prometheus release>`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }

@@ -10,8 +10,9 @@
 //! The PodMonitors relabel `job` to `N-node`, so the dashboards and alerts, which select
 //! `job="<network>-node"`, see every node of the network whatever runs it. Each selector matches
 //! one kind of pod only (no StatefulSet pod carries either label), so a node is scraped once.
-//! Two PodMonitors rather than one because a label selector cannot match "either label"; one
-//! with an empty selector and `keep` relabelings would discover every pod of the namespace.
+//! Two PodMonitors rather than one because a label selector cannot match "either label": one
+//! would need an empty selector and hand-written `keep` relabelings, which no `kubectl get pods
+//! -l` can check.
 
 use std::collections::BTreeMap;
 
