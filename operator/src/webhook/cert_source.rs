@@ -576,6 +576,208 @@ mod tests {
         );
     }
 
+    /// The leaf certificate a fresh TLS connection to `port` is served (DER), trusting `ca_pem`.
+    async fn served_certificate(port: u16, ca_pem: &str) -> Vec<u8> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A new client each time: a pooled connection would keep the old handshake.
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .tls_info(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("https://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .expect("the webhook answers over TLS");
+        assert_eq!(response.status(), 200);
+        response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .expect("the peer certificate")
+            .to_vec()
+    }
+
+    fn certificate_der(pem_text: &str) -> Vec<u8> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(pem_text.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    /// A short-lived serving certificate goes through its life on a running webhook: made and
+    /// served, kept while young, replaced in the Secret once due but before it expires, and the
+    /// replacement served to the next connection with no restart, under the same CA bundle.
+    #[tokio::test]
+    async fn a_short_lived_certificate_is_replaced_before_expiry_and_served_without_restart() {
+        use crate::webhook::patch::{InjectorSettings, NetworkSidecarConfig};
+        use crate::webhook::server::{AdmissionContext, NetworkSource};
+        use http::Method;
+
+        struct NoNetworks;
+        impl NetworkSource for NoNetworks {
+            fn network<'a>(
+                &'a self,
+                _namespace: &'a str,
+                _name: &'a str,
+            ) -> futures::future::BoxFuture<'a, Result<Option<NetworkSidecarConfig>, String>>
+            {
+                Box::pin(async { Ok(None) })
+            }
+        }
+
+        let names = SubjectNames::for_service("svc", "ns", &["127.0.0.1".to_string()]);
+        let (client, mut api) = scripted::client();
+        let (mut source, _registry) = self_signed(client, names);
+        // Five minutes of life (plus the backdating), renewed after two thirds. The passes run at times in the recent
+        // past, so that every certificate is valid for the real handshakes below.
+        source.policy = CertPolicy {
+            ca_validity: Duration::from_secs(3600),
+            serving_validity: Duration::from_secs(300),
+            renew_after: (2, 3),
+        };
+        let start = unix_now() - 250;
+
+        // 1. No Secret yet: a CA and certificate are made, stored, served, and the bundle written.
+        let script = async {
+            scripted::step(
+                &mut api,
+                Method::GET,
+                SECRET_PATH,
+                404,
+                scripted::status(404, "NotFound"),
+            )
+            .await;
+            let created = scripted::step(
+                &mut api,
+                Method::POST,
+                "/api/v1/namespaces/dig-system/secrets",
+                201,
+                serde_json::json!({}),
+            )
+            .await;
+            scripted::step(
+                &mut api,
+                Method::GET,
+                CONFIG_PATH,
+                200,
+                config_with_bundle(None),
+            )
+            .await;
+            scripted::step(
+                &mut api,
+                Method::PATCH,
+                CONFIG_PATH,
+                200,
+                config_with_bundle(None),
+            )
+            .await;
+            created
+        };
+        let (pass, created) = tokio::join!(source.reconcile_once(start), script);
+        assert!(pass.unwrap().rotated.is_some());
+        let mut stored: Secret = serde_json::from_value(created).unwrap();
+        stored.metadata.resource_version = Some("1".to_string());
+        let first = certs_from_secret(&stored).unwrap();
+        let first_info = certs::inspect("first", &first.tls_cert_pem).unwrap();
+        assert_eq!(first_info.not_after, start + 300);
+
+        let handle = axum_server::Handle::new();
+        let context = Arc::new(AdmissionContext {
+            settings: InjectorSettings::default(),
+            networks: Arc::new(NoNetworks),
+            metrics: source.metrics.clone(),
+            serving: source.serving.clone(),
+        });
+        let server = tokio::spawn(crate::webhook::server::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            context,
+            handle.clone(),
+        ));
+        let port = handle.listening().await.expect("the server listens").port();
+        assert_eq!(
+            served_certificate(port, &first.ca_bundle_pem).await,
+            certificate_der(&first.tls_cert_pem)
+        );
+
+        // 2. Not yet due (its life counts from the backdated notBefore): kept, nothing written.
+        let renewal_time = first_info.renew_at(source.policy.renew_after);
+        assert!(renewal_time > start + 50);
+        let young = serde_json::to_value(&stored).unwrap();
+        let script = async {
+            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, young).await;
+            scripted::step(
+                &mut api,
+                Method::GET,
+                CONFIG_PATH,
+                200,
+                config_with_bundle(Some(&first.ca_bundle_pem)),
+            )
+            .await;
+        };
+        let (pass, ()) = tokio::join!(source.reconcile_once(start + 50), script);
+        assert_eq!(
+            pass.unwrap(),
+            Pass {
+                rotated: None,
+                bundle: BundleSync::UpToDate
+            }
+        );
+
+        // 3. Due, minutes before it expires: replaced under the resourceVersion, same CA, so the
+        // bundle already in the configuration stays.
+        let due = serde_json::to_value(&stored).unwrap();
+        let script = async {
+            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, due).await;
+            let replaced = scripted::step(
+                &mut api,
+                Method::PUT,
+                SECRET_PATH,
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            scripted::step(
+                &mut api,
+                Method::GET,
+                CONFIG_PATH,
+                200,
+                config_with_bundle(Some(&first.ca_bundle_pem)),
+            )
+            .await;
+            replaced
+        };
+        let (pass, replaced) = tokio::join!(source.reconcile_once(renewal_time), script);
+        let pass = pass.unwrap();
+        assert!(
+            pass.rotated.as_deref().unwrap().contains("due for renewal"),
+            "{pass:?}"
+        );
+        assert_eq!(pass.bundle, BundleSync::UpToDate);
+        assert!(renewal_time < first_info.not_after, "renewed before expiry");
+        assert_eq!(replaced["metadata"]["resourceVersion"], "1");
+        let second = certs_from_secret(&serde_json::from_value(replaced).unwrap()).unwrap();
+        assert_eq!(second.ca_cert_pem, first.ca_cert_pem);
+        let second_info = certs::inspect("second", &second.tls_cert_pem).unwrap();
+        assert_eq!(second_info.not_after, renewal_time + 300);
+        assert_eq!(
+            source.metrics.certificate_expiry.get(),
+            second_info.not_after
+        );
+        assert_eq!(source.metrics.certificate_rotations.get(), 2);
+        // The running server hands the new certificate to the next connection.
+        assert_eq!(
+            served_certificate(port, &first.ca_bundle_pem).await,
+            certificate_der(&second.tls_cert_pem)
+        );
+
+        handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        server.await.unwrap().unwrap();
+    }
+
     #[test]
     fn secret_round_trip() {
         let certs = certs();
