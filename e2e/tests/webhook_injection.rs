@@ -124,6 +124,20 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         }),
     )
     .expect("create the DigNetwork");
+    apply(
+        &cluster,
+        &json!({
+            "apiVersion": "dig.net/v1alpha1",
+            "kind": "DigNetwork",
+            "metadata": {"name": "sealed", "namespace": APPS},
+            "spec": {
+                "bootstrap": {"replicas": 1, "image": "registry.local/dig-bootstrap:e2e"},
+                "nodes": {"replicas": 0, "image": "registry.local/dig-sidecar:e2e"},
+                "privateNetwork": {"pskSecretRef": {"name": "sealed-psk", "key": "swarm.key"}}
+            }
+        }),
+    )
+    .expect("create the private DigNetwork (its Secret never made)");
 
     // Two replicas start at once with no Secret yet: they must settle on one certificate. The
     // second reconciles another namespace so that only the first one's controllers act on `apps`.
@@ -416,11 +430,25 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
             "read-only volume (configMap)",
         ],
     );
+    assert_denied(
+        &cluster,
+        &pod(
+            "sealed-out",
+            json!({"dig.net/inject": "sealed"}),
+            json!({"dig.net/volume": "stores"}),
+        ),
+        &[
+            "DigNetwork \"sealed\" in namespace \"apps\" cannot configure a sidecar",
+            "PSK Secret \"sealed-psk\"",
+            "does not exist",
+        ],
+    );
     for refused in [
         "no-such-volume",
         "no-such-network",
         "bad-port",
         "read-only-volume",
+        "sealed-out",
     ] {
         assert!(pods.get_opt(refused).await.unwrap().is_none());
     }
@@ -431,7 +459,7 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
     for expected in [
         "dig_operator_webhook_admissions_total{result=\"allowed_injected\"} 1",
         "dig_operator_webhook_admissions_total{result=\"allowed_skipped\"} 1",
-        "dig_operator_webhook_admissions_total{result=\"denied\"} 4",
+        "dig_operator_webhook_admissions_total{result=\"denied\"} 5",
         "dig_operator_webhook_certificate_expiry_timestamp_seconds ",
     ] {
         assert!(metrics.contains(expected), "{expected} in:\n{metrics}");

@@ -623,8 +623,10 @@ mod tests {
                 &'a self,
                 _namespace: &'a str,
                 _name: &'a str,
-            ) -> futures::future::BoxFuture<'a, Result<Option<NetworkSidecarConfig>, String>>
-            {
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<Option<NetworkSidecarConfig>, crate::webhook::server::NetworkProblem>,
+            > {
                 Box::pin(async { Ok(None) })
             }
         }

@@ -1,10 +1,12 @@
 //! The DigNetwork a pod names, as the sidecar configuration the patch needs.
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
+use tokio::time::{Instant, timeout_at};
 
 use super::patch::{NetworkSidecarConfig, SecretKeySelector};
-use super::server::NetworkSource;
+use super::server::{NetworkProblem, NetworkSource};
 use crate::crd::DigNetwork;
 use crate::reconcile::build::bootstrap_url;
 
@@ -54,7 +56,7 @@ pub fn sidecar_config(
     })
 }
 
-/// How long an admission waits for the DigNetwork.
+/// How long an admission waits for the DigNetwork (and its PSK Secret) in all.
 pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads DigNetworks from the API server at admission time (always the current spec).
@@ -68,23 +70,66 @@ impl NetworkSource for KubeNetworks {
         &'a self,
         namespace: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, String>> {
+    ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, NetworkProblem>> {
         Box::pin(async move {
-            let api: Api<DigNetwork> = Api::namespaced(self.client.clone(), namespace);
             // Well inside the API server's webhook timeout, so the pod's creator sees our reason.
-            let network = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(name))
+            let deadline = Instant::now() + LOOKUP_TIMEOUT;
+            let no_answer = || {
+                NetworkProblem::LookupFailed(format!(
+                    "the API server did not answer within {LOOKUP_TIMEOUT:?}"
+                ))
+            };
+            let api: Api<DigNetwork> = Api::namespaced(self.client.clone(), namespace);
+            let network = timeout_at(deadline, api.get_opt(name))
                 .await
-                .map_err(|_| format!("the API server did not answer within {LOOKUP_TIMEOUT:?}"))?
-                .map_err(|error| error.to_string())?;
-            network
-                .map(|network| {
-                    sidecar_config(&network, namespace, self.default_image.as_deref()).map_err(
-                        |why| format!("DigNetwork {name:?} cannot configure a sidecar: {why}"),
-                    )
-                })
-                .transpose()
+                .map_err(|_| no_answer())?
+                .map_err(|error| NetworkProblem::LookupFailed(error.to_string()))?;
+            let Some(network) = network else {
+                return Ok(None);
+            };
+            let config = sidecar_config(&network, namespace, self.default_image.as_deref())
+                .map_err(NetworkProblem::Unusable)?;
+            if let Some(psk) = &config.psk_secret {
+                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+                match timeout_at(deadline, secrets.get_opt(&psk.name)).await {
+                    Ok(Ok(secret)) => psk_problem(secret.as_ref(), psk)
+                        .map_or(Ok(()), |why| Err(NetworkProblem::Unusable(why)))?,
+                    // Not allowed to read it, or no answer: the kubelet reports a missing
+                    // Secret on the pod later; that is no reason to refuse the pod now.
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, secret = %psk.name, "cannot check the PSK Secret")
+                    }
+                    Err(_) => tracing::debug!(secret = %psk.name, "PSK Secret check timed out"),
+                }
+            }
+            Ok(Some(config))
         })
     }
+}
+
+/// Why the PSK Secret of a private network cannot give the sidecar its key, if it cannot: a pod
+/// admitted with it would wait for the Secret forever instead of running.
+fn psk_problem(secret: Option<&Secret>, psk: &SecretKeySelector) -> Option<String> {
+    let Some(secret) = secret else {
+        return Some(format!(
+            "it is private and its PSK Secret {:?} (spec.privateNetwork.pskSecretRef) does not exist",
+            psk.name
+        ));
+    };
+    let has_key = secret
+        .data
+        .as_ref()
+        .is_some_and(|data| data.contains_key(&psk.key))
+        || secret
+            .string_data
+            .as_ref()
+            .is_some_and(|data| data.contains_key(&psk.key));
+    (!has_key).then(|| {
+        format!(
+            "it is private and its PSK Secret {:?} has no key {:?} (spec.privateNetwork.pskSecretRef)",
+            psk.name, psk.key
+        )
+    })
 }
 
 #[cfg(test)]
@@ -191,6 +236,78 @@ mod tests {
             found.unwrap().bootstrap_urls,
             ["http://prod-bootstrap.apps.svc:3000"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_private_network_whose_psk_secret_cannot_serve_is_unusable() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let networks = KubeNetworks {
+            client: Client::new(service, "default"),
+            default_image: Some("dig-sidecar:1".to_string()),
+        };
+        let private = serde_json::to_value(network(
+            json!({"privateNetwork": {"pskSecretRef": {"name": "psk", "key": "swarm.key"}}}),
+        ))
+        .unwrap();
+        let status = |code: u16, reason: &str| json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code});
+        let secret = |key: &str| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "psk"},
+                   "data": {key: "L2tleS9zd2FybS9wc2svMS4wLjAv"}})
+        };
+        // Each lookup: the network, then its Secret.
+        let answers = [
+            (404, status(404, "NotFound")),
+            (200, secret("other.key")),
+            (200, secret("swarm.key")),
+            (403, status(403, "Forbidden")),
+        ];
+        let server = async {
+            for (code, body) in answers {
+                for (path, code, body) in [
+                    (
+                        "/apis/dig.net/v1alpha1/namespaces/apps/dignetworks/prod",
+                        200,
+                        private.clone(),
+                    ),
+                    ("/api/v1/namespaces/apps/secrets/psk", code, body),
+                ] {
+                    let (request, respond) = handle.next_request().await.expect("a request");
+                    assert_eq!(request.uri().path(), path);
+                    respond.send_response(
+                        Response::builder()
+                            .status(code)
+                            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                            .unwrap(),
+                    );
+                }
+            }
+        };
+        let lookups = async {
+            let mut results = Vec::new();
+            for _ in 0..4 {
+                results.push(networks.network("apps", "prod").await);
+            }
+            results
+        };
+        let (results, ()) = tokio::join!(lookups, server);
+        let unusable = |result: &Result<Option<NetworkSidecarConfig>, NetworkProblem>| match result
+        {
+            Err(NetworkProblem::Unusable(why)) => why.clone(),
+            other => panic!("expected an unusable network, got {other:?}"),
+        };
+        let missing = unusable(&results[0]);
+        assert!(
+            missing.contains("PSK Secret \"psk\"") && missing.contains("does not exist"),
+            "{missing}"
+        );
+        let no_key = unusable(&results[1]);
+        assert!(no_key.contains("has no key \"swarm.key\""), "{no_key}");
+        let config = results[2].clone().unwrap().unwrap();
+        assert_eq!(config.psk_secret.unwrap().key, "swarm.key");
+        // Not allowed to read Secrets: injected all the same, the kubelet has the last word.
+        assert!(results[3].clone().unwrap().is_some());
     }
 
     /// `dig-sidecar run` as the sidecar itself resolves it (flags, then the `--config` file).

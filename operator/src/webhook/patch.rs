@@ -165,6 +165,14 @@ pub enum Denial {
         detail: String,
     },
     #[error(
+        "DigNetwork {network:?} in namespace {namespace:?} cannot configure a sidecar: {reason}"
+    )]
+    NetworkUnusable {
+        network: String,
+        namespace: String,
+        reason: String,
+    },
+    #[error(
         "pod is labelled {INJECT_LABEL}={network:?} but has no annotation {VOLUME_ANNOTATION}; it must name the pod volume whose .dig files the sidecar replicates"
     )]
     MissingVolumeAnnotation { network: String },
@@ -202,6 +210,7 @@ impl Denial {
             Denial::InvalidNetworkName { .. } => "invalid_network_name",
             Denial::UnknownNetwork { .. } => "unknown_network",
             Denial::NetworkLookupFailed { .. } => "network_lookup_failed",
+            Denial::NetworkUnusable { .. } => "network_unusable",
             Denial::MissingVolumeAnnotation { .. } => "missing_volume_annotation",
             Denial::UnknownVolume { .. } => "unknown_volume",
             Denial::ReadOnlyVolume { .. } => "read_only_volume",

@@ -103,13 +103,22 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
+/// Why the DigNetwork a pod names cannot configure its sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkProblem {
+    /// The API server could not be asked (no answer in time, an error).
+    LookupFailed(String),
+    /// The network exists but cannot run a node (no image, its PSK Secret missing, ...).
+    Unusable(String),
+}
+
 /// Looks up the DigNetwork a pod names; `Ok(None)` when it does not exist.
 pub trait NetworkSource: Send + Sync + 'static {
     fn network<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, String>>;
+    ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, NetworkProblem>>;
 }
 
 /// The values of the `result` label of `webhook_admissions_total`.
@@ -226,11 +235,18 @@ pub async fn review_pod(
     };
     let network = match networks.network(&namespace, &network_name).await {
         Ok(network) => network,
-        Err(detail) => {
+        Err(NetworkProblem::LookupFailed(detail)) => {
             return Verdict::Denied(Denial::NetworkLookupFailed {
                 network: network_name,
                 namespace,
                 detail,
+            });
+        }
+        Err(NetworkProblem::Unusable(reason)) => {
+            return Verdict::Denied(Denial::NetworkUnusable {
+                network: network_name,
+                namespace,
+                reason,
             });
         }
     };
@@ -369,10 +385,17 @@ mod tests {
             &'a self,
             namespace: &'a str,
             name: &'a str,
-        ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, String>> {
+        ) -> BoxFuture<'a, Result<Option<NetworkSidecarConfig>, NetworkProblem>> {
             Box::pin(async move {
                 if namespace == "broken" {
-                    return Err("the API server did not answer".to_string());
+                    return Err(NetworkProblem::LookupFailed(
+                        "the API server did not answer".to_string(),
+                    ));
+                }
+                if name == "no-psk" {
+                    return Err(NetworkProblem::Unusable(
+                        "its PSK Secret \"psk\" does not exist".to_string(),
+                    ));
                 }
                 Ok((name == "prod").then(|| NetworkSidecarConfig {
                     name: "prod".to_string(),
@@ -481,6 +504,18 @@ mod tests {
         let message = denied["response"]["status"]["message"].as_str().unwrap();
         assert!(message.contains("did not answer"), "{message}");
 
+        let unusable = review(
+            "apps",
+            json!({"dig.net/inject": "no-psk"}),
+            json!({"dig.net/volume": "stores"}),
+        );
+        let denied = answer(&context, &unusable).await;
+        let message = denied["response"]["status"]["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            "DigNetwork \"no-psk\" in namespace \"apps\" cannot configure a sidecar: its PSK Secret \"psk\" does not exist"
+        );
+
         let garbage = answer(&context, &json!({"hello": 1})).await;
         assert_eq!(garbage["response"]["allowed"], false);
 
@@ -495,11 +530,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("webhook_admissions_total{result=\"denied\"} 2"),
+            text.contains("webhook_admissions_total{result=\"denied\"} 3"),
             "{text}"
         );
         assert!(
-            text.contains("webhook_admission_duration_seconds_count 4"),
+            text.contains("webhook_admission_duration_seconds_count 5"),
             "{text}"
         );
     }
