@@ -5,35 +5,18 @@
 
 use std::ffi::OsString;
 
-use dig_operator::{
-    crd::{DigNetwork, DigNode},
-    reconcile::{
-        args::{CONFIG_DIR, CONFIG_FILE},
-        build::{CONFIG_KEY, build_network},
-        build_node::{build_node, validate_node},
-        validate::{DefaultImages, NetworkFacts, PskSecret, validate_network},
+use dig_operator::reconcile::{
+    args::{CONFIG_DIR, CONFIG_FILE},
+    build::CONFIG_KEY,
+    build_node::{build_node, validate_node},
+    fixtures::{
+        bootstrap_container, build_with, dig_node, images, network, node_container,
+        statefulset_container,
     },
+    validate::{NetworkFacts, PskSecret},
 };
 use dig_sidecar::config::{Command, resolve};
 use k8s_openapi::api::core::v1::{ConfigMap, Container};
-
-fn images() -> DefaultImages {
-    DefaultImages {
-        sidecar: "dig-sidecar:test".into(),
-        bootstrap: "dig-bootstrap:test".into(),
-    }
-}
-
-fn network(spec_yaml: &str) -> DigNetwork {
-    let yaml = format!(
-        "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: net\n  namespace: ns\n  uid: u1\nspec:\n{}",
-        spec_yaml
-            .lines()
-            .map(|l| format!("  {l}\n"))
-            .collect::<String>()
-    );
-    yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"))
-}
 
 /// What Kubernetes hands the container: `$(POD_NAME)` expanded.
 fn expand(args: &[String], pod: &str) -> Vec<String> {
@@ -83,19 +66,12 @@ fn parse_bootstrap(container: &Container) -> dig_bootstrap::config::Config {
 #[test]
 fn default_network_args_parse() {
     let net = network("networkId: testnet");
-    let valid = validate_network(&net, &images(), NetworkFacts::default()).unwrap();
-    let children = build_network(&valid);
-    let node = &children
-        .node_statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let run = parse_node(node, &children.node_config, "net-node-0");
+    let children = build_with(&net, NetworkFacts::default());
+    let run = parse_node(
+        node_container(&children),
+        &children.node_config,
+        "net-node-0",
+    );
     assert_eq!(run.network, "testnet");
     assert_eq!(run.bootstrap, ["http://net-bootstrap.ns.svc:3000"]);
     assert_eq!(run.data_dir(), std::path::PathBuf::from("/data"));
@@ -111,17 +87,7 @@ fn default_network_args_parse() {
         ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
     );
 
-    let bootstrap = &children
-        .bootstrap_deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let config = parse_bootstrap(bootstrap);
+    let config = parse_bootstrap(bootstrap_container(&children));
     assert_eq!(config.listen.port(), 3000);
     assert_eq!(config.peer_ttl, 180);
     assert_eq!(
@@ -143,19 +109,12 @@ fn every_feature_of_the_spec_parses() {
         psk: Some(PskSecret::Present { hash: "h".into() }),
         ..NetworkFacts::default()
     };
-    let valid = validate_network(&net, &images(), facts).unwrap();
-    let children = build_network(&valid);
-    let node = &children
-        .node_statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let run = parse_node(node, &children.node_config, "net-node-1");
+    let children = build_with(&net, facts);
+    let run = parse_node(
+        node_container(&children),
+        &children.node_config,
+        "net-node-1",
+    );
     assert_eq!(run.network, "prod");
     assert_eq!(
         run.bootstrap,
@@ -180,17 +139,7 @@ fn every_feature_of_the_spec_parses() {
             "/ip4/198.51.100.7/tcp/4101"
         ]
     );
-    let bootstrap = &children
-        .bootstrap_deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let config = parse_bootstrap(bootstrap);
+    let config = parse_bootstrap(bootstrap_container(&children));
     assert_eq!((config.listen.port(), config.peer_ttl), (3100, 90));
     assert!(
         config.peer_bootstrap.is_empty(),
@@ -201,22 +150,16 @@ fn every_feature_of_the_spec_parses() {
 #[test]
 fn dig_node_args_parse() {
     let net = network("networkId: testnet");
-    let node: DigNode = yaml_serde::from_str(
-        "apiVersion: dig.net/v1alpha1\nkind: DigNode\nmetadata:\n  name: edge\n  namespace: ns\n  uid: u2\nspec:\n  networkRef:\n    name: net\n  exposure:\n    type: NodePort\n    nodePortBase: 31400\n    announceDomain: edge.example.com\n",
-    )
-    .unwrap();
+    let node = dig_node(
+        "edge",
+        "networkRef:\n  name: net\nexposure:\n  type: NodePort\n  nodePortBase: 31400\n  announceDomain: edge.example.com",
+    );
     let children = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
-    let container = &children
-        .statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let run = parse_node(container, &children.config, "dignode-edge-0");
+    let run = parse_node(
+        statefulset_container(&children.statefulset),
+        &children.config,
+        "dignode-edge-0",
+    );
     assert_eq!(run.network, "testnet");
     let announce: Vec<String> = run.announce.iter().map(|a| a.to_string()).collect();
     assert_eq!(

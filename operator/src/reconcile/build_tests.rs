@@ -1,39 +1,19 @@
 //! Fixtures for the build step: one test per feature of the spec.
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
+use k8s_openapi::api::core::v1::{PodSpec, Service};
 
 use super::*;
 use crate::{
-    crd::{DigNetwork, DigNode},
+    crd::DigNetwork,
     reconcile::{
         build_node::{build_node, validate_node},
-        validate::{DefaultImages, NetworkFacts, PskSecret, ValidNetwork, validate_network},
+        fixtures::{
+            bootstrap_container, build_with, dig_node, images, network, node_config_hash,
+            node_container, statefulset_container, template,
+        },
+        validate::{NetworkFacts, PskSecret, validate_network},
     },
 };
-
-fn images() -> DefaultImages {
-    DefaultImages {
-        sidecar: "ghcr.io/dig/sidecar:1".into(),
-        bootstrap: "ghcr.io/dig/bootstrap:1".into(),
-    }
-}
-
-/// A DigNetwork from YAML, as the API server would return it (name, namespace, uid set).
-fn network(spec_yaml: &str) -> DigNetwork {
-    let yaml = format!(
-        "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: net\n  namespace: ns\n  uid: 1234\n  generation: 1\nspec:\n{}",
-        spec_yaml
-            .lines()
-            .map(|l| format!("  {l}\n"))
-            .collect::<String>()
-    );
-    yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"))
-}
-
-fn build_with(net: &DigNetwork, facts: NetworkFacts) -> NetworkChildren {
-    let valid: ValidNetwork<'_> = validate_network(net, &images(), facts).expect("valid fixture");
-    build_network(&valid)
-}
 
 fn build(spec_yaml: &str) -> NetworkChildren {
     build_with(&network(spec_yaml), NetworkFacts::default())
@@ -41,22 +21,6 @@ fn build(spec_yaml: &str) -> NetworkChildren {
 
 fn pod_spec(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> &PodSpec {
     template.spec.as_ref().unwrap()
-}
-
-fn node_container(children: &NetworkChildren) -> &Container {
-    &pod_spec(&children.node_statefulset.spec.as_ref().unwrap().template).containers[0]
-}
-
-fn bootstrap_container(children: &NetworkChildren) -> &Container {
-    &pod_spec(
-        &children
-            .bootstrap_deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template,
-    )
-    .containers[0]
 }
 
 fn annotations(service: &Service) -> std::collections::BTreeMap<String, String> {
@@ -414,7 +378,7 @@ fn psk_secret_mount_and_config() {
         "{config}"
     );
     assert!(!config.contains("quic"), "pnet is TCP only: {config}");
-    let pod = pod_spec(&c.node_statefulset.spec.as_ref().unwrap().template);
+    let pod = pod_spec(template(&c.node_statefulset));
     let volume = pod
         .volumes
         .as_ref()
@@ -442,21 +406,7 @@ fn psk_secret_mount_and_config() {
             ..NetworkFacts::default()
         },
     );
-    let hash = |c: &NetworkChildren| {
-        c.node_statefulset
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap()[meta::CONFIG_HASH_ANNOTATION]
-            .clone()
-    };
-    assert_ne!(hash(&c), hash(&rotated));
+    assert_ne!(node_config_hash(&c), node_config_hash(&rotated));
 }
 
 #[test]
@@ -483,24 +433,13 @@ fn propagate_deletes_in_config() {
 
 #[test]
 fn config_change_changes_the_pod_template_hash() {
-    let hash = |c: &NetworkChildren| {
-        c.node_statefulset
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap()[meta::CONFIG_HASH_ANNOTATION]
-            .clone()
-    };
-    assert_eq!(hash(&build("{}")), hash(&build("{}")));
+    assert_eq!(
+        node_config_hash(&build("{}")),
+        node_config_hash(&build("{}"))
+    );
     assert_ne!(
-        hash(&build("{}")),
-        hash(&build("replication:\n  propagateDeletes: true"))
+        node_config_hash(&build("{}")),
+        node_config_hash(&build("replication:\n  propagateDeletes: true"))
     );
 }
 
@@ -528,11 +467,7 @@ fn selects(
 fn template_labels(
     statefulset: &k8s_openapi::api::apps::v1::StatefulSet,
 ) -> std::collections::BTreeMap<String, String> {
-    statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
+    template(statefulset)
         .metadata
         .as_ref()
         .unwrap()
@@ -668,22 +603,17 @@ fn the_dignode_pod_monitor_selects_the_pods_of_the_networks_dignodes_only() {
     let c = build_with(&net, monitoring_facts());
     let selector = match_labels(&c.pod_monitors[1]);
     let node_of = |network: &DigNetwork| {
-        let node: DigNode = yaml_serde::from_str(
-            "apiVersion: dig.net/v1alpha1\nkind: DigNode\nmetadata:\n  name: solo\n  namespace: ns\n  uid: n-1\nspec:\n  networkRef:\n    name: NAME\n"
-                .replace("NAME", network.metadata.name.as_deref().unwrap())
-                .as_str(),
-        )
-        .unwrap();
+        let network_name = network.metadata.name.as_deref().unwrap();
+        let node = dig_node("solo", &format!("networkRef:\n  name: {network_name}"));
         let valid = validate_node(&node, Some(network), &images(), None).unwrap();
         build_node(&valid)
     };
     let solo = node_of(&net);
-    let template = &solo.statefulset.spec.as_ref().unwrap().template;
     assert!(
         selects(&selector, &template_labels(&solo.statefulset)),
         "{selector:?}"
     );
-    assert!(container_port_names(template).contains(&"api".to_string()));
+    assert!(container_port_names(template(&solo.statefulset)).contains(&"api".to_string()));
     // Another DigNetwork with the same network id: its DigNodes are not this network's.
     let mut other = network("networkId: net");
     other.metadata.name = Some("other".into());
@@ -738,7 +668,7 @@ fn the_injected_pod_monitor_matches_what_the_webhook_injects() {
     let injected: k8s_openapi::api::core::v1::Pod = serde_json::from_value(document).unwrap();
     let labels = injected.metadata.labels.clone().unwrap();
     assert!(selects(&match_labels(monitor), &labels), "{labels:?}");
-    let template = k8s_openapi::api::core::v1::PodTemplateSpec {
+    let injected_template = k8s_openapi::api::core::v1::PodTemplateSpec {
         metadata: None,
         spec: injected.spec,
     };
@@ -746,7 +676,7 @@ fn the_injected_pod_monitor_matches_what_the_webhook_injects() {
         .as_str()
         .unwrap();
     assert!(
-        container_port_names(&template).contains(&port.to_string()),
+        container_port_names(&injected_template).contains(&port.to_string()),
         "no port {port}"
     );
 }
@@ -821,7 +751,7 @@ fn scheduling() {
     let c = build(
         "nodes:\n  nodeSelector:\n    disk: ssd\n  tolerations:\n  - key: dedicated\n    operator: Equal\n    value: dig\n    effect: NoSchedule\n  priorityClassName: high\nbootstrap:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - key: zone\n            operator: In\n            values: [a]",
     );
-    let node = pod_spec(&c.node_statefulset.spec.as_ref().unwrap().template);
+    let node = pod_spec(template(&c.node_statefulset));
     assert_eq!(node.node_selector.as_ref().unwrap()["disk"], "ssd");
     assert_eq!(
         node.tolerations.as_ref().unwrap()[0].key.as_deref(),
@@ -973,24 +903,15 @@ fn zero_nodes_has_no_node_budget() {
     );
 }
 
-fn dig_node(spec_yaml: &str) -> DigNode {
-    let yaml = format!(
-        "apiVersion: dig.net/v1alpha1\nkind: DigNode\nmetadata:\n  name: edge\n  namespace: ns\n  uid: 5678\nspec:\n{}",
-        spec_yaml
-            .lines()
-            .map(|l| format!("  {l}\n"))
-            .collect::<String>()
-    );
-    yaml_serde::from_str(&yaml).unwrap()
-}
-
 #[test]
 fn dig_node_with_its_own_volume() {
     let net = network(
         "networkId: testnet\nnodes:\n  image: custom/sidecar:2\n  resources:\n    limits:\n      memory: 512Mi",
     );
-    let node =
-        dig_node("networkRef:\n  name: net\nstorage:\n  size: 50Gi\n  storageClassName: fast");
+    let node = dig_node(
+        "edge",
+        "networkRef:\n  name: net\nstorage:\n  size: 50Gi\n  storageClassName: fast",
+    );
     let valid = validate_node(&node, Some(&net), &images(), None).unwrap();
     let c = build_node(&valid);
     let sts = c.statefulset.spec.as_ref().unwrap();
@@ -1028,6 +949,7 @@ fn dig_node_with_its_own_volume() {
 fn dig_node_with_an_existing_claim_and_exposure() {
     let net = network("{}");
     let node = dig_node(
+        "edge",
         "networkRef:\n  name: net\nexistingClaim: restored-data\nimage: mine:1\nexposure:\n  type: LoadBalancer\n  announceDomain: edge.example.com",
     );
     let c = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
@@ -1062,22 +984,11 @@ fn dig_node_with_an_existing_claim_and_exposure() {
 fn dig_node_announces_its_node_port() {
     let net = network("{}");
     let node = dig_node(
+        "edge",
         "networkRef:\n  name: net\nexposure:\n  type: NodePort\n  nodePortBase: 31400\n  announceDomain: edge.example.com",
     );
     let c = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
-    let args = c
-        .statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = statefulset_container(&c.statefulset).args.clone().unwrap();
     assert!(
         has_pair(
             &args,
@@ -1099,7 +1010,7 @@ fn dig_node_announces_its_node_port() {
 
 #[test]
 fn dig_node_without_its_network_is_invalid() {
-    let node = dig_node("networkRef:\n  name: missing");
+    let node = dig_node("edge", "networkRef:\n  name: missing");
     let err = validate_node(&node, None, &images(), None).unwrap_err();
     assert_eq!(err.reason, "NetworkNotFound");
     assert!(err.message.contains("ns/missing"), "{err}");

@@ -7,6 +7,7 @@ pub mod build;
 pub mod build_node;
 pub mod conditions;
 pub mod dns;
+pub mod fixtures;
 pub mod meta;
 #[cfg(test)]
 pub mod mock_api;
