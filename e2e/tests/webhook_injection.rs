@@ -359,6 +359,21 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
             .is_none()
     );
 
+    // Labelled pods in kube-system (and the operator's namespace) are never injected.
+    let mut system_pod = pod(
+        "system",
+        json!({"dig.net/inject": "prod"}),
+        json!({"dig.net/volume": "stores"}),
+    );
+    system_pod["metadata"]["namespace"] = json!("kube-system");
+    apply(&cluster, &system_pod).expect("the kube-system pod is admitted");
+    let system: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let system_pod = serde_json::to_value(system.get("system").await.expect("system pod")).unwrap();
+    assert!(
+        system_pod["spec"].get("initContainers").is_none(),
+        "{system_pod}"
+    );
+
     // A pod that already carries the sidecar (made by hand, or seen again on re-invocation) is
     // admitted as it is.
     let mut by_hand = pod(
