@@ -1,7 +1,9 @@
 //! The sidecar-injection webhook against a real control plane: the `dig-operator` binary runs on
-//! loopback with its webhook, makes its own CA and certificate, writes the CA into a
-//! MutatingWebhookConfiguration that calls it by URL; the API server then injects the node into a
-//! labelled pod, leaves an unlabelled pod alone and refuses bad pods with the webhook's message.
+//! loopback with its webhook, makes its own CA and certificate, writes the CA into the chart's
+//! MutatingWebhookConfiguration (rendered by `helm template`, calling the operator by URL); the API
+//! server then injects the node into a labelled pod, leaves unlabelled pods, pods in excluded
+//! namespaces and pods that already have the sidecar alone, and refuses bad pods with the
+//! webhook's message.
 //!
 //! Skipped with a message when the control-plane tools are not built, unless
 //! DIG_E2E_REQUIRE_CLUSTER=1 (as `e2e/test-all.sh` sets), which makes that a failure.
@@ -19,7 +21,8 @@ use serde_json::{Value, json};
 
 const APPS: &str = "apps";
 const OPERATOR_NAMESPACE: &str = "dig-system";
-const CONFIG_NAME: &str = "dig-e2e-injector";
+/// What the chart names its configuration when released as `dig-operator` in `dig-system`.
+const CONFIG_NAME: &str = "dig-system-dig-operator-inject";
 const SECRET_NAME: &str = "dig-e2e-webhook-tls";
 const WAIT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(300);
@@ -47,6 +50,34 @@ where
             Err(_) => tokio::time::sleep(POLL).await,
         }
     }
+}
+
+/// The chart's MutatingWebhookConfiguration, rendered by `helm template` as the release
+/// `dig-operator` in the operator's namespace.
+fn chart_webhook_configuration(cluster: &TestCluster) -> Value {
+    let chart = workspace_root().join("charts/dig-operator");
+    let home = cluster.run_dir().join("helm-home");
+    let output = std::process::Command::new(cluster.tool("helm"))
+        .args(["template", "dig-operator"])
+        .arg(&chart)
+        .args([
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--show-only",
+            "templates/webhook.yaml",
+        ])
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    yaml_serde::from_slice(&output.stdout).expect("the rendered webhook configuration is YAML")
 }
 
 fn apply(cluster: &TestCluster, manifest: &Value) -> Result<String, ClusterError> {
@@ -170,33 +201,13 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         second_webhook_addr,
     );
 
-    // The configuration is created without a caBundle: the operator must fill it in.
-    apply(
-        &cluster,
-        &json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": CONFIG_NAME},
-            "webhooks": [{
-                "name": "inject.dig.net",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 10,
-                "clientConfig": {"url": format!("https://127.0.0.1:{}/mutate", webhook_addr.port())},
-                "rules": [{
-                    "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                    "resources": ["pods"], "scope": "Namespaced"
-                }],
-                "objectSelector": {"matchExpressions": [{"key": "dig.net/inject", "operator": "Exists"}]},
-                "namespaceSelector": {"matchExpressions": [{
-                    "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                    "values": ["kube-system", OPERATOR_NAMESPACE]
-                }]}
-            }]
-        }),
-    )
-    .expect("create the MutatingWebhookConfiguration");
+    // The chart's own configuration (selectors, policies), created without a caBundle (the
+    // operator must fill it in) and pointed at the operator on loopback instead of the Service.
+    let mut configuration = chart_webhook_configuration(&cluster);
+    assert_eq!(configuration["metadata"]["name"], CONFIG_NAME);
+    configuration["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://127.0.0.1:{}/mutate", webhook_addr.port())});
+    apply(&cluster, &configuration).expect("create the MutatingWebhookConfiguration");
 
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
