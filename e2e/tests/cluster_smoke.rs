@@ -1,5 +1,6 @@
 //! The Kubernetes test harness itself: a real control plane with a kwok node runs Deployments
-//! and StatefulSets (with volume claims), collects garbage, and survives an API server restart.
+//! and StatefulSets (with volume claims), collects garbage, signs service-account tokens and
+//! enforces RBAC, and survives an API server restart.
 //!
 //! Skipped with a message when the control-plane tools are not built, unless
 //! DIG_E2E_REQUIRE_CLUSTER=1 (as `e2e/test-all.sh` sets), which makes that a failure.
@@ -338,6 +339,84 @@ async fn check_unbound_claim_blocks_scheduling(client: &Client) {
         .expect("delete pod orphan");
 }
 
+/// Token authentication, service-account keys and RBAC are real: a token the API server signs
+/// for a service account (TokenRequest) is accepted, its user is refused what no role grants and
+/// allowed once a RoleBinding grants it; an unknown token is refused outright.
+async fn check_service_account_tokens_and_rbac(cluster: &TestCluster) {
+    use dig_e2e::cluster::ClusterError;
+    cluster
+        .kubectl([
+            "create",
+            "serviceaccount",
+            "reader",
+            "--namespace",
+            NAMESPACE,
+        ])
+        .expect("create service account reader");
+    let token = cluster
+        .kubectl([
+            "create",
+            "token",
+            "reader",
+            "--namespace",
+            NAMESPACE,
+            "--duration=10m",
+        ])
+        .expect("the API server issues a service-account token");
+    let token = token.trim().to_string();
+    let as_reader = |token: &str| {
+        cluster.kubectl([
+            "get",
+            "configmaps",
+            "--namespace",
+            NAMESPACE,
+            "--token",
+            token,
+        ])
+    };
+    let stderr_of = |result: Result<String, ClusterError>| match result {
+        Ok(output) => panic!("expected a refusal, got: {output}"),
+        Err(ClusterError::Kubectl { stderr, .. }) => stderr,
+        Err(other) => panic!("kubectl could not run: {other}"),
+    };
+    let forbidden = stderr_of(as_reader(&token));
+    assert!(
+        forbidden.contains("Forbidden")
+            && forbidden.contains(&format!("system:serviceaccount:{NAMESPACE}:reader")),
+        "{forbidden}"
+    );
+    let unknown = stderr_of(as_reader("not-a-token"));
+    assert!(unknown.contains("Unauthorized"), "{unknown}");
+
+    cluster
+        .kubectl([
+            "create",
+            "role",
+            "read-config",
+            "--verb=list",
+            "--resource=configmaps",
+            "--namespace",
+            NAMESPACE,
+        ])
+        .expect("create role read-config");
+    cluster
+        .kubectl([
+            "create",
+            "rolebinding",
+            "reader-reads-config",
+            "--role=read-config",
+            &format!("--serviceaccount={NAMESPACE}:reader"),
+            "--namespace",
+            NAMESPACE,
+        ])
+        .expect("create rolebinding");
+    eventually("the bound service account lists configmaps", || {
+        let result = as_reader(&token).map_err(|e| e.to_string());
+        async move { result.map(drop) }
+    })
+    .await;
+}
+
 async fn check_apiserver_restart(cluster: &TestCluster, client: &Client) {
     cluster.restart_apiserver().expect("restart kube-apiserver");
     // The same client reconnects; the data is in etcd, so the namespace is still there.
@@ -435,6 +514,7 @@ async fn control_plane_runs_workloads_and_survives_an_apiserver_restart() {
         step.elapsed()
     );
     check_unbound_claim_blocks_scheduling(&client).await;
+    check_service_account_tokens_and_rbac(&cluster).await;
     let step = Instant::now();
     check_apiserver_restart(&cluster, &client).await;
     eprintln!(
