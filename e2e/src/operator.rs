@@ -387,6 +387,49 @@ pub fn install_crds(cluster: &TestCluster) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// Installs the Prometheus operator's CRD of `kind` (e.g. `PodMonitor`, plural `podmonitors`),
+/// reduced to what the API server needs to serve it (any content accepted), and waits until it is
+/// Established: enough for the operator to discover the API and apply its objects.
+pub fn install_prometheus_operator_crd(
+    cluster: &TestCluster,
+    plural: &str,
+    kind: &str,
+) -> Result<(), ClusterError> {
+    let singular = kind.to_lowercase();
+    let crd = serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": singular, "kind": kind, "listKind": format!("{kind}List")},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    });
+    cluster.kubectl_with_stdin(["apply", "-f", "-"], &crd.to_string())?;
+    cluster.kubectl([
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{plural}.monitoring.coreos.com"),
+        "--timeout=60s",
+    ])?;
+    Ok(())
+}
+
+/// The manifest of a custom resource of `dig.net/v1alpha1` (`kind` DigNetwork or DigNode).
+pub fn dig_manifest(kind: &str, namespace: &str, name: &str, spec: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "dig.net/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec
+    })
+}
+
 /// The object `kind`/`name` of `namespace` as JSON (`kubectl get -o json`, managedFields
 /// included); `None` when it does not exist.
 pub fn get_object(

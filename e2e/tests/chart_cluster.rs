@@ -9,15 +9,14 @@
 
 mod chart_support;
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chart_support::{
-    Helm, NAMESPACE, RELEASE, Rendered, alert_expressions, chart_dir, dashboard_expressions,
-    exposed_series_names, promql_series_names, registered_in_source, strings, tools_or_skip,
+    Helm, NAMESPACE, RELEASE, Rendered, SeriesCheck, alert_expressions, chart_dir, check_series,
+    dashboard_expressions, exposed_series_names, strings, tools_or_skip,
 };
 use dig_e2e::cluster::{TOOLS_ENV, TestCluster, cluster_script};
 use dig_e2e::process::{ProcessSpec, TestProcess, free_loopback_addr};
@@ -136,6 +135,44 @@ async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>)
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
+}
+
+/// Applies the DigNetwork `name` of namespace `chart-net` with `spec_yaml` (indented under
+/// `spec:`), waits until the operator has created `objects` there, and checks that it hit no RBAC
+/// denial running with `permissions`.
+async fn assert_network_reconciled(
+    kubeconfig: &Path,
+    tools: &Path,
+    operator: &TestProcess,
+    permissions: &str,
+    name: &str,
+    spec_yaml: &str,
+    objects: &[&str],
+) {
+    let manifest = format!(
+        "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: {name}\n  namespace: chart-net\nspec:\n{spec_yaml}"
+    );
+    run_kubectl(kubeconfig, tools, &["apply", "-f", "-"], Some(&manifest))
+        .unwrap_or_else(|e| panic!("applying DigNetwork {name}: {e}"));
+    for object in objects {
+        eventually(
+            &format!("the operator with {permissions} creates {object}"),
+            || {
+                run_kubectl(
+                    kubeconfig,
+                    tools,
+                    &["get", object, "-n", "chart-net", "-o", "name"],
+                    None,
+                )
+            },
+        )
+        .await;
+    }
+    let output = operator.output();
+    assert!(
+        !output.to_lowercase().contains("forbidden"),
+        "the operator hit an RBAC denial with {permissions}:\n{output}"
+    );
 }
 
 /// A copy of the admin kubeconfig whose user impersonates the chart's ServiceAccount, so the
@@ -382,30 +419,20 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
 
     // A network in a user namespace is reconciled with the chart's permissions.
     kubectl(&["create", "namespace", "chart-net"]).expect("namespace chart-net");
-    run_kubectl(
+    assert_network_reconciled(
         &kubeconfig,
         &tools,
-        &["apply", "-f", "-"],
-        Some(
-            "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: example\n  namespace: chart-net\nspec:\n  nodes:\n    replicas: 2\n",
-        ),
+        &operator,
+        "the chart's permissions",
+        "example",
+        "  nodes:\n    replicas: 2\n",
+        &[
+            "deployment/example-bootstrap",
+            "statefulset/example-node",
+            "service/example-node",
+        ],
     )
-    .expect("applying a DigNetwork");
-    for object in [
-        "deployment/example-bootstrap",
-        "statefulset/example-node",
-        "service/example-node",
-    ] {
-        eventually(&format!("the operator creates {object}"), || {
-            kubectl(&["get", object, "-n", "chart-net", "-o", "name"])
-        })
-        .await;
-    }
-    let output = operator.output();
-    assert!(
-        !output.to_lowercase().contains("forbidden"),
-        "the operator hit an RBAC denial with the chart's permissions:\n{output}"
-    );
+    .await;
 
     // Every operator series the dashboards, the alerts and the helm test pod use is exported.
     let text = http
@@ -419,25 +446,13 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     let exported = exposed_series_names(&text);
     let mut queries = dashboard_expressions();
     queries.extend(alert_expressions(&helm));
-    let mut missing = Vec::new();
-    let mut checked = BTreeSet::new();
-    let mut unobserved = BTreeSet::new();
-    for (origin, expr) in &queries {
-        for name in promql_series_names(expr) {
-            if !name.starts_with("dig_operator_") {
-                continue;
-            }
-            if exported.contains(&name) {
-                checked.insert(name);
-            } else if registered_in_source(&name) {
-                // A labelled family nothing touched (no reconcile failed): prometheus-client
-                // omits it until its first child, so its registration is checked instead.
-                unobserved.insert(name);
-            } else {
-                missing.push(format!("{origin}: {name}"));
-            }
-        }
-    }
+    let SeriesCheck {
+        checked,
+        unobserved,
+        missing,
+    } = check_series(&queries, &exported, |name| {
+        name.starts_with("dig_operator_")
+    });
     assert!(
         missing.is_empty(),
         "operator series the chart queries but the operator does not export:\n{}\n{text}",
@@ -515,26 +530,16 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         None,
     )
     .await;
-    run_kubectl(
+    assert_network_reconciled(
         &kubeconfig,
         &tools,
-        &["apply", "-f", "-"],
-        Some(
-            "apiVersion: dig.net/v1alpha1\nkind: DigNetwork\nmetadata:\n  name: second\n  namespace: chart-net\nspec: {}\n",
-        ),
+        &operator,
+        "watchNamespaces",
+        "second",
+        "  {}\n",
+        &["deployment/second-bootstrap", "statefulset/second-node"],
     )
-    .expect("applying a second DigNetwork");
-    for object in ["deployment/second-bootstrap", "statefulset/second-node"] {
-        eventually(&format!("the namespaced operator creates {object}"), || {
-            kubectl(&["get", object, "-n", "chart-net", "-o", "name"])
-        })
-        .await;
-    }
-    let output = operator.output();
-    assert!(
-        !output.to_lowercase().contains("forbidden"),
-        "the operator hit an RBAC denial with watchNamespaces:\n{output}"
-    );
+    .await;
     operator.terminate().expect("stopping the operator");
     let _ = operator.wait_timeout(Duration::from_secs(15));
 

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chart_support::{
-    Helm, alert_expressions, dashboard_expressions, exposed_series_names, promql_series_names,
-    registered_in_source,
+    Helm, SeriesCheck, alert_expressions, check_series, dashboard_expressions,
+    exposed_series_names, promql_series_names,
 };
 use dig_e2e::network::LocalNetwork;
 
@@ -109,25 +109,14 @@ async fn dashboards_and_alerts_query_series_the_data_plane_exports() {
         None => eprintln!("alert expressions not checked: helm is not built"),
     }
 
-    let mut missing = Vec::new();
-    let mut checked = BTreeSet::new();
-    let mut unobserved = BTreeSet::new();
-    for (origin, expr) in &queries {
-        for name in promql_series_names(expr) {
-            if name.starts_with("dig_operator_") || PROMETHEUS_SERIES.contains(&name.as_str()) {
-                continue; // the operator's series: chart_cluster.rs
-            }
-            if exported.contains(&name) {
-                checked.insert(name);
-            } else if registered_in_source(&name) {
-                // A labelled family nothing has touched in this run (e.g. download failures):
-                // prometheus-client omits it until its first child, so its registration is checked.
-                unobserved.insert(name);
-            } else {
-                missing.push(format!("{origin}: {name}"));
-            }
-        }
-    }
+    // The operator's series: chart_cluster.rs.
+    let SeriesCheck {
+        checked,
+        unobserved,
+        missing,
+    } = check_series(&queries, &exported, |name| {
+        !name.starts_with("dig_operator_") && !PROMETHEUS_SERIES.contains(&name)
+    });
     assert!(
         missing.is_empty(),
         "series queried by the chart but exported by neither dig-bootstrap nor dig-sidecar:\n{}\nexported: {exported:?}",

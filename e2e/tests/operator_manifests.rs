@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use dig_e2e::cluster::{ClusterError, TOOLS_ENV, TestCluster, cluster_script};
-use dig_e2e::operator::{crds_dir, install_crds};
+use dig_e2e::operator::{NETWORK_KIND, NODE_KIND, crds_dir, dig_manifest, install_crds};
 use dig_e2e::process::workspace_root;
 use serde_json::{Value, json};
 
@@ -31,21 +31,11 @@ fn yaml_files(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 fn network(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "dig.net/v1alpha1",
-        "kind": "DigNetwork",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": spec
-    })
+    dig_manifest(NETWORK_KIND, NAMESPACE, name, spec)
 }
 
 fn dignode(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "dig.net/v1alpha1",
-        "kind": "DigNode",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": spec
-    })
+    dig_manifest(NODE_KIND, NAMESPACE, name, spec)
 }
 
 fn apply(cluster: &TestCluster, manifest: &Value, dry_run: bool) -> Result<String, ClusterError> {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use dig_e2e::cluster::TestCluster;
 use dig_e2e::operator::{
-    NETWORK_KIND, OperatorOptions, OperatorProcess, condition, eventually, get_object,
-    install_crds, is_ready,
+    NETWORK_KIND, NODE_KIND, OperatorOptions, OperatorProcess, condition, dig_manifest, eventually,
+    get_object, install_crds, install_prometheus_operator_crd, is_ready,
 };
 use dig_e2e::process::workspace_root;
 use serde_json::{Value, json};
@@ -29,49 +29,8 @@ const NODE_IMAGE_2: &str = "registry.local/dig-sidecar:2";
 const NODE_IMAGE_3: &str = "registry.local/dig-sidecar:3";
 const HOSTNAME: &str = "bootstrap.alpha.example.com";
 
-/// The Prometheus operator's ServiceMonitor API, reduced to what the API server needs to serve it.
-const SERVICE_MONITOR_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: servicemonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {plural: servicemonitors, singular: servicemonitor, kind: ServiceMonitor, listKind: ServiceMonitorList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
-
-/// The Prometheus operator's PodMonitor API, reduced the same way.
-const POD_MONITOR_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: podmonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {plural: podmonitors, singular: podmonitor, kind: PodMonitor, listKind: PodMonitorList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
-
 fn network(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "dig.net/v1alpha1",
-        "kind": "DigNetwork",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": spec
-    })
+    dig_manifest(NETWORK_KIND, NAMESPACE, name, spec)
 }
 
 fn apply(cluster: &TestCluster, manifest: &Value) {
@@ -548,12 +507,12 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
     // --- a DigNode joins alpha, becomes Ready and follows alpha's node image.
     apply(
         &cluster,
-        &json!({
-            "apiVersion": "dig.net/v1alpha1",
-            "kind": "DigNode",
-            "metadata": {"name": "solo", "namespace": NAMESPACE},
-            "spec": {"networkRef": {"name": "alpha"}, "storage": {"size": "1Gi"}}
-        }),
+        &dig_manifest(
+            NODE_KIND,
+            NAMESPACE,
+            "solo",
+            json!({"networkRef": {"name": "alpha"}, "storage": {"size": "1Gi"}}),
+        ),
     );
     kubectl_wait_ready(&cluster, "dignode/solo");
     let solo = ready_with(&cluster, "dignode", "solo", |n| {
@@ -585,21 +544,12 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
 
     // --- the operator killed (SIGKILL) in the middle of a reconcile, with the monitoring API
     // installed meanwhile: the restarted operator finishes the job and adds ServiceMonitors.
-    for (crd, manifest) in [
-        ("servicemonitors", SERVICE_MONITOR_CRD),
-        ("podmonitors", POD_MONITOR_CRD),
+    for (plural, kind) in [
+        ("servicemonitors", "ServiceMonitor"),
+        ("podmonitors", "PodMonitor"),
     ] {
-        cluster
-            .kubectl_with_stdin(["apply", "-f", "-"], manifest)
-            .unwrap_or_else(|e| panic!("install the {crd} CRD: {e}"));
-        cluster
-            .kubectl([
-                "wait",
-                "--for=condition=Established",
-                &format!("crd/{crd}.monitoring.coreos.com"),
-                "--timeout=60s",
-            ])
-            .unwrap_or_else(|e| panic!("{crd} CRD established: {e}"));
+        install_prometheus_operator_crd(&cluster, plural, kind)
+            .unwrap_or_else(|e| panic!("install the {kind} CRD: {e}"));
     }
     apply(
         &cluster,

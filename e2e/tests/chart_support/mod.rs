@@ -386,3 +386,40 @@ pub fn registered_in_source(name: &str) -> bool {
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .contains(&format!("\"{base}\""))
 }
+
+/// The series named by the chart's queries, sorted by what a `/metrics` page showed.
+#[derive(Debug, Default)]
+pub struct SeriesCheck {
+    /// Exported on the page.
+    pub checked: BTreeSet<String>,
+    /// Not on the page but registered in the owner's metrics module: a labelled family nothing has
+    /// touched yet (prometheus-client omits it until its first child).
+    pub unobserved: BTreeSet<String>,
+    /// Neither: `<origin>: <series>` for each.
+    pub missing: Vec<String>,
+}
+
+/// Sorts every series that `queries` (origin, PromQL) name and `wanted` keeps against the
+/// `exported` series names.
+pub fn check_series(
+    queries: &[(String, String)],
+    exported: &BTreeSet<String>,
+    wanted: impl Fn(&str) -> bool,
+) -> SeriesCheck {
+    let mut check = SeriesCheck::default();
+    for (origin, expr) in queries {
+        for name in promql_series_names(expr) {
+            if !wanted(&name) {
+                continue;
+            }
+            if exported.contains(&name) {
+                check.checked.insert(name);
+            } else if registered_in_source(&name) {
+                check.unobserved.insert(name);
+            } else {
+                check.missing.push(format!("{origin}: {name}"));
+            }
+        }
+    }
+    check
+}

@@ -792,22 +792,14 @@ fn security_context() {
 fn probes() {
     let c = build("nodes:\n  apiPort: 9090");
     let node = node_container(&c);
-    let liveness = node
-        .liveness_probe
-        .as_ref()
-        .unwrap()
-        .http_get
-        .as_ref()
-        .unwrap();
-    assert_eq!(liveness.path.as_deref(), Some("/health"));
-    let readiness = node
-        .readiness_probe
-        .as_ref()
-        .unwrap()
-        .http_get
-        .as_ref()
-        .unwrap();
-    assert_eq!(readiness.path.as_deref(), Some("/ready"));
+    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|get| get.path.clone())
+    };
+    assert_eq!(probe_path(&node.liveness_probe).as_deref(), Some("/health"));
+    assert_eq!(probe_path(&node.readiness_probe).as_deref(), Some("/ready"));
     let api = node
         .ports
         .as_ref()
@@ -819,15 +811,7 @@ fn probes() {
     assert!(node_config(&c).contains("api-listen: 0.0.0.0:9090"));
     let bootstrap = bootstrap_container(&c);
     assert_eq!(
-        bootstrap
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
+        probe_path(&bootstrap.readiness_probe).as_deref(),
         Some("/ready")
     );
 }
