@@ -359,6 +359,34 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
     // The app container is as written.
     assert_eq!(injected["spec"]["containers"].as_array().unwrap().len(), 1);
 
+    // A volume the non-root sidecar may not be able to write: admitted and injected, with a
+    // warning kubectl shows (made an error here so that its text can be checked).
+    let mut on_claim = pod(
+        "on-claim",
+        json!({"dig.net/inject": "prod"}),
+        json!({"dig.net/volume": "stores"}),
+    );
+    on_claim["spec"]["volumes"] =
+        json!([{"name": "stores", "persistentVolumeClaim": {"claimName": "stores"}}]);
+    match cluster.kubectl_with_stdin(
+        ["apply", "--warnings-as-errors", "-f", "-"],
+        &on_claim.to_string(),
+    ) {
+        Ok(output) => panic!("expected a warning about fsGroup, got: {output}"),
+        Err(ClusterError::Kubectl { stderr, .. }) => {
+            assert!(
+                stderr.contains("Warning:") && stderr.contains("fsGroup"),
+                "{stderr}"
+            );
+        }
+        Err(other) => panic!("kubectl could not run: {other}"),
+    }
+    let on_claim = serde_json::to_value(pods.get("on-claim").await.expect("on-claim pod")).unwrap();
+    assert_eq!(
+        on_claim["spec"]["initContainers"][0]["name"], "dig-sidecar",
+        "{on_claim}"
+    );
+
     // An unlabelled pod is not touched.
     apply(&cluster, &pod("plain", json!({"app": "plain"}), json!({})))
         .expect("the unlabelled pod is admitted");
@@ -483,7 +511,7 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
     // the webhook); of the two replicas, exactly one wrote the certificate.
     let metrics = metrics_of(metrics_addr).await;
     for expected in [
-        "dig_operator_webhook_admissions_total{result=\"allowed_injected\"} 1",
+        "dig_operator_webhook_admissions_total{result=\"allowed_injected\"} 2",
         "dig_operator_webhook_admissions_total{result=\"allowed_skipped\"} 1",
         "dig_operator_webhook_admissions_total{result=\"denied\"} 5",
         "dig_operator_webhook_certificate_expiry_timestamp_seconds ",
