@@ -413,6 +413,13 @@ pub fn injection_warnings(pod: &Pod) -> Vec<String> {
             volume.name
         ));
     }
+    if pod.spec.as_ref().and_then(|spec| spec.host_network) == Some(true) {
+        warnings.push(format!(
+            "the pod uses the host network: the dig-sidecar's P2P and API ports are opened on the \
+             node itself, so two such pods on one node collide; choose free ones with \
+             {P2P_PORT_ANNOTATION} and {API_PORT_ANNOTATION}"
+        ));
+    }
     warnings
 }
 
@@ -1464,6 +1471,14 @@ mod tests {
         assert_eq!(warnings(json!({"runAsUser": 0}), claim).len(), 1);
         // emptyDir is writable by every user.
         assert!(warnings(json!({}), json!({"name": "stores", "emptyDir": {}})).is_empty());
+
+        let mut on_host = labelled_pod();
+        on_host["spec"]["hostNetwork"] = json!(true);
+        on_host["spec"]["volumes"][0] = json!({"name": "stores", "emptyDir": {}});
+        let found = injection_warnings(&serde_json::from_value(on_host).unwrap());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("host network"), "{}", found[0]);
+        assert!(found[0].contains(P2P_PORT_ANNOTATION), "{}", found[0]);
     }
 
     #[test]
