@@ -413,6 +413,29 @@ pub fn injection_warnings(pod: &Pod) -> Vec<String> {
             volume.name
         ));
     }
+    // Controllers that stamp many pods from one template give them all the same claim (unlike a
+    // StatefulSet's volumeClaimTemplates): their nodes would share one identity and one folder.
+    let shared_by = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| {
+            owner.controller == Some(true)
+                && ["ReplicaSet", "ReplicationController", "DaemonSet", "Job"]
+                    .contains(&owner.kind.as_str())
+        });
+    if let (Some(owner), Some(volume)) = (shared_by, volume)
+        && volume.persistent_volume_claim.is_some()
+    {
+        warnings.push(format!(
+            "volume {:?} is a claim named in the pod template of {} {:?}: every pod it makes \
+             mounts the same claim, so their dig-sidecars would share one identity and one \
+             folder; give each pod its own volume (a StatefulSet's volumeClaimTemplates, or an \
+             ephemeral volume)",
+            volume.name, owner.kind, owner.name
+        ));
+    }
     if pod.spec.as_ref().and_then(|spec| spec.host_network) == Some(true) {
         warnings.push(format!(
             "the pod uses the host network: the dig-sidecar's P2P and API ports are opened on the \
@@ -1471,6 +1494,18 @@ mod tests {
         assert_eq!(warnings(json!({"runAsUser": 0}), claim).len(), 1);
         // emptyDir is writable by every user.
         assert!(warnings(json!({}), json!({"name": "stores", "emptyDir": {}})).is_empty());
+
+        // A claim in a ReplicaSet's template is shared by all its pods.
+        let mut replica = labelled_pod();
+        replica["spec"]["securityContext"] = json!({"fsGroup": 2000});
+        replica["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+            "kind": "ReplicaSet", "name": "web-6d4f", "uid": "1", "controller": true}]);
+        let found = injection_warnings(&serde_json::from_value(replica.clone()).unwrap());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("ReplicaSet \"web-6d4f\""), "{}", found[0]);
+        // A StatefulSet's pods each get their own claim.
+        replica["metadata"]["ownerReferences"][0]["kind"] = json!("StatefulSet");
+        assert!(injection_warnings(&serde_json::from_value(replica).unwrap()).is_empty());
 
         let mut on_host = labelled_pod();
         on_host["spec"]["hostNetwork"] = json!(true);
