@@ -1,0 +1,447 @@
+//! Registry benchmark: starts the real `dig-bootstrap` (release build) on loopback, registers
+//! 100,000 signed peers of 10 stores each, then measures lookups, over plain HTTP and over TLS.
+//! In the same run and with the same load generator it measures Syncthing's discovery server
+//! (`stdiscosrv`) with as many devices, over `-http` and over TLS, and prints one comparison
+//! table. Prints figures; asserts nothing about them.
+//!
+//!     cargo bench -p dig-bootstrap
+//!
+//! Environment: DIG_BENCH_PEERS (default 100000), DIG_BENCH_CONNECTIONS (default 32),
+//! DIG_BENCH_SECONDS (each lookup phase, default 5), DIG_BOOTSTRAP_BIN (server binary to use
+//! instead of building `target/release/dig-bootstrap`), DIG_BENCH_STDISCOSRV (the `stdiscosrv`
+//! binary; default: on the PATH, from `apt-get install syncthing-discosrv`; the comparison is
+//! skipped when there is none), DIG_BENCH_DISCO_DEVICES (devices announced to stdiscosrv,
+//! default DIG_BENCH_PEERS), DIG_BENCH_DISCO_TLS_ANNOUNCES (announcements over TLS, one client
+//! certificate and connection each, default 1000).
+
+mod dig;
+mod load;
+mod stdiscosrv;
+mod tls;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dig_bootstrap::record::now_ms;
+use libp2p_identity::Keypair;
+use tokio::runtime::Runtime;
+
+use dig::STORES_PER_PEER;
+use load::{Rate, Target};
+use tls::{Certificate, PemFiles};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn resident_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    kib as f64 / 1024.0
+}
+
+struct Settings {
+    peers: usize,
+    connections: usize,
+    seconds: u64,
+}
+
+/// One line of the comparison table.
+struct Row {
+    server: &'static str,
+    transport: &'static str,
+    records: String,
+    lookup: &'static str,
+    lookups: Rate,
+    write: &'static str,
+    writes: Option<Rate>,
+    resident_mib: f64,
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing special: run either way.
+    let settings = Settings {
+        peers: env_usize("DIG_BENCH_PEERS", 100_000),
+        connections: env_usize("DIG_BENCH_CONNECTIONS", 32),
+        seconds: env_usize("DIG_BENCH_SECONDS", 5) as u64,
+    };
+    dig_bootstrap::install_crypto_provider();
+    let binary = dig::server_binary();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!("dig-bootstrap registry benchmark ({})", binary.display());
+    println!(
+        "  machine: {} CPUs, shared with the load generator (and any other work)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let peers = settings.peers;
+    let signing = Instant::now();
+    let keypairs: Vec<Keypair> = (0..peers).map(|_| Keypair::generate_ed25519()).collect();
+    let now = now_ms();
+    let bodies = Arc::new(dig::signed_bodies(&keypairs, now, 1));
+    // Heartbeats: the same peers again, newer timestamp and versions (the refresh path).
+    let heartbeats = Arc::new(dig::signed_bodies(&keypairs, now + 1_000, 2));
+    println!(
+        "  pre-signed 2 x {peers} records of {STORES_PER_PEER} stores each in {:.1} s (not timed below)",
+        signing.elapsed().as_secs_f64()
+    );
+
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let server_certificate = Certificate::for_servers();
+    let pem = server_certificate.write_pem(folder.path());
+    let mut rows = Vec::new();
+    rows.push(bench_dig_plain(
+        &runtime,
+        &settings,
+        &binary,
+        bodies.clone(),
+        heartbeats,
+    ));
+    rows.push(bench_dig_tls(
+        &runtime,
+        &settings,
+        &binary,
+        bodies,
+        &server_certificate,
+        &pem,
+    ));
+    match stdiscosrv::find_binary() {
+        Some(discosrv) => rows.extend(bench_stdiscosrv(
+            &runtime,
+            &settings,
+            &discosrv,
+            folder.path(),
+            &server_certificate,
+            &pem,
+        )),
+        None => println!(
+            "  stdiscosrv not found: the comparison with Syncthing's discovery server is skipped. \
+             Install it with `apt-get install syncthing-discosrv` (Debian), or set \
+             DIG_BENCH_STDISCOSRV to its path."
+        ),
+    }
+    print_table(&settings, &rows);
+}
+
+fn bench_dig_plain(
+    runtime: &Runtime,
+    settings: &Settings,
+    binary: &std::path::Path,
+    bodies: Arc<Vec<Bytes>>,
+    heartbeats: Arc<Vec<Bytes>>,
+) -> Row {
+    let Settings {
+        peers,
+        connections,
+        seconds,
+    } = *settings;
+    println!("dig-bootstrap, plain HTTP:");
+    let server = dig::start_server(binary, peers, None);
+    let target = Target {
+        address: server.address,
+        tls: None,
+    };
+    runtime.block_on(load::wait_ready(server.address));
+    let idle_mib = resident_mib(server.pid());
+
+    let registered = runtime.block_on(load::send_all(
+        &target,
+        peers,
+        dig::registrations(bodies),
+        connections,
+        200,
+    ));
+    println!(
+        "  registrations: {peers} signed records in {:.2} s = {:.0} registrations/s (target >= 10000)",
+        registered.elapsed.as_secs_f64(),
+        registered.per_second()
+    );
+    let refreshed = runtime.block_on(load::send_all(
+        &target,
+        peers,
+        dig::registrations(heartbeats),
+        connections,
+        200,
+    ));
+    println!(
+        "  refreshes (heartbeats of registered peers): {peers} in {:.2} s = {:.0} refreshes/s",
+        refreshed.elapsed.as_secs_f64(),
+        refreshed.per_second()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "  resident memory: {idle_mib:.1} MB idle, {:.1} MB with {peers} live peers of {STORES_PER_PEER} stores (target < 150 MB)",
+        resident_mib(server.pid())
+    );
+
+    let mut peers_rate = None;
+    for path in [
+        "/peers?limit=50",
+        "/peers/store/store-0001?limit=50",
+        "/stats",
+    ] {
+        let rate = runtime.block_on(load::lookups(
+            &target,
+            Arc::new(vec![path.to_owned()]),
+            connections,
+            seconds,
+        ));
+        println!(
+            "  GET {path}: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive connections{}",
+            rate.count,
+            rate.elapsed.as_secs_f64(),
+            rate.per_second(),
+            if path == "/peers?limit=50" {
+                " (target >= 50000)"
+            } else {
+                ""
+            }
+        );
+        peers_rate.get_or_insert(rate);
+    }
+    let resident = resident_mib(server.pid());
+    println!("  resident memory after lookups: {resident:.1} MB");
+    Row {
+        server: "dig-bootstrap",
+        transport: "http",
+        records: format!("{peers} peers x {STORES_PER_PEER} stores"),
+        lookup: "GET /peers?limit=50",
+        lookups: peers_rate.expect("the /peers phase ran"),
+        write: "signed registrations",
+        writes: Some(registered),
+        resident_mib: resident,
+    }
+}
+
+fn bench_dig_tls(
+    runtime: &Runtime,
+    settings: &Settings,
+    binary: &std::path::Path,
+    bodies: Arc<Vec<Bytes>>,
+    server_certificate: &Certificate,
+    pem: &PemFiles,
+) -> Row {
+    let Settings {
+        peers,
+        connections,
+        seconds,
+    } = *settings;
+    println!("dig-bootstrap, TLS (--tls-cert/--tls-key):");
+    let server = dig::start_server(binary, peers, Some(pem));
+    let target = Target {
+        address: server.address,
+        tls: Some(tls::client_config(&server_certificate.der, None)),
+    };
+    runtime.block_on(load::wait_ready(server.address));
+    let registered = runtime.block_on(load::send_all(
+        &target,
+        peers,
+        dig::registrations(bodies),
+        connections,
+        200,
+    ));
+    println!(
+        "  registrations: {peers} signed records in {:.2} s = {:.0} registrations/s",
+        registered.elapsed.as_secs_f64(),
+        registered.per_second()
+    );
+    let rate = runtime.block_on(load::lookups(
+        &target,
+        Arc::new(vec!["/peers?limit=50".to_owned()]),
+        connections,
+        seconds,
+    ));
+    println!(
+        "  GET /peers?limit=50: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive TLS connections",
+        rate.count,
+        rate.elapsed.as_secs_f64(),
+        rate.per_second()
+    );
+    let resident = resident_mib(server.pid());
+    println!("  resident memory after lookups: {resident:.1} MB");
+    Row {
+        server: "dig-bootstrap",
+        transport: "https",
+        records: format!("{peers} peers x {STORES_PER_PEER} stores"),
+        lookup: "GET /peers?limit=50",
+        lookups: rate,
+        write: "signed registrations",
+        writes: Some(registered),
+        resident_mib: resident,
+    }
+}
+
+/// Announces the devices to an `-http` instance and measures its lookups, then serves the same
+/// database over TLS and measures those, and announcements over TLS with a certificate each.
+fn bench_stdiscosrv(
+    runtime: &Runtime,
+    settings: &Settings,
+    binary: &std::path::Path,
+    folder: &std::path::Path,
+    server_certificate: &Certificate,
+    pem: &PemFiles,
+) -> Vec<Row> {
+    let Settings {
+        connections,
+        seconds,
+        ..
+    } = *settings;
+    let count = env_usize("DIG_BENCH_DISCO_DEVICES", settings.peers).max(1);
+    let tls_announces = env_usize("DIG_BENCH_DISCO_TLS_ANNOUNCES", 1_000).min(count);
+    let version = std::process::Command::new(binary)
+        .arg("-version")
+        .output()
+        .map(|output| {
+            // Go's log package writes to stderr; look at both.
+            let text = [output.stdout, output.stderr].concat();
+            String::from_utf8_lossy(&text).trim().to_owned()
+        })
+        .unwrap_or_default();
+    println!("stdiscosrv ({}; {version}):", binary.display());
+    let making = Instant::now();
+    let devices = Arc::new(stdiscosrv::devices(count));
+    println!(
+        "  made {count} device certificates in {:.1} s (not timed below)",
+        making.elapsed().as_secs_f64()
+    );
+    let paths = Arc::new(stdiscosrv::lookup_paths(&devices));
+    let database = folder.join("stdiscosrv.db");
+    let records = format!("{count} devices x 2 addresses");
+    let mut rows = Vec::new();
+
+    let server = stdiscosrv::start(binary, &database, &pem.cert, &pem.key, false);
+    let target = Target {
+        address: server.address,
+        tls: None,
+    };
+    runtime.block_on(load::wait_ready(server.address));
+    let announced = runtime.block_on(load::send_all(
+        &target,
+        count,
+        stdiscosrv::announce_with_header(devices.clone()),
+        connections,
+        204,
+    ));
+    println!(
+        "  -http: announcements (certificate in X-Tls-Client-Cert-Der-Base64): {count} in {:.2} s = {:.0} announcements/s",
+        announced.elapsed.as_secs_f64(),
+        announced.per_second()
+    );
+    println!(
+        "  -http: resident memory with {count} devices: {:.1} MB",
+        resident_mib(server.pid())
+    );
+    let rate = runtime.block_on(load::lookups(&target, paths.clone(), connections, seconds));
+    println!(
+        "  -http: GET /?device=ID of {count} announced devices in turn: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive connections",
+        rate.count,
+        rate.elapsed.as_secs_f64(),
+        rate.per_second()
+    );
+    let resident = resident_mib(server.pid());
+    println!("  -http: resident memory after lookups: {resident:.1} MB");
+    rows.push(Row {
+        server: "stdiscosrv",
+        transport: "http",
+        records: records.clone(),
+        lookup: "GET /?device=ID",
+        lookups: rate,
+        write: "announcements",
+        writes: Some(announced),
+        resident_mib: resident,
+    });
+    drop(server);
+
+    // Its normal mode: TLS, serving the database the -http instance filled.
+    let server = stdiscosrv::start(binary, &database, &pem.cert, &pem.key, true);
+    let target = Target {
+        address: server.address,
+        tls: Some(tls::client_config(&server_certificate.der, None)),
+    };
+    runtime.block_on(load::wait_ready(server.address));
+    let rate = runtime.block_on(load::lookups(&target, paths, connections, seconds));
+    println!(
+        "  TLS: GET /?device=ID of {count} announced devices in turn: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive TLS connections",
+        rate.count,
+        rate.elapsed.as_secs_f64(),
+        rate.per_second()
+    );
+    let resident = resident_mib(server.pid());
+    println!("  TLS: resident memory after lookups: {resident:.1} MB");
+    let tls_devices = devices.clone();
+    let configs: Arc<dyn Fn(usize) -> Arc<tokio_rustls::rustls::ClientConfig> + Send + Sync> = {
+        let trusted = server_certificate.der.clone();
+        Arc::new(move |index| tls::client_config(&trusted, Some(&tls_devices[index].certificate)))
+    };
+    let announced = runtime.block_on(load::send_each_on_new_connection(
+        server.address,
+        tls_announces,
+        configs,
+        stdiscosrv::announce_over_tls(),
+        connections,
+        204,
+    ));
+    println!(
+        "  TLS: announcements with the device's client certificate, a new connection each (as devices do): {tls_announces} in {:.2} s = {:.0} announcements/s",
+        announced.elapsed.as_secs_f64(),
+        announced.per_second()
+    );
+    rows.push(Row {
+        server: "stdiscosrv",
+        transport: "https",
+        records,
+        lookup: "GET /?device=ID",
+        lookups: rate,
+        write: "announcements, new TLS conn each",
+        writes: Some(announced),
+        resident_mib: resident,
+    });
+    rows
+}
+
+fn print_table(settings: &Settings, rows: &[Row]) {
+    println!(
+        "comparison (same run, same load generator: {} keep-alive connections, {} s per lookup phase; writes over as many connections):",
+        settings.connections, settings.seconds
+    );
+    println!(
+        "  {:<14} {:<6} {:<28} {:<20} {:>10}  {:>10}  {:<33} {:>8}",
+        "server", "proto", "records", "lookup", "lookups/s", "writes/s", "writes", "RSS MB"
+    );
+    for row in rows {
+        let writes = row
+            .writes
+            .map(|rate| format!("{:.0}", rate.per_second()))
+            .unwrap_or_else(|| "-".to_owned());
+        println!(
+            "  {:<14} {:<6} {:<28} {:<20} {:>10.0}  {:>10}  {:<33} {:>8.1}",
+            row.server,
+            row.transport,
+            row.records,
+            row.lookup,
+            row.lookups.per_second(),
+            writes,
+            row.write,
+            row.resident_mib
+        );
+    }
+    if rows.iter().any(|row| row.server == "stdiscosrv") {
+        println!(
+            "  notes: a dig-bootstrap lookup answers 50 peers with their addresses, a stdiscosrv \
+             lookup one device's addresses; stdiscosrv keeps its records in LevelDB on disk (the \
+             page cache is not in its RSS), dig-bootstrap in memory."
+        );
+    }
+}
