@@ -267,6 +267,13 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     let chart = chart_dir();
     let chart_arg = chart.to_str().expect("UTF-8 path");
     let kubectl = |args: &[&str]| run_kubectl(&kubeconfig, &tools, args, None);
+    // `helm <command> <release> <extra...>` for the release in NAMESPACE of this cluster.
+    let release = |command: &str, extra: &[&str]| {
+        let mut args = vec![command, RELEASE];
+        args.extend_from_slice(extra);
+        args.extend(["--namespace", NAMESPACE, "--kubeconfig", &kubeconfig_arg]);
+        helm.run(&args)
+    };
 
     // The watchNamespaces rendering against the real API server (server-side dry run).
     kubectl(&["create", "namespace", "team-a"]).expect("namespace team-a");
@@ -282,17 +289,7 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     )
     .expect("the API server accepts the chart rendered with watchNamespaces");
 
-    let installed = helm
-        .run(&[
-            "install",
-            RELEASE,
-            chart_arg,
-            "--namespace",
-            NAMESPACE,
-            "--kubeconfig",
-            &kubeconfig_arg,
-        ])
-        .expect("helm install");
+    let installed = release("install", &[chart_arg]).expect("helm install");
     // NOTES.txt tells the user what to do next.
     for next_step in [
         "kind: DigNetwork",
@@ -469,31 +466,12 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     let _ = operator.wait_timeout(Duration::from_secs(15));
 
     // Upgrade, then uninstall: the CRDs and the user's network stay.
-    helm.run(&[
-        "upgrade",
-        RELEASE,
-        chart_arg,
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        &kubeconfig_arg,
-        "--set",
-        "replicaCount=1",
-    ])
-    .expect("helm upgrade");
+    release("upgrade", &[chart_arg, "--set", "replicaCount=1"]).expect("helm upgrade");
     assert!(
         kubectl(&["get", "pdb", FULLNAME, "-n", NAMESPACE]).is_err(),
         "one replica: the upgrade removed the PodDisruptionBudget"
     );
-    helm.run(&[
-        "uninstall",
-        RELEASE,
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        &kubeconfig_arg,
-    ])
-    .expect("helm uninstall");
+    release("uninstall", &[]).expect("helm uninstall");
     for crd in ["crd/dignetworks.dig.net", "crd/dignodes.dig.net"] {
         kubectl(&["get", crd]).expect("helm.sh/resource-policy: keep leaves the CRDs in place");
     }
@@ -505,17 +483,10 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     );
 
     // With watchNamespaces the operator works from Roles in the watched namespaces only.
-    helm.run(&[
+    release(
         "install",
-        RELEASE,
-        chart_arg,
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        &kubeconfig_arg,
-        "--set",
-        "watchNamespaces={chart-net}",
-    ])
+        &[chart_arg, "--set", "watchNamespaces={chart-net}"],
+    )
     .expect("helm install with watchNamespaces");
     assert!(
         kubectl(&["get", "clusterrole", &format!("{FULLNAME}-workloads")]).is_err(),
@@ -546,15 +517,7 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     // With cert-manager the operator serves the certificate from files and needs neither the
     // Secret nor the webhook configuration: run it with that (smaller) RBAC. cert-manager's own
     // kinds are left out, as this cluster has no cert-manager.
-    helm.run(&[
-        "uninstall",
-        RELEASE,
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        &kubeconfig_arg,
-    ])
-    .expect("helm uninstall");
+    release("uninstall", &[]).expect("helm uninstall");
     let rendered = helm.template(&["--set", "webhook.certManager.enabled=true"]);
     let items: Vec<Value> = rendered
         .objects

@@ -8,9 +8,8 @@ use std::ffi::OsString;
 use dig_operator::reconcile::{
     args::{CONFIG_DIR, CONFIG_FILE},
     build::CONFIG_KEY,
-    build_node::{build_node, validate_node},
     fixtures::{
-        bootstrap_container, build_with, dig_node, images, network, node_container,
+        bootstrap_container, build_edge_node, build_with, network, node_container,
         statefulset_container,
     },
     validate::{NetworkFacts, PskSecret},
@@ -150,11 +149,10 @@ fn every_feature_of_the_spec_parses() {
 #[test]
 fn dig_node_args_parse() {
     let net = network("networkId: testnet");
-    let node = dig_node(
-        "edge",
+    let children = build_edge_node(
+        &net,
         "networkRef:\n  name: net\nexposure:\n  type: NodePort\n  nodePortBase: 31400\n  announceDomain: edge.example.com",
     );
-    let children = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
     let run = parse_node(
         statefulset_container(&children.statefulset),
         &children.config,

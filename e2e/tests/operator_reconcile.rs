@@ -584,10 +584,17 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
     }
     let beta = must_get(&cluster, "dignetwork", "beta");
     let beta_uid = string_at(&beta, "/metadata/uid").to_string();
-    for monitor in ["beta-bootstrap", "beta-node"] {
-        let monitor = eventually("beta's ServiceMonitors", WAIT, || {
-            let object = get(&cluster, "servicemonitor", monitor);
-            async move { object.ok_or(format!("no ServiceMonitor {monitor}")) }
+    // PodMonitors scrape the nodes outside the StatefulSet (injected sidecars, DigNodes) as the
+    // network's node job, each pod once.
+    for (kind, name) in [
+        ("servicemonitor", "beta-bootstrap"),
+        ("servicemonitor", "beta-node"),
+        ("podmonitor", "beta-injected"),
+        ("podmonitor", "beta-dignodes"),
+    ] {
+        let monitor = eventually("beta's monitors", WAIT, || {
+            let object = get(&cluster, kind, name);
+            async move { object.ok_or(format!("no {kind} {name}")) }
         })
         .await;
         assert_owned_child(&monitor, &beta_uid);
@@ -595,6 +602,9 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
             monitor["metadata"]["labels"]["release"], "prom",
             "{monitor}"
         );
+        if kind == "podmonitor" {
+            assert_job_relabelled(&monitor, "beta-node");
+        }
     }
     // alpha asked for one too; gamma did not.
     for monitor in ["alpha-bootstrap", "alpha-node"] {
@@ -605,21 +615,6 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
         "gamma has serviceMonitor off"
     );
 
-    // --- PodMonitors scrape the nodes outside the StatefulSet (injected sidecars, DigNodes) as
-    // the network's node job, each pod once.
-    for monitor_name in ["beta-injected", "beta-dignodes"] {
-        let monitor = eventually("beta's PodMonitors", WAIT, || {
-            let object = get(&cluster, "podmonitor", monitor_name);
-            async move { object.ok_or(format!("no PodMonitor {monitor_name}")) }
-        })
-        .await;
-        assert_owned_child(&monitor, &beta_uid);
-        assert_eq!(
-            monitor["metadata"]["labels"]["release"], "prom",
-            "{monitor}"
-        );
-        assert_job_relabelled(&monitor, "beta-node");
-    }
     let injected = must_get(&cluster, "podmonitor", "alpha-injected");
     assert_owned_child(&injected, &alpha_uid);
     assert_eq!(

@@ -6,10 +6,10 @@ use super::*;
 use crate::{
     crd::DigNetwork,
     reconcile::{
-        build_node::{build_node, validate_node},
+        build_node::validate_node,
         fixtures::{
-            bootstrap_container, build_with, dig_node, images, network, node_config_hash,
-            node_container, statefulset_container, template,
+            bootstrap_container, build_edge_node, build_with, dig_node, images, network,
+            node_config_hash, node_container, statefulset_container, template,
         },
         validate::{NetworkFacts, PskSecret, validate_network},
     },
@@ -604,9 +604,7 @@ fn the_dignode_pod_monitor_selects_the_pods_of_the_networks_dignodes_only() {
     let selector = match_labels(&c.pod_monitors[1]);
     let node_of = |network: &DigNetwork| {
         let network_name = network.metadata.name.as_deref().unwrap();
-        let node = dig_node("solo", &format!("networkRef:\n  name: {network_name}"));
-        let valid = validate_node(&node, Some(network), &images(), None).unwrap();
-        build_node(&valid)
+        build_edge_node(network, &format!("networkRef:\n  name: {network_name}"))
     };
     let solo = node_of(&net);
     assert!(
@@ -892,12 +890,10 @@ fn dig_node_with_its_own_volume() {
     let net = network(
         "networkId: testnet\nnodes:\n  image: custom/sidecar:2\n  resources:\n    limits:\n      memory: 512Mi",
     );
-    let node = dig_node(
-        "edge",
+    let c = build_edge_node(
+        &net,
         "networkRef:\n  name: net\nstorage:\n  size: 50Gi\n  storageClassName: fast",
     );
-    let valid = validate_node(&node, Some(&net), &images(), None).unwrap();
-    let c = build_node(&valid);
     let sts = c.statefulset.spec.as_ref().unwrap();
     assert_eq!(c.statefulset.metadata.name.as_deref(), Some("dignode-edge"));
     assert_eq!(sts.replicas, Some(1));
@@ -932,11 +928,10 @@ fn dig_node_with_its_own_volume() {
 #[test]
 fn dig_node_with_an_existing_claim_and_exposure() {
     let net = network("{}");
-    let node = dig_node(
-        "edge",
+    let c = build_edge_node(
+        &net,
         "networkRef:\n  name: net\nexistingClaim: restored-data\nimage: mine:1\nexposure:\n  type: LoadBalancer\n  announceDomain: edge.example.com",
     );
-    let c = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
     let sts = c.statefulset.spec.as_ref().unwrap();
     assert!(sts.volume_claim_templates.is_none());
     let pod = sts.template.spec.as_ref().unwrap();
@@ -967,11 +962,10 @@ fn dig_node_with_an_existing_claim_and_exposure() {
 #[test]
 fn dig_node_announces_its_node_port() {
     let net = network("{}");
-    let node = dig_node(
-        "edge",
+    let c = build_edge_node(
+        &net,
         "networkRef:\n  name: net\nexposure:\n  type: NodePort\n  nodePortBase: 31400\n  announceDomain: edge.example.com",
     );
-    let c = build_node(&validate_node(&node, Some(&net), &images(), None).unwrap());
     let args = statefulset_container(&c.statefulset).args.clone().unwrap();
     assert!(
         has_pair(

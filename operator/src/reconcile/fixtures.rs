@@ -9,6 +9,7 @@ use k8s_openapi::api::{
 
 use super::{
     build::{NetworkChildren, build_network},
+    build_node::{NodeChildren, build_node, validate_node},
     meta::CONFIG_HASH_ANNOTATION,
     validate::{DefaultImages, NetworkFacts, validate_network},
 };
@@ -52,6 +53,15 @@ pub fn build_with(network: &DigNetwork, facts: NetworkFacts) -> NetworkChildren 
     let valid = validate_network(network, &images(), facts)
         .unwrap_or_else(|invalid| panic!("the fixture is invalid: {invalid}"));
     build_network(&valid)
+}
+
+/// The children of the DigNode `edge` with `spec_yaml` as its spec, joined to the public
+/// `network`.
+pub fn build_edge_node(network: &DigNetwork, spec_yaml: &str) -> NodeChildren {
+    let node = dig_node("edge", spec_yaml);
+    let valid = validate_node(&node, Some(network), &images(), None)
+        .unwrap_or_else(|invalid| panic!("the fixture is invalid: {invalid}"));
+    build_node(&valid)
 }
 
 /// The pod template of a StatefulSet (the network's nodes, or a DigNode's).
