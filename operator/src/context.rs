@@ -223,3 +223,74 @@ impl Context {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::mock_api::MockApi;
+
+    #[tokio::test]
+    async fn resources_are_told_apart_within_a_group_and_the_answer_is_cached() {
+        let (client, mut api) = MockApi::new();
+        let capabilities = Arc::new(Capabilities::new(client, Duration::from_secs(60)));
+        let asking = capabilities.clone();
+        let asked = tokio::spawn(async move {
+            (
+                asking
+                    .has_resource(MONITORING_API, SERVICE_MONITORS)
+                    .await
+                    .unwrap(),
+                asking
+                    .has_resource(MONITORING_API, POD_MONITORS)
+                    .await
+                    .unwrap(),
+                asking.has(MONITORING_API).await.unwrap(),
+            )
+        });
+        // One discovery request answers all three: the ServiceMonitor CRD without the PodMonitor one.
+        api.expect(Method::GET, "/apis/monitoring.coreos.com/v1")
+            .await
+            .respond(
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": MONITORING_API,
+                    "resources": [
+                        {"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true, "kind": "ServiceMonitor", "verbs": ["get", "list"]},
+                        {"name": "servicemonitors/status", "singularName": "", "namespaced": true, "kind": "ServiceMonitor", "verbs": ["get"]}
+                    ]}),
+            );
+        // A second discovery request would go unanswered: bounded wait.
+        let answers = tokio::time::timeout(Duration::from_secs(10), asked)
+            .await
+            .expect("the cached answer was asked of the API server again")
+            .unwrap();
+        assert_eq!(answers, (true, false, true));
+    }
+
+    #[tokio::test]
+    async fn an_absent_group_has_no_resources() {
+        let (client, mut api) = MockApi::new();
+        let capabilities = Capabilities::new(client, Duration::from_secs(60));
+        let asked = tokio::spawn(async move {
+            (
+                capabilities.has(DNS_ENDPOINT_API).await.unwrap(),
+                capabilities
+                    .has_resource(DNS_ENDPOINT_API, "dnsendpoints")
+                    .await
+                    .unwrap(),
+            )
+        });
+        api.expect(Method::GET, "/apis/externaldns.k8s.io/v1alpha1")
+            .await
+            .not_found();
+        let answers = tokio::time::timeout(Duration::from_secs(10), asked)
+            .await
+            .expect("the cached answer was asked of the API server again")
+            .unwrap();
+        assert_eq!(answers, (false, false));
+    }
+}
