@@ -29,29 +29,35 @@ use crate::{
     context::{
         Context, DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, RegistryStats, SERVICE_MONITORS,
     },
-    crd::{BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode},
+    crd::{BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode, network::PrivateNetwork},
     error::{Error, Result},
 };
 
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNetwork";
 
-/// Reads the PSK Secret a private network refers to. A hash of its value goes into the pod
-/// template, so a rotated key rolls the nodes out.
+/// Reads the PSK Secret a network refers to (`None`: the network is not private). A hash of its
+/// value goes into the pod template, so a rotated key rolls the nodes out.
 pub async fn read_psk(
     ctx: &Context,
     namespace: &str,
-    name: &str,
-    key: &str,
+    private: Option<&PrivateNetwork>,
     object: &str,
-) -> Result<PskSecret> {
+) -> Result<Option<PskSecret>> {
+    let Some(private) = private else {
+        return Ok(None);
+    };
+    let (name, key) = (
+        private.psk_secret_ref.name.as_str(),
+        private.psk_secret_ref.key.as_str(),
+    );
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = secrets.get_opt(name).await.map_err(|source| Error::Read {
         what: format!("Secret {namespace}/{name}"),
         object: object.to_string(),
         source: Box::new(source),
     })?;
-    Ok(match secret {
+    Ok(Some(match secret {
         None => PskSecret::NotFound,
         Some(secret) => match secret.data.as_ref().and_then(|d| d.get(key)) {
             Some(value) => PskSecret::Present {
@@ -64,7 +70,7 @@ pub async fn read_psk(
                 None => PskSecret::KeyMissing,
             },
         },
-    })
+    }))
 }
 
 /// Whether the API server serves `plural` of `group_version` (any resource of it: `None`).
@@ -90,19 +96,7 @@ async fn dereference(network: &DigNetwork, ctx: &Context) -> Result<NetworkFacts
     let object = describe(network);
     let namespace = network.namespace().unwrap_or_default();
     let spec = &network.spec;
-    let psk = match &spec.private_network {
-        Some(private) => Some(
-            read_psk(
-                ctx,
-                &namespace,
-                &private.psk_secret_ref.name,
-                &private.psk_secret_ref.key,
-                &object,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let psk = read_psk(ctx, &namespace, spec.private_network.as_ref(), &object).await?;
     let service_monitor_api = has_api(ctx, MONITORING_API, Some(SERVICE_MONITORS), &object).await?;
     let pod_monitor_api = has_api(ctx, MONITORING_API, Some(POD_MONITORS), &object).await?;
     let dns_endpoint_api = has_api(ctx, DNS_ENDPOINT_API, None, &object).await?;

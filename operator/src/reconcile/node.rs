@@ -48,22 +48,10 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
             object: object.clone(),
             source: Box::new(source),
         })?;
-    let psk = match network
+    let private = network
         .as_ref()
-        .and_then(|n| n.spec.private_network.as_ref())
-    {
-        Some(private) => Some(
-            read_psk(
-                &ctx,
-                &namespace,
-                &private.psk_secret_ref.name,
-                &private.psk_secret_ref.key,
-                &object,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+        .and_then(|n| n.spec.private_network.as_ref());
+    let psk = read_psk(&ctx, &namespace, private, &object).await?;
     let previous = node.status.clone().unwrap_or_default();
     let valid = match validate_node(&node, network.as_ref(), &ctx.images, psk) {
         Ok(valid) => valid,
