@@ -1,6 +1,7 @@
 //! The dig-operator chart rendered by the real `helm` with several value sets: lint, then
 //! assertions on the rendered objects (RBAC scope, CRD keep policy, security context, webhook
-//! selectors, monitoring behind the API capability, dashboards, the test pod).
+//! selectors, monitoring behind the API capability, dashboards, the test pod), and the operator's
+//! monitors giving every node the job the dashboards select.
 
 mod chart_support;
 
@@ -842,4 +843,81 @@ fn every_namespaced_object_lands_in_the_release_namespace() {
             "{kind} {name} carries the release labels"
         );
     }
+}
+
+/// The dashboards find a network's nodes by the job `<network>-node`; the operator's monitors must
+/// give every node target that job: the ServiceMonitor through the name of the Service it selects,
+/// the PodMonitors (injected sidecars, DigNodes) through their relabeling. Needs no helm: it
+/// compares the dashboards on disk with what the operator builds.
+#[test]
+fn every_node_monitor_gives_its_targets_the_job_the_dashboards_select() {
+    use dig_operator::reconcile::{
+        fixtures::{build_with, network},
+        validate::NetworkFacts,
+    };
+    let children = build_with(
+        &network("monitoring:\n  serviceMonitor: true"),
+        NetworkFacts {
+            service_monitor_api: true,
+            pod_monitor_api: true,
+            ..NetworkFacts::default()
+        },
+    );
+    let node_service = children.node_service.metadata.name.clone().unwrap();
+    let node_service_labels = children.node_service.metadata.labels.clone().unwrap();
+    let mut jobs = Vec::new();
+    for monitor in &children.service_monitors {
+        let selector = monitor.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        if selector
+            .iter()
+            .all(|(k, v)| node_service_labels.get(k).map(String::as_str) == v.as_str())
+        {
+            // A ServiceMonitor target's job is its Service's name.
+            jobs.push(("ServiceMonitor", node_service.clone()));
+        }
+    }
+    for monitor in &children.pod_monitors {
+        let relabelings = &monitor.data["spec"]["podMetricsEndpoints"][0]["relabelings"];
+        let job = relabelings
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["targetLabel"] == "job")
+            .and_then(|r| r["replacement"].as_str())
+            .unwrap_or_else(|| panic!("{:?} does not set job", monitor.metadata.name));
+        jobs.push(("PodMonitor", job.to_string()));
+    }
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    for (kind, job) in &jobs {
+        assert_eq!(job, "net-node", "a {kind} of network net");
+    }
+
+    // The dashboards: a `network` variable read from the node job, node panels by that job.
+    let mut node_panels = 0;
+    for file in ["network-overview.json", "node-detail.json"] {
+        let path = chart_dir().join("dashboards").join(file);
+        let dashboard: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).unwrap();
+        let variable = dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "network")
+            .unwrap_or_else(|| panic!("{file} has no network variable"));
+        assert_eq!(variable["regex"], "/^(.+)-node$/", "{file}");
+        node_panels += dashboard["panels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+            .filter(|t| {
+                t["expr"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(r#"job="$network-node""#))
+            })
+            .count();
+    }
+    assert!(node_panels > 10, "node panels select job=\"$network-node\"");
 }
