@@ -207,6 +207,15 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
     assert_eq!(configuration["metadata"]["name"], CONFIG_NAME);
     configuration["webhooks"][0]["clientConfig"] =
         json!({"url": format!("https://127.0.0.1:{}/mutate", webhook_addr.port())});
+    // A second entry calling the same webhook after the first, as a re-invocation (or a second
+    // injector installation) would: it sees the injected pod and must leave it as it is. The
+    // operator must write the caBundle into both.
+    let mut again = configuration["webhooks"][0].clone();
+    again["name"] = json!("inject-again.dig.net");
+    configuration["webhooks"]
+        .as_array_mut()
+        .expect("webhooks")
+        .push(again);
     apply(&cluster, &configuration).expect("create the MutatingWebhookConfiguration");
 
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
@@ -215,13 +224,16 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         let configs = configs.clone();
         async move {
             let config = configs.get(CONFIG_NAME).await.map_err(|e| e.to_string())?;
-            config
+            let bundles: Vec<_> = config
                 .webhooks
                 .unwrap_or_default()
-                .first()
-                .and_then(|webhook| webhook.client_config.ca_bundle.clone())
-                .map(|bundle| bundle.0)
-                .ok_or_else(|| "no caBundle yet".to_string())
+                .into_iter()
+                .map(|webhook| webhook.client_config.ca_bundle.map(|bundle| bundle.0))
+                .collect();
+            match bundles.as_slice() {
+                [Some(first), Some(second)] if first == second => Ok(first.clone()),
+                other => Err(format!("caBundles so far: {other:?}")),
+            }
         }
     })
     .await;
@@ -507,12 +519,14 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         assert!(pods.get_opt(refused).await.unwrap().is_none());
     }
 
-    // The operator's /metrics counts the admissions by result (the unlabelled pod never reached
-    // the webhook); of the two replicas, exactly one wrote the certificate.
+    // The operator's /metrics counts the admissions by result (the unlabelled and kube-system pods
+    // never reached the webhook; each admitted labelled pod was reviewed twice, by the second
+    // entry after the first; a denied one only once); of the two replicas, exactly one wrote the
+    // certificate.
     let metrics = metrics_of(metrics_addr).await;
     for expected in [
         "dig_operator_webhook_admissions_total{result=\"allowed_injected\"} 2",
-        "dig_operator_webhook_admissions_total{result=\"allowed_skipped\"} 1",
+        "dig_operator_webhook_admissions_total{result=\"allowed_skipped\"} 4",
         "dig_operator_webhook_admissions_total{result=\"denied\"} 5",
         "dig_operator_webhook_certificate_expiry_timestamp_seconds ",
     ] {
