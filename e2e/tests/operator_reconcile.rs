@@ -2,9 +2,10 @@
 //! reports the pods Running and binds their claims): every child of DESIGN section 5 with owner
 //! references and the `dig-operator` field manager, `kubectl wait --for=condition=Ready`, spec
 //! changes rolled out, children deleted or edited by hand put back, an invalid spec Degraded
-//! without a requeue storm, ServiceMonitors and PodMonitors only where the API exists and
-//! pruned when monitoring is turned off, a DigNode following its network, the operator killed mid-reconcile and the API server restarted, and garbage
-//! collection of every child when the network is deleted.
+//! without a requeue storm, ServiceMonitors and PodMonitors only where the API exists and pruned
+//! when monitoring is turned off, a DigNode following its network, the operator killed
+//! mid-reconcile and the API server restarted, and garbage collection of every child when the
+//! network is deleted.
 //!
 //! One cluster and one operator for all the scenarios (they build on each other).
 //!
@@ -123,6 +124,21 @@ fn assert_owned_child(child: &Value, owner_uid: &str) {
         child["metadata"]["labels"]["app.kubernetes.io/managed-by"], "dig-operator",
         "{what}"
     );
+}
+
+/// Waits until no object of `kinds` is labelled `app.kubernetes.io/instance=<instance>`.
+async fn until_none_labelled(cluster: &TestCluster, kinds: &str, instance: &str) {
+    eventually(&format!("no {kinds} of {instance} left"), WAIT, || {
+        let left = labelled(cluster, kinds, instance);
+        async move {
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        }
+    })
+    .await;
 }
 
 /// A PodMonitor's single endpoint sets `job` to `job` (the StatefulSet nodes' job).
@@ -653,17 +669,7 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
         "dignetwork/beta",
         json!({"spec": {"monitoring": {"serviceMonitor": false}}}),
     );
-    eventually("beta's monitors are pruned", WAIT, || {
-        let left = labelled(&cluster, "servicemonitors,podmonitors", "beta");
-        async move {
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        }
-    })
-    .await;
+    until_none_labelled(&cluster, "servicemonitors,podmonitors", "beta").await;
     assert_eq!(
         labelled(&cluster, "servicemonitors,podmonitors", "alpha").len(),
         4
@@ -705,20 +711,11 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
             "--timeout=60s",
         ])
         .expect("delete alpha");
-    eventually("alpha's children are garbage-collected", WAIT, || {
-        let left = labelled(
-            &cluster,
-            "deployment,statefulset,service,configmap,poddisruptionbudget,servicemonitor,podmonitor",
-            "alpha",
-        );
-        async move {
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        }
-    })
+    until_none_labelled(
+        &cluster,
+        "deployment,statefulset,service,configmap,poddisruptionbudget,servicemonitor,podmonitor",
+        "alpha",
+    )
     .await;
     for (kind, name) in children {
         assert!(get(&cluster, kind, name).is_none(), "{kind} {name} left");

@@ -8,8 +8,8 @@ use crate::{
     reconcile::{
         build_node::validate_node,
         fixtures::{
-            bootstrap_container, build_edge_node, build_with, dig_node, images, network,
-            node_config_hash, node_container, statefulset_container, template,
+            bootstrap_container, build_edge_node, build_with, claim_template, dig_node, images,
+            network, node_config_hash, node_container, statefulset_container, template,
         },
         validate::{NetworkFacts, PskSecret, validate_network},
     },
@@ -76,14 +76,7 @@ fn defaults() {
     assert!(config.contains("no-mdns: true"), "{config}");
     assert!(!config.contains("psk-file"), "{config}");
     assert!(!config.contains("propagate-deletes"), "{config}");
-    let claim = &c
-        .node_statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .volume_claim_templates
-        .as_ref()
-        .unwrap()[0];
+    let claim = claim_template(&c.node_statefulset);
     let size = &claim
         .spec
         .as_ref()
@@ -618,14 +611,7 @@ fn the_dignode_pod_monitor_selects_the_pods_of_the_networks_dignodes_only() {
     let stranger = node_of(&other);
     assert!(!selects(&selector, &template_labels(&stranger.statefulset)));
     // The claim template keeps its labels: a StatefulSet's claim templates are immutable.
-    let claim = &solo
-        .statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .volume_claim_templates
-        .as_ref()
-        .unwrap()[0];
+    let claim = claim_template(&solo.statefulset);
     assert!(
         !claim
             .metadata
@@ -897,7 +883,7 @@ fn dig_node_with_its_own_volume() {
     let sts = c.statefulset.spec.as_ref().unwrap();
     assert_eq!(c.statefulset.metadata.name.as_deref(), Some("dignode-edge"));
     assert_eq!(sts.replicas, Some(1));
-    let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
+    let claim = claim_template(&c.statefulset);
     assert_eq!(
         claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
         Some("fast")

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{Container, PodTemplateSpec},
+    core::v1::{Container, PersistentVolumeClaim, PodTemplateSpec},
 };
 
 use super::{
@@ -71,6 +71,15 @@ pub fn template(statefulset: &StatefulSet) -> &PodTemplateSpec {
         .as_ref()
         .expect("a built StatefulSet has a spec")
         .template
+}
+
+/// The (one) volume claim template of a StatefulSet.
+pub fn claim_template(statefulset: &StatefulSet) -> &PersistentVolumeClaim {
+    &statefulset
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volume_claim_templates.as_ref())
+        .expect("the StatefulSet has a claim template")[0]
 }
 
 /// The node container of a StatefulSet's pods.
