@@ -28,6 +28,8 @@ pub struct BootstrapServer {
     /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
     pub base_url: String,
     ca_pem: Option<Vec<u8>>,
+    /// One keep-alive client for the helpers below, trusting the server's certificate.
+    http: reqwest::Client,
 }
 
 impl BootstrapServer {
@@ -61,11 +63,7 @@ impl BootstrapServer {
                 Some(_) => format!("https://localhost:{}", address.port()),
                 None => format!("http://{address}"),
             };
-            let mut http = reqwest::Client::builder();
-            if let Some(tls) = tls {
-                http = http.add_root_certificate(reqwest::Certificate::from_pem(&tls.ca_pem)?);
-            }
-            let http = http.build()?;
+            let http = http_client(tls.map(|tls| tls.ca_pem.as_slice()))?;
             match wait_for_http_ok_with(&http, &format!("{base_url}/health"), START_TIMEOUT).await {
                 Ok(()) => {
                     return Ok(Self {
@@ -73,6 +71,7 @@ impl BootstrapServer {
                         address,
                         base_url,
                         ca_pem: tls.map(|t| t.ca_pem.clone()),
+                        http,
                     });
                 }
                 Err(e) => {
@@ -102,16 +101,43 @@ impl BootstrapServer {
 
     /// A plain HTTP client trusting this server's certificate, for raw requests.
     pub fn http(&self) -> anyhow::Result<reqwest::Client> {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-        if let Some(pem) = &self.ca_pem {
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
-        }
-        Ok(builder.build()?)
+        Ok(self.http.clone())
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
+
+    /// `GET path`, its JSON body decoded; an error naming the path for any status but 200.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let response = self.http.get(self.url(path)).send().await?;
+        let status = response.status();
+        anyhow::ensure!(status == 200, "GET {path} answered {status}");
+        response
+            .json()
+            .await
+            .map_err(|e| anyhow::anyhow!("GET {path}: decoding the JSON body: {e}"))
+    }
+
+    /// The server's `/metrics` text now.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+}
+
+/// An HTTP client with a 10 s timeout that trusts `ca_pem` when given.
+fn http_client(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(pem) = ca_pem {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+    }
+    Ok(builder.build()?)
 }
 
 /// A signed record of `keypair` in `network_id` holding `stores` as (name, lamport), with one

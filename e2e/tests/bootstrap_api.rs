@@ -75,11 +75,8 @@ async fn every_route_answers() -> anyhow::Result<()> {
     assert_eq!(limited.peers[0].addresses, vec!["/ip4/127.0.0.1/tcp/4001"]);
 
     // Raw curl-style query with camelCase names.
-    let raw: PeersResponse = http
-        .get(server.url("/peers?limit=5&network=othernet&includeStores=true"))
-        .send()
-        .await?
-        .json()
+    let raw: PeersResponse = server
+        .get_json("/peers?limit=5&network=othernet&includeStores=true")
         .await?;
     assert_eq!(raw.peers.len(), 1);
     assert_eq!(raw.peers[0].peer_id, id(&c));
@@ -110,7 +107,7 @@ async fn every_route_answers() -> anyhow::Result<()> {
     assert_eq!(stats.total_registrations, 4);
     assert!((stats.average_stores_per_peer - 1.0).abs() < 1e-9);
     assert_eq!(stats.networks.get("testnet"), Some(&2));
-    let raw_stats: Value = http.get(server.url("/stats")).send().await?.json().await?;
+    let raw_stats: Value = server.get_json("/stats").await?;
     for field in [
         "totalPeers",
         "activePeers",
@@ -143,12 +140,7 @@ async fn every_route_answers() -> anyhow::Result<()> {
     assert_eq!(topology.peers_by_version.get("dig-e2e/0.1.0"), Some(&3));
 
     // /records relays records that verify on their own.
-    let records: RecordsResponse = http
-        .get(server.url("/records"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let records: RecordsResponse = server.get_json("/records").await?;
     assert_eq!(records.records.len(), 3);
     for relayed in &records.records {
         relayed.validate_and_verify(&RecordLimits::default())?;
@@ -160,12 +152,7 @@ async fn every_route_answers() -> anyhow::Result<()> {
     assert_eq!(client.peers_with_store("alpha").await?.total, 1);
 
     // /metrics
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics().await?;
     assert_eq!(
         metric_value(&metrics, "dig_bootstrap_peers", &[]),
         Some(2.0)
@@ -194,12 +181,7 @@ async fn every_route_answers() -> anyhow::Result<()> {
     assert!(metrics.contains("dig_bootstrap_http_request_duration_seconds_bucket"));
 
     // /openapi.json documents every route the server serves.
-    let doc: Value = http
-        .get(server.url("/openapi.json"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let doc: Value = server.get_json("/openapi.json").await?;
     for (path, method) in dig_bootstrap::server::ROUTES {
         assert!(
             doc["paths"][path][method.to_lowercase()].is_object(),
@@ -579,12 +561,7 @@ async fn bad_inputs_get_a_4xx_json_error_naming_the_field() -> anyhow::Result<()
     }
     // Nothing crashed, nothing answered 5xx, and refusals are counted.
     assert_eq!(client.health().await?.peers, 1);
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics().await?;
     assert!(
         !metrics.lines().any(|l| l.contains("status=\"5")),
         "a request answered 5xx:\n{metrics}"

@@ -80,13 +80,7 @@ async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
         Ok(client_b.stats().await?.total_peers == 0)
     })
     .await?;
-    let metrics = b
-        .http()?
-        .get(b.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = b.metrics().await?;
     assert!(
         metric_value(
             &metrics,
@@ -155,17 +149,11 @@ async fn a_tampered_relayed_record_is_dropped_and_counted() -> anyhow::Result<()
         "1",
     ])
     .await?;
-    let http = server.http()?;
     eventually(
         "relayed records processed",
         Duration::from_secs(15),
         || async {
-            let metrics = http
-                .get(server.url("/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?;
+            let metrics = server.metrics().await?;
             let rejected = metric_value(
                 &metrics,
                 "dig_bootstrap_federation_records_total",
@@ -182,12 +170,7 @@ async fn a_tampered_relayed_record_is_dropped_and_counted() -> anyhow::Result<()
         vec![good.record.peer_id.clone()],
         "only the honest record is merged"
     );
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics().await?;
     assert_eq!(
         metric_value(
             &metrics,

@@ -20,7 +20,6 @@ async fn records_expire_after_the_ttl_and_gauges_follow() -> anyhow::Result<()> 
     ])
     .await?;
     let client = server.client()?;
-    let http = server.http()?;
     let keypair = Keypair::generate_ed25519();
     client
         .register(&signed_record(
@@ -34,12 +33,7 @@ async fn records_expire_after_the_ttl_and_gauges_follow() -> anyhow::Result<()> 
 
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let metrics = http
-            .get(server.url("/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let metrics = server.metrics().await?;
         let expired = metric_value(&metrics, "dig_bootstrap_expirations_total", &[]);
         let peers = metric_value(&metrics, "dig_bootstrap_peers", &[]);
         let stores = metric_value(&metrics, "dig_bootstrap_stores", &[]);
@@ -94,12 +88,7 @@ async fn clients_over_the_rate_limit_get_429_with_retry_after() -> anyhow::Resul
     for _ in 0..10 {
         assert_eq!(http.get(server.url("/health")).send().await?.status(), 200);
     }
-    let metrics = http
-        .get(server.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics().await?;
     assert!(
         metric_value(&metrics, "dig_bootstrap_rate_limited_requests_total", &[]).unwrap() >= 2.0
     );
