@@ -1,9 +1,8 @@
 //! The `dig-bootstrap` under test: its release binary, a process on loopback, and pre-signed
 //! `/register` bodies.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,29 +12,11 @@ use hyper::Request;
 use libp2p_identity::Keypair;
 
 use crate::load::{MakeRequest, TLS_HOST};
+use crate::process::ServerProcess;
 use crate::tls::PemFiles;
 
 pub const STORES_PER_PEER: usize = 10;
 const STORE_NAME_POOL: usize = 1_000;
-
-/// The server process; killed by PID when dropped.
-pub struct ServerProcess {
-    child: Child,
-    pub address: SocketAddr,
-}
-
-impl ServerProcess {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -76,37 +57,32 @@ pub fn server_binary() -> PathBuf {
 /// Starts the server on a free loopback port with room for `peers`, no rate limit and a TTL
 /// longer than the run; over TLS when `tls` is given.
 pub fn start_server(binary: &Path, peers: usize, tls: Option<&PemFiles>) -> ServerProcess {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-        .port();
-    let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut command = Command::new(binary);
-    command
-        .args(["--listen", &address.to_string()])
-        .args([
-            "--rate-limit",
-            "0",
-            "--peer-ttl",
-            "3600",
-            "--max-clock-skew",
-            "3600",
-        ])
-        .args(["--max-peers", &(peers * 2).to_string()]);
-    if let Some(files) = tls {
+    ServerProcess::spawn(|address| {
+        let mut command = Command::new(binary);
         command
-            .arg("--tls-cert")
-            .arg(&files.cert)
-            .arg("--tls-key")
-            .arg(&files.key);
-    }
-    let child = command
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-    ServerProcess { child, address }
+            .args(["--listen", &address.to_string()])
+            .args([
+                "--rate-limit",
+                "0",
+                "--peer-ttl",
+                "3600",
+                "--max-clock-skew",
+                "3600",
+            ])
+            .args(["--max-peers", &(peers * 2).to_string()]);
+        if let Some(files) = tls {
+            command
+                .arg("--tls-cert")
+                .arg(&files.cert)
+                .arg("--tls-key")
+                .arg(&files.key);
+        }
+        command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        command
+    })
 }
 
 /// One signed `/register` body per keypair, stamped `now`, with lamport versions from `version`.

@@ -88,73 +88,59 @@ pub async fn send(sender: &mut Sender, request: Request<Full<Bytes>>) -> (u16, B
     (status, body)
 }
 
-/// Sends requests `0..count` once each, spread over `connections` keep-alive connections; every
-/// answer must have status `expected`.
-pub async fn send_all(
-    target: &Target,
-    count: usize,
-    make: MakeRequest,
-    connections: usize,
-    expected: u16,
-) -> Rate {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (target, make, next) = (target.clone(), make.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connect(&target).await;
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= count {
-                    break;
-                }
-                let (status, body) = send(&mut sender, make(index)).await;
-                assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("sending task");
-    }
-    Rate {
-        count: count as u64,
-        elapsed: started.elapsed(),
-    }
+/// How the tasks of a batch connect.
+#[derive(Clone)]
+pub enum Connections {
+    /// One keep-alive connection per task.
+    KeepAlive(Target),
+    /// A new TLS connection per request, with the client settings `tls(index)` (a client
+    /// certificate per request).
+    NewPerRequest {
+        address: SocketAddr,
+        tls: Arc<dyn Fn(usize) -> Arc<ClientConfig> + Send + Sync>,
+    },
 }
 
-/// Like [`send_all`], but each request on a connection of its own, opened with the TLS client
-/// settings `configs(index)` (a client certificate per request).
-pub async fn send_each_on_new_connection(
-    address: SocketAddr,
+/// Sends requests `0..count` once each, spread over `tasks` concurrent tasks; every answer must
+/// have status `expected`.
+pub async fn send_all(
+    connections: &Connections,
     count: usize,
-    configs: Arc<dyn Fn(usize) -> Arc<ClientConfig> + Send + Sync>,
     make: MakeRequest,
-    connections: usize,
+    tasks: usize,
     expected: u16,
 ) -> Rate {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (configs, make, next) = (configs.clone(), make.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
+    let mut running = Vec::new();
+    for _ in 0..tasks {
+        let (connections, make, next) = (connections.clone(), make.clone(), next.clone());
+        running.push(tokio::spawn(async move {
+            let mut kept = None;
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= count {
                     break;
                 }
-                let target = Target {
-                    address,
-                    tls: Some(configs(index)),
+                let sender = match &connections {
+                    Connections::KeepAlive(target) => match &mut kept {
+                        Some(sender) => sender,
+                        None => kept.insert(connect(target).await),
+                    },
+                    Connections::NewPerRequest { address, tls } => {
+                        let target = Target {
+                            address: *address,
+                            tls: Some(tls(index)),
+                        };
+                        kept.insert(connect(&target).await)
+                    }
                 };
-                let mut sender = connect(&target).await;
-                let (status, body) = send(&mut sender, make(index)).await;
+                let (status, body) = send(sender, make(index)).await;
                 assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
             }
         }));
     }
-    for task in tasks {
+    for task in running {
         task.await.expect("sending task");
     }
     Rate {

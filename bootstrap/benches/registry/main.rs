@@ -16,6 +16,7 @@
 
 mod dig;
 mod load;
+mod process;
 mod stdiscosrv;
 mod tls;
 
@@ -28,7 +29,7 @@ use libp2p_identity::Keypair;
 use tokio::runtime::Runtime;
 
 use dig::STORES_PER_PEER;
-use load::{Rate, Target};
+use load::{Connections, Rate, Target};
 use tls::{Certificate, PemFiles};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -46,6 +47,13 @@ fn resident_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     kib as f64 / 1024.0
+}
+
+/// The `/register` bodies of every peer: first registrations, then heartbeats (newer timestamp
+/// and versions: the refresh path). A fresh server accepts both again.
+struct SignedRecords {
+    first: Arc<Vec<Bytes>>,
+    heartbeats: Arc<Vec<Bytes>>,
 }
 
 struct Settings {
@@ -90,7 +98,7 @@ fn main() {
     let signing = Instant::now();
     let keypairs: Vec<Keypair> = (0..peers).map(|_| Keypair::generate_ed25519()).collect();
     let now = now_ms();
-    let bodies = Arc::new(dig::signed_bodies(&keypairs, now, 1));
+    let first = Arc::new(dig::signed_bodies(&keypairs, now, 1));
     // Heartbeats: the same peers again, newer timestamp and versions (the refresh path).
     let heartbeats = Arc::new(dig::signed_bodies(&keypairs, now + 1_000, 2));
     println!(
@@ -101,22 +109,17 @@ fn main() {
     let folder = tempfile::tempdir().expect("a temporary folder");
     let server_certificate = Certificate::for_servers();
     let pem = server_certificate.write_pem(folder.path());
-    let mut rows = Vec::new();
-    rows.push(bench_dig_plain(
-        &runtime,
-        &settings,
-        &binary,
-        bodies.clone(),
-        heartbeats,
-    ));
-    rows.push(bench_dig_tls(
-        &runtime,
-        &settings,
-        &binary,
-        bodies,
-        &server_certificate,
-        &pem,
-    ));
+    let records = SignedRecords { first, heartbeats };
+    let mut rows = vec![
+        bench_dig(&runtime, &settings, &binary, &records, None),
+        bench_dig(
+            &runtime,
+            &settings,
+            &binary,
+            &records,
+            Some((&server_certificate, &pem)),
+        ),
+    ];
     match stdiscosrv::find_binary() {
         Some(discosrv) => rows.extend(bench_stdiscosrv(
             &runtime,
@@ -135,51 +138,61 @@ fn main() {
     print_table(&settings, &rows);
 }
 
-fn bench_dig_plain(
+/// dig-bootstrap over plain HTTP, or over TLS with `tls` (the certificate and its PEM files):
+/// registrations, refreshes, memory, then lookups.
+fn bench_dig(
     runtime: &Runtime,
     settings: &Settings,
     binary: &std::path::Path,
-    bodies: Arc<Vec<Bytes>>,
-    heartbeats: Arc<Vec<Bytes>>,
+    records: &SignedRecords,
+    tls: Option<(&Certificate, &PemFiles)>,
 ) -> Row {
     let Settings {
         peers,
         connections,
         seconds,
     } = *settings;
-    println!("dig-bootstrap, plain HTTP:");
-    let server = dig::start_server(binary, peers, None);
+    let (transport, keep_alive) = match tls {
+        None => ("http", "keep-alive"),
+        Some(_) => ("https", "keep-alive TLS"),
+    };
+    println!("dig-bootstrap, {transport}:");
+    let server = dig::start_server(binary, peers, tls.map(|(_, pem)| pem));
     let target = Target {
         address: server.address,
-        tls: None,
+        tls: tls.map(|(certificate, _)| tls::client_config(&certificate.der, None)),
     };
+    let writers = Connections::KeepAlive(target.clone());
     runtime.block_on(load::wait_ready(server.address));
     let idle_mib = resident_mib(server.pid());
 
-    let registered = runtime.block_on(load::send_all(
-        &target,
-        peers,
-        dig::registrations(bodies),
-        connections,
-        200,
-    ));
-    println!(
-        "  registrations: {peers} signed records in {:.2} s = {:.0} registrations/s (target >= 10000)",
-        registered.elapsed.as_secs_f64(),
-        registered.per_second()
-    );
-    let refreshed = runtime.block_on(load::send_all(
-        &target,
-        peers,
-        dig::registrations(heartbeats),
-        connections,
-        200,
-    ));
-    println!(
-        "  refreshes (heartbeats of registered peers): {peers} in {:.2} s = {:.0} refreshes/s",
-        refreshed.elapsed.as_secs_f64(),
-        refreshed.per_second()
-    );
+    let mut registered = None;
+    for (what, bodies) in [
+        ("registrations", &records.first),
+        (
+            "refreshes (heartbeats of registered peers)",
+            &records.heartbeats,
+        ),
+    ] {
+        let rate = runtime.block_on(load::send_all(
+            &writers,
+            peers,
+            dig::registrations(bodies.clone()),
+            connections,
+            200,
+        ));
+        println!(
+            "  {what}: {peers} signed records in {:.2} s = {:.0}/s{}",
+            rate.elapsed.as_secs_f64(),
+            rate.per_second(),
+            if registered.is_none() {
+                " (target >= 10000)"
+            } else {
+                ""
+            }
+        );
+        registered.get_or_insert(rate);
+    }
     std::thread::sleep(Duration::from_millis(500));
     println!(
         "  resident memory: {idle_mib:.1} MB idle, {:.1} MB with {peers} live peers of {STORES_PER_PEER} stores (target < 150 MB)",
@@ -199,7 +212,7 @@ fn bench_dig_plain(
             seconds,
         ));
         println!(
-            "  GET {path}: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive connections{}",
+            "  GET {path}: {} requests in {:.1} s = {:.0} requests/s over {connections} {keep_alive} connections{}",
             rate.count,
             rate.elapsed.as_secs_f64(),
             rate.per_second(),
@@ -215,70 +228,12 @@ fn bench_dig_plain(
     println!("  resident memory after lookups: {resident:.1} MB");
     Row {
         server: "dig-bootstrap",
-        transport: "http",
+        transport,
         records: format!("{peers} peers x {STORES_PER_PEER} stores"),
         lookup: "GET /peers?limit=50",
         lookups: peers_rate.expect("the /peers phase ran"),
         write: "signed registrations",
-        writes: Some(registered),
-        resident_mib: resident,
-    }
-}
-
-fn bench_dig_tls(
-    runtime: &Runtime,
-    settings: &Settings,
-    binary: &std::path::Path,
-    bodies: Arc<Vec<Bytes>>,
-    server_certificate: &Certificate,
-    pem: &PemFiles,
-) -> Row {
-    let Settings {
-        peers,
-        connections,
-        seconds,
-    } = *settings;
-    println!("dig-bootstrap, TLS (--tls-cert/--tls-key):");
-    let server = dig::start_server(binary, peers, Some(pem));
-    let target = Target {
-        address: server.address,
-        tls: Some(tls::client_config(&server_certificate.der, None)),
-    };
-    runtime.block_on(load::wait_ready(server.address));
-    let registered = runtime.block_on(load::send_all(
-        &target,
-        peers,
-        dig::registrations(bodies),
-        connections,
-        200,
-    ));
-    println!(
-        "  registrations: {peers} signed records in {:.2} s = {:.0} registrations/s",
-        registered.elapsed.as_secs_f64(),
-        registered.per_second()
-    );
-    let rate = runtime.block_on(load::lookups(
-        &target,
-        Arc::new(vec!["/peers?limit=50".to_owned()]),
-        connections,
-        seconds,
-    ));
-    println!(
-        "  GET /peers?limit=50: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive TLS connections",
-        rate.count,
-        rate.elapsed.as_secs_f64(),
-        rate.per_second()
-    );
-    let resident = resident_mib(server.pid());
-    println!("  resident memory after lookups: {resident:.1} MB");
-    Row {
-        server: "dig-bootstrap",
-        transport: "https",
-        records: format!("{peers} peers x {STORES_PER_PEER} stores"),
-        lookup: "GET /peers?limit=50",
-        lookups: rate,
-        write: "signed registrations",
-        writes: Some(registered),
+        writes: registered,
         resident_mib: resident,
     }
 }
@@ -328,7 +283,7 @@ fn bench_stdiscosrv(
     };
     runtime.block_on(load::wait_ready(server.address));
     let announced = runtime.block_on(load::send_all(
-        &target,
+        &Connections::KeepAlive(target.clone()),
         count,
         stdiscosrv::announce_with_header(devices.clone()),
         connections,
@@ -381,14 +336,16 @@ fn bench_stdiscosrv(
     let resident = resident_mib(server.pid());
     println!("  TLS: resident memory after lookups: {resident:.1} MB");
     let tls_devices = devices.clone();
-    let configs: Arc<dyn Fn(usize) -> Arc<tokio_rustls::rustls::ClientConfig> + Send + Sync> = {
-        let trusted = server_certificate.der.clone();
-        Arc::new(move |index| tls::client_config(&trusted, Some(&tls_devices[index].certificate)))
+    let trusted = server_certificate.der.clone();
+    let each_device = Connections::NewPerRequest {
+        address: server.address,
+        tls: Arc::new(move |index| {
+            tls::client_config(&trusted, Some(&tls_devices[index].certificate))
+        }),
     };
-    let announced = runtime.block_on(load::send_each_on_new_connection(
-        server.address,
+    let announced = runtime.block_on(load::send_all(
+        &each_device,
         tls_announces,
-        configs,
         stdiscosrv::announce_over_tls(),
         connections,
         204,

@@ -7,9 +7,8 @@
 //! - `GET /?device=ID` answers the device's addresses (200), 404 when unknown.
 //!   The id may be given as the 52-character base32 of the hash.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -19,6 +18,7 @@ use hyper::Request;
 use sha2::{Digest, Sha256};
 
 use crate::load::{MakeRequest, TLS_HOST};
+use crate::process::ServerProcess;
 use crate::tls::Certificate;
 
 /// The `stdiscosrv` binary: `$DIG_BENCH_STDISCOSRV`, else `stdiscosrv` on the `PATH`.
@@ -33,53 +33,28 @@ pub fn find_binary() -> Option<PathBuf> {
     })
 }
 
-/// A running `stdiscosrv`; killed by PID when dropped.
-pub struct Discosrv {
-    child: Child,
-    pub address: SocketAddr,
-}
-
-impl Discosrv {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Discosrv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `stdiscosrv` on a free loopback port with its database in `database` (kept between
 /// runs, so a TLS instance can serve what an `-http` instance was told), plain HTTP or TLS with
 /// the certificate `cert`/`key`. No replication listener is started (no `-replicate`).
-pub fn start(binary: &Path, database: &Path, cert: &Path, key: &Path, tls: bool) -> Discosrv {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free loopback port")
-        .port();
-    let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut command = Command::new(binary);
-    command
-        .arg("-listen")
-        .arg(address.to_string())
-        .arg("-db-dir")
-        .arg(database)
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key);
-    if !tls {
-        command.arg("-http");
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-    Discosrv { child, address }
+pub fn start(binary: &Path, database: &Path, cert: &Path, key: &Path, tls: bool) -> ServerProcess {
+    ServerProcess::spawn(|address| {
+        let mut command = Command::new(binary);
+        command
+            .arg("-listen")
+            .arg(address.to_string())
+            .arg("-db-dir")
+            .arg(database)
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !tls {
+            command.arg("-http");
+        }
+        command
+    })
 }
 
 /// A Syncthing device: its certificate and the id the server derives from it.
