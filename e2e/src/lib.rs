@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod netns;
 pub mod network;
 pub mod operator;
 pub mod process;

@@ -17,9 +17,14 @@ use dig_operator::reconcile::{
 use dig_sidecar::config::{Command, resolve};
 use k8s_openapi::api::core::v1::{ConfigMap, Container};
 
-/// What Kubernetes hands the container: `$(POD_NAME)` expanded.
+/// The pod IP the tests pretend Kubernetes gave every pod.
+const POD_IP: &str = "10.42.0.7";
+
+/// What Kubernetes hands the container: `$(POD_NAME)` and `$(POD_IP)` expanded.
 fn expand(args: &[String], pod: &str) -> Vec<String> {
-    args.iter().map(|a| a.replace("$(POD_NAME)", pod)).collect()
+    args.iter()
+        .map(|a| a.replace("$(POD_NAME)", pod).replace("$(POD_IP)", POD_IP))
+        .collect()
 }
 
 /// Parses a node container's args with `dig-sidecar`'s resolver, the ConfigMap written where the
@@ -85,6 +90,12 @@ fn default_network_args_parse() {
         listen,
         ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
     );
+    let announce: Vec<String> = run.announce.iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        announce,
+        ["/ip4/10.42.0.7/tcp/4001", "/ip4/10.42.0.7/udp/4001/quic-v1"],
+        "without exposure a node still registers the address its peers in the cluster dial"
+    );
 
     let config = parse_bootstrap(bootstrap_container(&children));
     assert_eq!(config.listen.port(), 3000);
@@ -134,6 +145,7 @@ fn every_feature_of_the_spec_parses() {
     assert_eq!(
         announce,
         [
+            "/ip4/10.42.0.7/tcp/4101",
             "/dns4/net-node-1.nodes.example.com/tcp/4101",
             "/ip4/198.51.100.7/tcp/4101"
         ]
@@ -163,6 +175,8 @@ fn dig_node_args_parse() {
     assert_eq!(
         announce,
         [
+            "/ip4/10.42.0.7/tcp/4001",
+            "/ip4/10.42.0.7/udp/4001/quic-v1",
             "/dns4/dignode-edge-0.edge.example.com/tcp/31400",
             "/dns4/dignode-edge-0.edge.example.com/udp/31400/quic-v1"
         ]

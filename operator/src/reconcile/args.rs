@@ -136,19 +136,35 @@ pub fn bootstrap_args(
     args
 }
 
-/// Announce addresses of a node: `/dns4/$(POD_NAME).<domain>/tcp/<port>` for an announce domain,
-/// then the user's own.
+/// The pod's own address, which every peer in the cluster can dial: `$(POD_IP)` is expanded by
+/// Kubernetes from the downward API. Without it a node would register no address at all (it only
+/// registers announced or confirmed addresses), and its peers could not dial it.
+pub fn pod_ip_addresses(p2p_port: i32, private: bool) -> Vec<String> {
+    let mut addrs = vec![format!("/ip4/$(POD_IP)/tcp/{p2p_port}")];
+    if !private {
+        // A private network (pnet) works over TCP only.
+        addrs.push(format!("/ip4/$(POD_IP)/udp/{p2p_port}/quic-v1"));
+    }
+    addrs
+}
+
+/// Announce addresses of a node: the pod's own address on the pod network, then
+/// `/dns4/$(POD_NAME).<domain>/<port>` for an announce domain (at the port peers outside reach,
+/// which differs for NodePorts), then the user's own.
 pub fn announce_addresses(
-    announce_domain: Option<&str>,
     p2p_port: i32,
+    announce_domain: Option<&str>,
+    exposed_port: i32,
     private: bool,
     extra: &[String],
 ) -> Vec<String> {
-    let mut addrs = Vec::new();
+    let mut addrs = pod_ip_addresses(p2p_port, private);
     if let Some(domain) = announce_domain {
-        addrs.push(format!("/dns4/$(POD_NAME).{domain}/tcp/{p2p_port}"));
+        addrs.push(format!("/dns4/$(POD_NAME).{domain}/tcp/{exposed_port}"));
         if !private {
-            addrs.push(format!("/dns4/$(POD_NAME).{domain}/udp/{p2p_port}/quic-v1"));
+            addrs.push(format!(
+                "/dns4/$(POD_NAME).{domain}/udp/{exposed_port}/quic-v1"
+            ));
         }
     }
     addrs.extend(extra.iter().cloned());
@@ -201,17 +217,32 @@ mod tests {
     #[test]
     fn announce_domain_gives_per_pod_dns_addresses() {
         let addrs = announce_addresses(
-            Some("nodes.example.com"),
             4001,
+            Some("nodes.example.com"),
+            30401,
             true,
             &["/ip4/1.2.3.4/tcp/4001".to_string()],
         );
         assert_eq!(
             addrs,
             vec![
-                "/dns4/$(POD_NAME).nodes.example.com/tcp/4001",
+                "/ip4/$(POD_IP)/tcp/4001",
+                "/dns4/$(POD_NAME).nodes.example.com/tcp/30401",
                 "/ip4/1.2.3.4/tcp/4001"
             ]
+        );
+    }
+
+    #[test]
+    fn every_node_announces_its_pod_address() {
+        assert_eq!(
+            announce_addresses(4001, None, 4001, false, &[]),
+            vec!["/ip4/$(POD_IP)/tcp/4001", "/ip4/$(POD_IP)/udp/4001/quic-v1"]
+        );
+        assert_eq!(
+            announce_addresses(4001, None, 4001, true, &[]),
+            vec!["/ip4/$(POD_IP)/tcp/4001"],
+            "a private network announces no QUIC address"
         );
     }
 

@@ -483,7 +483,7 @@ pub fn node_pod_template(inputs: NodePodInputs<'_>) -> PodTemplateSpec {
         name: "node".to_string(),
         image: Some(inputs.image.to_string()),
         args: Some(args::node_args(&inputs.announce)),
-        env: Some(vec![pod::pod_name_env()]),
+        env: Some(pod::node_env()),
         ports: Some(ports),
         liveness_probe: Some(liveness),
         readiness_probe: Some(readiness),
@@ -581,6 +581,7 @@ fn node_statefulset(valid: &ValidNetwork<'_>, config_hash: &str) -> StatefulSet 
         p2p_port: nodes.p2p_port,
         api_port: nodes.api_port,
         announce: args::announce_addresses(
+            nodes.p2p_port,
             announce_domain,
             super::validate::announced_port(&nodes.exposure, nodes.p2p_port),
             private,

@@ -196,6 +196,7 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
         p2p_port: net.nodes.p2p_port,
         api_port: net.nodes.api_port,
         announce: args::announce_addresses(
+            net.nodes.p2p_port,
             announce_domain,
             validate::announced_port(&spec.exposure, net.nodes.p2p_port),
             private,

@@ -89,19 +89,30 @@ pub fn udp_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-/// `POD_NAME` from the downward API, so args can say `$(POD_NAME)`.
-pub fn pod_name_env() -> EnvVar {
+/// An environment variable set from a field of the pod (the downward API), so args can say
+/// `$(NAME)`.
+pub fn downward_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "POD_NAME".to_string(),
+        name: name.to_string(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.name".to_string(),
+                field_path: field_path.to_string(),
                 ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
     }
+}
+
+/// What a node's args refer to: `$(POD_IP)` in the pod-network announce address, `$(POD_NAME)`
+/// in per-pod DNS names.
+pub fn node_env() -> Vec<EnvVar> {
+    vec![
+        downward_env("POD_IP", "status.podIP"),
+        downward_env("POD_NAME", "metadata.name"),
+        downward_env("POD_NAMESPACE", "metadata.namespace"),
+    ]
 }
 
 /// A pod spec with the hardened defaults and the user's scheduling.

@@ -431,7 +431,7 @@ mod tests {
                     if arg.ends_with("/node.yaml") {
                         config_file.display().to_string()
                     } else {
-                        arg
+                        arg.replace("$(POD_IP)", "10.1.2.3")
                     }
                 })
                 .collect();
@@ -446,6 +446,7 @@ mod tests {
             assert_eq!(injected_run.bootstrap, own_run.bootstrap, "{context}");
             assert_eq!(injected_run.listen, own_run.listen, "{context}");
             assert_eq!(injected_run.api_listen, own_run.api_listen, "{context}");
+            assert_eq!(injected_run.announce, own_run.announce, "{context}");
             assert_eq!(
                 (injected_run.no_mdns, injected_run.no_dht),
                 (own_run.no_mdns, own_run.no_dht),

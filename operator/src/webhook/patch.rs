@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    ObjectFieldSelector, Pod, PodSecurityContext, Probe, ResourceRequirements, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, KeyToPath, Pod, PodSecurityContext, Probe,
+    ResourceRequirements, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{Value, json};
 
-use crate::reconcile::args::{NodeConfig, NodeConfigInputs, PSK_DIR as PSK_MOUNT_PATH};
-use crate::reconcile::pod::{RUN_AS_USER, container_security_context, probes};
+use crate::reconcile::args::{
+    NodeConfig, NodeConfigInputs, PSK_DIR as PSK_MOUNT_PATH, pod_ip_addresses,
+};
+use crate::reconcile::pod::{RUN_AS_USER, container_security_context, node_env, probes};
 
 /// Label that asks for injection; its value names the DigNetwork (in the pod's namespace) to join.
 pub const INJECT_LABEL: &str = "dig.net/inject";
@@ -783,34 +784,15 @@ impl SidecarSpec<'_> {
             STATE_DIR.to_string(),
         ];
         args.extend(config.to_flags());
-        // Peers dial the pod's own address: $(POD_IP) is expanded by the kubelet from the env.
-        let port = self.p2p_port;
-        args.extend([
-            "--announce".to_string(),
-            format!("/ip4/$(POD_IP)/tcp/{port}"),
-        ]);
-        if network.psk_secret.is_none() {
-            // A private network (pnet) works over TCP only.
-            args.extend([
-                "--announce".to_string(),
-                format!("/ip4/$(POD_IP)/udp/{port}/quic-v1"),
-            ]);
+        // Peers dial the pod's own address, as they do the network's StatefulSet nodes.
+        let private = network.psk_secret.is_some();
+        for address in pod_ip_addresses(i32::from(self.p2p_port), private) {
+            args.extend(["--announce".to_string(), address]);
         }
         args
     }
 
     fn container(&self) -> Container {
-        let field_env = |name: &str, path: &str| EnvVar {
-            name: name.to_string(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: path.to_string(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         // The same liveness and readiness probes as the operator's own nodes.
         let (liveness, readiness) = probes(API_PORT_NAME);
         // A native sidecar's startup probe gates the app containers: they start once the node
@@ -855,11 +837,7 @@ impl SidecarSpec<'_> {
             name: SIDECAR_CONTAINER_NAME.to_string(),
             image: Some(self.image.to_string()),
             args: Some(self.args()),
-            env: Some(vec![
-                field_env("POD_IP", "status.podIP"),
-                field_env("POD_NAME", "metadata.name"),
-                field_env("POD_NAMESPACE", "metadata.namespace"),
-            ]),
+            env: Some(node_env()),
             ports: Some(ports),
             // A native sidecar: started before the app containers, kept running, stopped after them.
             restart_policy: Some("Always".to_string()),
