@@ -44,7 +44,12 @@ fn parse_network_id(text: &str) -> Result<String, String> {
 #[command(name = "dig-bootstrap", version, about, long_about)]
 pub struct Config {
     /// Address and port to serve HTTP (or HTTPS with --tls-cert/--tls-key) on.
-    #[arg(long, env = "DIG_BOOTSTRAP_LISTEN", default_value = "0.0.0.0:3000")]
+    #[arg(
+        long,
+        env = "DIG_BOOTSTRAP_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:3000"
+    )]
     pub listen: SocketAddr,
 
     /// Seconds a record lives without a refresh.
@@ -108,7 +113,8 @@ pub struct Config {
     )]
     pub tls_key: Option<PathBuf>,
 
-    /// Log line format.
+    /// Log line format: text (one readable line per event) or json (one JSON object per line,
+    /// for log collectors). Levels come from RUST_LOG, e.g. RUST_LOG=debug.
     #[arg(
         long,
         env = "DIG_BOOTSTRAP_LOG_FORMAT",
@@ -205,6 +211,33 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Config::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_help_and_its_environment_variable() {
+        let command = Config::command();
+        let mut flags = 0;
+        for argument in command.get_arguments() {
+            let Some(long) = argument.get_long() else {
+                continue;
+            };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            flags += 1;
+            let expected = format!("DIG_BOOTSTRAP_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(
+                argument.get_env().and_then(|name| name.to_str()),
+                Some(expected.as_str()),
+                "--{long}"
+            );
+            let help = argument
+                .get_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(help.len() > 10, "--{long} explains itself: {help:?}");
+        }
+        assert!(flags >= 8, "the flags of DESIGN 4a at least: {flags}");
     }
 
     #[test]

@@ -39,12 +39,13 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
 /// Totals: peers, active peers, stores, registrations, uptime.
 #[utoipa::path(get, path = "/stats", tag = "registry",
     responses((status = 200, description = "Totals", body = StatsResponse)))]
-pub async fn stats(State(state): State<AppState>) -> Json<StatsResponse> {
-    let stats = state
-        .registry()
-        .read()
-        .stats(now_ms(), state.uptime_seconds());
-    Json(stats)
+pub async fn stats(State(state): State<AppState>) -> Response {
+    // Counting live and active peers walks the records: render once per change (at most 1 s old).
+    let uptime_seconds = state.uptime_seconds();
+    let body = state.rendered_view("stats".to_owned(), |registry| {
+        registry.stats(now_ms(), uptime_seconds)
+    });
+    json_response(body)
 }
 
 /// Registers or refreshes a signed peer record (also the heartbeat).
@@ -192,9 +193,11 @@ pub async fn peers_with_store(
 /// Replication per store and peers per agent version.
 #[utoipa::path(get, path = "/topology", tag = "registry",
     responses((status = 200, description = "Replication view", body = TopologyResponse)))]
-pub async fn topology(State(state): State<AppState>) -> Json<TopologyResponse> {
-    let topology = state.registry().read().topology(now_ms());
-    Json(topology)
+pub async fn topology(State(state): State<AppState>) -> Response {
+    let body = state.rendered_view("topology".to_owned(), |registry| {
+        registry.topology(now_ms())
+    });
+    json_response(body)
 }
 
 /// Federation feed: signed records and removals in acceptance order, for sibling servers.
