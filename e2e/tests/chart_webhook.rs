@@ -59,9 +59,9 @@ fn admission_settings_are_the_ones_an_injector_needs() {
                 "resources": ["pods"], "scope": "Namespaced"}])
     );
 
-    let tuned = helm.template(&["--set", "webhook.timeoutSeconds=4"]);
-    assert_eq!(webhook(&tuned)["timeoutSeconds"], 4);
-    for out_of_range in ["webhook.timeoutSeconds=0", "webhook.timeoutSeconds=31"] {
+    let tuned = helm.template(&["--set", "webhook.timeoutSeconds=6"]);
+    assert_eq!(webhook(&tuned)["timeoutSeconds"], 6);
+    for out_of_range in ["webhook.timeoutSeconds=5", "webhook.timeoutSeconds=31"] {
         let refused = helm.template_text(&["--set", out_of_range]);
         assert!(
             refused.is_err(),

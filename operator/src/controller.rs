@@ -31,7 +31,12 @@ use crate::{
     context::{Context, DNS_ENDPOINT_API, MONITORING_API},
     crd::{DigNetwork, DigNode},
     error::Error,
-    reconcile::{build::service_monitor_resource, dns::dns_endpoint_resource, meta, network, node},
+    reconcile::{
+        dns::dns_endpoint_resource,
+        meta,
+        monitors::{pod_monitor_resource, service_monitor_resource},
+        network, node,
+    },
 };
 
 /// Exponential backoff per object for transient errors, reset by a success.
@@ -287,9 +292,14 @@ async fn run_scope(
     // is installed later) the periodic resync re-applies them.
     for (group_version, resource) in [
         (MONITORING_API, service_monitor_resource()),
+        (MONITORING_API, pod_monitor_resource()),
         (DNS_ENDPOINT_API, dns_endpoint_resource()),
     ] {
-        match ctx.capabilities.has(group_version).await {
+        match ctx
+            .capabilities
+            .has_resource(group_version, &resource.plural)
+            .await
+        {
             Ok(true) => {
                 let api: Api<DynamicObject> = match ns {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),

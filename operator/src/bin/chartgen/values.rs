@@ -229,8 +229,9 @@ pub struct Webhook {
     pub port: Port,
     /// What the API server does when the webhook cannot be reached.
     pub failure_policy: FailurePolicy,
-    /// Seconds the API server waits for the webhook.
-    #[schemars(range(min = 1, max = 30))]
+    /// Seconds the API server waits for the webhook. At least 6: the webhook gives the API server
+    /// 5 s to look up the pod's DigNetwork, and a shorter wait would hide its answer.
+    #[schemars(range(min = 6, max = 30))]
     pub timeout_seconds: u32,
     /// The webhook Service.
     pub service: WebhookService,
