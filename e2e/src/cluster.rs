@@ -302,6 +302,9 @@ fn run_script(command: &str, run_dir: &Path) -> Result<Output, ClusterError> {
     Ok(output)
 }
 
+/// How often [`TestCluster::start`] tries when a port it picked was taken meanwhile.
+const START_ATTEMPTS: u32 = 3;
+
 impl TestCluster {
     /// Starts a control plane in a fresh run dir whose name starts with `name`, and waits until
     /// the API server is ready, the fake node is Ready and the default service account exists.
@@ -333,10 +336,24 @@ impl TestCluster {
             keep_logs: false,
         };
         let started = std::time::Instant::now();
-        if let Err(error) = run_script("up", &cluster.run_dir) {
-            // Dropping `cluster` stops whatever did start; its logs explain the failure.
-            cluster.keep_logs = true;
-            return Err(error);
+        let mut attempt = 1;
+        while let Err(error) = run_script("up", &cluster.run_dir) {
+            // `up` picks free ports before the components bind them; another process on the
+            // machine can take one in between. Such a start is tried again on fresh ports.
+            let port_taken = matches!(&error, ClusterError::Script { stderr, .. }
+                if stderr.contains("address already in use"));
+            if !port_taken || attempt == START_ATTEMPTS {
+                // Dropping `cluster` stops whatever did start; its logs explain the failure.
+                cluster.keep_logs = true;
+                return Err(error);
+            }
+            eprintln!("test cluster {name}: a port was taken while starting, trying again");
+            run_script("down", &cluster.run_dir)?;
+            prepare(&cluster.run_dir).map_err(|source| ClusterError::RunDir {
+                path: cluster.run_dir.clone(),
+                source,
+            })?;
+            attempt += 1;
         }
         eprintln!(
             "test cluster {name} up in {:.1} s (run dir {})",

@@ -254,6 +254,50 @@ async fn start_operator(
     }
 }
 
+/// Runs the `helm test` pod's own script (kwok runs no containers) against the operator at
+/// `base`: the chart's Service URL in the script becomes the operator's loopback address.
+fn run_helm_test_script(rendered: &Rendered, base: &str) {
+    let test_pod = rendered.get("Pod", &format!("{FULLNAME}-test"));
+    let container = &test_pod["spec"]["containers"][0];
+    let command = strings(&container["command"]);
+    assert_eq!(command[..2], ["sh", "-c"], "{command:?}");
+    let service = rendered
+        .objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Service"
+                && o["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+        })
+        .expect("the chart's metrics Service");
+    let service_url = format!(
+        "http://{}.{NAMESPACE}.svc:{}",
+        service["metadata"]["name"].as_str().expect("Service name"),
+        service["spec"]["ports"][0]["port"]
+    );
+    let chart_base = format!("base=\"{service_url}\"");
+    assert!(
+        command[2].contains(&chart_base),
+        "the test pod checks the metrics Service {service_url}:\n{}",
+        command[2]
+    );
+    let script = command[2].replace(&chart_base, &format!("base=\"{base}\""));
+    let mut check = ProcessSpec::new("sh")
+        .name("helm-test-script")
+        .args(["-c", &script])
+        .spawn()
+        .expect("running the helm test script with sh (needs wget)");
+    let status = check
+        .wait_timeout(Duration::from_secs(90))
+        .expect("waiting for the helm test script")
+        .unwrap_or_else(|| panic!("the helm test script hung:\n{}", check.output()));
+    let output = check.output();
+    assert!(status.success(), "the helm test script failed:\n{output}");
+    assert!(
+        output.contains("readyz: ok") && output.contains("metrics: ok"),
+        "{output}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() {
     let Some(cluster) = TestCluster::start_or_skip("chart_cluster") else {
@@ -462,6 +506,7 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         text.contains("# TYPE dig_operator_leader gauge"),
         "the helm test pod greps for dig_operator_leader:\n{text}"
     );
+    run_helm_test_script(&rendered, &base);
     operator.terminate().expect("stopping the operator");
     let _ = operator.wait_timeout(Duration::from_secs(15));
 
