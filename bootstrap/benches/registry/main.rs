@@ -30,6 +30,7 @@ use tokio::runtime::Runtime;
 
 use dig::STORES_PER_PEER;
 use load::{Connections, Rate, Target};
+use process::ServerProcess;
 use tls::{Certificate, PemFiles};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -39,14 +40,28 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn resident_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    kib as f64 / 1024.0
+/// A phase's rate and the server CPU time (user + system) it took per request.
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: Rate,
+    cpu_us: f64,
+}
+
+impl Measured {
+    /// Runs `phase` against `server`.
+    fn run(server: &ServerProcess, phase: impl FnOnce() -> Rate) -> Self {
+        let before = server.cpu_seconds();
+        let rate = phase();
+        let used = server.cpu_seconds() - before;
+        Self {
+            rate,
+            cpu_us: used * 1e6 / rate.count.max(1) as f64,
+        }
+    }
+
+    fn server_cpu(&self) -> String {
+        format!("server CPU {:.0} us per request", self.cpu_us)
+    }
 }
 
 /// The `/register` bodies of every peer: first registrations, then heartbeats (newer timestamp
@@ -68,9 +83,9 @@ struct Row {
     transport: &'static str,
     records: String,
     lookup: &'static str,
-    lookups: Rate,
+    lookups: Measured,
     write: &'static str,
-    writes: Option<Rate>,
+    writes: Measured,
     resident_mib: f64,
 }
 
@@ -164,7 +179,7 @@ fn bench_dig(
     };
     let writers = Connections::KeepAlive(target.clone());
     runtime.block_on(load::wait_ready(server.address));
-    let idle_mib = resident_mib(server.pid());
+    let idle_mib = server.resident_mib();
 
     let mut registered = None;
     for (what, bodies) in [
@@ -174,29 +189,32 @@ fn bench_dig(
             &records.heartbeats,
         ),
     ] {
-        let rate = runtime.block_on(load::send_all(
-            &writers,
-            peers,
-            dig::registrations(bodies.clone()),
-            connections,
-            200,
-        ));
+        let measured = Measured::run(&server, || {
+            runtime.block_on(load::send_all(
+                &writers,
+                peers,
+                dig::registrations(bodies.clone()),
+                connections,
+                200,
+            ))
+        });
         println!(
-            "  {what}: {peers} signed records in {:.2} s = {:.0}/s{}",
-            rate.elapsed.as_secs_f64(),
-            rate.per_second(),
+            "  {what}: {peers} signed records in {:.2} s = {:.0}/s{}; {}",
+            measured.rate.elapsed.as_secs_f64(),
+            measured.rate.per_second(),
             if registered.is_none() {
                 " (target >= 10000)"
             } else {
                 ""
-            }
+            },
+            measured.server_cpu()
         );
-        registered.get_or_insert(rate);
+        registered.get_or_insert(measured);
     }
     std::thread::sleep(Duration::from_millis(500));
     println!(
         "  resident memory: {idle_mib:.1} MB idle, {:.1} MB with {peers} live peers of {STORES_PER_PEER} stores (target < 150 MB)",
-        resident_mib(server.pid())
+        server.resident_mib()
     );
 
     let mut peers_rate = None;
@@ -205,26 +223,29 @@ fn bench_dig(
         "/peers/store/store-0001?limit=50",
         "/stats",
     ] {
-        let rate = runtime.block_on(load::lookups(
-            &target,
-            Arc::new(vec![path.to_owned()]),
-            connections,
-            seconds,
-        ));
+        let measured = Measured::run(&server, || {
+            runtime.block_on(load::lookups(
+                &target,
+                Arc::new(vec![path.to_owned()]),
+                connections,
+                seconds,
+            ))
+        });
         println!(
-            "  GET {path}: {} requests in {:.1} s = {:.0} requests/s over {connections} {keep_alive} connections{}",
-            rate.count,
-            rate.elapsed.as_secs_f64(),
-            rate.per_second(),
+            "  GET {path}: {} requests in {:.1} s = {:.0} requests/s over {connections} {keep_alive} connections{}; {}",
+            measured.rate.count,
+            measured.rate.elapsed.as_secs_f64(),
+            measured.rate.per_second(),
             if path == "/peers?limit=50" {
                 " (target >= 50000)"
             } else {
                 ""
-            }
+            },
+            measured.server_cpu()
         );
-        peers_rate.get_or_insert(rate);
+        peers_rate.get_or_insert(measured);
     }
-    let resident = resident_mib(server.pid());
+    let resident = server.resident_mib();
     println!("  resident memory after lookups: {resident:.1} MB");
     Row {
         server: "dig-bootstrap",
@@ -233,7 +254,7 @@ fn bench_dig(
         lookup: "GET /peers?limit=50",
         lookups: peers_rate.expect("the /peers phase ran"),
         write: "signed registrations",
-        writes: registered,
+        writes: registered.expect("the registration phase ran"),
         resident_mib: resident,
     }
 }
@@ -282,39 +303,45 @@ fn bench_stdiscosrv(
         tls: None,
     };
     runtime.block_on(load::wait_ready(server.address));
-    let announced = runtime.block_on(load::send_all(
-        &Connections::KeepAlive(target.clone()),
-        count,
-        stdiscosrv::announce_with_header(devices.clone()),
-        connections,
-        204,
-    ));
+    let announced = Measured::run(&server, || {
+        runtime.block_on(load::send_all(
+            &Connections::KeepAlive(target.clone()),
+            count,
+            stdiscosrv::announce_with_header(devices.clone()),
+            connections,
+            204,
+        ))
+    });
     println!(
-        "  -http: announcements (certificate in X-Tls-Client-Cert-Der-Base64): {count} in {:.2} s = {:.0} announcements/s",
-        announced.elapsed.as_secs_f64(),
-        announced.per_second()
+        "  -http: announcements (certificate in X-Tls-Client-Cert-Der-Base64): {count} in {:.2} s = {:.0} announcements/s; {}",
+        announced.rate.elapsed.as_secs_f64(),
+        announced.rate.per_second(),
+        announced.server_cpu()
     );
     println!(
         "  -http: resident memory with {count} devices: {:.1} MB",
-        resident_mib(server.pid())
+        server.resident_mib()
     );
-    let rate = runtime.block_on(load::lookups(&target, paths.clone(), connections, seconds));
+    let lookups = Measured::run(&server, || {
+        runtime.block_on(load::lookups(&target, paths.clone(), connections, seconds))
+    });
     println!(
-        "  -http: GET /?device=ID of {count} announced devices in turn: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive connections",
-        rate.count,
-        rate.elapsed.as_secs_f64(),
-        rate.per_second()
+        "  -http: GET /?device=ID of {count} announced devices in turn: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive connections; {}",
+        lookups.rate.count,
+        lookups.rate.elapsed.as_secs_f64(),
+        lookups.rate.per_second(),
+        lookups.server_cpu()
     );
-    let resident = resident_mib(server.pid());
+    let resident = server.resident_mib();
     println!("  -http: resident memory after lookups: {resident:.1} MB");
     rows.push(Row {
         server: "stdiscosrv",
         transport: "http",
         records: records.clone(),
         lookup: "GET /?device=ID",
-        lookups: rate,
+        lookups,
         write: "announcements",
-        writes: Some(announced),
+        writes: announced,
         resident_mib: resident,
     });
     drop(server);
@@ -326,14 +353,17 @@ fn bench_stdiscosrv(
         tls: Some(tls::client_config(&server_certificate.der, None)),
     };
     runtime.block_on(load::wait_ready(server.address));
-    let rate = runtime.block_on(load::lookups(&target, paths, connections, seconds));
+    let lookups = Measured::run(&server, || {
+        runtime.block_on(load::lookups(&target, paths, connections, seconds))
+    });
     println!(
-        "  TLS: GET /?device=ID of {count} announced devices in turn: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive TLS connections",
-        rate.count,
-        rate.elapsed.as_secs_f64(),
-        rate.per_second()
+        "  TLS: GET /?device=ID of {count} announced devices in turn: {} requests in {:.1} s = {:.0} requests/s over {connections} keep-alive TLS connections; {}",
+        lookups.rate.count,
+        lookups.rate.elapsed.as_secs_f64(),
+        lookups.rate.per_second(),
+        lookups.server_cpu()
     );
-    let resident = resident_mib(server.pid());
+    let resident = server.resident_mib();
     println!("  TLS: resident memory after lookups: {resident:.1} MB");
     let tls_devices = devices.clone();
     let trusted = server_certificate.der.clone();
@@ -343,26 +373,29 @@ fn bench_stdiscosrv(
             tls::client_config(&trusted, Some(&tls_devices[index].certificate))
         }),
     };
-    let announced = runtime.block_on(load::send_all(
-        &each_device,
-        tls_announces,
-        stdiscosrv::announce_over_tls(),
-        connections,
-        204,
-    ));
+    let announced = Measured::run(&server, || {
+        runtime.block_on(load::send_all(
+            &each_device,
+            tls_announces,
+            stdiscosrv::announce_over_tls(),
+            connections,
+            204,
+        ))
+    });
     println!(
-        "  TLS: announcements with the device's client certificate, a new connection each (as devices do): {tls_announces} in {:.2} s = {:.0} announcements/s",
-        announced.elapsed.as_secs_f64(),
-        announced.per_second()
+        "  TLS: announcements with the device's client certificate, a new connection each (as devices do): {tls_announces} in {:.2} s = {:.0} announcements/s; {}",
+        announced.rate.elapsed.as_secs_f64(),
+        announced.rate.per_second(),
+        announced.server_cpu()
     );
     rows.push(Row {
         server: "stdiscosrv",
         transport: "https",
         records,
         lookup: "GET /?device=ID",
-        lookups: rate,
+        lookups,
         write: "announcements, new TLS conn each",
-        writes: Some(announced),
+        writes: announced,
         resident_mib: resident,
     });
     rows
@@ -370,26 +403,33 @@ fn bench_stdiscosrv(
 
 fn print_table(settings: &Settings, rows: &[Row]) {
     println!(
-        "comparison (same run, same load generator: {} keep-alive connections, {} s per lookup phase; writes over as many connections):",
+        "comparison (same run, same load generator: {} keep-alive connections, {} s per lookup phase; writes over as many connections; CPU: the server process's user + system time per request, which the load generator and other work on the machine do not inflate):",
         settings.connections, settings.seconds
     );
     println!(
-        "  {:<14} {:<6} {:<28} {:<20} {:>10}  {:>10}  {:<33} {:>8}",
-        "server", "proto", "records", "lookup", "lookups/s", "writes/s", "writes", "RSS MB"
+        "  {:<14} {:<6} {:<28} {:<20} {:>9} {:>6}  {:>8} {:>6}  {:<32} {:>6}",
+        "server",
+        "proto",
+        "records",
+        "lookup",
+        "lookups/s",
+        "CPU us",
+        "writes/s",
+        "CPU us",
+        "writes",
+        "RSS MB"
     );
     for row in rows {
-        let writes = row
-            .writes
-            .map(|rate| format!("{:.0}", rate.per_second()))
-            .unwrap_or_else(|| "-".to_owned());
         println!(
-            "  {:<14} {:<6} {:<28} {:<20} {:>10.0}  {:>10}  {:<33} {:>8.1}",
+            "  {:<14} {:<6} {:<28} {:<20} {:>9.0} {:>6.0}  {:>8.0} {:>6.0}  {:<32} {:>6.1}",
             row.server,
             row.transport,
             row.records,
             row.lookup,
-            row.lookups.per_second(),
-            writes,
+            row.lookups.rate.per_second(),
+            row.lookups.cpu_us,
+            row.writes.rate.per_second(),
+            row.writes.cpu_us,
             row.write,
             row.resident_mib
         );
