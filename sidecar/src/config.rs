@@ -102,6 +102,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub allow_loopback: bool,
 
+    /// Turn off AutoNAT: no asking peers to dial back our candidate addresses (so only --announce
+    /// addresses are registered) and no dialing back for them.
+    #[arg(long)]
+    pub no_autonat: bool,
+
     /// libp2p private-network key file (pnet, `/key/swarm/psk/1.0.0/` format); TCP only.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
@@ -578,7 +583,7 @@ mod tests {
             .collect();
         assert!(listen.contains(&"/ip4/0.0.0.0/tcp/4001".to_string()));
         assert!(listen.contains(&"/ip4/0.0.0.0/udp/4001/quic-v1".to_string()));
-        assert!(!args.no_mdns && !args.no_dht && !args.allow_loopback);
+        assert!(!args.no_mdns && !args.no_dht && !args.allow_loopback && !args.no_autonat);
         assert_eq!(args.inventory_interval, Duration::from_secs(30));
         assert_eq!(args.max_store_size, 64 << 30);
     }
@@ -624,6 +629,21 @@ mod tests {
         assert!(args.no_dht);
         assert!(!args.no_mdns);
         assert_eq!(args.bootstrap, vec!["http://a:3000", "http://b:3000"]);
+    }
+
+    #[test]
+    fn autonat_is_turned_off_by_flag_env_or_file() {
+        assert!(run(&["run", "--no-autonat"], &[]).unwrap().no_autonat);
+        assert!(
+            run(&["run"], &[("DIG_NO_AUTONAT", "true")])
+                .unwrap()
+                .no_autonat
+        );
+        let (_dir, path) = write_config("no-autonat: true\n");
+        assert!(run(&["run", "--config", &path], &[]).unwrap().no_autonat);
+        let (_dir, path) = write_config("no-autonat: sometimes\n");
+        let error = run(&["run", "--config", &path], &[]).unwrap_err();
+        assert!(error.to_string().contains("no-autonat"), "{error}");
     }
 
     #[test]

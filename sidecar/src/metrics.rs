@@ -17,6 +17,14 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `client` (a peer dialed one of our addresses back) or `server` (we dialed a peer back).
+    pub role: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct NodeMetrics {
     /// Peers of our network with an open connection (identify confirmed).
@@ -33,6 +41,8 @@ pub struct NodeMetrics {
     pub foreign_peers_rejected: Counter,
     /// Peers banned (for example for a bad chunk).
     pub peers_banned: Counter,
+    /// AutoNAT dial-back probes by role and result.
+    pub autonat_probes: Family<ProbeLabels, Counter>,
 }
 
 impl NodeMetrics {
@@ -71,7 +81,21 @@ impl NodeMetrics {
             "Peers banned by the node (for example for a bad chunk)",
             metrics.peers_banned.clone(),
         );
+        sub.register(
+            "autonat_probes",
+            "AutoNAT dial-back probes by role (client: our address tested; server: we dialed a peer back) and result",
+            metrics.autonat_probes.clone(),
+        );
         metrics
+    }
+
+    pub fn count_autonat_probe(&self, role: &str, succeeded: bool) {
+        self.autonat_probes
+            .get_or_create(&ProbeLabels {
+                role: role.to_string(),
+                result: if succeeded { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
     }
 
     pub fn count_dial(&self, result: &str) {

@@ -136,6 +136,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         enable_dht: !args.no_dht,
         enable_mdns: !args.no_mdns,
         allow_loopback: args.allow_loopback,
+        enable_autonat: !args.no_autonat,
         psk,
         max_connections: args.max_connections,
     };
@@ -174,8 +175,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let registry_task = if servers.is_empty() {
         None
     } else {
-        let settings =
-            RegistrySettings::new(servers, keypair, args.network.clone(), store_entries);
+        let settings = RegistrySettings::new(servers, keypair, args.network.clone(), store_entries);
         Some(tokio::spawn(registry_discovery::run(
             settings,
             node.clone(),

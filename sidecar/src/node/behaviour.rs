@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity::Keypair,
-    kad, mdns, ping, swarm::NetworkBehaviour, swarm::behaviour::toggle::Toggle,
+    StreamProtocol, allow_block_list, autonat, connection_limits, gossipsub, identify,
+    identity::Keypair, kad, mdns, ping, swarm::NetworkBehaviour, swarm::behaviour::toggle::Toggle,
 };
 
 use super::NodeConfig;
@@ -69,6 +69,10 @@ pub struct Behaviour {
     pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub gossipsub: gossipsub::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// AutoNAT v2 client: asks connected peers to dial our candidate addresses back.
+    pub autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    /// AutoNAT v2 server: dials peers' candidate addresses back for them.
+    pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
     pub stream: libp2p_stream::Behaviour,
 }
 
@@ -144,6 +148,16 @@ impl Behaviour {
             kad: Toggle::from(kad),
             gossipsub,
             mdns: Toggle::from(mdns),
+            autonat_client: Toggle::from(
+                config
+                    .enable_autonat
+                    .then(autonat::v2::client::Behaviour::default),
+            ),
+            autonat_server: Toggle::from(
+                config
+                    .enable_autonat
+                    .then(autonat::v2::server::Behaviour::default),
+            ),
             stream: libp2p_stream::Behaviour::new(),
         })
     }

@@ -8,7 +8,7 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns,
+    Multiaddr, PeerId, Swarm, autonat, gossipsub, identify, kad, mdns,
     metrics::{Metrics as Libp2pMetrics, Recorder},
     multiaddr::Protocol,
     swarm::{
@@ -48,6 +48,9 @@ pub(crate) struct LoopSettings {
     pub registry_enabled: bool,
     pub dht_enabled: bool,
     pub mdns_enabled: bool,
+    pub autonat_enabled: bool,
+    /// `--announce` addresses: external by configuration, never removed by a failed probe.
+    pub announce: Vec<Multiaddr>,
 }
 
 struct ConnectedState {
@@ -155,6 +158,7 @@ impl EventLoop {
         discovery.registry.registration_failures = Some(0);
         discovery.dht.enabled = settings.dht_enabled;
         discovery.mdns.enabled = settings.mdns_enabled;
+        discovery.autonat.enabled = settings.autonat_enabled;
         let topic = gossipsub::IdentTopic::new(protocols.stores_topic.clone());
         Self {
             swarm,
@@ -295,7 +299,19 @@ impl EventLoop {
                 tracing::debug!(%send_back_addr, %error, "incoming connection failed");
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
-                tracing::info!(%address, "external address confirmed");
+                if self.settings.announce.contains(&address)
+                    || addresses::is_dialable(&address, self.settings.allow_loopback)
+                {
+                    tracing::info!(%address, "external address confirmed");
+                } else {
+                    // A peer on the same machine can confirm a loopback address; it is of no use
+                    // to anyone else unless loopback networks were asked for.
+                    tracing::debug!(%address, "dropping a confirmed loopback address");
+                    self.swarm.remove_external_address(&address);
+                }
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "external address no longer confirmed");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -338,6 +354,24 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Mdns(event) => self.on_mdns_event(event),
+            BehaviourEvent::AutonatClient(event) => self.on_autonat_probe(event),
+            BehaviourEvent::AutonatServer(event) => {
+                let succeeded = event.result.is_ok();
+                self.metrics.count_autonat_probe("server", succeeded);
+                let stats = &mut self.discovery.autonat;
+                match event.result {
+                    Ok(()) => stats.dial_backs_succeeded += 1,
+                    Err(error) => {
+                        stats.dial_backs_failed += 1;
+                        tracing::debug!(
+                            client = %event.client,
+                            address = %event.tested_addr,
+                            %error,
+                            "dialing a peer back failed"
+                        );
+                    }
+                }
+            }
             BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Blocked(never) => match never {},
             BehaviourEvent::Stream(()) => {}
@@ -358,6 +392,10 @@ impl EventLoop {
             self.metrics.foreign_peers_rejected.inc();
             self.quarantined
                 .insert(peer_id, Instant::now() + FOREIGN_PEER_QUARANTINE);
+            // Blocked, not only left undialed: AutoNAT's protocol names cannot carry the network
+            // id, so nothing else stops a foreign peer from reconnecting to ask for dial-backs,
+            // or a dial-back it asked for before identify from reaching it.
+            self.swarm.behaviour_mut().blocked.block_peer(peer_id);
             if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                 kad.remove_peer(&peer_id);
             }
@@ -394,6 +432,36 @@ impl EventLoop {
             tracing::info!(%peer_id, agent = %info.agent_version, "peer connected");
             let _ = self.events.send(NodeEvent::PeerConnected(peer_id));
             self.update_connected_gauge();
+        }
+    }
+
+    /// One of our candidate addresses was dialed back (or not) by a peer. Confirmation itself
+    /// arrives as `SwarmEvent::ExternalAddrConfirmed`; a failed probe withdraws the address if it
+    /// was external, unless it was configured with `--announce`.
+    fn on_autonat_probe(&mut self, event: autonat::v2::client::Event) {
+        let succeeded = event.result.is_ok();
+        self.metrics.count_autonat_probe("client", succeeded);
+        let stats = &mut self.discovery.autonat;
+        match event.result {
+            Ok(()) => {
+                stats.probes_succeeded += 1;
+                tracing::debug!(address = %event.tested_addr, server = %event.server, "a peer dialed our address back");
+            }
+            Err(error) => {
+                stats.probes_failed += 1;
+                stats.last_error = Some(format!(
+                    "peer {} could not dial {} back: {error}",
+                    event.server, event.tested_addr
+                ));
+                tracing::debug!(address = %event.tested_addr, server = %event.server, %error, "a peer could not dial our address back");
+                let external = self
+                    .swarm
+                    .external_addresses()
+                    .any(|address| address == &event.tested_addr);
+                if external && !self.settings.announce.contains(&event.tested_addr) {
+                    self.swarm.remove_external_address(&event.tested_addr);
+                }
+            }
         }
     }
 
@@ -601,7 +669,18 @@ impl EventLoop {
 
     fn expire_quarantine_and_bans(&mut self) {
         let now = Instant::now();
-        self.quarantined.retain(|_, until| *until > now);
+        let released: Vec<PeerId> = self
+            .quarantined
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in released {
+            self.quarantined.remove(&peer);
+            if !self.banned.contains_key(&peer) {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            }
+        }
         let expired: Vec<PeerId> = self
             .banned
             .iter()
@@ -610,6 +689,9 @@ impl EventLoop {
             .collect();
         for peer in expired {
             self.banned.remove(&peer);
+            if self.quarantined.contains_key(&peer) {
+                continue;
+            }
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             tracing::info!(%peer, "ban expired");
         }
@@ -839,6 +921,12 @@ impl EventLoop {
             })
             .collect();
         discovered.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let mut discovery = self.discovery.clone();
+        discovery.autonat.confirmed_addresses = external
+            .iter()
+            .filter(|address| !self.settings.announce.contains(address))
+            .map(ToString::to_string)
+            .collect();
         NodeSnapshot {
             peer_id: *self.swarm.local_peer_id(),
             network_id: self.protocols.network_id.clone(),
@@ -847,7 +935,7 @@ impl EventLoop {
             dialable_addresses: dialable,
             connected,
             discovered,
-            discovery: self.discovery.clone(),
+            discovery,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The libp2p node: one swarm owned by one event loop task, driven through [`NodeHandle`].
 
+#[cfg(test)]
+mod autonat_tests;
 mod behaviour;
 mod event_loop;
 mod handle;
@@ -16,8 +18,8 @@ use tokio::{
 pub use behaviour::{MAX_GOSSIP_MESSAGE_BYTES, NetworkProtocols};
 pub use handle::{NodeError, NodeEvent, NodeHandle};
 pub use status::{
-    ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot, RegistryOutcome,
-    SourceStats,
+    AutonatStats, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
+    RegistryOutcome, SourceStats,
 };
 
 use crate::metrics::NodeMetrics;
@@ -33,6 +35,8 @@ pub struct NodeConfig {
     pub enable_dht: bool,
     pub enable_mdns: bool,
     pub allow_loopback: bool,
+    /// Confirm external addresses with AutoNAT v2 (client) and dial peers back for theirs (server).
+    pub enable_autonat: bool,
     pub psk: Option<PreSharedKey>,
     pub max_connections: u32,
 }
@@ -93,6 +97,8 @@ pub fn start(
             registry_enabled: config.registry_enabled,
             dht_enabled: config.enable_dht,
             mdns_enabled: config.enable_mdns,
+            autonat_enabled: config.enable_autonat,
+            announce: config.announce.clone(),
         },
     );
     let task = tokio::spawn(event_loop.run());

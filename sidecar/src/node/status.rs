@@ -92,12 +92,29 @@ pub struct SourceStats {
     pub registration_failures: Option<u64>,
 }
 
+/// AutoNAT figures for `/connections`: how this node's candidate addresses fared when peers dialed
+/// them back (client), and how many dial-backs it did for peers (server).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutonatStats {
+    pub enabled: bool,
+    /// Addresses confirmed by a peer's dial-back and still held as external addresses.
+    pub confirmed_addresses: Vec<String>,
+    pub probes_succeeded: u64,
+    pub probes_failed: u64,
+    pub dial_backs_succeeded: u64,
+    pub dial_backs_failed: u64,
+    pub last_error: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveryStats {
     pub registry: SourceStats,
     pub dht: SourceStats,
     pub mdns: SourceStats,
+    /// Not a source of peers but of this node's own dialable addresses; not part of readiness.
+    pub autonat: AutonatStats,
 }
 
 impl DiscoveryStats {

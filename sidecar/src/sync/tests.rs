@@ -39,6 +39,7 @@ async fn start_node_in(dir: tempfile::TempDir, propagate_deletes: bool) -> TestN
             enable_dht: false,
             enable_mdns: false,
             allow_loopback: true,
+            enable_autonat: false,
             psk: None,
             max_connections: 64,
         },

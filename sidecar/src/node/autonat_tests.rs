@@ -1,0 +1,136 @@
+//! AutoNAT between two in-process nodes on loopback: the dialing node's observed address is
+//! dialed back and confirmed, and kept only when loopback networks were asked for.
+
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, identity::Keypair};
+use prometheus_client::registry::Registry;
+
+use super::{NodeConfig, NodeHandle, NodeSnapshot, start};
+
+const NETWORK: &str = "autonat-unit";
+/// Longer than the AutoNAT client's 5 s probe interval, with room for a loaded machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(allow_loopback: bool, enable_autonat: bool) -> NodeConfig {
+    NodeConfig {
+        keypair: Keypair::generate_ed25519(),
+        network_id: NETWORK.into(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        announce: Vec::new(),
+        registry_enabled: false,
+        enable_dht: false,
+        enable_mdns: false,
+        allow_loopback,
+        enable_autonat,
+        psk: None,
+        max_connections: 16,
+    }
+}
+
+async fn listening(node: &NodeHandle) -> Multiaddr {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let snapshot = node.snapshot().await.unwrap();
+        if let Some(address) = snapshot.listen_addresses.first() {
+            return address.clone();
+        }
+        assert!(Instant::now() < deadline, "node listening within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a server node and a client node with `client`'s settings, dials the server from the
+/// client, and waits until `done` holds for the client's snapshot.
+async fn probe_from(
+    client: NodeConfig,
+    done: impl Fn(&NodeSnapshot) -> bool,
+) -> (NodeSnapshot, Multiaddr) {
+    let (server, _server_task) = start(config(true, true), &mut Registry::default()).unwrap();
+    let (client, _client_task) = start(client, &mut Registry::default()).unwrap();
+    let server_address = listening(&server).await;
+    let client_address = listening(&client).await;
+    client
+        .dial(
+            format!("{server_address}/p2p/{}", server.local_peer_id())
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let snapshot = client.snapshot().await.unwrap();
+        if done(&snapshot) {
+            server.shutdown().await;
+            client.shutdown().await;
+            return (snapshot, client_address);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "AutoNAT outcome within {WAIT:?}: {:?}",
+            snapshot.discovery.autonat
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_address_is_confirmed_by_a_dial_back_when_loopback_is_allowed() {
+    let (snapshot, own) = probe_from(config(true, true), |snapshot| {
+        !snapshot.external_addresses.is_empty()
+    })
+    .await;
+    assert_eq!(snapshot.external_addresses, vec![own.clone()]);
+    assert_eq!(
+        snapshot.discovery.autonat.confirmed_addresses,
+        vec![own.to_string()]
+    );
+    assert!(snapshot.discovery.autonat.probes_succeeded >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_loopback_address_is_dropped_unless_loopback_is_allowed() {
+    let (snapshot, _) = probe_from(config(false, true), |snapshot| {
+        snapshot.discovery.autonat.probes_succeeded >= 1
+    })
+    .await;
+    assert!(
+        snapshot.external_addresses.is_empty(),
+        "{:?}",
+        snapshot.external_addresses
+    );
+    assert!(snapshot.dialable_addresses.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_autonat_no_address_is_probed_or_confirmed() {
+    // Connected for two probe intervals, and nothing: the client that would ask is not there.
+    let (client, _task) = start(config(true, false), &mut Registry::default()).unwrap();
+    let (server, _server_task) = start(config(true, true), &mut Registry::default()).unwrap();
+    let server_address = listening(&server).await;
+    client
+        .dial(
+            format!("{server_address}/p2p/{}", server.local_peer_id())
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let snapshot = client.snapshot().await.unwrap();
+    assert!(!snapshot.connected.is_empty(), "the nodes stayed connected");
+    assert!(!snapshot.discovery.autonat.enabled);
+    assert!(snapshot.external_addresses.is_empty());
+    assert_eq!(snapshot.discovery.autonat.probes_succeeded, 0);
+    assert_eq!(
+        server
+            .snapshot()
+            .await
+            .unwrap()
+            .discovery
+            .autonat
+            .dial_backs_succeeded,
+        0
+    );
+}
