@@ -188,8 +188,10 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
         &mut processes,
         || {
             let connections = sidecar_status_in(&pod_b.name)?["connections"].clone();
-            strings(&connections["externalAddresses"])
-                .contains(&b_address)
+            // The probe is counted on the event after the confirmation: wait for both.
+            let counted =
+                connections["discovery"]["autonat"]["probesSucceeded"].as_u64() >= Some(1);
+            (counted && strings(&connections["externalAddresses"]).contains(&b_address))
                 .then_some(connections)
         },
     );
@@ -205,20 +207,25 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
         "{autonat}"
     );
     assert!(autonat["probesSucceeded"].as_u64() >= Some(1), "{autonat}");
-    assert!(
-        metric_in(
+    wait_for("B's metrics count the probe", &mut processes, || {
+        (metric_in(
             &pod_b,
             "dig_node_autonat_probes_total",
-            &["role=\"client\"", "result=\"ok\""]
-        ) >= 1.0
-    );
-    assert!(
-        metric_in(
-            &pod_a,
-            "dig_node_autonat_probes_total",
-            &["role=\"server\"", "result=\"ok\""]
-        ) >= 1.0,
-        "A did the dial-back"
+            &["role=\"client\"", "result=\"ok\""],
+        ) >= 1.0)
+            .then_some(())
+    });
+    wait_for(
+        "A's metrics count the dial-back it did",
+        &mut processes,
+        || {
+            (metric_in(
+                &pod_a,
+                "dig_node_autonat_probes_total",
+                &["role=\"server\"", "result=\"ok\""],
+            ) >= 1.0)
+                .then_some(())
+        },
     );
 
     // The registry carries it (B re-registers when its addresses change).

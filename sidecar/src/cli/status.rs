@@ -124,6 +124,26 @@ pub fn render(status: &NodeStatus) -> String {
             }
         );
     }
+    let autonat = &c["discovery"]["autonat"];
+    if autonat.is_object() {
+        let _ = writeln!(
+            out,
+            "  autonat   enabled={} confirmed=[{}] probes ok={} failed={} dial-backs ok={} failed={}{}",
+            text(&autonat["enabled"]),
+            autonat["confirmedAddresses"]
+                .as_array()
+                .map(|items| items.iter().map(text).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
+            text(&autonat["probesSucceeded"]),
+            text(&autonat["probesFailed"]),
+            text(&autonat["dialBacksSucceeded"]),
+            text(&autonat["dialBacksFailed"]),
+            match &autonat["lastError"] {
+                Value::String(error) => format!(" last error: {error}"),
+                _ => String::new(),
+            }
+        );
+    }
     if let Some(peers) = c["connectedPeers"].as_array() {
         if !peers.is_empty() {
             let _ = writeln!(
@@ -152,4 +172,53 @@ pub fn render(status: &NodeStatus) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_summary_shows_autonat_figures_and_confirmed_addresses() {
+        let status = NodeStatus {
+            health: json!({"peerId": "12D3KooWtest", "version": "0.1.0"}),
+            ready: json!({"ready": true, "reasons": []}),
+            is_ready: true,
+            connections: json!({
+                "networkId": "mainnet",
+                "discovery": {
+                    "autonat": {
+                        "enabled": true,
+                        "confirmedAddresses": ["/ip4/203.0.113.7/tcp/4001"],
+                        "probesSucceeded": 2,
+                        "probesFailed": 1,
+                        "dialBacksSucceeded": 5,
+                        "dialBacksFailed": 0,
+                        "lastError": "peer X could not dial /ip4/10.0.0.2/tcp/4001 back"
+                    }
+                }
+            }),
+        };
+        let summary = render(&status);
+        assert!(
+            summary.contains(
+                "autonat   enabled=true confirmed=[/ip4/203.0.113.7/tcp/4001] probes ok=2 failed=1 \
+                 dial-backs ok=5 failed=0 last error: peer X could not dial"
+            ),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn an_older_node_without_autonat_figures_gets_no_autonat_line() {
+        let status = NodeStatus {
+            health: json!({}),
+            ready: json!({}),
+            is_ready: false,
+            connections: json!({"discovery": {}}),
+        };
+        assert!(!render(&status).contains("autonat"));
+    }
 }
