@@ -6,6 +6,8 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::error::ApiError;
 use super::extract::{PEERS_LIMIT_CAP, QueryParams, body_bytes, json_body};
@@ -15,7 +17,7 @@ use crate::api::{
     PeersQuery, PeersResponse, RecordsQuery, RecordsResponse, RegisterResponse, StatsResponse,
     StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
-use crate::metrics::{Metrics, RegisterResult, ResultLabel, UnregisterResult};
+use crate::metrics::{Metrics, RegisterResult, ResultLabel, ResultLabels, UnregisterResult};
 use crate::record::{
     STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name, now_ms,
 };
@@ -63,36 +65,31 @@ pub async fn register(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<RegisterResponse> {
-    let metrics = state.metrics();
-    let result = body_bytes(body, state.max_body_bytes())
-        .and_then(|body| json_body::<SignedPeerRecord>(&body))
-        .and_then(|signed| {
-            let outcome = state.accept_record(&signed, Source::Direct)?;
-            Ok((signed, outcome))
-        });
-    match result {
-        Ok((signed, outcome)) => {
-            let result = match outcome {
-                Upserted::Created { .. } => RegisterResult::Registered,
-                Upserted::Refreshed { .. } => RegisterResult::Refreshed,
-            };
-            Metrics::count_result(&metrics.registrations, result);
-            let ttl_ms = state.registry().read().config().ttl_ms;
-            Ok(Json(RegisterResponse {
-                status: result.as_str().to_owned(),
-                peer_id: signed.record.peer_id,
-                ttl_seconds: ttl_ms / 1000,
-                expires_at: outcome.expires_at_ms(),
-            }))
-        }
-        Err(error) => {
-            Metrics::count_result(
-                &metrics.registrations,
-                RegisterResult::Rejected(error.error),
-            );
-            Err(error)
-        }
-    }
+    counted(
+        &state.metrics().registrations,
+        RegisterResult::Rejected,
+        register_signed(&state, body),
+    )
+}
+
+fn register_signed(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(RegisterResponse, RegisterResult), ApiError> {
+    let signed: SignedPeerRecord = json_body(&body_bytes(body, state.max_body_bytes())?)?;
+    let outcome = state.accept_record(&signed, Source::Direct)?;
+    let result = match outcome {
+        Upserted::Created { .. } => RegisterResult::Registered,
+        Upserted::Refreshed { .. } => RegisterResult::Refreshed,
+    };
+    let ttl_ms = state.registry().read().config().ttl_ms;
+    let response = RegisterResponse {
+        status: result.as_str().to_owned(),
+        peer_id: signed.record.peer_id,
+        ttl_seconds: ttl_ms / 1000,
+        expires_at: outcome.expires_at_ms(),
+    };
+    Ok((response, result))
 }
 
 /// Removes the signer's own record.
@@ -103,35 +100,49 @@ pub async fn register(
         (status = 401, description = "Signature does not verify", body = ErrorBody),
         (status = 403, description = "Key does not match peerId", body = ErrorBody),
         (status = 409, description = "Not newer than the record held", body = ErrorBody),
+        (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
     ))]
 pub async fn unregister(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<UnregisterResponse> {
-    let metrics = state.metrics();
-    let result = body_bytes(body, state.max_body_bytes())
-        .and_then(|body| json_body::<SignedUnregister>(&body))
-        .and_then(|signed| {
-            let outcome = state.accept_removal(&signed, Source::Direct)?;
-            Ok((signed, outcome))
-        });
-    match result {
-        Ok((signed, outcome)) => {
-            let result = match outcome {
-                Removed::Removed => UnregisterResult::Unregistered,
-                Removed::NotFound => UnregisterResult::NotFound,
-            };
-            Metrics::count_result(&metrics.unregistrations, result);
-            Ok(Json(UnregisterResponse {
-                status: result.as_str().to_owned(),
-                peer_id: signed.request.peer_id,
-            }))
+    counted(
+        &state.metrics().unregistrations,
+        UnregisterResult::Rejected,
+        unregister_signed(&state, body),
+    )
+}
+
+fn unregister_signed(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(UnregisterResponse, UnregisterResult), ApiError> {
+    let signed: SignedUnregister = json_body(&body_bytes(body, state.max_body_bytes())?)?;
+    let result = match state.accept_removal(&signed, Source::Direct)? {
+        Removed::Removed => UnregisterResult::Unregistered,
+        Removed::NotFound => UnregisterResult::NotFound,
+    };
+    let response = UnregisterResponse {
+        status: result.as_str().to_owned(),
+        peer_id: signed.request.peer_id,
+    };
+    Ok((response, result))
+}
+
+/// Counts the result of a signed request, or the refusal's error code, in `family`.
+fn counted<T, R: ResultLabel>(
+    family: &Family<ResultLabels<R>, Counter>,
+    rejected: fn(&'static str) -> R,
+    outcome: Result<(T, R), ApiError>,
+) -> ApiResult<T> {
+    match outcome {
+        Ok((response, result)) => {
+            Metrics::count_result(family, result);
+            Ok(Json(response))
         }
         Err(error) => {
-            Metrics::count_result(
-                &metrics.unregistrations,
-                UnregisterResult::Rejected(error.error),
-            );
+            Metrics::count_result(family, rejected(error.error));
             Err(error)
         }
     }
