@@ -40,7 +40,10 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
 
 /// Totals: peers, active peers, stores, registrations, uptime.
 #[utoipa::path(get, path = "/stats", tag = "registry",
-    responses((status = 200, description = "Totals", body = StatsResponse)))]
+    responses(
+        (status = 200, description = "Totals", body = StatsResponse),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
 pub async fn stats(State(state): State<AppState>) -> Response {
     // Counting live and active peers walks the records: render once per change (at most 1 s old).
     let uptime_seconds = state.uptime_seconds();
@@ -153,6 +156,7 @@ fn counted<T, R: ResultLabel>(
     responses(
         (status = 200, description = "Live peers", body = PeersResponse),
         (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
     ))]
 pub async fn peers(
     State(state): State<AppState>,
@@ -175,6 +179,7 @@ pub async fn peers(
     responses(
         (status = 200, description = "Peers holding the store", body = PeersResponse),
         (status = 400, description = "Invalid store name or query parameter", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
     ))]
 pub async fn peers_with_store(
     State(state): State<AppState>,
@@ -203,7 +208,10 @@ pub async fn peers_with_store(
 
 /// Replication per store and peers per agent version.
 #[utoipa::path(get, path = "/topology", tag = "registry",
-    responses((status = 200, description = "Replication view", body = TopologyResponse)))]
+    responses(
+        (status = 200, description = "Replication view", body = TopologyResponse),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
 pub async fn topology(State(state): State<AppState>) -> Response {
     let body = state.rendered_view("topology".to_owned(), |registry| {
         registry.topology(now_ms())
@@ -216,6 +224,7 @@ pub async fn topology(State(state): State<AppState>) -> Response {
     responses(
         (status = 200, description = "One page of changes", body = RecordsResponse),
         (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
     ))]
 pub async fn records(
     State(state): State<AppState>,
@@ -249,7 +258,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+    responses(
+        (status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
