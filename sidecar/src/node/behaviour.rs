@@ -63,6 +63,7 @@ impl NetworkProtocols {
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub dial_policy: super::dial_policy::Behaviour,
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -88,7 +89,8 @@ impl Behaviour {
         let peer_id = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_connections))
-            .with_max_established_per_peer(Some(2))
+            // TCP and QUIC, plus an AutoNAT dial-back while it lasts.
+            .with_max_established_per_peer(Some(3))
             .with_max_pending_incoming(Some(config.max_connections.max(16) / 2))
             .with_max_pending_outgoing(Some(config.max_connections.max(16) / 2));
 
@@ -142,6 +144,7 @@ impl Behaviour {
 
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
+            dial_policy: super::dial_policy::Behaviour::new(config.allow_loopback),
             blocked: allow_block_list::Behaviour::default(),
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),

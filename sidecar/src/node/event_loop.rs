@@ -8,11 +8,13 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, autonat, gossipsub, identify, kad, mdns,
+    Multiaddr, PeerId, Swarm, autonat,
+    core::{ConnectedPoint, transport::PortUse},
+    gossipsub, identify, kad, mdns,
     metrics::{Metrics as Libp2pMetrics, Recorder},
     multiaddr::Protocol,
     swarm::{
-        ConnectionId, SwarmEvent,
+        ConnectionId, DialError, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
     },
 };
@@ -42,6 +44,9 @@ const BAN_DURATION: Duration = Duration::from_secs(3600);
 const RANDOM_WALK_INTERVAL: Duration = Duration::from_secs(60);
 /// A peer that has not shown through identify that it belongs to our network by then is dropped.
 const IDENTIFY_DEADLINE: Duration = Duration::from_secs(30);
+/// A QUIC connection beside a TCP one is closed only once it is this old: it may be an AutoNAT
+/// dial-back testing our QUIC address, which needs a few seconds (the library allows it 10 s).
+const REDUNDANT_QUIC_GRACE: Duration = Duration::from_secs(12);
 
 pub(crate) struct LoopSettings {
     pub allow_loopback: bool,
@@ -57,6 +62,7 @@ struct ConnectedState {
     confirmed: bool,
     established: Instant,
     connections: HashMap<ConnectionId, (Multiaddr, bool)>,
+    opened: HashMap<ConnectionId, Instant>,
     since_ms: u64,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -112,6 +118,9 @@ pub(crate) struct EventLoop {
     listen_addresses: Vec<Multiaddr>,
     discovery: DiscoveryStats,
     dht_bootstrapped: bool,
+    /// Connections we opened to dial a peer back for AutoNAT (a new port, not the listen port);
+    /// closed once the dial-back is answered, so they do not count against the per-peer limit.
+    dial_backs: HashMap<PeerId, Vec<ConnectionId>>,
 }
 
 /// The QUIC connections to drop when a peer also has a TCP one. libp2p-stream opens each sync
@@ -133,6 +142,20 @@ fn redundant_quic_connections(
         .filter(|(_, (address, _))| super::is_quic(address))
         .map(|(id, _)| *id)
         .collect()
+}
+
+/// A dial error with its cause: libp2p's `Display` says only "Dial error" for a refused dial.
+fn describe_dial_error(error: &DialError) -> String {
+    match error {
+        DialError::Denied { cause } => match std::error::Error::source(cause) {
+            Some(reason) => format!("refused: {reason}"),
+            None => format!("refused: {cause}"),
+        },
+        other => match std::error::Error::source(other) {
+            Some(source) => format!("{other}: {source}"),
+            None => other.to_string(),
+        },
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -176,6 +199,7 @@ impl EventLoop {
             listen_addresses: Vec::new(),
             discovery,
             dht_bootstrapped: false,
+            dial_backs: HashMap::new(),
         }
     }
 
@@ -194,6 +218,7 @@ impl EventLoop {
                 _ = tick.tick() => {
                     self.expire_quarantine_and_bans();
                     self.drop_unidentified_peers();
+                    self.close_redundant_quic_connections();
                     self.dial_due_peers();
                 }
                 _ = walk.tick() => self.random_walk(),
@@ -225,6 +250,17 @@ impl EventLoop {
             } => {
                 let remote = endpoint.get_remote_address().clone();
                 let dialer = endpoint.is_dialer();
+                if let ConnectedPoint::Dialer {
+                    port_use: PortUse::New,
+                    ..
+                } = endpoint
+                {
+                    // Our own dials reuse the listen port; only AutoNAT's dial-backs ask for a new one.
+                    self.dial_backs
+                        .entry(peer_id)
+                        .or_default()
+                        .push(connection_id);
+                }
                 if dialer {
                     self.metrics.count_dial("connected");
                 }
@@ -239,6 +275,7 @@ impl EventLoop {
                         confirmed: false,
                         established: Instant::now(),
                         connections: HashMap::new(),
+                        opened: HashMap::new(),
                         since_ms: unix_ms(),
                         agent_version: None,
                         protocol_version: None,
@@ -246,11 +283,8 @@ impl EventLoop {
                         latency: None,
                     });
                 state.connections.insert(connection_id, (remote, dialer));
+                state.opened.insert(connection_id, Instant::now());
                 tracing::debug!(%peer_id, dialer, "connection established");
-                for redundant in redundant_quic_connections(&state.connections) {
-                    tracing::debug!(%peer_id, "closing a QUIC connection beside a TCP one");
-                    self.swarm.close_connection(redundant);
-                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -261,6 +295,13 @@ impl EventLoop {
             } => {
                 if let Some(state) = self.connected.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
+                    state.opened.remove(&connection_id);
+                }
+                if let Some(dial_backs) = self.dial_backs.get_mut(&peer_id) {
+                    dial_backs.retain(|id| *id != connection_id);
+                    if dial_backs.is_empty() {
+                        self.dial_backs.remove(&peer_id);
+                    }
                 }
                 if num_established == 0 {
                     if let Some(state) = self.connected.remove(&peer_id)
@@ -356,6 +397,10 @@ impl EventLoop {
             BehaviourEvent::Mdns(event) => self.on_mdns_event(event),
             BehaviourEvent::AutonatClient(event) => self.on_autonat_probe(event),
             BehaviourEvent::AutonatServer(event) => {
+                // The dial-back is over (answered or failed): its connection has done its job.
+                for connection in self.dial_backs.remove(&event.client).unwrap_or_default() {
+                    self.swarm.close_connection(connection);
+                }
                 let succeeded = event.result.is_ok();
                 self.metrics.count_autonat_probe("server", succeeded);
                 let stats = &mut self.discovery.autonat;
@@ -373,6 +418,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::DialPolicy(never) => match never {},
             BehaviourEvent::Blocked(never) => match never {},
             BehaviourEvent::Stream(()) => {}
         }
@@ -697,6 +743,21 @@ impl EventLoop {
         }
     }
 
+    fn close_redundant_quic_connections(&mut self) {
+        for (peer_id, state) in &self.connected {
+            for redundant in redundant_quic_connections(&state.connections) {
+                let old_enough = state
+                    .opened
+                    .get(&redundant)
+                    .is_some_and(|opened| opened.elapsed() >= REDUNDANT_QUIC_GRACE);
+                if old_enough {
+                    tracing::debug!(%peer_id, "closing a QUIC connection beside a TCP one");
+                    self.swarm.close_connection(redundant);
+                }
+            }
+        }
+    }
+
     fn drop_unidentified_peers(&mut self) {
         let stale: Vec<PeerId> = self
             .connected
@@ -793,7 +854,10 @@ impl EventLoop {
                         .push(plain);
                     known.next_dial = None;
                 }
-                let result = self.swarm.dial(address).map_err(|error| error.to_string());
+                let result = self
+                    .swarm
+                    .dial(address)
+                    .map_err(|error| describe_dial_error(&error));
                 if result.is_ok() {
                     self.metrics.count_dial("started");
                 }

@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod autonat_tests;
 mod behaviour;
+mod dial_policy;
 mod event_loop;
 mod handle;
 mod status;
