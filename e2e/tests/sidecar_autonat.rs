@@ -228,6 +228,17 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
         },
     );
 
+    // A closes the dial-back connection once it is answered: one connection between A and B.
+    wait_for("the dial-back connection closed", &mut processes, || {
+        let connections = sidecar_status_in(&pod_b.name)?["connections"].clone();
+        let to_a = connections["connectedPeers"]
+            .as_array()?
+            .iter()
+            .find(|peer| peer["peerId"] == id_a.as_str())?
+            .clone();
+        (to_a["connections"] == 1).then_some(())
+    });
+
     // The registry carries it (B re-registers when its addresses change).
     wait_for(
         "B's confirmed address in the registry",

@@ -120,7 +120,7 @@ pub(crate) struct EventLoop {
     dht_bootstrapped: bool,
     /// Connections we opened to dial a peer back for AutoNAT (a new port, not the listen port);
     /// closed once the dial-back is answered, so they do not count against the per-peer limit.
-    dial_backs: HashMap<PeerId, Vec<ConnectionId>>,
+    dial_backs: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
 }
 
 /// The QUIC connections to drop when a peer also has a TCP one. libp2p-stream opens each sync
@@ -259,7 +259,7 @@ impl EventLoop {
                     self.dial_backs
                         .entry(peer_id)
                         .or_default()
-                        .push(connection_id);
+                        .push((connection_id, addresses::without_peer_id(&remote)));
                 }
                 if dialer {
                     self.metrics.count_dial("connected");
@@ -298,7 +298,7 @@ impl EventLoop {
                     state.opened.remove(&connection_id);
                 }
                 if let Some(dial_backs) = self.dial_backs.get_mut(&peer_id) {
-                    dial_backs.retain(|id| *id != connection_id);
+                    dial_backs.retain(|(id, _)| *id != connection_id);
                     if dial_backs.is_empty() {
                         self.dial_backs.remove(&peer_id);
                     }
@@ -397,9 +397,13 @@ impl EventLoop {
             BehaviourEvent::Mdns(event) => self.on_mdns_event(event),
             BehaviourEvent::AutonatClient(event) => self.on_autonat_probe(event),
             BehaviourEvent::AutonatServer(event) => {
-                // The dial-back is over (answered or failed): its connection has done its job.
-                for connection in self.dial_backs.remove(&event.client).unwrap_or_default() {
-                    self.swarm.close_connection(connection);
+                // This dial-back is over (answered or failed): its connection has done its job.
+                // Others to the same peer, for other addresses, may still be under way.
+                if let Some(dial_backs) = self.dial_backs.get(&event.client) {
+                    let tested = addresses::without_peer_id(&event.tested_addr);
+                    for (connection, _) in dial_backs.iter().filter(|(_, to)| *to == tested) {
+                        self.swarm.close_connection(*connection);
+                    }
                 }
                 let succeeded = event.result.is_ok();
                 self.metrics.count_autonat_probe("server", succeeded);
