@@ -44,8 +44,10 @@ const BAN_DURATION: Duration = Duration::from_secs(3600);
 const RANDOM_WALK_INTERVAL: Duration = Duration::from_secs(60);
 /// A peer that has not shown through identify that it belongs to our network by then is dropped.
 const IDENTIFY_DEADLINE: Duration = Duration::from_secs(30);
-/// A QUIC connection beside a TCP one is closed only once it is this old: it may be an AutoNAT
-/// dial-back testing our QUIC address, which needs a few seconds (the library allows it 10 s).
+/// A QUIC connection beside a TCP one that the peer opened (or that we opened to dial the peer
+/// back) is closed only once it is this old: it may be an AutoNAT dial-back testing a QUIC
+/// address, which needs a few seconds (the library allows it 10 s). One we dialed ourselves is
+/// closed at once; the peer, seeing it as inbound, waits for us.
 const REDUNDANT_QUIC_GRACE: Duration = Duration::from_secs(12);
 
 pub(crate) struct LoopSettings {
@@ -62,7 +64,8 @@ struct ConnectedState {
     confirmed: bool,
     established: Instant,
     connections: HashMap<ConnectionId, (Multiaddr, bool)>,
-    opened: HashMap<ConnectionId, Instant>,
+    /// From when a connection may be closed as a redundant QUIC connection.
+    closable_from: HashMap<ConnectionId, Instant>,
     since_ms: u64,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -275,7 +278,7 @@ impl EventLoop {
                         confirmed: false,
                         established: Instant::now(),
                         connections: HashMap::new(),
-                        opened: HashMap::new(),
+                        closable_from: HashMap::new(),
                         since_ms: unix_ms(),
                         agent_version: None,
                         protocol_version: None,
@@ -283,8 +286,21 @@ impl EventLoop {
                         latency: None,
                     });
                 state.connections.insert(connection_id, (remote, dialer));
-                state.opened.insert(connection_id, Instant::now());
+                let our_own_dial = matches!(
+                    endpoint,
+                    ConnectedPoint::Dialer {
+                        port_use: PortUse::Reuse,
+                        ..
+                    }
+                );
+                let closable_from = if our_own_dial {
+                    Instant::now()
+                } else {
+                    Instant::now() + REDUNDANT_QUIC_GRACE
+                };
+                state.closable_from.insert(connection_id, closable_from);
                 tracing::debug!(%peer_id, dialer, "connection established");
+                self.close_redundant_quic_connections();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -295,7 +311,7 @@ impl EventLoop {
             } => {
                 if let Some(state) = self.connected.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
-                    state.opened.remove(&connection_id);
+                    state.closable_from.remove(&connection_id);
                 }
                 if let Some(dial_backs) = self.dial_backs.get_mut(&peer_id) {
                     dial_backs.retain(|(id, _)| *id != connection_id);
@@ -750,11 +766,12 @@ impl EventLoop {
     fn close_redundant_quic_connections(&mut self) {
         for (peer_id, state) in &self.connected {
             for redundant in redundant_quic_connections(&state.connections) {
-                let old_enough = state
-                    .opened
+                let now = Instant::now();
+                let closable = state
+                    .closable_from
                     .get(&redundant)
-                    .is_some_and(|opened| opened.elapsed() >= REDUNDANT_QUIC_GRACE);
-                if old_enough {
+                    .is_some_and(|from| *from <= now);
+                if closable {
                     tracing::debug!(%peer_id, "closing a QUIC connection beside a TCP one");
                     self.swarm.close_connection(redundant);
                 }
