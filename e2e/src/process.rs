@@ -380,3 +380,42 @@ pub async fn wait_for_http_ok_with(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Polls `check` every 250 ms until it gives a value, for at most `limit`. Panics, with every
+/// process's output, when one of `processes` exits meanwhile or the time is up: `what` says what
+/// was awaited.
+pub fn wait_while_running<T>(
+    limit: Duration,
+    what: &str,
+    processes: &mut [TestProcess],
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    let logs = |processes: &[TestProcess]| {
+        processes
+            .iter()
+            .map(|p| format!("--- {}:\n{}", p.name(), p.output()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if let Some(exited) = processes.iter_mut().position(|p| !p.is_running()) {
+            let name = processes[exited].name().to_string();
+            panic!(
+                "{name} exited while waiting for {what}\n{}",
+                logs(processes)
+            );
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "no {what} within {} s\n{}",
+                limit.as_secs(),
+                logs(processes)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

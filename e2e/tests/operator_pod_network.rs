@@ -9,11 +9,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dig_e2e::netns::{NetnsError, PodNetwork, sidecar_status_in};
 use dig_e2e::network::peer_ids;
-use dig_e2e::process::{ProcessSpec, TestProcess, binary_path};
+use dig_e2e::process::{ProcessSpec, binary_path, wait_while_running};
 use dig_operator::reconcile::{
     args::{CONFIG_DIR, CONFIG_FILE, DATA_DIR, STATE_DIR},
     build::CONFIG_KEY,
@@ -41,29 +41,6 @@ fn node_command_line(args: &[String], pod: &str, pod_ip: &str, root: &Path) -> V
             }
         })
         .collect()
-}
-
-fn wait_for<T>(
-    what: &str,
-    processes: &mut [TestProcess],
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        for process in processes.iter_mut() {
-            assert!(
-                process.is_running(),
-                "{} exited:\n{}",
-                process.name(),
-                process.output()
-            );
-        }
-        assert!(Instant::now() < deadline, "{what} within 60 s");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]
@@ -131,16 +108,22 @@ fn nodes_on_a_pod_network_meet_through_the_registry_at_their_pod_addresses() -> 
     }
 
     let node_pods = &pods.pods[1..];
-    let states = wait_for("both nodes connected to each other", &mut processes, || {
-        let states: Vec<serde_json::Value> = node_pods
-            .iter()
-            .map(|pod| sidecar_status_in(&pod.name))
-            .collect::<Option<_>>()?;
-        let peer = |index: usize| states[index]["health"]["peerId"].as_str().map(String::from);
-        let (first, second) = (peer(0)?, peer(1)?);
-        let connected = |index: usize| peer_ids(&states[index]["connections"]["connectedPeers"]);
-        (connected(0).contains(&second) && connected(1).contains(&first)).then_some(states)
-    });
+    let states = wait_while_running(
+        Duration::from_secs(60),
+        "both nodes connected to each other",
+        &mut processes,
+        || {
+            let states: Vec<serde_json::Value> = node_pods
+                .iter()
+                .map(|pod| sidecar_status_in(&pod.name))
+                .collect::<Option<_>>()?;
+            let peer = |index: usize| states[index]["health"]["peerId"].as_str().map(String::from);
+            let (first, second) = (peer(0)?, peer(1)?);
+            let connected =
+                |index: usize| peer_ids(&states[index]["connections"]["connectedPeers"]);
+            (connected(0).contains(&second) && connected(1).contains(&first)).then_some(states)
+        },
+    );
     for (state, pod) in states.iter().zip(node_pods) {
         let connections = &state["connections"];
         // In any order: libp2p lists the most recently confirmed external address first.
@@ -177,7 +160,8 @@ fn nodes_on_a_pod_network_meet_through_the_registry_at_their_pod_addresses() -> 
     std::fs::write(&staging, &content)?;
     std::fs::rename(&staging, data_dirs[0].join("podstore.dig"))?;
     let replica = data_dirs[1].join("podstore.dig");
-    wait_for(
+    wait_while_running(
+        Duration::from_secs(60),
         "the store replicated to the other node",
         &mut processes,
         || {

@@ -9,11 +9,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dig_e2e::bootstrap::metric_value;
 use dig_e2e::netns::{NetnsError, PodNamespace, PodNetwork, sidecar_status_in};
-use dig_e2e::process::{ProcessSpec, TestProcess, binary_path};
+use dig_e2e::process::{ProcessSpec, TestProcess, binary_path, wait_while_running};
 use serde_json::Value;
 
 const NETWORK_ID: &str = "autonat-e2e";
@@ -40,35 +40,6 @@ fn http_get_in(namespace: &str, url: &str) -> Option<String> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn wait_for<T>(
-    what: &str,
-    processes: &mut [TestProcess],
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        for process in processes.iter_mut() {
-            assert!(
-                process.is_running(),
-                "{} exited:\n{}",
-                process.name(),
-                process.output()
-            );
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = processes
-                .iter()
-                .map(|p| format!("--- {}:\n{}", p.name(), p.output()))
-                .collect();
-            panic!("{what} within {} s\n{}", WAIT.as_secs(), logs.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn start_node(
@@ -172,7 +143,7 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
     )?);
 
     let peer_id = |pod: &PodNamespace, processes: &mut [TestProcess]| -> String {
-        wait_for("the node's API", processes, || {
+        wait_while_running(WAIT, "the node's API", processes, || {
             sidecar_status_in(&pod.name)?["health"]["peerId"]
                 .as_str()
                 .map(String::from)
@@ -183,7 +154,8 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
 
     // B finds A in the registry, A's identify tells B the address it sees, A dials it back.
     let b_address = tcp_address(&pod_b);
-    let b_connections = wait_for(
+    let b_connections = wait_while_running(
+        WAIT,
         "node B's observed address confirmed by node A",
         &mut processes,
         || {
@@ -207,7 +179,7 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
         "{autonat}"
     );
     assert!(autonat["probesSucceeded"].as_u64() >= Some(1), "{autonat}");
-    wait_for("B's metrics count the probe", &mut processes, || {
+    wait_while_running(WAIT, "B's metrics count the probe", &mut processes, || {
         (metric_in(
             &pod_b,
             "dig_node_autonat_probes_total",
@@ -215,7 +187,8 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
         ) >= 1.0)
             .then_some(())
     });
-    wait_for(
+    wait_while_running(
+        WAIT,
         "A's metrics count the dial-back it did",
         &mut processes,
         || {
@@ -229,18 +202,24 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
     );
 
     // A closes the dial-back connection once it is answered: one connection between A and B.
-    wait_for("the dial-back connection closed", &mut processes, || {
-        let connections = sidecar_status_in(&pod_b.name)?["connections"].clone();
-        let to_a = connections["connectedPeers"]
-            .as_array()?
-            .iter()
-            .find(|peer| peer["peerId"] == id_a.as_str())?
-            .clone();
-        (to_a["connections"] == 1).then_some(())
-    });
+    wait_while_running(
+        WAIT,
+        "the dial-back connection closed",
+        &mut processes,
+        || {
+            let connections = sidecar_status_in(&pod_b.name)?["connections"].clone();
+            let to_a = connections["connectedPeers"]
+                .as_array()?
+                .iter()
+                .find(|peer| peer["peerId"] == id_a.as_str())?
+                .clone();
+            (to_a["connections"] == 1).then_some(())
+        },
+    );
 
     // The registry carries it (B re-registers when its addresses change).
-    wait_for(
+    wait_while_running(
+        WAIT,
         "B's confirmed address in the registry",
         &mut processes,
         || {
@@ -263,7 +242,7 @@ fn a_node_without_announce_is_confirmed_by_a_peer_and_reached_through_the_regist
         false,
     )?);
     let id_c = peer_id(&pod_c, &mut processes);
-    let to_b = wait_for("node C connected to node B", &mut processes, || {
+    let to_b = wait_while_running(WAIT, "node C connected to node B", &mut processes, || {
         let connections = sidecar_status_in(&pod_c.name)?["connections"].clone();
         connections["connectedPeers"]
             .as_array()?

@@ -70,7 +70,11 @@ fn nodes_in_two_namespaces_find_each_other_over_mdns() -> anyhow::Result<()> {
             let sees_other = |me: usize| {
                 peer_ids(&states[me]["connections"]["connectedPeers"]).contains(&peer_of[1 - me])
             };
-            if sees_other(0) && sees_other(1) {
+            // A node can be dialed by its peer before its own mDNS query is answered: both
+            // must have answered.
+            let answered =
+                |me: usize| states[me]["connections"]["discovery"]["mdns"]["answered"] == true;
+            if sees_other(0) && sees_other(1) && answered(0) && answered(1) {
                 for state in &states {
                     let mdns = &state["connections"]["discovery"]["mdns"];
                     assert_eq!(mdns["enabled"], true);
