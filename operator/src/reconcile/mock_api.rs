@@ -29,8 +29,10 @@ impl Received {
     }
 
     pub fn not_found(self) {
-        let path = self.path.clone();
-        self.respond(404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{path} not found")}));
+        let message = format!("{} not found", self.path);
+        let mut body = status(404, "NotFound");
+        body["message"] = json!(message);
+        self.respond(404, body);
     }
 
     /// Answers a server-side apply with the applied object, as created.
@@ -43,6 +45,11 @@ impl Received {
         }
         self.respond(200, object);
     }
+}
+
+/// A failed API call's `Status` body, as the API server answers it.
+pub fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason})
 }
 
 pub struct MockApi {
@@ -117,6 +124,15 @@ impl MockApi {
             "unexpected request"
         );
         request
+    }
+
+    /// The next request must be `method` of `path`; answers `code` with `body` and returns the
+    /// request's body.
+    pub async fn step(&mut self, method: Method, path: &str, code: u16, body: Value) -> Value {
+        let request = self.expect(method, path).await;
+        let sent = request.body.clone();
+        request.respond(code, body);
+        sent
     }
 
     /// The next request must publish an event with `reason`.

@@ -349,6 +349,7 @@ impl FileCerts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::mock_api::{MockApi, status};
     use prometheus_client::registry::Registry;
 
     fn certs() -> WebhookCerts {
@@ -362,51 +363,6 @@ mod tests {
             &policy,
         )
         .unwrap()
-    }
-
-    /// A scripted API server: each step checks one request and gives its answer.
-    mod scripted {
-        use http::{Method, Request, Response};
-        use kube::{Client, client::Body};
-        use serde_json::Value;
-
-        pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-        pub fn client() -> (Client, Handle) {
-            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-            (Client::new(service, "dig-system"), handle)
-        }
-
-        /// Waits for the next request, checks method and path, answers `code` with `body`;
-        /// returns the request body.
-        pub async fn step(
-            handle: &mut Handle,
-            method: Method,
-            path: &str,
-            code: u16,
-            body: Value,
-        ) -> Value {
-            let (request, respond) =
-                tokio::time::timeout(std::time::Duration::from_secs(10), handle.next_request())
-                    .await
-                    .unwrap_or_else(|_| panic!("no request within 10 s; expected {method} {path}"))
-                    .expect("client gone");
-            let (parts, request_body) = request.into_parts();
-            assert_eq!((&parts.method, parts.uri.path()), (&method, path));
-            let bytes = request_body.collect_bytes().await.unwrap();
-            respond.send_response(
-                Response::builder()
-                    .status(code)
-                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                    .unwrap(),
-            );
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        }
-
-        pub fn status(code: u16, reason: &str) -> Value {
-            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "reason": reason, "code": code, "message": reason})
-        }
     }
 
     const SECRET_PATH: &str = "/api/v1/namespaces/dig-system/secrets/hook-tls";
@@ -448,7 +404,7 @@ mod tests {
     async fn a_replica_that_loses_the_create_race_serves_the_winners_certificate() {
         use http::Method;
         let names = SubjectNames::for_service("svc", "ns", &[]);
-        let (client, mut api) = scripted::client();
+        let (client, mut api) = MockApi::new();
         let (source, _registry) = self_signed(client, names.clone());
         let winner = certs();
         let winner_secret = serde_json::to_value(secret_for(
@@ -459,27 +415,20 @@ mod tests {
         ))
         .unwrap();
         let script = async {
-            scripted::step(
-                &mut api,
-                Method::GET,
-                SECRET_PATH,
-                404,
-                scripted::status(404, "NotFound"),
-            )
-            .await;
-            let created = scripted::step(
-                &mut api,
-                Method::POST,
-                "/api/v1/namespaces/dig-system/secrets",
-                409,
-                scripted::status(409, "AlreadyExists"),
-            )
-            .await;
+            api.step(Method::GET, SECRET_PATH, 404, status(404, "NotFound"))
+                .await;
+            let created = api
+                .step(
+                    Method::POST,
+                    "/api/v1/namespaces/dig-system/secrets",
+                    409,
+                    status(409, "AlreadyExists"),
+                )
+                .await;
             assert_eq!(created["metadata"]["name"], "hook-tls");
             assert!(created["metadata"].get("resourceVersion").is_none());
-            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, winner_secret).await;
-            scripted::step(
-                &mut api,
+            api.step(Method::GET, SECRET_PATH, 200, winner_secret).await;
+            api.step(
                 Method::GET,
                 CONFIG_PATH,
                 200,
@@ -510,7 +459,7 @@ mod tests {
     async fn a_due_certificate_is_replaced_under_the_resource_version_and_the_bundle_written() {
         use http::Method;
         let names = SubjectNames::for_service("svc", "ns", &[]);
-        let (client, mut api) = scripted::client();
+        let (client, mut api) = MockApi::new();
         let (source, _registry) = self_signed(client, names.clone());
         let stored = certs();
         let serving = certs::inspect("serving", &stored.tls_cert_pem).unwrap();
@@ -523,31 +472,15 @@ mod tests {
         ))
         .unwrap();
         let script = async {
-            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, stored_secret).await;
-            let replaced = scripted::step(
-                &mut api,
-                Method::PUT,
-                SECRET_PATH,
-                200,
-                serde_json::json!({}),
-            )
-            .await;
-            scripted::step(
-                &mut api,
-                Method::GET,
-                CONFIG_PATH,
-                200,
-                config_with_bundle(None),
-            )
-            .await;
-            let patch = scripted::step(
-                &mut api,
-                Method::PATCH,
-                CONFIG_PATH,
-                200,
-                config_with_bundle(None),
-            )
-            .await;
+            api.step(Method::GET, SECRET_PATH, 200, stored_secret).await;
+            let replaced = api
+                .step(Method::PUT, SECRET_PATH, 200, serde_json::json!({}))
+                .await;
+            api.step(Method::GET, CONFIG_PATH, 200, config_with_bundle(None))
+                .await;
+            let patch = api
+                .step(Method::PATCH, CONFIG_PATH, 200, config_with_bundle(None))
+                .await;
             (replaced, patch)
         };
         let (pass, (replaced, patch)) = tokio::join!(source.reconcile_once(due), script);
@@ -632,7 +565,7 @@ mod tests {
         }
 
         let names = SubjectNames::for_service("svc", "ns", &["127.0.0.1".to_string()]);
-        let (client, mut api) = scripted::client();
+        let (client, mut api) = MockApi::new();
         let (mut source, _registry) = self_signed(client, names);
         // Five minutes of life (plus the backdating), renewed after two thirds. The passes run at times in the recent
         // past, so that every certificate is valid for the real handshakes below.
@@ -645,38 +578,20 @@ mod tests {
 
         // 1. No Secret yet: a CA and certificate are made, stored, served, and the bundle written.
         let script = async {
-            scripted::step(
-                &mut api,
-                Method::GET,
-                SECRET_PATH,
-                404,
-                scripted::status(404, "NotFound"),
-            )
-            .await;
-            let created = scripted::step(
-                &mut api,
-                Method::POST,
-                "/api/v1/namespaces/dig-system/secrets",
-                201,
-                serde_json::json!({}),
-            )
-            .await;
-            scripted::step(
-                &mut api,
-                Method::GET,
-                CONFIG_PATH,
-                200,
-                config_with_bundle(None),
-            )
-            .await;
-            scripted::step(
-                &mut api,
-                Method::PATCH,
-                CONFIG_PATH,
-                200,
-                config_with_bundle(None),
-            )
-            .await;
+            api.step(Method::GET, SECRET_PATH, 404, status(404, "NotFound"))
+                .await;
+            let created = api
+                .step(
+                    Method::POST,
+                    "/api/v1/namespaces/dig-system/secrets",
+                    201,
+                    serde_json::json!({}),
+                )
+                .await;
+            api.step(Method::GET, CONFIG_PATH, 200, config_with_bundle(None))
+                .await;
+            api.step(Method::PATCH, CONFIG_PATH, 200, config_with_bundle(None))
+                .await;
             created
         };
         let (pass, created) = tokio::join!(source.reconcile_once(start), script);
@@ -710,9 +625,8 @@ mod tests {
         assert!(renewal_time > start + 50);
         let young = serde_json::to_value(&stored).unwrap();
         let script = async {
-            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, young).await;
-            scripted::step(
-                &mut api,
+            api.step(Method::GET, SECRET_PATH, 200, young).await;
+            api.step(
                 Method::GET,
                 CONFIG_PATH,
                 200,
@@ -733,17 +647,11 @@ mod tests {
         // bundle already in the configuration stays.
         let due = serde_json::to_value(&stored).unwrap();
         let script = async {
-            scripted::step(&mut api, Method::GET, SECRET_PATH, 200, due).await;
-            let replaced = scripted::step(
-                &mut api,
-                Method::PUT,
-                SECRET_PATH,
-                200,
-                serde_json::json!({}),
-            )
-            .await;
-            scripted::step(
-                &mut api,
+            api.step(Method::GET, SECRET_PATH, 200, due).await;
+            let replaced = api
+                .step(Method::PUT, SECRET_PATH, 200, serde_json::json!({}))
+                .await;
+            api.step(
                 Method::GET,
                 CONFIG_PATH,
                 200,

@@ -135,7 +135,11 @@ fn psk_problem(secret: Option<&Secret>, psk: &SecretKeySelector) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::mock_api::{MockApi, status};
+    use http::Method;
     use serde_json::json;
+
+    const NETWORK_PATH: &str = "/apis/dig.net/v1alpha1/namespaces/apps/dignetworks/prod";
 
     fn network(spec: serde_json::Value) -> DigNetwork {
         serde_json::from_value(json!({
@@ -197,32 +201,17 @@ mod tests {
 
     #[tokio::test]
     async fn kube_networks_reads_the_named_network_and_reports_a_missing_one() {
-        use http::{Request, Response};
-        use kube::client::Body;
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (client, mut api) = MockApi::new();
         let networks = KubeNetworks {
-            client: Client::new(service, "default"),
+            client,
             default_image: Some("dig-sidecar:1".to_string()),
         };
         let server = async {
             for (code, body) in [
-                (
-                    404,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-                ),
+                (404, status(404, "NotFound")),
                 (200, serde_json::to_value(network(json!({}))).unwrap()),
             ] {
-                let (request, respond) = handle.next_request().await.expect("a request");
-                assert_eq!(
-                    request.uri().path(),
-                    "/apis/dig.net/v1alpha1/namespaces/apps/dignetworks/prod"
-                );
-                respond.send_response(
-                    Response::builder()
-                        .status(code)
-                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                        .unwrap(),
-                );
+                api.step(Method::GET, NETWORK_PATH, code, body).await;
             }
         };
         let lookups = async {
@@ -240,18 +229,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_private_network_whose_psk_secret_cannot_serve_is_unusable() {
-        use http::{Request, Response};
-        use kube::client::Body;
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (client, mut api) = MockApi::new();
         let networks = KubeNetworks {
-            client: Client::new(service, "default"),
+            client,
             default_image: Some("dig-sidecar:1".to_string()),
         };
         let private = serde_json::to_value(network(
             json!({"privateNetwork": {"pskSecretRef": {"name": "psk", "key": "swarm.key"}}}),
         ))
         .unwrap();
-        let status = |code: u16, reason: &str| json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code});
         let secret = |key: &str| {
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "psk"},
                    "data": {key: "L2tleS9zd2FybS9wc2svMS4wLjAv"}})
@@ -265,23 +251,15 @@ mod tests {
         ];
         let server = async {
             for (code, body) in answers {
-                for (path, code, body) in [
-                    (
-                        "/apis/dig.net/v1alpha1/namespaces/apps/dignetworks/prod",
-                        200,
-                        private.clone(),
-                    ),
-                    ("/api/v1/namespaces/apps/secrets/psk", code, body),
-                ] {
-                    let (request, respond) = handle.next_request().await.expect("a request");
-                    assert_eq!(request.uri().path(), path);
-                    respond.send_response(
-                        Response::builder()
-                            .status(code)
-                            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                            .unwrap(),
-                    );
-                }
+                api.step(Method::GET, NETWORK_PATH, 200, private.clone())
+                    .await;
+                api.step(
+                    Method::GET,
+                    "/api/v1/namespaces/apps/secrets/psk",
+                    code,
+                    body,
+                )
+                .await;
             }
         };
         let lookups = async {
