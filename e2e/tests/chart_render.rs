@@ -562,19 +562,7 @@ fn cert_manager_issues_the_webhook_certificate_when_enabled() {
             .any(|v| v["secret"]["secretName"] == secret.as_str()),
         "the certificate's Secret is mounted"
     );
-
-    let own_issuer = helm.template(&[
-        "--set",
-        "webhook.certManager.enabled=true",
-        "--set",
-        "webhook.certManager.issuerRef.name=corp-ca",
-        "--set",
-        "webhook.certManager.issuerRef.kind=ClusterIssuer",
-    ]);
-    assert!(own_issuer.of_kind("Issuer").is_empty());
-    let certificate = own_issuer.get("Certificate", &secret);
-    assert_eq!(certificate["spec"]["issuerRef"]["name"], "corp-ca");
-    assert_eq!(certificate["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    // A user's own issuer: chart_webhook.rs `cert_manager_mode_connects_...`.
 }
 
 /// `## `/`### ` headings of a Markdown file as GitHub anchors.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use libp2p::{Multiaddr, identity::Keypair};
+use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol};
 use prometheus_client::registry::Registry;
 
 use super::{NodeConfig, NodeHandle, NodeSnapshot, start};
@@ -40,6 +40,13 @@ async fn listening(node: &NodeHandle) -> Multiaddr {
     }
 }
 
+/// `node`'s listen address with its peer id, as another node dials it.
+async fn dial_address(node: &NodeHandle) -> Multiaddr {
+    listening(node)
+        .await
+        .with(Protocol::P2p(node.local_peer_id()))
+}
+
 /// Starts a server node and a client node with `client`'s settings, has the client dial the
 /// server (the AutoNAT client asks only peers it dialed), and waits until `done` holds for the
 /// client's snapshot.
@@ -49,16 +56,8 @@ async fn probe_from(
 ) -> (NodeSnapshot, Multiaddr) {
     let (server, _server_task) = start(config(true, true), &mut Registry::default()).unwrap();
     let (client, _client_task) = start(client, &mut Registry::default()).unwrap();
-    let server_address = listening(&server).await;
     let client_address = listening(&client).await;
-    client
-        .dial(
-            format!("{server_address}/p2p/{}", server.local_peer_id())
-                .parse()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    client.dial(dial_address(&server).await).await.unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
         let snapshot = client.snapshot().await.unwrap();
@@ -94,15 +93,7 @@ async fn a_loopback_address_is_confirmed_by_a_dial_back_when_loopback_is_allowed
 async fn without_allow_loopback_no_loopback_address_is_dialed_so_none_is_probed() {
     let (node, _task) = start(config(false, true), &mut Registry::default()).unwrap();
     let (other, _other_task) = start(config(true, true), &mut Registry::default()).unwrap();
-    let address = listening(&other).await;
-    let error = node
-        .dial(
-            format!("{address}/p2p/{}", other.local_peer_id())
-                .parse()
-                .unwrap(),
-        )
-        .await
-        .unwrap_err();
+    let error = node.dial(dial_address(&other).await).await.unwrap_err();
     assert!(error.to_string().contains("--allow-loopback"), "{error}");
     let snapshot = node.snapshot().await.unwrap();
     assert!(snapshot.connected.is_empty());
@@ -114,15 +105,7 @@ async fn without_autonat_no_address_is_probed_or_confirmed() {
     // Connected for two probe intervals, and nothing: the client that would ask is not there.
     let (client, _task) = start(config(true, false), &mut Registry::default()).unwrap();
     let (server, _server_task) = start(config(true, true), &mut Registry::default()).unwrap();
-    let server_address = listening(&server).await;
-    client
-        .dial(
-            format!("{server_address}/p2p/{}", server.local_peer_id())
-                .parse()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    client.dial(dial_address(&server).await).await.unwrap();
     tokio::time::sleep(Duration::from_secs(11)).await;
     let snapshot = client.snapshot().await.unwrap();
     assert!(!snapshot.connected.is_empty(), "the nodes stayed connected");
