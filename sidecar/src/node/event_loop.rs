@@ -60,12 +60,18 @@ pub(crate) struct LoopSettings {
     pub announce: Vec<Multiaddr>,
 }
 
+/// One open connection to a peer.
+struct OpenConnection {
+    remote: Multiaddr,
+    dialer: bool,
+    /// From when it may be closed as a redundant QUIC connection.
+    closable_from: Instant,
+}
+
 struct ConnectedState {
     confirmed: bool,
     established: Instant,
-    connections: HashMap<ConnectionId, (Multiaddr, bool)>,
-    /// From when a connection may be closed as a redundant QUIC connection.
-    closable_from: HashMap<ConnectionId, Instant>,
+    connections: HashMap<ConnectionId, OpenConnection>,
     since_ms: u64,
     agent_version: Option<String>,
     protocol_version: Option<String>,
@@ -132,17 +138,14 @@ pub(crate) struct EventLoop {
 /// bench-replication on loopback, 1 GiB to one node took 2.0 to 2.1 s over TCP and up to 3.2 s when
 /// the streams rode QUIC. Both sides see which connection is TCP, so they drop the same ones.
 fn redundant_quic_connections(
-    connections: &HashMap<ConnectionId, (Multiaddr, bool)>,
+    connections: &HashMap<ConnectionId, OpenConnection>,
 ) -> Vec<ConnectionId> {
-    if connections
-        .values()
-        .all(|(address, _)| super::is_quic(address))
-    {
+    if connections.values().all(|c| super::is_quic(&c.remote)) {
         return Vec::new();
     }
     connections
         .iter()
-        .filter(|(_, (address, _))| super::is_quic(address))
+        .filter(|(_, c)| super::is_quic(&c.remote))
         .map(|(id, _)| *id)
         .collect()
 }
@@ -278,14 +281,12 @@ impl EventLoop {
                         confirmed: false,
                         established: Instant::now(),
                         connections: HashMap::new(),
-                        closable_from: HashMap::new(),
                         since_ms: unix_ms(),
                         agent_version: None,
                         protocol_version: None,
                         listen_addresses: Vec::new(),
                         latency: None,
                     });
-                state.connections.insert(connection_id, (remote, dialer));
                 let our_own_dial = matches!(
                     endpoint,
                     ConnectedPoint::Dialer {
@@ -298,7 +299,14 @@ impl EventLoop {
                 } else {
                     Instant::now() + REDUNDANT_QUIC_GRACE
                 };
-                state.closable_from.insert(connection_id, closable_from);
+                state.connections.insert(
+                    connection_id,
+                    OpenConnection {
+                        remote,
+                        dialer,
+                        closable_from,
+                    },
+                );
                 tracing::debug!(%peer_id, dialer, "connection established");
                 self.close_redundant_quic_connections();
             }
@@ -311,7 +319,6 @@ impl EventLoop {
             } => {
                 if let Some(state) = self.connected.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
-                    state.closable_from.remove(&connection_id);
                 }
                 if let Some(dial_backs) = self.dial_backs.get_mut(&peer_id) {
                     dial_backs.retain(|(id, _)| *id != connection_id);
@@ -765,13 +772,9 @@ impl EventLoop {
 
     fn close_redundant_quic_connections(&mut self) {
         for (peer_id, state) in &self.connected {
+            let now = Instant::now();
             for redundant in redundant_quic_connections(&state.connections) {
-                let now = Instant::now();
-                let closable = state
-                    .closable_from
-                    .get(&redundant)
-                    .is_some_and(|from| *from <= now);
-                if closable {
+                if state.connections[&redundant].closable_from <= now {
                     tracing::debug!(%peer_id, "closing a QUIC connection beside a TCP one");
                     self.swarm.close_connection(redundant);
                 }
@@ -957,13 +960,13 @@ impl EventLoop {
             .iter()
             .filter(|(_, state)| state.confirmed)
             .map(|(peer, state)| {
-                let dialer = state.connections.values().any(|(_, dialer)| *dialer);
+                let dialer = state.connections.values().any(|c| c.dialer);
                 ConnectedPeer {
                     peer_id: peer.to_string(),
                     addresses: state
                         .connections
                         .values()
-                        .map(|(address, _)| address.to_string())
+                        .map(|c| c.remote.to_string())
                         .collect(),
                     listen_addresses: state
                         .listen_addresses
@@ -1029,15 +1032,17 @@ impl EventLoop {
 mod tests {
     use super::*;
 
-    fn connections(addresses: &[&str]) -> HashMap<ConnectionId, (Multiaddr, bool)> {
+    fn connections(addresses: &[&str]) -> HashMap<ConnectionId, OpenConnection> {
         addresses
             .iter()
             .enumerate()
             .map(|(id, address)| {
-                (
-                    ConnectionId::new_unchecked(id),
-                    (address.parse().unwrap(), false),
-                )
+                let connection = OpenConnection {
+                    remote: address.parse().unwrap(),
+                    dialer: false,
+                    closable_from: Instant::now(),
+                };
+                (ConnectionId::new_unchecked(id), connection)
             })
             .collect()
     }
