@@ -9,8 +9,8 @@ use dig_operator::reconcile::{
     args::{CONFIG_DIR, CONFIG_FILE},
     build::CONFIG_KEY,
     fixtures::{
-        bootstrap_container, build_edge_node, build_with, network, node_container,
-        statefulset_container,
+        bootstrap_container, build_edge_node, build_with, kubelet_expanded, network,
+        node_container, statefulset_container,
     },
     validate::{NetworkFacts, PskSecret},
 };
@@ -19,13 +19,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container};
 
 /// The pod IP the tests pretend Kubernetes gave every pod.
 const POD_IP: &str = "10.42.0.7";
-
-/// What Kubernetes hands the container: `$(POD_NAME)` and `$(POD_IP)` expanded.
-fn expand(args: &[String], pod: &str) -> Vec<String> {
-    args.iter()
-        .map(|a| a.replace("$(POD_NAME)", pod).replace("$(POD_IP)", POD_IP))
-        .collect()
-}
 
 /// Parses a node container's args with `dig-sidecar`'s resolver, the ConfigMap written where the
 /// pod mounts it (here: a temporary folder).
@@ -38,7 +31,7 @@ fn parse_node(
     let file = dir.path().join(CONFIG_FILE);
     std::fs::write(&file, &config.data.as_ref().unwrap()[CONFIG_KEY]).unwrap();
     let mounted = format!("{CONFIG_DIR}/{CONFIG_FILE}");
-    let args = expand(container.args.as_ref().unwrap(), pod);
+    let args = kubelet_expanded(container.args.as_ref().unwrap(), pod, POD_IP);
     assert!(
         args.contains(&mounted),
         "the pod reads the mounted ConfigMap: {args:?}"

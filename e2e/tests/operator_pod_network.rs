@@ -17,7 +17,7 @@ use dig_e2e::process::{ProcessSpec, binary_path, wait_while_running};
 use dig_operator::reconcile::{
     args::{CONFIG_DIR, CONFIG_FILE, DATA_DIR, STATE_DIR},
     build::CONFIG_KEY,
-    fixtures::{bootstrap_container, build_with, network, node_container},
+    fixtures::{bootstrap_container, build_with, kubelet_expanded, network, node_container},
     validate::NetworkFacts,
 };
 
@@ -27,9 +27,9 @@ const REGISTRY_SERVICE_URL: &str = "http://net-bootstrap.ns.svc:3000";
 /// mounted folders mapped to `root`.
 fn node_command_line(args: &[String], pod: &str, pod_ip: &str, root: &Path) -> Vec<String> {
     let config = format!("{CONFIG_DIR}/{CONFIG_FILE}");
-    args.iter()
+    kubelet_expanded(args, pod, pod_ip)
+        .into_iter()
         .map(|arg| {
-            let arg = arg.replace("$(POD_NAME)", pod).replace("$(POD_IP)", pod_ip);
             if arg == config {
                 root.join(CONFIG_FILE).display().to_string()
             } else if arg == STATE_DIR {

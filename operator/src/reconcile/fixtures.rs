@@ -15,6 +15,14 @@ use super::{
 };
 use crate::crd::{DigNetwork, DigNode};
 
+/// A container's args as the kubelet runs them in pod `pod` whose IP is `pod_ip`: the
+/// downward-API variables of the node containers (`pod::node_env`) expanded.
+pub fn kubelet_expanded(args: &[String], pod: &str, pod_ip: &str) -> Vec<String> {
+    args.iter()
+        .map(|arg| arg.replace("$(POD_NAME)", pod).replace("$(POD_IP)", pod_ip))
+        .collect()
+}
+
 /// The operator's default images.
 pub fn images() -> DefaultImages {
     DefaultImages {

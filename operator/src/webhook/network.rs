@@ -139,6 +139,9 @@ mod tests {
     use http::Method;
     use serde_json::json;
 
+    use crate::reconcile::fixtures::kubelet_expanded;
+
+    const POD_IP: &str = "10.1.2.3";
     const NETWORK_PATH: &str = "/apis/dig.net/v1alpha1/namespaces/apps/dignetworks/prod";
 
     fn network(spec: serde_json::Value) -> DigNetwork {
@@ -403,21 +406,18 @@ mod tests {
             let config_file = folder.path().join("node.yaml");
             let yaml = &children.node_config.data.as_ref().unwrap()["node.yaml"];
             std::fs::write(&config_file, yaml).unwrap();
-            let own_args: Vec<String> = strings(&own["args"])
+            let own_args: Vec<String> = kubelet_expanded(&strings(&own["args"]), "pod", POD_IP)
                 .into_iter()
                 .map(|arg| {
                     if arg.ends_with("/node.yaml") {
                         config_file.display().to_string()
                     } else {
-                        arg.replace("$(POD_IP)", "10.1.2.3")
+                        arg
                     }
                 })
                 .collect();
             let own_run = resolved(&own_args);
-            let injected_args: Vec<String> = strings(&injected["args"])
-                .into_iter()
-                .map(|arg| arg.replace("$(POD_IP)", "10.1.2.3"))
-                .collect();
+            let injected_args = kubelet_expanded(&strings(&injected["args"]), "pod", POD_IP);
             let injected_run = resolved(&injected_args);
             let context = format!("spec {spec}");
             assert_eq!(injected_run.network, own_run.network, "{context}");

@@ -1069,9 +1069,8 @@ mod tests {
     /// own clap parser: every flag exists and every value is accepted.
     fn parsed_run_args(document: &Value) -> dig_sidecar::config::RunArgs {
         use clap::Parser;
-        let expanded = args(document)
-            .into_iter()
-            .map(|arg| arg.replace("$(POD_IP)", "10.1.2.3"));
+        let expanded =
+            crate::reconcile::fixtures::kubelet_expanded(&args(document), "pod", "10.1.2.3");
         let cli = dig_sidecar::config::Cli::try_parse_from(
             std::iter::once("dig-sidecar".to_string()).chain(expanded),
         )
