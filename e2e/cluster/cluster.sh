@@ -29,7 +29,7 @@ HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 KUBERNETES_VALIDATE_VERSION=1.37.0   # PyPI package that ships the JSON schemas of 1.25 to 1.37
 # Bump when the way a tool is built changes, so caches made by an older recipe are not reused.
-BUILD_RECIPE=2
+BUILD_RECIPE=3
 
 cache=${DIG_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dig-e2e}
 run_dir=${DIG_E2E_RUN_DIR:-${TMPDIR:-/tmp}/dig-e2e-cluster}
@@ -90,7 +90,7 @@ build_kubernetes() {
     echo "  cached: Kubernetes $KUBERNETES_VERSION"
     return 0
   fi
-  echo "building Kubernetes $KUBERNETES_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
+  echo "building Kubernetes $KUBERNETES_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy)"
   # k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with local paths, which
   # `go install pkg@version` refuses. A throw-away module requires it and points each staging
   # module at its published v0.Y.Z tag instead.
@@ -110,7 +110,7 @@ build_kubernetes() {
     grep -E '^\s+k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging_version" '{print "\t" $1 " => " $1 " " v}' 
     echo ")"
   } >"$work/go.mod"
-  local packages=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local packages=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
   local time major minor
   time=$(module_time "k8s.io/kubernetes@$KUBERNETES_VERSION")
   major=${KUBERNETES_VERSION#v}
