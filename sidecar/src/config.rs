@@ -15,7 +15,9 @@ use std::{
 };
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
+
+use crate::sync::engine::WritePolicy;
 
 pub const DEFAULT_P2P_PORT: u16 = 4001;
 pub const DEFAULT_API_LISTEN: &str = "0.0.0.0:8080";
@@ -111,9 +113,42 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
 
-    /// Replicate deletions as tombstones instead of fetching deleted stores again.
+    /// Replicate deletions as tombstones (and apply other nodes' tombstones) instead of fetching
+    /// deleted stores again.
     #[arg(long)]
     pub propagate_deletes: bool,
+
+    /// Who may write stores: `owner` (anyone creates a store; its owner, the node that created
+    /// it, and the listed writers change or delete it), `writers` (only listed writers create,
+    /// change or delete), `open` (any member changes any store; only with --psk-file).
+    #[arg(long, value_name = "POLICY", default_value = "owner", value_parser = parse_write_policy)]
+    pub write_policy: WritePolicy,
+
+    /// Peer id of a node that may change or delete any store (repeatable; DIG_WRITERS and the
+    /// YAML key `writers` are accepted too).
+    #[arg(long = "writer", alias = "writers", value_name = "PEER_ID", action = ArgAction::Append, value_parser = parse_writer)]
+    pub writer: Vec<PeerId>,
+
+    /// Most stores taken from peers into the index; new ones beyond it are dropped (local stores
+    /// are always indexed).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_stores: u64,
+
+    /// Tombstones (deleted stores) are forgotten after this, e.g. 30d.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    pub tombstone_ttl: Duration,
+
+    /// Most tombstones kept (the oldest are forgotten first).
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..))]
+    pub max_tombstones: u64,
+
+    /// Files in `<state>/conflicts/` are deleted after this, e.g. 30d.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    pub conflict_ttl: Duration,
+
+    /// Most files kept in `<state>/conflicts/` (the oldest are deleted first).
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..))]
+    pub max_conflicts: u64,
 
     /// Largest store accepted from a peer (bytes, or with a unit: 500MiB, 64GiB).
     #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = parse_byte_size)]
@@ -138,6 +173,11 @@ pub struct RunArgs {
     /// TEST ONLY: serve every chunk with flipped bytes, to exercise verification and bans.
     #[arg(long, hide = true)]
     pub test_corrupt_chunks: bool,
+
+    /// TEST ONLY: abort the process right after installing a download, before the index that
+    /// records the installed file is saved (a power cut at the worst moment).
+    #[arg(long, hide = true)]
+    pub test_crash_after_install: bool,
 
     /// YAML configuration file; keys are the long option names.
     #[arg(long, value_name = "FILE")]
@@ -283,8 +323,11 @@ pub fn resolve(
         if given_on_command_line(arg.get_id().as_str()) {
             continue;
         }
-        let variable = env_name(long);
-        let Some(value) = env(&variable) else {
+        let Some((variable, value)) = long_names(arg)
+            .into_iter()
+            .map(env_name)
+            .find_map(|variable| env(&variable).map(|value| (variable, value)))
+        else {
             continue;
         };
         let args = env_value_to_args(arg, long, &value).map_err(|detail| ConfigError::Env {
@@ -310,7 +353,7 @@ pub fn resolve(
         for (key, value) in file {
             let Some(arg) = run_command
                 .get_arguments()
-                .find(|arg| arg.get_long() == Some(key.as_str()))
+                .find(|arg| long_names(arg).contains(&key.as_str()))
             else {
                 return Err(ConfigError::FileKey {
                     path,
@@ -349,6 +392,14 @@ pub fn resolve(
     full.extend(extra.into_iter().map(OsString::from));
     let matches = command.try_get_matches_from(full)?;
     Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// The long name of an option and its aliases (each also an environment variable and a YAML key).
+fn long_names(arg: &clap::Arg) -> Vec<&str> {
+    arg.get_long()
+        .into_iter()
+        .chain(arg.get_all_aliases().unwrap_or_default())
+        .collect()
 }
 
 /// Parses one option's arguments alone, so that a bad value is reported with where it came from.
@@ -487,6 +538,22 @@ fn parse_network_id(value: &str) -> Result<String, String> {
             dig_bootstrap::record::NETWORK_ID_PATTERN
         ))
     }
+}
+
+fn parse_write_policy(value: &str) -> Result<WritePolicy, String> {
+    value.parse()
+}
+
+/// A writer is a peer id that carries an ed25519 key (the only kind that signs versions).
+fn parse_writer(value: &str) -> Result<PeerId, String> {
+    let peer = crate::store::record::parse_canonical_peer_id(value.trim())
+        .ok_or_else(|| format!("{value:?} is not a base58 peer id such as 12D3KooW..."))?;
+    if crate::store::record::public_key_of(&peer).is_none() {
+        return Err(format!(
+            "{value} is not an ed25519 peer id (12D3KooW...): its versions could not be checked"
+        ));
+    }
+    Ok(peer)
 }
 
 fn parse_http_url(value: &str) -> Result<String, String> {
@@ -732,6 +799,68 @@ mod tests {
         assert!(parse_byte_size("").is_err());
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn writers_and_the_write_policy_come_from_flags_env_and_file() {
+        let a = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let b = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let args = run(&["run"], &[]).unwrap();
+        assert_eq!(args.write_policy, WritePolicy::Owner);
+        assert!(args.writer.is_empty());
+        let args = run(
+            &[
+                "run",
+                "--writer",
+                &a.to_base58(),
+                "--writer",
+                &b.to_base58(),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(args.writer, vec![a, b]);
+        let both = format!("{a},{b}");
+        let args = run(&["run"], &[("DIG_WRITERS", both.as_str())]).unwrap();
+        assert_eq!(args.writer, vec![a, b]);
+        let args = run(&["run"], &[("DIG_WRITER", a.to_base58().as_str())]).unwrap();
+        assert_eq!(args.writer, vec![a]);
+        let (_dir, path) = write_config(&format!("writers: [{a}]\nwrite-policy: writers\n"));
+        let args = run(&["run", "--config", &path], &[]).unwrap();
+        assert_eq!(args.writer, vec![a]);
+        assert_eq!(args.write_policy, WritePolicy::Writers);
+        let error = run(&["run", "--writer", "nonsense"], &[]).unwrap_err();
+        assert!(error.to_string().contains("peer id"), "{error}");
+        let hashed = PeerId::random().to_base58();
+        assert!(
+            run(&["run", "--writer", &hashed], &[]).is_err(),
+            "no inline key"
+        );
+        let error = run(&["run", "--write-policy", "anyone"], &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("owner, writers or open"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn pruning_and_index_bounds_have_defaults_and_flags() {
+        let args = run(&["run"], &[]).unwrap();
+        assert_eq!(args.max_stores, 1_000_000);
+        assert_eq!(args.tombstone_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(args.max_conflicts, 1_000);
+        let args = run(
+            &["run", "--conflict-ttl", "1h", "--max-tombstones", "5"],
+            &[("DIG_MAX_STORES", "10")],
+        )
+        .unwrap();
+        assert_eq!(args.conflict_ttl, Duration::from_secs(3600));
+        assert_eq!(args.max_tombstones, 5);
+        assert_eq!(args.max_stores, 10);
     }
 
     #[test]

@@ -52,6 +52,27 @@ pub enum RunError {
     Api(#[from] ApiError),
     #[error("installing the TLS crypto provider failed")]
     CryptoProvider,
+    #[error(
+        "--write-policy open lets any member change any store, which only a private network can allow: give --psk-file too, or use --write-policy owner (the default)"
+    )]
+    OpenWithoutPsk,
+    #[error("--write-policy writers needs at least one --writer PEER_ID (nobody could write)")]
+    WritersWithoutWriter,
+}
+
+/// Start-up checks of the write policy: open writing only in a private network, and a writer
+/// list for the writers policy.
+pub fn check_write_policy(
+    policy: crate::sync::engine::WritePolicy,
+    writers: usize,
+    private: bool,
+) -> Result<(), RunError> {
+    use crate::sync::engine::WritePolicy;
+    match policy {
+        WritePolicy::Open if !private => Err(RunError::OpenWithoutPsk),
+        WritePolicy::Writers if writers == 0 => Err(RunError::WritersWithoutWriter),
+        _ => Ok(()),
+    }
 }
 
 pub fn read_psk(path: &std::path::Path) -> Result<PreSharedKey, RunError> {
@@ -99,8 +120,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// Makes the process non-dumpable: another process of the same user (an app container sharing
+/// the pod's process namespace) can then not read the identity key and index through
+/// `/proc/<pid>/root` or the process's memory; only root with CAP_SYS_PTRACE can.
+fn protect_process() {
+    if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(%error, "cannot make the process non-dumpable");
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     install_crypto_provider()?;
+    protect_process();
     let started = Instant::now();
     let data_dir = args.data_dir();
     let state_dir = args.state_dir();
@@ -112,6 +143,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     let keypair = identity::load_or_create(&state_dir)?;
     let psk = args.psk_file.as_deref().map(read_psk).transpose()?;
+    check_write_policy(args.write_policy, args.writer.len(), psk.is_some())?;
     if let Some(psk) = &psk {
         tracing::info!(fingerprint = %psk.fingerprint(), "private network (pnet): TCP only, QUIC disabled");
     }
@@ -146,11 +178,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         network = %args.network,
         data_dir = %data_dir.display(),
         state_dir = %state_dir.display(),
+        write_policy = args.write_policy.as_str(),
+        writers = args.writer.len(),
         "node started"
     );
 
     let replicator = Replicator::start(
         ReplicationConfig::from_run_args(&args),
+        keypair.clone(),
         node.clone(),
         &mut registry,
     )
@@ -185,10 +220,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let listener = http::bind(args.api_listen).await?;
     tracing::info!(address = %args.api_listen, "HTTP API listening");
+    let replication_running = {
+        let replicator = replicator.clone();
+        Arc::new(move || replicator.is_running())
+    };
     let api_state = ApiState {
         node: node.clone(),
         registry: Arc::new(registry),
         stores: stores_view,
+        replication_running,
         started,
         identity_loaded: true,
     };

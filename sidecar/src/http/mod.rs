@@ -22,11 +22,15 @@ use crate::node::{NodeHandle, NodeSnapshot};
 /// The store list of `/stores` (the replication engine's view).
 pub type StoresSource = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
 
+/// True while the replication task runs (`/health` fails once it stopped).
+pub type RunningCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ApiState {
     pub node: NodeHandle,
     pub registry: Arc<Registry>,
     pub stores: StoresSource,
+    pub replication_running: RunningCheck,
     pub started: Instant,
     /// The identity key was loaded or created (checked by `/ready`).
     pub identity_loaded: bool,
@@ -96,6 +100,13 @@ async fn health(State(state): State<ApiState>) -> Response {
     let Ok(snapshot) = state.node.snapshot().await else {
         return stopped();
     };
+    if !(state.replication_running)() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stopped", "error": "the replication task has stopped"})),
+        )
+            .into_response();
+    }
     Json(json!({
         "status": "ok",
         "peerId": snapshot.peer_id.to_string(),
@@ -209,6 +220,58 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 mod tests {
     use super::*;
     use crate::node::DiscoveryStats;
+
+    #[tokio::test]
+    async fn health_fails_once_the_replication_task_stopped() {
+        use axum::body::Body;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tower::ServiceExt;
+
+        let mut registry = Registry::default();
+        let (node, _task) = crate::node::start(
+            crate::node::NodeConfig {
+                keypair: libp2p::identity::Keypair::generate_ed25519(),
+                network_id: "health".into(),
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                announce: Vec::new(),
+                registry_enabled: false,
+                enable_dht: false,
+                enable_mdns: false,
+                allow_loopback: true,
+                enable_autonat: false,
+                psk: None,
+                max_connections: 8,
+            },
+            &mut registry,
+        )
+        .unwrap();
+        let running = Arc::new(AtomicBool::new(true));
+        let check = running.clone();
+        let app = router(ApiState {
+            node,
+            registry: Arc::new(registry),
+            stores: Arc::new(Vec::new),
+            replication_running: Arc::new(move || check.load(Ordering::Relaxed)),
+            started: Instant::now(),
+            identity_loaded: true,
+        });
+        let get = || {
+            axum::http::Request::get("/health")
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            app.clone().oneshot(get()).await.unwrap().status(),
+            StatusCode::OK
+        );
+        running.store(false, Ordering::Relaxed);
+        let response = app.oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("replication task"));
+    }
 
     fn snapshot(listening: bool, discovery: DiscoveryStats) -> NodeSnapshot {
         NodeSnapshot {

@@ -20,7 +20,7 @@ pub struct NetworkProtocols {
     pub kad: StreamProtocol,
     /// Gossipsub protocol prefix `/dig/<net>/meshsub` (versions appended by gossipsub).
     pub gossip_prefix: String,
-    /// `dig/<net>/stores/1`
+    /// `dig/<net>/stores/2` (version 2: signed version records)
     pub stores_topic: String,
     /// Every DIG protocol of this network starts with this: `/dig/<net>/`.
     pub protocol_namespace: String,
@@ -36,7 +36,7 @@ impl NetworkProtocols {
             identify_version: format!("dig/{network_id}/1"),
             kad,
             gossip_prefix: format!("/dig/{network_id}/meshsub"),
-            stores_topic: format!("dig/{network_id}/stores/1"),
+            stores_topic: format!("dig/{network_id}/stores/2"),
             protocol_namespace: format!("/dig/{network_id}/"),
         })
     }
@@ -182,7 +182,7 @@ mod tests {
         let net = NetworkProtocols::new("testnet").unwrap();
         assert_eq!(net.kad.as_ref(), "/dig/testnet/kad/1.0.0");
         assert_eq!(net.identify_version, "dig/testnet/1");
-        assert_eq!(net.stores_topic, "dig/testnet/stores/1");
+        assert_eq!(net.stores_topic, "dig/testnet/stores/2");
     }
 
     #[test]

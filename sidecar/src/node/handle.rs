@@ -13,7 +13,7 @@ pub enum NodeEvent {
     PeerConnected(PeerId),
     /// The last connection to a confirmed peer closed.
     PeerDisconnected(PeerId),
-    /// A gossipsub message on the stores topic `dig/<net>/stores/1`.
+    /// A gossipsub message on the stores topic `dig/<net>/stores/2`.
     Announcement { source: PeerId, data: Vec<u8> },
 }
 
@@ -92,7 +92,7 @@ impl NodeHandle {
         self.stream_control.clone()
     }
 
-    /// Publishes on the gossipsub topic `dig/<net>/stores/1`.
+    /// Publishes on the gossipsub topic `dig/<net>/stores/2`.
     pub async fn publish_announcement(&self, data: Vec<u8>) -> Result<(), NodeError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Publish { data, reply }).await?;

@@ -1,10 +1,16 @@
-//! The saved index: for every store the newest version this node knows, its content (or a
-//! tombstone), and the file metadata seen when the local file was last hashed. Kept in
-//! `<state>/index.json`, written atomically, so a restart does not re-announce everything.
+//! The saved index: for every store the winning signed version this node knows, its owner, its
+//! content (or a tombstone) and the file metadata seen when the local file was last hashed. Kept
+//! in `<state>/index.json`, written atomically, so a restart neither re-announces everything nor
+//! mistakes an installed file for a local change.
+//!
+//! Format 2 (this one) keeps every version's signature and owner. A format 1 file (no `format`
+//! field, versions unsigned) still loads: its entries become *legacy* entries, which keep their
+//! version and content (so the files they describe are not taken for local changes) but are never
+//! relayed; the node re-signs the ones it made itself, and any signed version replaces the others.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, Metadata};
-use std::io::{self, Write};
+use std::io::{self, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::hash::{self, ChainingValue, ContentDigest, Hash32};
 use super::name::is_valid_store_name;
+use super::record::{ContentId, Signature, SignedVersion, VersionRecord, parse_canonical_peer_id};
 use super::version::Version;
+
+/// The index format this code writes.
+pub const INDEX_FORMAT: u32 = 2;
 
 /// Errors loading or saving the index.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +33,10 @@ pub enum IndexError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the store index {path} has format {format}; this dig-sidecar reads formats 1 and 2 (a newer version wrote it)"
+    )]
+    Format { path: PathBuf, format: u32 },
     #[error("cannot write the store index {path}: {source}")]
     Write {
         path: PathBuf,
@@ -51,6 +65,13 @@ impl Content {
     pub fn hash_hex(&self) -> String {
         hash::to_hex(&self.hash)
     }
+
+    pub fn id(&self) -> ContentId {
+        ContentId {
+            size: self.size,
+            hash: self.hash,
+        }
+    }
 }
 
 impl From<ContentDigest> for Content {
@@ -59,6 +80,16 @@ impl From<ContentDigest> for Content {
             size: digest.size,
             hash: digest.hash,
             chunks: Some(digest.chunks),
+        }
+    }
+}
+
+impl From<ContentId> for Content {
+    fn from(id: ContentId) -> Self {
+        Self {
+            size: id.size,
+            hash: id.hash,
+            chunks: None,
         }
     }
 }
@@ -93,17 +124,41 @@ impl LocalMeta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexEntry {
-    /// The newest version known for this store (the winner).
+    /// The newest accepted version of this store (the winner).
     pub version: Version,
     /// `None` is a tombstone: the store was deleted at `version`.
     pub content: Option<Content>,
+    /// The version this one replaced where it was made.
+    #[serde(default, alias = "previous", skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Version>,
+    /// The store's owner (peer id): the origin of its first accepted version. `None` only for a
+    /// legacy (format 1) entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The owner as the version's maker named it (part of what the signature covers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_owner: Option<String>,
+    /// The origin's signature over the version record; `None` for a legacy entry, which is never
+    /// relayed to peers.
+    #[serde(
+        default,
+        with = "base64_signature",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub signature: Option<Signature>,
+    /// The creation (first version) this node accepted, when it saw one: concurrent creations are
+    /// compared with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation: Option<Version>,
+    /// Until when (ms, this node's clock) a concurrent creation may still take the store over.
+    #[serde(default)]
+    pub contest_until_ms: u64,
+    /// When this node accepted `version` (ms): tombstones are pruned by this age.
+    #[serde(default)]
+    pub accepted_ms: u64,
     /// Set when the file in the data folder holds exactly `content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalMeta>,
-    /// For a version made here: the version it replaced, so other nodes can tell an update of
-    /// their version (no conflict) from a concurrent change (conflict).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<Version>,
     /// Metadata of an older version still in the data folder while the newer one downloads: that
     /// file is not a local change, and may be replaced without keeping it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +166,24 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// The entry of a newly accepted signed version (nothing held yet).
+    pub fn from_signed(signed: &SignedVersion, owner: String, now_ms: u64) -> Self {
+        let record = &signed.record;
+        Self {
+            version: record.version.clone(),
+            content: record.content.map(Content::from),
+            replaces: record.replaces.clone(),
+            owner: Some(owner),
+            signed_owner: Some(record.owner.clone()),
+            signature: Some(signed.signature),
+            creation: record.is_creation().then(|| record.version.clone()),
+            contest_until_ms: 0,
+            accepted_ms: now_ms,
+            local: None,
+            superseded: None,
+        }
+    }
+
     pub fn is_tombstone(&self) -> bool {
         self.content.is_none()
     }
@@ -119,22 +192,103 @@ impl IndexEntry {
     pub fn is_held(&self) -> bool {
         self.content.is_some() && self.local.is_some()
     }
+
+    /// True for an unsigned entry loaded from a format 1 index.
+    pub fn is_legacy(&self) -> bool {
+        self.signature.is_none()
+    }
+
+    /// The record this entry's version was signed over.
+    pub fn record(&self, name: &str) -> VersionRecord {
+        VersionRecord {
+            name: name.to_owned(),
+            version: self.version.clone(),
+            owner: self
+                .signed_owner
+                .clone()
+                .or_else(|| self.owner.clone())
+                .unwrap_or_else(|| self.version.origin.clone()),
+            content: self.content.as_ref().map(Content::id),
+            replaces: self.replaces.clone(),
+        }
+    }
+
+    /// The signed record, to relay to peers; `None` for a legacy entry.
+    pub fn signed(&self, name: &str) -> Option<SignedVersion> {
+        Some(SignedVersion {
+            record: self.record(name),
+            signature: self.signature?,
+        })
+    }
+
+    /// True when `signed` is exactly the version this entry holds (same signature), so it needs
+    /// no second verification.
+    pub fn holds_record(&self, signed: &SignedVersion) -> bool {
+        self.signature.as_ref() == Some(&signed.signature)
+            && self.version == signed.record.version
+            && self.record(&signed.record.name) == signed.record
+    }
+
+    /// Part of the holdings fingerprint: held content and tombstones count, wanted content not.
+    fn fingerprint_part(&self, name: &str) -> Option<Hash32> {
+        let what = match (&self.content, self.local) {
+            (Some(content), Some(_)) => content.hash_hex(),
+            (None, _) => "tombstone".to_owned(),
+            (Some(_), None) => return None,
+        };
+        let line = format!(
+            "{name}\n{}\n{}\n{what}\n",
+            self.version.lamport, self.version.origin
+        );
+        Some(*blake3::hash(line.as_bytes()).as_bytes())
+    }
 }
 
-/// All stores this node knows about, and the highest Lamport clock seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// All stores this node knows about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreIndex {
-    pub highest_lamport: u64,
-    pub entries: BTreeMap<String, IndexEntry>,
+    #[serde(default = "legacy_format")]
+    format: u32,
+    entries: BTreeMap<String, IndexEntry>,
+    /// XOR of the fingerprint parts of every entry, kept up to date on every change (so a
+    /// digest request costs nothing, whatever the number of stores).
+    #[serde(skip)]
+    fingerprint: Hash32,
+    #[serde(skip)]
+    holdings: u64,
+    /// Stores held and their bytes, kept up to date like the fingerprint.
+    #[serde(skip)]
+    held: (u64, u64),
+}
+
+fn legacy_format() -> u32 {
+    1
+}
+
+impl Default for StoreIndex {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl StoreIndex {
-    /// Loads the index; a missing file is an empty index. Entries with invalid names are dropped.
+    pub fn new() -> Self {
+        Self {
+            format: INDEX_FORMAT,
+            entries: BTreeMap::new(),
+            fingerprint: [0; 32],
+            holdings: 0,
+            held: (0, 0),
+        }
+    }
+
+    /// Loads the index; a missing file is an empty index. Entries with invalid names or peer ids
+    /// are dropped (the file is ours, but a bad entry must not reach a path or the wire).
     pub fn load(path: &Path) -> Result<Self, IndexError> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::new()),
             Err(source) => {
                 return Err(IndexError::Read {
                     path: path.to_owned(),
@@ -142,15 +296,48 @@ impl StoreIndex {
                 });
             }
         };
-        let mut index: StoreIndex =
-            serde_json::from_slice(&bytes).map_err(|e| IndexError::Read {
+        let index: StoreIndex =
+            serde_json::from_reader(BufReader::new(file)).map_err(|e| IndexError::Read {
                 path: path.to_owned(),
                 source: io::Error::new(io::ErrorKind::InvalidData, e),
             })?;
-        index.entries.retain(|name, _| is_valid_store_name(name));
-        let highest = index.entries.values().map(|e| e.version.lamport).max();
-        index.highest_lamport = index.highest_lamport.max(highest.unwrap_or(0));
-        Ok(index)
+        if index.format > INDEX_FORMAT {
+            return Err(IndexError::Format {
+                path: path.to_owned(),
+                format: index.format,
+            });
+        }
+        Ok(index.checked())
+    }
+
+    /// Parses index bytes the way [`StoreIndex::load`] reads a file (for tests of the decoder).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let index: StoreIndex = serde_json::from_slice(bytes)?;
+        Ok(index.checked())
+    }
+
+    fn checked(mut self) -> Self {
+        let entries = std::mem::take(&mut self.entries);
+        self.format = INDEX_FORMAT;
+        for (name, entry) in entries {
+            let peers_ok = parse_canonical_peer_id(&entry.version.origin).is_some()
+                && entry
+                    .owner
+                    .iter()
+                    .all(|o| parse_canonical_peer_id(o).is_some())
+                && entry
+                    .signed_owner
+                    .iter()
+                    .all(|o| parse_canonical_peer_id(o).is_some())
+                && entry
+                    .replaces
+                    .iter()
+                    .all(|v| parse_canonical_peer_id(&v.origin).is_some());
+            if is_valid_store_name(&name) && peers_ok {
+                self.insert(name, entry);
+            }
+        }
+        self
     }
 
     /// Writes the index atomically: temporary file, fsync, rename, fsync of the folder.
@@ -165,38 +352,95 @@ impl StoreIndex {
         })
     }
 
-    /// Records that a Lamport value was seen, so the next local change is higher.
-    pub fn observe_lamport(&mut self, lamport: u64) {
-        self.highest_lamport = self.highest_lamport.max(lamport);
+    pub fn get(&self, name: &str) -> Option<&IndexEntry> {
+        self.entries.get(name)
     }
 
-    /// The version a new local change gets: highest seen + 1, origin = this node.
-    pub fn next_local_version(&mut self, local_peer: &str) -> Version {
-        self.highest_lamport += 1;
-        Version::new(self.highest_lamport, local_peer)
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &IndexEntry)> {
+        self.entries.iter()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.entries.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds or replaces an entry.
+    pub fn insert(&mut self, name: String, entry: IndexEntry) {
+        self.remove(&name);
+        if let Some(part) = entry.fingerprint_part(&name) {
+            self.toggle_fingerprint(part);
+            self.holdings += 1;
+        }
+        if let Some(content) = entry.content.as_ref().filter(|_| entry.is_held()) {
+            self.held.0 += 1;
+            self.held.1 += content.size;
+        }
+        self.entries.insert(name, entry);
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<IndexEntry> {
+        let old = self.entries.remove(name)?;
+        if let Some(part) = old.fingerprint_part(name) {
+            self.toggle_fingerprint(part);
+            self.holdings -= 1;
+        }
+        if let Some(content) = old.content.as_ref().filter(|_| old.is_held()) {
+            self.held.0 -= 1;
+            self.held.1 -= content.size;
+        }
+        Some(old)
+    }
+
+    /// Changes one entry in place (the fingerprint follows).
+    pub fn update<R>(
+        &mut self,
+        name: &str,
+        change: impl FnOnce(&mut IndexEntry) -> R,
+    ) -> Option<R> {
+        let mut entry = self.remove(name)?;
+        let result = change(&mut entry);
+        self.insert(name.to_owned(), entry);
+        Some(result)
+    }
+
+    /// XOR is its own inverse: toggling a part twice removes it.
+    fn toggle_fingerprint(&mut self, part: Hash32) {
+        for (acc, byte) in self.fingerprint.iter_mut().zip(part) {
+            *acc ^= byte;
+        }
+    }
+
+    /// Stores held in the data folder, and their bytes.
+    pub fn held(&self) -> (u64, u64) {
+        self.held
+    }
+
+    /// The Lamport value of a new local version of `name`: above its current version, and at
+    /// least `now_ms` (a hybrid logical clock: values follow the wall clock, so a far-ahead value
+    /// can be told from an honest one, and they never run out). Only the store's own version
+    /// counts: version order is per store, so no peer can push the clock of stores it may not
+    /// write.
+    pub fn next_lamport(&self, name: &str, now_ms: u64) -> u64 {
+        let current = self.entries.get(name).map_or(0, |e| e.version.lamport);
+        current.saturating_add(1).max(now_ms)
     }
 
     /// A digest of what this node holds (held stores and tombstones), for anti-entropy: two
-    /// nodes with the same digest have nothing to exchange.
+    /// nodes with the same digest have nothing to exchange. Returns the digest and the count.
     pub fn holdings_digest(&self) -> (Hash32, u64) {
-        let mut hasher = blake3::Hasher::new();
-        let mut count = 0;
-        for (name, entry) in &self.entries {
-            let hash = match (&entry.content, entry.local) {
-                (Some(content), Some(_)) => content.hash_hex(),
-                (None, _) => "tombstone".to_owned(),
-                (Some(_), None) => continue,
-            };
-            count += 1;
-            hasher.update(
-                format!(
-                    "{name}\n{}\n{}\n{hash}\n",
-                    entry.version.lamport, entry.version.origin
-                )
-                .as_bytes(),
-            );
-        }
-        (*hasher.finalize().as_bytes(), count)
+        (self.fingerprint, self.holdings)
     }
 }
 
@@ -259,119 +503,228 @@ mod hex_manifest {
     }
 }
 
+mod base64_signature {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::store::record::Signature;
+
+    pub fn serialize<S: Serializer>(
+        signature: &Option<Signature>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match signature {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Signature>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        crate::store::record::decode_signature(&text)
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("signature is not 64 bytes of base64"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::record::tests::record;
+    use libp2p::identity::Keypair;
+    use proptest::prelude::*;
 
     fn content(byte: u8) -> Content {
         let digest = hash::digest_reader(&[byte; 100][..]).unwrap();
         digest.into()
     }
 
+    fn meta(inode: u64) -> LocalMeta {
+        LocalMeta {
+            size: 100,
+            mtime_ns: 5,
+            ctime_ns: 6,
+            inode,
+        }
+    }
+
+    fn signed_entry(key: &Keypair, name: &str, lamport: u64) -> IndexEntry {
+        let signed = record(key, name, lamport).sign(key).unwrap();
+        let owner = signed.record.owner.clone();
+        IndexEntry::from_signed(&signed, owner, 1000)
+    }
+
     #[test]
     fn index_survives_a_save_and_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.json");
-        let mut index = StoreIndex::default();
-        let version = index.next_local_version("peerA");
-        index.entries.insert(
-            "s1".into(),
-            IndexEntry {
-                version,
-                content: Some(content(1)),
-                local: Some(LocalMeta {
-                    size: 100,
-                    mtime_ns: 5,
-                    ctime_ns: 6,
-                    inode: 7,
-                }),
-                previous: Some(Version::new(1, "peerB")),
-                superseded: None,
-            },
-        );
-        index.entries.insert(
-            "gone".into(),
-            IndexEntry {
-                version: Version::new(9, "peerB"),
-                content: None,
-                local: None,
-                previous: None,
-                superseded: None,
-            },
-        );
-        index.observe_lamport(9);
+        let key = Keypair::generate_ed25519();
+        let mut index = StoreIndex::new();
+        let mut held = signed_entry(&key, "s1", 3);
+        held.local = Some(meta(7));
+        held.content.as_mut().unwrap().chunks = Some(vec![[1; 32]]);
+        index.insert("s1".into(), held);
+        let mut tombstone = signed_entry(&key, "gone", 9);
+        tombstone.content = None;
+        index.insert("gone".into(), tombstone);
         index.save(&path).unwrap();
         let loaded = StoreIndex::load(&path).unwrap();
         assert_eq!(loaded, index);
-        assert_eq!(loaded.highest_lamport, 9);
+        assert_eq!(loaded.holdings_digest(), index.holdings_digest());
         assert!(!dir.path().join(".index.json.tmp").exists());
+        let signed = loaded.get("s1").unwrap().signed("s1").unwrap();
+        signed
+            .verify(&mut crate::store::record::KeyCache::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_format_1_index_loads_as_legacy_entries() {
+        let origin = Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+            .to_base58();
+        let v1 = format!(
+            r#"{{"highestLamport":4,"entries":{{"s":{{"version":{{"lamport":4,"origin":"{origin}"}},
+            "content":{{"size":100,"hash":"{}"}},"previous":{{"lamport":2,"origin":"{origin}"}},
+            "local":{{"size":100,"mtimeNs":1,"ctimeNs":1,"inode":1}}}}}}}}"#,
+            content(1).hash_hex()
+        );
+        let index = StoreIndex::from_bytes(v1.as_bytes()).unwrap();
+        let entry = index.get("s").unwrap();
+        assert!(entry.is_legacy() && entry.is_held());
+        assert_eq!(entry.replaces, Some(Version::new(2, origin)));
+        assert!(
+            entry.signed("s").is_none(),
+            "a legacy entry is never relayed"
+        );
+        assert_eq!(index.holdings_digest().1, 1);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        fs::write(&path, br#"{"format":3,"highestLamport":0,"entries":{}}"#).unwrap();
+        let err = StoreIndex::load(&path).unwrap_err().to_string();
+        assert!(err.contains("format 3"), "{err}");
     }
 
     #[test]
     fn missing_index_is_empty_and_corrupt_index_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.json");
-        assert_eq!(StoreIndex::load(&path).unwrap(), StoreIndex::default());
+        assert_eq!(StoreIndex::load(&path).unwrap(), StoreIndex::new());
         fs::write(&path, b"{not json").unwrap();
         let err = StoreIndex::load(&path).unwrap_err().to_string();
         assert!(err.contains("index.json"), "{err}");
     }
 
     #[test]
-    fn hostile_names_in_a_saved_index_are_dropped_on_load() {
+    fn hostile_names_and_peer_ids_in_a_saved_index_are_dropped_on_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.json");
-        let mut index = StoreIndex::default();
-        let entry = IndexEntry {
-            version: Version::new(1, "p"),
-            content: Some(content(2)),
-            local: None,
-            previous: None,
-            superseded: None,
-        };
-        index.entries.insert("../escape".into(), entry.clone());
-        index.entries.insert("ok".into(), entry);
+        let key = Keypair::generate_ed25519();
+        let mut index = StoreIndex::new();
+        index.insert("../escape".into(), signed_entry(&key, "ok", 1));
+        index.insert("ok".into(), signed_entry(&key, "ok", 1));
+        let mut bad_owner = signed_entry(&key, "bad", 1);
+        bad_owner.owner = Some("not a peer".into());
+        index.insert("bad".into(), bad_owner);
         index.save(&path).unwrap();
         let loaded = StoreIndex::load(&path).unwrap();
-        assert_eq!(loaded.entries.keys().collect::<Vec<_>>(), vec!["ok"]);
+        assert_eq!(loaded.names().collect::<Vec<_>>(), vec!["ok"]);
     }
 
     #[test]
-    fn next_local_version_is_above_everything_seen() {
-        let mut index = StoreIndex::default();
-        index.observe_lamport(41);
-        assert_eq!(index.next_local_version("me"), Version::new(42, "me"));
-        assert_eq!(index.next_local_version("me"), Version::new(43, "me"));
+    fn next_lamport_is_above_the_stores_version_and_follows_the_clock() {
+        let key = Keypair::generate_ed25519();
+        let mut index = StoreIndex::new();
+        index.insert("s".into(), signed_entry(&key, "s", 41));
+        assert_eq!(index.next_lamport("s", 0), 42);
+        assert_eq!(index.next_lamport("s", 5_000), 5_000);
+        assert_eq!(index.next_lamport("new", 7), 7);
+        index.insert("max".into(), signed_entry(&key, "max", u64::MAX));
+        assert_eq!(
+            index.next_lamport("max", 0),
+            u64::MAX,
+            "saturates, never wraps"
+        );
+        assert_eq!(
+            index.next_lamport("s", 0),
+            42,
+            "another store's value does not count"
+        );
     }
 
     #[test]
-    fn holdings_digest_changes_with_held_content_only() {
-        let mut a = StoreIndex::default();
-        let held = IndexEntry {
-            version: Version::new(1, "p"),
-            content: Some(content(3)),
-            local: Some(LocalMeta {
-                size: 100,
-                mtime_ns: 1,
-                ctime_ns: 1,
-                inode: 1,
-            }),
-            previous: None,
-            superseded: None,
-        };
-        a.entries.insert("s".into(), held.clone());
+    fn the_digest_follows_held_content_and_tombstones_only() {
+        let key = Keypair::generate_ed25519();
+        let mut a = StoreIndex::new();
+        let mut held = signed_entry(&key, "s", 1);
+        held.local = Some(meta(1));
+        a.insert("s".into(), held.clone());
         let mut b = a.clone();
         assert_eq!(a.holdings_digest(), b.holdings_digest());
         // A store b only knows about (not held yet) does not change what b offers.
-        b.entries.insert(
-            "t".into(),
-            IndexEntry {
-                local: None,
-                ..held.clone()
-            },
-        );
+        b.insert("t".into(), signed_entry(&key, "t", 2));
         assert_eq!(a.holdings_digest(), b.holdings_digest());
-        b.entries.get_mut("s").unwrap().version = Version::new(2, "p");
+        b.update("s", |e| {
+            e.version = Version::new(2, e.version.origin.clone())
+        });
         assert_ne!(a.holdings_digest(), b.holdings_digest());
+        b.update("s", |e| {
+            e.version = Version::new(1, e.version.origin.clone())
+        });
+        assert_eq!(
+            a.holdings_digest(),
+            b.holdings_digest(),
+            "incremental and exact"
+        );
+        b.remove("s");
+        assert_eq!(b.holdings_digest(), StoreIndex::new().holdings_digest());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes: an index or an error, never a panic, and nothing invalid kept.
+        #[test]
+        fn loading_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(index) = StoreIndex::from_bytes(&bytes) {
+                prop_assert!(index.names().all(|n| is_valid_store_name(n)));
+            }
+        }
+
+        /// JSON-shaped input with arbitrary field values.
+        #[test]
+        fn loading_arbitrary_entries_keeps_only_valid_ones(
+            name in "[ -~]{0,40}",
+            origin in "[1-9A-Za-z]{0,60}",
+            lamport in any::<u64>(),
+            size in any::<u64>(),
+            hash in "[0-9a-f]{0,70}",
+            signature in "[A-Za-z0-9+/=]{0,100}",
+        ) {
+            let text = serde_json::json!({
+                "format": 2,
+                "highestLamport": lamport,
+                "entries": { name.clone(): {
+                    "version": {"lamport": lamport, "origin": origin},
+                    "content": {"size": size, "hash": hash},
+                    "signature": signature,
+                }}
+            })
+            .to_string();
+            if let Ok(index) = StoreIndex::from_bytes(text.as_bytes()) {
+                for (name, entry) in index.iter() {
+                    prop_assert!(is_valid_store_name(name));
+                    prop_assert!(parse_canonical_peer_id(&entry.version.origin).is_some());
+                }
+            }
+        }
     }
 }

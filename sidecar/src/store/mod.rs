@@ -1,12 +1,14 @@
 //! The local side of replication: which files are stores, their versions and content hashes, the
 //! saved index, the folder watcher and the atomic install of downloaded files.
 
+pub mod conflicts;
 pub mod disk;
 pub mod hash;
 pub mod index;
 pub mod install;
 pub mod name;
 pub mod part_file;
+pub mod record;
 pub mod scan;
 pub mod version;
 pub mod watcher;

@@ -8,10 +8,9 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 
 use super::announce::WireEntry;
 use super::protocol::{
-    MAX_INVENTORY_BYTES, MAX_MANIFEST_BYTES, RefusalKind, Request, ResponseHeader, read_body,
-    read_header, write_header,
+    MAX_INVENTORY_BYTES, RefusalKind, Request, ResponseHeader, read_body, read_header, write_header,
 };
-use crate::store::hash::{self, ChainingValue, Hash32};
+use crate::store::hash::{self, ChainingValue, Hash32, chunk_count};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -89,11 +88,13 @@ impl SyncClient {
         serde_json::from_slice(&body).map_err(|e| self.unexpected(format!("bad inventory: {e}")))
     }
 
-    /// The chunk manifest of `name` with content `hash` (not verified here).
+    /// The chunk manifest of `name` with content `hash` and `size` bytes (not verified here). Its
+    /// length is known exactly from the size: any other length is refused unread.
     pub async fn manifest(
         &mut self,
         name: &str,
         hash: &Hash32,
+        size: u64,
     ) -> Result<Vec<ChainingValue>, ClientError> {
         let request = Request::Manifest {
             name: name.to_owned(),
@@ -103,8 +104,14 @@ impl SyncClient {
             ResponseHeader::Manifest { len } => len,
             other => return Err(self.unexpected(format!("{other:?} to a manifest request"))),
         };
+        let expected = chunk_count(size).saturating_mul(32);
+        if len != expected {
+            return Err(self.unexpected(format!(
+                "manifest of {len} bytes for store {name} of {size} bytes (expected {expected})"
+            )));
+        }
         let mut body = Vec::new();
-        self.body(len, MAX_MANIFEST_BYTES, &mut body).await?;
+        self.body(len, expected, &mut body).await?;
         hash::manifest_from_bytes(&body)
             .ok_or_else(|| self.unexpected(format!("manifest of {len} bytes")))
     }

@@ -4,9 +4,9 @@
 //! The partial file, its manifest and the list of verified chunks live in the temporary folder,
 //! so an interrupted download resumes: chunks recorded as verified are checked again against the
 //! manifest (cheap, and safe after a crash) and only the rest is fetched. A peer that serves a bad
-//! chunk or manifest is reported for a ban and its chunks go to the other peers.
+//! chunk or manifest is reported for a ban and its chunks go to the other peers. The decisions
+//! (which chunk next, which peer to give up) are [`ChunkPlan`]'s; this module does the IO.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -19,6 +19,7 @@ use libp2p::{PeerId, StreamProtocol};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use super::chunk_plan::{AfterFailure, ChunkPlan, Failure};
 use super::client::{ClientError, SyncClient};
 use super::metrics::{Direction, SyncMetrics};
 use super::stream_pool::StreamPool;
@@ -35,15 +36,13 @@ const MAX_ROUNDS: usize = 4;
 const MAX_STREAM_REOPENS: usize = 3;
 /// Pause before reopening a failed stream, times the attempt number.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(25);
-/// The verified-chunk record is rewritten after this many new chunks.
-const PERSIST_EVERY: u64 = 16;
 
 /// How downloads are made.
 #[derive(Clone, Debug)]
 pub struct DownloadConfig {
     pub protocol: StreamProtocol,
     pub tmp_dir: PathBuf,
-    /// Space that must stay free on the disk of `tmp_dir`.
+    /// Space that must stay free on the disk of `tmp_dir` (for the error a full disk gives).
     pub min_free_bytes: u64,
     /// Concurrent requests (streams) per peer and download.
     pub streams_per_peer: usize,
@@ -130,6 +129,12 @@ impl PartialFiles {
             let _ = fs::remove_file(path);
         }
     }
+
+    /// Removes the bookkeeping files once the part file was installed.
+    pub fn remove_records(&self) {
+        let _ = fs::remove_file(&self.manifest);
+        let _ = fs::remove_file(&self.done);
+    }
 }
 
 /// Makes downloads; cheap to clone.
@@ -142,17 +147,15 @@ pub struct Downloader {
     pool: Arc<StreamPool>,
 }
 
-struct Shared {
-    queue: Mutex<VecDeque<u64>>,
-    done: Mutex<Vec<u8>>,
-    unusable: Mutex<HashSet<PeerId>>,
-    /// Workers still pulling from each peer in the current round.
-    workers: Mutex<HashMap<PeerId, usize>>,
-    banned: Mutex<HashSet<PeerId>>,
-    last_error: Mutex<String>,
-    fatal: Mutex<Option<io::Error>>,
-    since_persist: AtomicU64,
-    persist: Mutex<()>,
+/// One multi-chunk download in progress: its plan, and what its workers share.
+struct Transfer<'a> {
+    target: &'a DownloadTarget,
+    files: PartialFiles,
+    plan: Mutex<ChunkPlan>,
+    manifest: Arc<Vec<ChainingValue>>,
+    file: Arc<PartFile>,
+    progress: Arc<AtomicU64>,
+    fetched: AtomicU64,
 }
 
 impl Downloader {
@@ -178,11 +181,7 @@ impl Downloader {
         self.pool.expire(gone);
     }
 
-    /// An idle stream to `peer`, or a new one.
-    async fn client(&self, peer: PeerId) -> Result<SyncClient, ClientError> {
-        if let Some(client) = self.pool.take(&peer) {
-            return Ok(client);
-        }
+    async fn open(&self, peer: PeerId) -> Result<SyncClient, ClientError> {
         let mut control = self.control.clone();
         SyncClient::open(
             &mut control,
@@ -191,6 +190,14 @@ impl Downloader {
             self.config.request_timeout,
         )
         .await
+    }
+
+    /// An idle stream to `peer`, or a new one.
+    async fn client(&self, peer: PeerId) -> Result<SyncClient, ClientError> {
+        match self.pool.take(&peer) {
+            Some(client) => Ok(client),
+            None => self.open(peer).await,
+        }
     }
 
     pub fn config(&self) -> &DownloadConfig {
@@ -215,19 +222,8 @@ impl Downloader {
             source,
         };
         fs::create_dir_all(&self.config.tmp_dir).map_err(|e| io_error(&self.config.tmp_dir, e))?;
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            done: Mutex::new(Vec::new()),
-            unusable: Mutex::new(HashSet::new()),
-            workers: Mutex::new(HashMap::new()),
-            banned: Mutex::new(HashSet::new()),
-            last_error: Mutex::new("no peer holds this version".to_owned()),
-            fatal: Mutex::new(None),
-            since_persist: AtomicU64::new(0),
-            persist: Mutex::new(()),
-        });
-
-        let manifest = Arc::new(self.manifest(target, peers, &files, &shared).await?);
+        let mut plan = ChunkPlan::new(vec![0; chunk_count(target.size) as usize]);
+        let manifest = Arc::new(self.manifest(target, peers, &files, &mut plan).await?);
         let total = chunk_count(target.size);
 
         let file = OpenOptions::new()
@@ -243,12 +239,7 @@ impl Downloader {
             let manifest = manifest.clone();
             tokio::task::spawn_blocking(move || {
                 resume(file, &resume_files, size, &manifest).map(|(file, done, resumed)| {
-                    let file = if size > CHUNK_SIZE {
-                        PartFile::new(file, &resume_files.part)
-                    } else {
-                        PartFile::buffered(file)
-                    };
-                    (file, done, resumed)
+                    (PartFile::new(file, &resume_files.part), done, resumed)
                 })
             })
             .await
@@ -264,54 +255,40 @@ impl Downloader {
             );
             self.metrics.resumed_bytes.inc_by(resumed_bytes);
         }
-        if target.size > CHUNK_SIZE {
-            tracing::debug!(
-                store = %target.name,
-                direct_io = file.is_direct(),
-                "writing chunks of a multi-chunk download"
-            );
-        }
+        tracing::debug!(
+            store = %target.name,
+            direct_io = file.is_direct(),
+            "writing chunks of a multi-chunk download"
+        );
         progress.store(resumed_bytes, Ordering::Relaxed);
         let remaining = target.size - resumed_bytes;
-        disk::ensure_space(&self.config.tmp_dir, remaining, self.config.min_free_bytes)?;
-
-        *shared.queue.lock() = (0..total).filter(|i| done[*i as usize] == 0).collect();
-        *shared.done.lock() = done;
-        let file = Arc::new(file);
-        let fetched = Arc::new(AtomicU64::new(0));
+        // Peers caught or given up while the manifest was fetched stay out.
+        plan.reset_chunks(done);
+        let transfer = Transfer {
+            target,
+            files: files.clone(),
+            plan: Mutex::new(plan),
+            manifest: manifest.clone(),
+            file: Arc::new(file),
+            progress,
+            fetched: AtomicU64::new(0),
+        };
 
         for _ in 0..MAX_ROUNDS {
-            let missing = shared.queue.lock().len();
-            let usable: Vec<PeerId> = {
-                let unusable = shared.unusable.lock();
-                peers
-                    .iter()
-                    .filter(|p| !unusable.contains(p))
-                    .copied()
-                    .collect()
+            let workers = {
+                let mut plan = transfer.plan.lock();
+                if plan.missing() == 0 {
+                    break;
+                }
+                plan.start_round(peers, self.config.streams_per_peer)
             };
-            if missing == 0 || usable.is_empty() {
+            if workers.is_empty() {
                 break;
             }
-            // Round-robin over the peers, never more workers than missing chunks: a store of one
-            // chunk opens one stream, a large one `streams_per_peer` per peer.
-            let worker_count = (self.config.streams_per_peer.max(1) * usable.len()).min(missing);
-            {
-                let mut workers = shared.workers.lock();
-                workers.clear();
-                for i in 0..worker_count {
-                    *workers.entry(usable[i % usable.len()]).or_default() += 1;
-                }
-            }
-            let workers = (0..worker_count).map(|i| {
-                let peer = usable[i % usable.len()];
-                self.worker(peer, target, &manifest, &file, &shared, &progress, &fetched)
-            });
-            futures::future::join_all(workers).await;
-            if total > 1 {
-                persist_done(&shared, &files);
-            }
-            if let Some(error) = shared.fatal.lock().take() {
+            futures::future::join_all(workers.into_iter().map(|peer| self.worker(peer, &transfer)))
+                .await;
+            persist_done(&transfer.plan.lock().done_flags(), &files);
+            if let Some(error) = transfer.plan.lock().take_fatal() {
                 return Err(match error.raw_os_error() {
                     Some(code) if code == nix::libc::ENOSPC => {
                         DownloadError::Disk(DiskError::InsufficientSpace {
@@ -326,15 +303,19 @@ impl Downloader {
             }
         }
 
-        let missing = shared.queue.lock().len() as u64;
+        let (missing, last_error) = {
+            let plan = transfer.plan.lock();
+            (plan.missing(), plan.last_error())
+        };
         if missing > 0 {
             return Err(DownloadError::Incomplete {
                 name: target.name.clone(),
                 missing,
                 total,
-                last_error: shared.last_error.lock().clone(),
+                last_error,
             });
         }
+        let file = transfer.file.clone();
         tokio::task::spawn_blocking(move || file.sync())
             .await
             .map_err(|e| io_error(&files.part, io::Error::other(e)))?
@@ -343,37 +324,30 @@ impl Downloader {
             path: files.part,
             manifest: Arc::try_unwrap(manifest).unwrap_or_else(|m| (*m).clone()),
             resumed_bytes,
-            fetched_bytes: fetched.load(Ordering::Relaxed),
+            fetched_bytes: transfer.fetched.load(Ordering::Relaxed),
         })
     }
 
-    /// The manifest: implied for single-chunk files, else from the saved copy or from a peer,
-    /// always checked against the file hash.
+    /// The manifest, from the saved copy or from a peer, always checked against the file hash.
     async fn manifest(
         &self,
         target: &DownloadTarget,
         peers: &[PeerId],
         files: &PartialFiles,
-        shared: &Shared,
+        plan: &mut ChunkPlan,
     ) -> Result<Vec<ChainingValue>, DownloadError> {
-        if target.size <= CHUNK_SIZE {
-            return Ok(if target.size == 0 {
-                Vec::new()
-            } else {
-                vec![target.hash]
-            });
-        }
         if let Ok(bytes) = fs::read(&files.manifest)
             && let Some(manifest) = hash::manifest_from_bytes(&bytes)
             && verify_manifest(target.size, &target.hash, &manifest)
         {
             return Ok(manifest);
         }
-        let mut last_error = "no peer holds this version".to_owned();
         for peer in peers {
             let result = async {
                 let mut client = self.client(*peer).await?;
-                let manifest = client.manifest(&target.name, &target.hash).await;
+                let manifest = client
+                    .manifest(&target.name, &target.hash, target.size)
+                    .await;
                 if manifest.is_ok() {
                     self.pool.put(client);
                 }
@@ -394,29 +368,19 @@ impl Downloader {
                     return Ok(manifest);
                 }
                 Ok(_) => {
-                    last_error = format!("{peer} served a manifest that does not match the hash");
-                    self.bad_peer(*peer, &last_error, shared);
+                    let reason =
+                        format!("manifest of store {} does not match its hash", target.name);
+                    if plan.caught(*peer, reason.clone()) {
+                        self.report_bad_peer(*peer, &reason);
+                    }
                 }
-                Err(e) => {
-                    last_error = e.to_string();
-                    shared.unusable.lock().insert(*peer);
-                }
+                Err(e) => plan.give_up(*peer, e.to_string()),
             }
         }
         Err(DownloadError::NoManifest {
             name: target.name.clone(),
-            last_error,
+            last_error: plan.last_error(),
         })
-    }
-
-    fn bad_peer(&self, peer: PeerId, reason: &str, shared: &Shared) {
-        shared.unusable.lock().insert(peer);
-        // Several workers may catch the same peer at once; it is reported once per download.
-        if shared.banned.lock().insert(peer) {
-            self.report_bad_peer(peer, reason);
-        } else {
-            self.metrics.verification_failures.inc();
-        }
     }
 
     fn report_bad_peer(&self, peer: PeerId, reason: &str) {
@@ -436,6 +400,7 @@ impl Downloader {
         progress: Arc<AtomicU64>,
     ) -> Result<Downloaded, DownloadError> {
         let files = PartialFiles::new(&self.config.tmp_dir, &target.name, &target.hash);
+        // The size is the signed record's, at most one chunk: never a peer's claim.
         let mut data = vec![0u8; target.size as usize];
         let mut last_error = "no peer holds this version".to_owned();
         let mut verified = false;
@@ -477,7 +442,6 @@ impl Downloader {
         );
         let size = target.size;
         let written = tokio::task::spawn_blocking(move || {
-            disk::ensure_space(&tmp_dir, size, reserve)?;
             write_synced(&tmp_dir, &path, &data).map_err(|source| match source.raw_os_error() {
                 Some(code) if code == nix::libc::ENOSPC => {
                     DownloadError::Disk(DiskError::InsufficientSpace {
@@ -532,16 +496,7 @@ impl Downloader {
             let from_pool = pooled.is_some();
             let mut client = match pooled {
                 Some(client) => client,
-                None => {
-                    let mut control = self.control.clone();
-                    SyncClient::open(
-                        &mut control,
-                        peer,
-                        self.config.protocol.clone(),
-                        self.config.request_timeout,
-                    )
-                    .await?
-                }
+                None => self.open(peer).await?,
             };
             match client.chunk(&target.name, &target.hash, 0, data).await {
                 Ok(()) => {
@@ -558,35 +513,25 @@ impl Downloader {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn worker(
-        &self,
-        peer: PeerId,
-        target: &DownloadTarget,
-        manifest: &Arc<Vec<ChainingValue>>,
-        file: &Arc<PartFile>,
-        shared: &Arc<Shared>,
-        progress: &AtomicU64,
-        fetched: &AtomicU64,
-    ) {
+    /// Pulls chunks from one peer until the plan says stop.
+    async fn worker(&self, peer: PeerId, transfer: &Transfer<'_>) {
+        let target = transfer.target;
         let mut client = match self.client(peer).await {
             Ok(client) => client,
             Err(e) => {
-                *shared.last_error.lock() = e.to_string();
-                worker_gave_up(shared, peer);
+                transfer
+                    .plan
+                    .lock()
+                    .worker_gave_up(peer, Some(e.to_string()));
                 return;
             }
         };
-        let capacity = chunk_len(target.size, 0) as usize;
-        let mut buffer = ChunkBuffer::new(capacity);
+        let mut buffer = ChunkBuffer::new(chunk_len(target.size, 0) as usize);
         let mut reopens = 0;
         // Only a stream whose last exchange completed cleanly goes back to the pool.
         let mut reusable = true;
         loop {
-            if shared.unusable.lock().contains(&peer) || shared.fatal.lock().is_some() {
-                break;
-            }
-            let Some(index) = shared.queue.lock().pop_front() else {
+            let Some(index) = transfer.plan.lock().next_chunk(&peer) else {
                 break;
             };
             let expected_len = chunk_len(target.size, index);
@@ -594,47 +539,45 @@ impl Downloader {
                 .fill(expected_len as usize)
                 .expect("no chunk is longer than the first one");
             if let Err(e) = client.chunk(&target.name, &target.hash, index, out).await {
-                shared.queue.lock().push_front(index);
-                *shared.last_error.lock() = e.to_string();
                 reusable = false;
                 // A stream can die with its connection while the peer stays reachable over
                 // another one (simultaneous dials), or a pooled stream may have been closed by
-                // the peer: open a new stream a few times first.
-                let transient = matches!(e, ClientError::Io { .. });
-                if transient && reopens < MAX_STREAM_REOPENS {
-                    reopens += 1;
-                    // A peer under load drops inbound streams it cannot accept fast enough.
-                    tokio::time::sleep(REOPEN_BACKOFF * reopens as u32).await;
-                    let mut control = self.control.clone();
-                    match SyncClient::open(
-                        &mut control,
-                        peer,
-                        self.config.protocol.clone(),
-                        self.config.request_timeout,
-                    )
-                    .await
-                    {
-                        Ok(fresh) => {
-                            client = fresh;
-                            reusable = true;
-                            continue;
-                        }
-                        Err(e) => *shared.last_error.lock() = e.to_string(),
-                    }
-                    worker_gave_up(shared, peer);
+                // the peer; anything else means this peer cannot serve the version.
+                let failure = match e {
+                    ClientError::Io { .. }
+                    | ClientError::Timeout { .. }
+                    | ClientError::Open { .. } => Failure::Stream(e.to_string()),
+                    _ => Failure::Refused(e.to_string()),
+                };
+                let after = transfer.plan.lock().failed(peer, index, failure);
+                if after != AfterFailure::Reopen {
+                    break;
+                }
+                if reopens >= MAX_STREAM_REOPENS {
+                    transfer.plan.lock().worker_gave_up(peer, None);
                     return;
                 }
-                if transient {
-                    worker_gave_up(shared, peer);
-                } else {
-                    // Refused or answered out of protocol: this peer cannot serve the version.
-                    shared.unusable.lock().insert(peer);
+                reopens += 1;
+                // A peer under load drops inbound streams it cannot accept fast enough.
+                tokio::time::sleep(REOPEN_BACKOFF * reopens as u32).await;
+                match self.open(peer).await {
+                    Ok(fresh) => {
+                        client = fresh;
+                        reusable = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        transfer
+                            .plan
+                            .lock()
+                            .worker_gave_up(peer, Some(e.to_string()));
+                        return;
+                    }
                 }
-                break;
             }
             let verify_and_write = {
-                let manifest = manifest.clone();
-                let file = file.clone();
+                let manifest = transfer.manifest.clone();
+                let file = transfer.file.clone();
                 let size = target.size;
                 move || {
                     let data = buffer.as_slice();
@@ -648,38 +591,46 @@ impl Downloader {
             let (result, returned) = match tokio::task::spawn_blocking(verify_and_write).await {
                 Ok(pair) => pair,
                 Err(e) => {
-                    shared.queue.lock().push_front(index);
-                    *shared.fatal.lock() = Some(io::Error::other(e));
+                    transfer
+                        .plan
+                        .lock()
+                        .failed(peer, index, Failure::Disk(io::Error::other(e)));
                     return;
                 }
             };
             buffer = returned;
             match result {
                 Ok(true) => {
-                    shared.done.lock()[index as usize] = 1;
-                    progress.fetch_add(expected_len, Ordering::Relaxed);
-                    fetched.fetch_add(expected_len, Ordering::Relaxed);
+                    transfer.progress.fetch_add(expected_len, Ordering::Relaxed);
+                    transfer.fetched.fetch_add(expected_len, Ordering::Relaxed);
                     self.metrics.add_bytes(Direction::Received, expected_len);
-                    if shared.since_persist.fetch_add(1, Ordering::Relaxed) + 1 >= PERSIST_EVERY {
-                        shared.since_persist.store(0, Ordering::Relaxed);
-                        let files =
-                            PartialFiles::new(&self.config.tmp_dir, &target.name, &target.hash);
-                        persist_done(shared, &files);
+                    let flags = {
+                        let mut plan = transfer.plan.lock();
+                        plan.verified(index).then(|| plan.done_flags())
+                    };
+                    if let Some(flags) = flags {
+                        persist_done(&flags, &transfer.files);
                     }
                 }
                 Ok(false) => {
-                    shared.queue.lock().push_front(index);
                     let reason = format!(
                         "chunk {index} of store {} failed BLAKE3 verification",
                         target.name
                     );
-                    *shared.last_error.lock() = format!("{peer}: {reason}");
-                    self.bad_peer(peer, &reason, shared);
+                    let after = transfer
+                        .plan
+                        .lock()
+                        .failed(peer, index, Failure::Corrupt(reason));
+                    match after {
+                        AfterFailure::Ban(reason) => self.report_bad_peer(peer, &reason),
+                        _ => {
+                            self.metrics.verification_failures.inc();
+                        }
+                    }
                     return;
                 }
                 Err(e) => {
-                    shared.queue.lock().push_front(index);
-                    *shared.fatal.lock() = Some(e);
+                    transfer.plan.lock().failed(peer, index, Failure::Disk(e));
                     break;
                 }
             }
@@ -727,18 +678,6 @@ fn resume(
     Ok((file, done, resumed))
 }
 
-/// A worker stops pulling from `peer` after its streams kept failing. The peer is given up for
-/// this round only when none of its workers is left: streams the peer dropped under load must
-/// not stop the workers whose streams are fine.
-fn worker_gave_up(shared: &Shared, peer: PeerId) {
-    let mut workers = shared.workers.lock();
-    let left = workers.entry(peer).or_default();
-    *left = left.saturating_sub(1);
-    if *left == 0 {
-        shared.unusable.lock().insert(peer);
-    }
-}
-
 /// Writes `data` as the new file `path` (in `tmp_dir`, recreated if it vanished) and fsyncs it.
 fn write_synced(tmp_dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
@@ -755,11 +694,9 @@ fn write_synced(tmp_dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// Rewrites the record of verified chunks (temporary file + rename, so a kill leaves the old or
 /// the new record; resume re-verifies anyway, so no fsync is needed).
-fn persist_done(shared: &Shared, files: &PartialFiles) {
-    let _guard = shared.persist.lock();
-    let snapshot = shared.done.lock().clone();
+fn persist_done(flags: &[u8], files: &PartialFiles) {
     let tmp = files.done.with_extension("done.tmp");
-    let result = fs::write(&tmp, &snapshot).and_then(|()| fs::rename(&tmp, &files.done));
+    let result = fs::write(&tmp, flags).and_then(|()| fs::rename(&tmp, &files.done));
     if let Err(error) = result {
         tracing::warn!(path = %files.done.display(), %error, "cannot record verified chunks");
     }
@@ -768,14 +705,15 @@ fn persist_done(shared: &Shared, files: &PartialFiles) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::hash::digest_reader;
     use crate::store::index::{IndexEntry, LocalMeta, StoreIndex};
-    use crate::store::{Version, hash::digest_reader};
+    use crate::store::record::tests::record;
     use crate::sync::protocol::sync_protocol;
     use crate::sync::server::{ServeContext, run_server};
     use futures::StreamExt;
     use libp2p::Multiaddr;
+    use libp2p::identity::Keypair;
     use libp2p::swarm::SwarmEvent;
-    use tokio::sync::Semaphore;
     use tokio_util::sync::CancellationToken;
 
     pub(crate) const NET: &str = "unit";
@@ -837,24 +775,19 @@ pub(crate) mod tests {
         let path = dir.path().join(format!("{name}.dig"));
         fs::write(&path, content).unwrap();
         let digest = digest_reader(content).unwrap();
-        let mut index = StoreIndex::default();
-        index.entries.insert(
-            name.to_owned(),
-            IndexEntry {
-                version: Version::new(1, peer.to_base58()),
-                content: Some(digest.into()),
-                local: Some(LocalMeta::of_path(&path).unwrap()),
-                previous: None,
-                superseded: None,
-            },
+        let key = Keypair::generate_ed25519();
+        let signed = record(&key, name, 1).sign(&key).unwrap();
+        let mut entry = IndexEntry::from_signed(&signed, signed.record.owner.clone(), 0);
+        entry.content = Some(digest.into());
+        entry.local = Some(LocalMeta::of_path(&path).unwrap());
+        let mut index = StoreIndex::new();
+        index.insert(name.to_owned(), entry);
+        let context = ServeContext::new(
+            Arc::new(parking_lot::RwLock::new(index)),
+            dir.path().to_owned(),
+            SyncMetrics::unregistered(),
+            corrupt,
         );
-        let context = Arc::new(ServeContext {
-            index: Arc::new(parking_lot::RwLock::new(index)),
-            data_dir: dir.path().to_owned(),
-            metrics: SyncMetrics::unregistered(),
-            corrupt_chunks: corrupt,
-            streams: Arc::new(Semaphore::new(64)),
-        });
         let incoming = control.accept(sync_protocol(NET)).unwrap();
         tokio::spawn(run_server(incoming, context, CancellationToken::new()));
         (peer, address, dir)
@@ -985,26 +918,6 @@ pub(crate) mod tests {
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 
-    #[test]
-    fn a_peer_is_given_up_only_when_its_last_worker_gives_up() {
-        let peer = PeerId::random();
-        let shared = Shared {
-            queue: Mutex::new(VecDeque::new()),
-            done: Mutex::new(Vec::new()),
-            unusable: Mutex::new(HashSet::new()),
-            workers: Mutex::new(HashMap::from([(peer, 2)])),
-            banned: Mutex::new(HashSet::new()),
-            last_error: Mutex::new(String::new()),
-            fatal: Mutex::new(None),
-            since_persist: AtomicU64::new(0),
-            persist: Mutex::new(()),
-        };
-        worker_gave_up(&shared, peer);
-        assert!(!shared.unusable.lock().contains(&peer));
-        worker_gave_up(&shared, peer);
-        assert!(shared.unusable.lock().contains(&peer));
-    }
-
     #[tokio::test]
     async fn only_a_corrupting_peer_means_no_file_at_all() {
         let content = pattern(2 * CHUNK_SIZE as usize + 7, 4);
@@ -1048,21 +961,6 @@ pub(crate) mod tests {
         assert_eq!(done.resumed_bytes, 3 * CHUNK_SIZE);
         assert_eq!(done.fetched_bytes, content.len() as u64 - 3 * CHUNK_SIZE);
         assert_eq!(metrics.resumed_bytes.get(), 3 * CHUNK_SIZE);
-    }
-
-    #[tokio::test]
-    async fn a_download_that_would_eat_the_disk_reserve_is_refused() {
-        let content = pattern(2 * CHUNK_SIZE as usize, 6);
-        let (server, address, _dir) = serving_node("d", &content, false).await;
-        let (_me, _, control) = swarm_node(&[address]).await;
-        let tmp = tempfile::tempdir().unwrap();
-        let (downloader, _bans, _) = downloader(control, tmp.path(), u64::MAX / 2);
-        let err = downloader
-            .download(&target("d", &content), &[server], Arc::default())
-            .await
-            .unwrap_err();
-        assert_eq!(err.reason(), "disk_full", "{err}");
-        assert!(err.to_string().contains("not enough disk space"), "{err}");
     }
 
     #[tokio::test]

@@ -23,6 +23,11 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 /// Every replication figure a node exports.
 #[derive(Clone)]
 pub struct SyncMetrics {
@@ -39,6 +44,12 @@ pub struct SyncMetrics {
     pub download_failures: Family<ReasonLabels, Counter>,
     pub announcements_sent: Counter,
     pub announcements_received: Counter,
+    pub records_rejected: Family<ReasonLabels, Counter>,
+    pub refused_local_changes: Family<KindLabels, Counter>,
+    pub takeovers: Counter,
+    pub tombstones_pruned: Counter,
+    pub conflicts_pruned: Counter,
+    pub streams_refused: Counter,
 }
 
 impl SyncMetrics {
@@ -88,7 +99,7 @@ impl SyncMetrics {
         );
         sub.register(
             "peers_banned",
-            "Peers banned for serving bad data",
+            "Peers banned for serving bad data or sending bad version records",
             metrics.peers_banned.clone(),
         );
         sub.register(
@@ -111,6 +122,36 @@ impl SyncMetrics {
             "Gossip announcements received and accepted",
             metrics.announcements_received.clone(),
         );
+        sub.register(
+            "records_rejected",
+            "Version records from peers that were dropped, by reason (malformed, unsigned, bad_signature, lamport_ahead, unauthorised, index_full, tombstone_ignored)",
+            metrics.records_rejected.clone(),
+        );
+        sub.register(
+            "refused_local_changes",
+            "Local changes not announced because this node may not write the store, by kind (change, deletion, creation)",
+            metrics.refused_local_changes.clone(),
+        );
+        sub.register(
+            "takeovers",
+            "Stores taken over by an earlier concurrent creation within the contest window",
+            metrics.takeovers.clone(),
+        );
+        sub.register(
+            "tombstones_pruned",
+            "Tombstones removed from the index by age or count",
+            metrics.tombstones_pruned.clone(),
+        );
+        sub.register(
+            "conflicts_pruned",
+            "Files removed from conflicts/ by age or count",
+            metrics.conflicts_pruned.clone(),
+        );
+        sub.register(
+            "streams_refused",
+            "Inbound sync streams refused because the peer (or all peers) had the most open",
+            metrics.streams_refused.clone(),
+        );
         metrics
     }
 
@@ -130,6 +171,12 @@ impl SyncMetrics {
             download_failures: Family::default(),
             announcements_sent: Counter::default(),
             announcements_received: Counter::default(),
+            records_rejected: Family::default(),
+            refused_local_changes: Family::default(),
+            takeovers: Counter::default(),
+            tombstones_pruned: Counter::default(),
+            conflicts_pruned: Counter::default(),
+            streams_refused: Counter::default(),
         }
     }
 
@@ -145,11 +192,11 @@ impl SyncMetrics {
             .inc();
     }
 
-    pub fn download_failed(&self, reason: &str) {
+    pub fn download_failed_by(&self, reason: &str, count: u64) {
         self.download_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })
-            .inc();
+            .inc_by(count);
     }
 }

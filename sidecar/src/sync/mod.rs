@@ -1,22 +1,23 @@
-//! Replication between nodes: the sync wire protocol over libp2p-stream, chunked verified
-//! downloads from several peers, gossip announcements, anti-entropy inventories, and the
-//! replicator that ties them to the local store.
+//! Replication between nodes: the engine (a sans-IO state machine that decides everything about
+//! stores) and its driver, the sync wire protocol over libp2p-stream, chunked verified downloads
+//! from several peers, gossip announcements and anti-entropy inventories of signed versions.
 
 pub mod announce;
+pub mod chunk_plan;
 pub mod client;
+pub mod config;
 pub mod download;
+pub mod driver;
+pub mod engine;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod status;
 pub mod stream_pool;
 
-pub use protocol::sync_protocol;
-pub mod config;
-pub mod replicator;
-pub mod status;
-
 pub use config::ReplicationConfig;
-pub use replicator::{Replicator, ReplicatorHandle, SyncError};
+pub use driver::{Replicator, ReplicatorHandle, SyncError};
+pub use protocol::sync_protocol;
 pub use status::{StoreStatus, SyncState};
 
 #[cfg(test)]

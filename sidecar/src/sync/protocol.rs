@@ -1,9 +1,15 @@
-//! The sync wire protocol on `/dig/<net>/sync/1` (libp2p-stream).
+//! The sync wire protocol on `/dig/<net>/sync/2` (libp2p-stream).
 //!
 //! A stream carries any number of request/response pairs. Every message is a 4-byte big-endian
 //! length and a JSON header; responses that carry data (inventory, manifest, chunk) announce its
-//! length in the header and the raw bytes follow. Every length is checked against a limit before
-//! anything is allocated.
+//! length in the header and the raw bytes follow. Every length is checked before anything is
+//! allocated: a header against [`MAX_HEADER_BYTES`], a manifest or chunk against the exact length
+//! the requested size implies, an inventory against [`MAX_INVENTORY_BYTES`] (and its buffer grows
+//! with the bytes that actually arrive, never from the claim).
+//!
+//! Version 2 carries signed version records (see `announce`); a node of version 1 speaks
+//! `/dig/<net>/sync/1`, so the two never exchange stores (opening a stream fails with "protocol
+//! not supported" on both sides).
 
 use std::io;
 
@@ -11,18 +17,14 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-use crate::store::CHUNK_SIZE;
-
-/// Largest JSON header accepted.
-pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
-/// Largest inventory body accepted (JSON list of stores).
+/// Largest JSON header accepted (requests and responses are a few hundred bytes).
+pub const MAX_HEADER_BYTES: u32 = 8 * 1024;
+/// Largest inventory body accepted (JSON list of signed versions).
 pub const MAX_INVENTORY_BYTES: u64 = 64 * 1024 * 1024;
-/// Largest manifest accepted: 32 bytes per chunk of a file of up to 4 TiB.
-pub const MAX_MANIFEST_BYTES: u64 = 32 * (4 << 40) / CHUNK_SIZE;
 
-/// The sync protocol id for a network: `/dig/<net>/sync/1`.
+/// The sync protocol id for a network: `/dig/<net>/sync/2`.
 pub fn sync_protocol(network_id: &str) -> StreamProtocol {
-    StreamProtocol::try_from_owned(format!("/dig/{network_id}/sync/1"))
+    StreamProtocol::try_from_owned(format!("/dig/{network_id}/sync/2"))
         .expect("a protocol id that starts with '/' is always valid")
 }
 
@@ -52,6 +54,8 @@ pub enum RefusalKind {
     NotFound,
     /// The request was malformed (bad name, hash or index).
     BadRequest,
+    /// The peer has too many requests from us in flight; try again shortly.
+    Busy,
 }
 
 /// The header of a response.
@@ -116,12 +120,17 @@ where
     }
     let mut bytes = vec![0u8; len as usize];
     io.read_exact(&mut bytes).await?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
+    decode_header(&bytes).map(Some)
+}
+
+/// Parses header bytes (the part after the length).
+pub fn decode_header<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad header: {e}")))
 }
 
-/// Reads a body of `len` bytes into `buffer` after checking it against `limit`.
+/// Reads a body of `len` bytes into `buffer` after checking it against `limit`. The buffer grows
+/// as bytes arrive, so a peer that claims a large body and sends little costs little.
 pub async fn read_body<R>(io: &mut R, len: u64, limit: u64, buffer: &mut Vec<u8>) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -133,17 +142,24 @@ where
         ));
     }
     buffer.clear();
-    buffer.resize(len as usize, 0);
-    io.read_exact(buffer).await
+    let read = io.take(len).read_to_end(buffer).await?;
+    if (read as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("body ended after {read} of {len} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn protocol_id_carries_the_network() {
-        assert_eq!(sync_protocol("testnet").as_ref(), "/dig/testnet/sync/1");
+    fn protocol_id_carries_the_network_and_the_version() {
+        assert_eq!(sync_protocol("testnet").as_ref(), "/dig/testnet/sync/2");
     }
 
     #[tokio::test]
@@ -173,5 +189,63 @@ mod tests {
         huge.extend_from_slice(&[0; 8]);
         assert!(read_header::<_, Request>(&mut &huge[..]).await.is_err());
         assert!(read_body(&mut &b"xx"[..], 2, 1, &mut body).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_claimed_body_larger_than_what_arrives_allocates_only_what_arrived() {
+        let mut body = Vec::new();
+        let error = read_body(
+            &mut &b"tiny"[..],
+            MAX_INVENTORY_BYTES,
+            MAX_INVENTORY_BYTES,
+            &mut body,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(body.capacity() < 1 << 20, "capacity {}", body.capacity());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes on a stream: a request, a clean end, or an error; never a panic and never a
+        /// header above the limit.
+        #[test]
+        fn reading_arbitrary_stream_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let mut reader = &bytes[..];
+                for _ in 0..8 {
+                    match read_header::<_, Request>(&mut reader).await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let mut reader = &bytes[..];
+                let _ = read_header::<_, ResponseHeader>(&mut reader).await;
+            });
+        }
+
+        /// A length prefix that claims more than the limit is refused before any allocation.
+        #[test]
+        fn oversized_lengths_are_refused(len in (MAX_HEADER_BYTES + 1)..=u32::MAX) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let wire = len.to_be_bytes();
+            let result = runtime.block_on(read_header::<_, Request>(&mut &wire[..]));
+            prop_assert!(result.is_err());
+        }
+
+        /// Any JSON header value decodes to a known message or an error.
+        #[test]
+        fn arbitrary_headers_decode_or_fail_cleanly(
+            kind in "(digest|inventory|manifest|chunk|refused|[a-z]{0,8})",
+            len in any::<u64>(),
+            name in "[ -~]{0,40}",
+        ) {
+            let text = serde_json::json!({"type": kind, "len": len, "name": name, "hash": name, "index": len, "digest": name, "count": len}).to_string();
+            let _ = decode_header::<Request>(text.as_bytes());
+            let _ = decode_header::<ResponseHeader>(text.as_bytes());
+        }
     }
 }

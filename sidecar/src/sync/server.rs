@@ -3,7 +3,14 @@
 //! Chunks are read straight from the data folder. The file's metadata is checked against the
 //! index before and after the read, so bytes of a file that changed since it was hashed are never
 //! served as the old content (an honest node never serves a chunk that fails verification).
+//!
+//! Every resource a peer can make the server hold is capped per peer and in all: open streams
+//! ([`MAX_STREAMS_PER_PEER`], [`MAX_SERVED_STREAMS`]), chunk reads in flight, each holding a
+//! 1 MiB buffer ([`MAX_READS_PER_PEER`], [`MAX_CHUNK_READS`]), inventories being sent
+//! ([`MAX_INVENTORIES`]), and every write to a peer has a time limit ([`WRITE_TIMEOUT`]), so one
+//! peer that stops reading cannot keep a slot.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -13,8 +20,8 @@ use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use parking_lot::RwLock;
-use tokio::sync::Semaphore;
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::announce::WireEntry;
@@ -24,21 +31,140 @@ use crate::store::hash::{self, CHUNK_SIZE, chunk_count, chunk_len};
 use crate::store::name::store_path;
 use crate::store::{LocalMeta, StoreIndex, is_valid_store_name};
 
-/// The index, shared between the replicator (the only writer) and the server and anti-entropy.
-pub type SharedIndex = Arc<RwLock<StoreIndex>>;
-
+/// Sync streams served at once, all peers together.
+pub const MAX_SERVED_STREAMS: usize = 512;
+/// Sync streams one peer may have open at once (an honest node uses at most 8 per download and
+/// keeps up to 16 idle).
+pub const MAX_STREAMS_PER_PEER: usize = 64;
+/// Chunk reads (each with a 1 MiB buffer) in flight, all peers together.
+pub const MAX_CHUNK_READS: usize = 64;
+/// Chunk reads in flight for one peer.
+pub const MAX_READS_PER_PEER: usize = 16;
+/// Inventories serialised and sent at once.
+pub const MAX_INVENTORIES: usize = 4;
 /// A stream that sends no request for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Every response must be written (and flushed) within this.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunk buffers kept for reuse when idle.
+const POOLED_BUFFERS: usize = 16;
+
+/// Read access to the index the server serves.
+pub trait IndexSource: Send + Sync + 'static {
+    fn index(&self) -> MappedRwLockReadGuard<'_, StoreIndex>;
+}
+
+impl IndexSource for RwLock<StoreIndex> {
+    fn index(&self) -> MappedRwLockReadGuard<'_, StoreIndex> {
+        RwLockReadGuard::map(self.read(), |index| index)
+    }
+}
 
 /// What the server needs.
 pub struct ServeContext {
-    pub index: SharedIndex,
+    pub index: Arc<dyn IndexSource>,
     pub data_dir: PathBuf,
     pub metrics: SyncMetrics,
     /// Test-only fault injection: flip bytes in every served chunk.
     pub corrupt_chunks: bool,
-    /// Bounds the number of streams served at once.
-    pub streams: Arc<Semaphore>,
+    slots: Mutex<Slots>,
+    reads: Arc<Semaphore>,
+    inventories: Arc<Semaphore>,
+    buffers: Mutex<Vec<Vec<u8>>>,
+}
+
+#[derive(Default)]
+struct Slots {
+    streams: usize,
+    peers: HashMap<PeerId, PeerSlots>,
+}
+
+struct PeerSlots {
+    streams: usize,
+    reads: Arc<Semaphore>,
+}
+
+/// One served stream's place in the caps; released when dropped.
+struct StreamSlot {
+    context: Arc<ServeContext>,
+    peer: PeerId,
+    reads: Arc<Semaphore>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut slots = self.context.slots.lock();
+        slots.streams -= 1;
+        if let Some(peer) = slots.peers.get_mut(&self.peer) {
+            peer.streams -= 1;
+            if peer.streams == 0 {
+                slots.peers.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl ServeContext {
+    pub fn new(
+        index: Arc<dyn IndexSource>,
+        data_dir: PathBuf,
+        metrics: SyncMetrics,
+        corrupt_chunks: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            index,
+            data_dir,
+            metrics,
+            corrupt_chunks,
+            slots: Mutex::new(Slots::default()),
+            reads: Arc::new(Semaphore::new(MAX_CHUNK_READS)),
+            inventories: Arc::new(Semaphore::new(MAX_INVENTORIES)),
+            buffers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A place for one more stream of `peer`, if the caps allow it.
+    fn stream_slot(self: &Arc<Self>, peer: PeerId) -> Option<StreamSlot> {
+        let mut slots = self.slots.lock();
+        if slots.streams >= MAX_SERVED_STREAMS {
+            return None;
+        }
+        let entry = slots.peers.entry(peer).or_insert_with(|| PeerSlots {
+            streams: 0,
+            reads: Arc::new(Semaphore::new(MAX_READS_PER_PEER)),
+        });
+        if entry.streams >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        entry.streams += 1;
+        let reads = entry.reads.clone();
+        slots.streams += 1;
+        Some(StreamSlot {
+            context: self.clone(),
+            peer,
+            reads,
+        })
+    }
+
+    /// Streams open now (all peers) and for one peer.
+    pub fn open_streams(&self, peer: &PeerId) -> (usize, usize) {
+        let slots = self.slots.lock();
+        (
+            slots.streams,
+            slots.peers.get(peer).map_or(0, |p| p.streams),
+        )
+    }
+
+    fn take_buffer(&self) -> Vec<u8> {
+        self.buffers.lock().pop().unwrap_or_default()
+    }
+
+    fn return_buffer(&self, buffer: Vec<u8>) {
+        let mut pool = self.buffers.lock();
+        if pool.len() < POOLED_BUFFERS && buffer.capacity() <= CHUNK_SIZE as usize {
+            pool.push(buffer);
+        }
+    }
 }
 
 /// Accepts sync streams until `cancel` fires.
@@ -53,7 +179,8 @@ pub async fn run_server(
             next = incoming.next() => next,
         };
         let Some((peer, stream)) = next else { return };
-        let Ok(permit) = context.streams.clone().try_acquire_owned() else {
+        let Some(slot) = context.stream_slot(peer) else {
+            context.metrics.streams_refused.inc();
             tracing::debug!(%peer, "too many sync streams; refusing one");
             continue;
         };
@@ -62,27 +189,36 @@ pub async fn run_server(
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                result = serve_stream(peer, stream, &context) => {
+                result = serve_stream(peer, stream, &context, &slot.reads) => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "sync stream ended with an error");
                     }
                 }
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }
 
+/// Writes with [`WRITE_TIMEOUT`].
+async fn timed<F: std::future::Future<Output = io::Result<()>>>(write: F) -> io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the peer did not take a response within {WRITE_TIMEOUT:?}"),
+            )
+        })?
+}
+
 /// Answers requests on one stream until the peer closes it.
-pub async fn serve_stream(
+async fn serve_stream(
     peer: PeerId,
     mut stream: Stream,
-    context: &ServeContext,
+    context: &Arc<ServeContext>,
+    peer_reads: &Arc<Semaphore>,
 ) -> io::Result<()> {
-    // One buffer per stream, allocated here rather than in the blocking thread that fills it:
-    // chunks read in whichever blocking thread is free would spread 1 MiB allocations over
-    // every thread's malloc arena and grow the resident memory with the number of threads.
-    let mut data = Vec::new();
     loop {
         let request: Request =
             match tokio::time::timeout(IDLE_TIMEOUT, read_header(&mut stream)).await {
@@ -93,82 +229,116 @@ pub async fn serve_stream(
             };
         match request {
             Request::Digest => {
-                let (digest, count) = context.index.read().holdings_digest();
-                write_header(
-                    &mut stream,
-                    &ResponseHeader::Digest {
-                        digest: hash::to_hex(&digest),
-                        count,
-                    },
-                )
-                .await?;
+                let (digest, count) = context.index.index().holdings_digest();
+                let header = ResponseHeader::Digest {
+                    digest: hash::to_hex(&digest),
+                    count,
+                };
+                timed(write_header(&mut stream, &header)).await?;
             }
             Request::Inventory => {
+                let _permit = context
+                    .inventories
+                    .acquire()
+                    .await
+                    .map_err(io::Error::other)?;
                 let entries: Vec<WireEntry> = {
-                    let index = context.index.read();
+                    let index = context.index.index();
                     index
-                        .entries
                         .iter()
                         .filter(|(_, e)| e.is_held() || e.is_tombstone())
-                        .map(|(name, e)| WireEntry::from_index(name, e))
+                        .filter_map(|(name, e)| e.signed(name))
+                        .map(|signed| WireEntry::from_signed(&signed))
                         .collect()
                 };
                 let body = serde_json::to_vec(&entries).map_err(io::Error::other)?;
-                write_header(
-                    &mut stream,
-                    &ResponseHeader::Inventory {
-                        len: body.len() as u64,
-                    },
-                )
+                drop(entries);
+                let header = ResponseHeader::Inventory {
+                    len: body.len() as u64,
+                };
+                timed(async {
+                    write_header(&mut stream, &header).await?;
+                    stream.write_all(&body).await
+                })
                 .await?;
-                stream.write_all(&body).await?;
             }
             Request::Manifest { name, hash } => match held_content(context, &name, &hash, true) {
                 Ok(held) => {
                     let body = hash::manifest_to_bytes(&held.chunks);
-                    write_header(
-                        &mut stream,
-                        &ResponseHeader::Manifest {
-                            len: body.len() as u64,
-                        },
-                    )
+                    let header = ResponseHeader::Manifest {
+                        len: body.len() as u64,
+                    };
+                    timed(async {
+                        write_header(&mut stream, &header).await?;
+                        stream.write_all(&body).await
+                    })
                     .await?;
-                    stream.write_all(&body).await?;
                 }
-                Err(refusal) => write_header(&mut stream, &refusal).await?,
+                Err(refusal) => timed(write_header(&mut stream, &refusal)).await?,
             },
             Request::Chunk { name, hash, index } => {
-                let (result, buffer) = read_chunk(context, &name, &hash, index, data).await;
-                data = buffer;
-                match result {
-                    Ok(()) => {
-                        if context.corrupt_chunks && !data.is_empty() {
-                            let middle = data.len() / 2;
-                            data[middle] ^= 0xff;
-                        }
-                        write_header(
-                            &mut stream,
-                            &ResponseHeader::Chunk {
-                                len: data.len() as u64,
-                            },
-                        )
-                        .await?;
-                        stream.write_all(&data).await?;
-                        context
-                            .metrics
-                            .add_bytes(Direction::Sent, data.len() as u64);
-                        let last = chunk_count(held_size(context, &name)).saturating_sub(1);
-                        if index == last {
-                            context.metrics.add_file(Direction::Sent);
-                        }
-                        tracing::trace!(%peer, %name, index, "served chunk");
-                    }
-                    Err(refusal) => write_header(&mut stream, &refusal).await?,
-                }
+                serve_chunk(peer, &mut stream, context, peer_reads, &name, &hash, index).await?;
             }
         }
-        stream.flush().await?;
+        timed(stream.flush()).await?;
     }
+}
+
+async fn serve_chunk(
+    peer: PeerId,
+    stream: &mut Stream,
+    context: &Arc<ServeContext>,
+    peer_reads: &Arc<Semaphore>,
+    name: &str,
+    hash: &str,
+    index: u64,
+) -> io::Result<()> {
+    // A buffer only while a read is in flight, within the peer's share and the global cap.
+    let permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (
+        peer_reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(io::Error::other)?,
+        context
+            .reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(io::Error::other)?,
+    );
+    let buffer = context.take_buffer();
+    let (result, mut data) = read_chunk(context, name, hash, index, buffer).await;
+    let outcome = match result {
+        Ok(size) => {
+            if context.corrupt_chunks && !data.is_empty() {
+                let middle = data.len() / 2;
+                data[middle] ^= 0xff;
+            }
+            let header = ResponseHeader::Chunk {
+                len: data.len() as u64,
+            };
+            let written = timed(async {
+                write_header(stream, &header).await?;
+                stream.write_all(&data).await
+            })
+            .await;
+            if written.is_ok() {
+                context
+                    .metrics
+                    .add_bytes(Direction::Sent, data.len() as u64);
+                if index == chunk_count(size).saturating_sub(1) {
+                    context.metrics.add_file(Direction::Sent);
+                }
+                tracing::trace!(%peer, %name, index, "served chunk");
+            }
+            written
+        }
+        Err(refusal) => timed(write_header(stream, &refusal)).await,
+    };
+    context.return_buffer(data);
+    drop(permits);
+    outcome
 }
 
 struct Held {
@@ -182,16 +352,6 @@ fn refused(kind: RefusalKind, message: String) -> ResponseHeader {
     ResponseHeader::Refused { kind, message }
 }
 
-fn held_size(context: &ServeContext, name: &str) -> u64 {
-    context
-        .index
-        .read()
-        .entries
-        .get(name)
-        .and_then(|e| e.content.as_ref())
-        .map_or(0, |c| c.size)
-}
-
 /// What this node holds of `name` at `hash_hex`; `chunks` is filled only `with_chunks`.
 fn held_content(
     context: &ServeContext,
@@ -202,13 +362,19 @@ fn held_content(
     if !is_valid_store_name(name) {
         return Err(refused(
             RefusalKind::BadRequest,
-            format!("invalid store name {name:?}"),
+            format!(
+                "invalid store name {:?}",
+                name.chars().take(140).collect::<String>()
+            ),
         ));
     }
     let Some(hash) = hash::from_hex(hash_hex) else {
         return Err(refused(
             RefusalKind::BadRequest,
-            format!("invalid hash {hash_hex:?}"),
+            format!(
+                "invalid hash {:?}",
+                hash_hex.chars().take(70).collect::<String>()
+            ),
         ));
     };
     let not_found = || {
@@ -217,8 +383,8 @@ fn held_content(
             format!("store {name} with hash {hash_hex} is not held here"),
         )
     };
-    let index = context.index.read();
-    let entry = index.entries.get(name).ok_or_else(not_found)?;
+    let index = context.index.index();
+    let entry = index.get(name).ok_or_else(not_found)?;
     match (&entry.content, entry.local) {
         (Some(content), Some(local)) if content.hash == hash => Ok(Held {
             path: store_path(&context.data_dir, name).ok_or_else(not_found)?,
@@ -235,15 +401,15 @@ fn held_content(
     }
 }
 
-/// Reads chunk `index` of the held content into `data` (resized to the chunk's length); the
-/// buffer comes back whatever happens.
+/// Reads chunk `index` of the held content into `data` (resized to the chunk's length); returns
+/// the store's size. The buffer comes back whatever happens.
 async fn read_chunk(
     context: &ServeContext,
     name: &str,
     hash_hex: &str,
     index: u64,
     mut data: Vec<u8>,
-) -> (Result<(), ResponseHeader>, Vec<u8>) {
+) -> (Result<u64, ResponseHeader>, Vec<u8>) {
     let held = match held_content(context, name, hash_hex, false) {
         Ok(held) => held,
         Err(refusal) => return (Err(refusal), data),
@@ -282,7 +448,7 @@ async fn read_chunk(
             if !unchanged(&file) {
                 return Err(changed());
             }
-            Ok(())
+            Ok(held.size)
         })();
         (result, data)
     })
@@ -296,5 +462,58 @@ async fn read_chunk(
             )),
             Vec::new(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_slots_are_capped_per_peer_and_released_when_dropped() {
+        let context = ServeContext::new(
+            Arc::new(RwLock::new(StoreIndex::new())),
+            PathBuf::from("/nonexistent"),
+            SyncMetrics::unregistered(),
+            false,
+        );
+        let (flooder, honest) = (PeerId::random(), PeerId::random());
+        let mut held = Vec::new();
+        while let Some(slot) = context.stream_slot(flooder) {
+            held.push(slot);
+        }
+        assert_eq!(held.len(), MAX_STREAMS_PER_PEER);
+        assert!(
+            context.stream_slot(honest).is_some(),
+            "other peers still get slots"
+        );
+        assert_eq!(
+            context.open_streams(&flooder),
+            (MAX_STREAMS_PER_PEER, MAX_STREAMS_PER_PEER)
+        );
+        held.clear();
+        assert_eq!(context.open_streams(&flooder), (0, 0));
+        assert!(
+            context.slots.lock().peers.is_empty(),
+            "no per-peer state left behind"
+        );
+    }
+
+    #[test]
+    fn the_global_stream_cap_holds_whatever_the_number_of_peers() {
+        let context = ServeContext::new(
+            Arc::new(RwLock::new(StoreIndex::new())),
+            PathBuf::from("/nonexistent"),
+            SyncMetrics::unregistered(),
+            false,
+        );
+        let mut held = Vec::new();
+        for _ in 0..MAX_SERVED_STREAMS / MAX_STREAMS_PER_PEER + 1 {
+            let peer = PeerId::random();
+            while let Some(slot) = context.stream_slot(peer) {
+                held.push(slot);
+            }
+        }
+        assert_eq!(held.len(), MAX_SERVED_STREAMS);
     }
 }

@@ -12,12 +12,23 @@ pub enum SyncState {
     Downloading,
     /// The newest version is known but not held yet (waiting for a peer or a download slot).
     Pending,
-    /// A local version lost to a newer one (kept in `conflicts/`) and the winner is not installed yet.
+    /// A local version lost to a newer one, or a local change was refused (this node may not
+    /// write the store): the network's version is not installed yet (see `conflictReason`); the
+    /// local bytes are kept in `conflicts/` when it is.
     Conflict,
     /// The last download attempt failed (see `error`); it is retried.
     Error,
     /// The store was deleted (with `--propagate-deletes`) at this version.
     Tombstone,
+    /// A new local store this node may not create (`--write-policy writers`): not replicated.
+    Refused,
+}
+
+/// A version: `(lamport, origin)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionView {
+    pub lamport: u64,
+    pub origin: String,
 }
 
 /// One store in `GET /stores`.
@@ -26,8 +37,15 @@ pub enum SyncState {
 pub struct StoreStatus {
     pub name: String,
     pub lamport: u64,
-    /// Peer id of the node that made this version.
+    /// Peer id of the node that made (and signed) this version.
     pub origin: String,
+    /// The same two fields as one object.
+    pub version: VersionView,
+    /// Peer id of the store's owner: the origin of its first accepted version. Only the owner
+    /// and the network's writers may change it. Absent for a store known only from an old,
+    /// unsigned index, and for a refused new store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Size in bytes (absent for a tombstone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
@@ -44,4 +62,8 @@ pub struct StoreStatus {
     /// Path of the last local version kept in `conflicts/`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_conflict: Option<String>,
+    /// Why local bytes were (or are about to be) kept in `conflicts/`: a local change refused
+    /// because this node may not write the store, or a local version that lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict_reason: Option<String>,
 }

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use prometheus_client::registry::Registry;
 
@@ -29,9 +28,11 @@ async fn start_node(propagate_deletes: bool) -> TestNode {
 
 async fn start_node_in(dir: tempfile::TempDir, propagate_deletes: bool) -> TestNode {
     let mut registry = Registry::default();
+    // The identity lives in the test folder, so a restarted node keeps its peer id.
+    let keypair = crate::identity::load_or_create(&dir.path().join("identity")).unwrap();
     let (node, _task) = node::start(
         NodeConfig {
-            keypair: Keypair::generate_ed25519(),
+            keypair: keypair.clone(),
             network_id: NET.into(),
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             announce: Vec::new(),
@@ -50,6 +51,7 @@ async fn start_node_in(dir: tempfile::TempDir, propagate_deletes: bool) -> TestN
     let state = data.join(".dig-node");
     let replicator = Replicator::start(
         config(&data, propagate_deletes),
+        keypair,
         node.clone(),
         &mut registry,
     )
@@ -169,7 +171,10 @@ async fn a_file_written_on_one_node_reaches_the_others_and_updates_follow() {
         let big_status = status.iter().find(|s| s.name == "big").unwrap();
         // The receivers did not mistake the install for a local change.
         assert_eq!(big_status.origin, a.node.local_peer_id().to_base58());
-        assert!(big_status.lamport <= 2, "{big_status:?}");
+        assert_eq!(
+            big_status.owner.as_deref(),
+            Some(a.node.local_peer_id().to_base58().as_str())
+        );
         assert_eq!(big_status.state, SyncState::Synced);
         assert_eq!(
             big_status.hash.as_deref(),
@@ -178,24 +183,82 @@ async fn a_file_written_on_one_node_reaches_the_others_and_updates_follow() {
     }
     assert_eq!(a.replicator.store_entries().len(), 2);
 
-    // An update on c supersedes a's version everywhere, without conflicts (c had seen it).
+    // An update by the owner supersedes its version everywhere, without conflicts.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    std::fs::write(c.data.join("small.dig"), b"hello again").unwrap();
-    eventually("update on a and b", Duration::from_secs(30), || {
-        [&a, &b]
-            .iter()
-            .all(|n| read(n, "small").as_deref() == Some(b"hello again"))
-    })
-    .await;
-    assert!(conflicts(&a).is_empty(), "{:?}", conflicts(&a));
-    let on_a = a
+    let first = a
         .replicator
         .stores()
         .into_iter()
         .find(|s| s.name == "small")
         .unwrap();
-    assert_eq!(on_a.origin, c.node.local_peer_id().to_base58());
-    assert!(on_a.lamport >= 2);
+    std::fs::write(a.data.join("small.dig"), b"hello again").unwrap();
+    eventually("update on b and c", Duration::from_secs(30), || {
+        [&b, &c]
+            .iter()
+            .all(|n| read(n, "small").as_deref() == Some(b"hello again"))
+    })
+    .await;
+    for n in [&b, &c] {
+        assert!(conflicts(n).is_empty(), "{:?}", conflicts(n));
+    }
+    let on_c = c
+        .replicator
+        .stores()
+        .into_iter()
+        .find(|s| s.name == "small")
+        .unwrap();
+    assert_eq!(on_c.origin, a.node.local_peer_id().to_base58());
+    assert!(on_c.lamport > first.lamport);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_owners_change_is_undone_and_kept_in_conflicts() {
+    let a = start_node(false).await;
+    let b = start_node(false).await;
+    connect(&a, &b).await;
+    std::fs::write(a.data.join("owned.dig"), b"the owner's bytes").unwrap();
+    eventually("replicated to b", Duration::from_secs(30), || {
+        read(&b, "owned").as_deref() == Some(b"the owner's bytes")
+            && state_of(&b, "owned") == Some(SyncState::Synced)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(b.data.join("owned.dig"), b"b was not allowed to write this").unwrap();
+    eventually(
+        "b gets the owner's bytes back and keeps its own",
+        Duration::from_secs(30),
+        || {
+            read(&b, "owned").as_deref() == Some(b"the owner's bytes")
+                && conflicts(&b).len() == 1
+                && state_of(&b, "owned") == Some(SyncState::Synced)
+        },
+    )
+    .await;
+    let kept = conflicts(&b).remove(0);
+    assert!(kept.starts_with("owned.local."), "{kept}");
+    assert_eq!(
+        std::fs::read(b.state.join("conflicts").join(&kept)).unwrap(),
+        b"b was not allowed to write this"
+    );
+    let status = b
+        .replicator
+        .stores()
+        .into_iter()
+        .find(|s| s.name == "owned")
+        .unwrap();
+    assert!(
+        status
+            .conflict_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("refused"),
+        "{status:?}"
+    );
+    assert_eq!(
+        read(&a, "owned").as_deref(),
+        Some(&b"the owner's bytes"[..])
+    );
+    assert!(conflicts(&a).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -223,7 +286,7 @@ async fn concurrent_writes_converge_and_the_loser_is_kept_in_conflicts() {
     };
     let kept = conflicts(loser_node);
     assert_eq!(kept.len(), 1, "{kept:?}");
-    assert!(kept[0].starts_with("s.1-"), "{kept:?}");
+    assert!(kept[0].starts_with("s."), "{kept:?}");
     assert_eq!(
         std::fs::read(loser_node.state.join("conflicts").join(&kept[0])).unwrap(),
         loser
@@ -244,10 +307,11 @@ async fn deletions_are_refetched_by_default_and_propagated_when_asked() {
         })
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        std::fs::remove_file(b.data.join("d.dig")).unwrap();
         if propagate {
-            eventually("tombstone deletes it on a", Duration::from_secs(30), || {
-                read(&a, "d").is_none()
+            // The owner deletes it.
+            std::fs::remove_file(a.data.join("d.dig")).unwrap();
+            eventually("tombstone deletes it on b", Duration::from_secs(30), || {
+                read(&b, "d").is_none()
             })
             .await;
             assert_eq!(state_of(&a, "d"), Some(SyncState::Tombstone));
@@ -261,6 +325,7 @@ async fn deletions_are_refetched_by_default_and_propagated_when_asked() {
             )
             .await;
         } else {
+            std::fs::remove_file(b.data.join("d.dig")).unwrap();
             eventually(
                 "deleted file comes back on b",
                 Duration::from_secs(30),
@@ -283,19 +348,26 @@ async fn a_restart_reuses_the_index_and_finds_offline_changes() {
         a.replicator.store_entries().len() == 2
     })
     .await;
+    let before: std::collections::BTreeMap<String, u64> = a
+        .replicator
+        .stores()
+        .into_iter()
+        .map(|s| (s.name, s.lamport))
+        .collect();
     a.replicator.shutdown().await;
     a.node.shutdown().await;
     let TestNode { _dir: dir, .. } = a;
     assert!(root.join("data/.dig-node/index.json").exists());
 
     std::fs::write(root.join("data/edit.dig"), b"after, offline").unwrap();
+    let edited = blake3::hash(b"after, offline").to_hex().to_string();
     let again = start_node_in(dir, false).await;
     eventually("offline edit seen", Duration::from_secs(10), || {
-        again
-            .replicator
-            .stores()
-            .iter()
-            .any(|s| s.name == "edit" && s.lamport == 3)
+        again.replicator.stores().iter().any(|s| {
+            s.name == "edit"
+                && s.lamport > before["edit"]
+                && s.hash.as_deref() == Some(edited.as_str())
+        })
     })
     .await;
     let keep = again
@@ -304,8 +376,8 @@ async fn a_restart_reuses_the_index_and_finds_offline_changes() {
         .into_iter()
         .find(|s| s.name == "keep")
         .unwrap();
-    assert!(
-        keep.lamport <= 2,
+    assert_eq!(
+        keep.lamport, before["keep"],
         "unchanged store was re-versioned: {keep:?}"
     );
 }

@@ -1,0 +1,135 @@
+//! Versions from peers on their way to the engine: gossip announcements and inventories are
+//! decoded, records the index already holds pass unchanged, the others have their signatures
+//! verified (off the event loop when there are many), and what failed is counted by reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::mpsc;
+
+use super::{Input, Shared};
+use crate::store::record::{KeyCache, SignedVersion};
+use crate::sync::announce::{Announcement, WireEntry, decode_entries, verify_records};
+use crate::sync::client::{ClientError, SyncClient};
+use crate::sync::engine::{Event, Reject, VerifiedVersion, Via};
+
+/// Records verified inline below this count; above it, on a blocking thread.
+const INLINE_VERIFY: usize = 8;
+
+/// The engine events of one gossip message from `source` (gossipsub's signed publisher).
+pub(super) async fn gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Vec<Event> {
+    match Announcement::decode(data) {
+        Ok(entries) => checked(shared, source, Via::Gossip, entries).await,
+        Err(error) => {
+            tracing::debug!(%source, %error, "undecodable store announcement");
+            vec![Event::Rejected {
+                from: source,
+                via: Via::Gossip,
+                reasons: vec![(Reject::Malformed, 1)],
+            }]
+        }
+    }
+}
+
+/// Decodes and verifies entries from `from`; records the index holds are not verified again.
+async fn checked(
+    shared: &Arc<Shared>,
+    from: PeerId,
+    via: Via,
+    entries: Vec<WireEntry>,
+) -> Vec<Event> {
+    let decoded = decode_entries(&entries);
+    drop(entries);
+    let mut rejected = decoded.rejected;
+    let (known, unknown): (Vec<SignedVersion>, Vec<SignedVersion>) = {
+        let engine = shared.engine.read();
+        decoded
+            .records
+            .into_iter()
+            .partition(|record| engine.knows(record))
+    };
+    let mut records: Vec<VerifiedVersion> = known.into_iter().map(VerifiedVersion::known).collect();
+    if unknown.len() <= INLINE_VERIFY {
+        records.extend(verify_records(
+            unknown,
+            &mut KeyCache::default(),
+            &mut rejected,
+        ));
+    } else {
+        let (verified, more) = tokio::task::spawn_blocking(move || {
+            let mut rejected = Vec::new();
+            let verified = verify_records(unknown, &mut KeyCache::default(), &mut rejected);
+            (verified, rejected)
+        })
+        .await
+        .unwrap_or_default();
+        records.extend(verified);
+        for (reason, count) in more {
+            match rejected.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => *n += count,
+                None => rejected.push((reason, count)),
+            }
+        }
+    }
+    let mut events = Vec::new();
+    if !rejected.is_empty() {
+        events.push(Event::Rejected {
+            from,
+            via,
+            reasons: rejected,
+        });
+    }
+    if !records.is_empty() {
+        events.push(Event::Remote { from, via, records });
+    }
+    events
+}
+
+/// Compares inventories with `peer` in its own task; the records, the rejections and the end of
+/// the exchange come back as inputs.
+pub(super) fn exchange_inventory(
+    shared: Arc<Shared>,
+    mut control: libp2p_stream::Control,
+    protocol: StreamProtocol,
+    timeout: Duration,
+    inputs: mpsc::UnboundedSender<Input>,
+    peer: PeerId,
+) {
+    tokio::spawn(async move {
+        let result = async {
+            let mut client = SyncClient::open(&mut control, peer, protocol, timeout).await?;
+            let (theirs, _) = client.digest().await?;
+            let (ours, _) = shared.engine.read().index().holdings_digest();
+            let entries = if theirs == ours {
+                Vec::new()
+            } else {
+                client.inventory().await?
+            };
+            client.close().await;
+            Ok::<_, ClientError>(entries)
+        }
+        .await;
+        match result {
+            Ok(entries) if !entries.is_empty() => {
+                for event in checked(&shared, peer, Via::Inventory, entries).await {
+                    let _ = inputs.send(Input::Engine(event));
+                }
+            }
+            Ok(_) => {}
+            Err(ClientError::Unexpected { detail, .. }) => {
+                tracing::debug!(%peer, %detail, "peer sent an invalid inventory");
+                let _ = inputs.send(Input::Engine(Event::Rejected {
+                    from: peer,
+                    via: Via::Inventory,
+                    reasons: vec![(Reject::Malformed, 1)],
+                }));
+            }
+            Err(ClientError::Open { reason, .. }) if reason.contains("not support") => {
+                tracing::info!(%peer, %reason, "peer does not speak this node's sync protocol (an older dig-sidecar?); no stores are exchanged with it");
+            }
+            Err(error) => tracing::debug!(%peer, %error, "inventory exchange failed"),
+        }
+        let _ = inputs.send(Input::Engine(Event::InventoryDone(peer)));
+    });
+}

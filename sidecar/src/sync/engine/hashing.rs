@@ -1,0 +1,143 @@
+//! Which store files wait to be hashed, in batches: a burst of small files costs one thread
+//! hand-off per batch rather than per file, and at most [`HASH_CONCURRENCY`] batches run at once
+//! (hashing is disk and CPU bound; a large file uses every core itself).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::io::Millis;
+
+pub const HASH_CONCURRENCY: usize = 2;
+pub const HASH_BATCH_FILES: usize = 64;
+pub const HASH_BATCH_BYTES: u64 = 16 << 20;
+
+#[derive(Default)]
+pub struct HashQueue {
+    queue: VecDeque<(String, u64)>,
+    /// Queued or being hashed.
+    pending: BTreeSet<String>,
+    /// Changed again while being hashed: hash once more when done.
+    again: BTreeSet<String>,
+    running: usize,
+    /// Files that changed while being read, looked at again at the given time.
+    rechecks: BTreeMap<Millis, Vec<String>>,
+}
+
+impl HashQueue {
+    /// Asks for `name` to be hashed (`size`: its size when seen, for batching).
+    pub fn request(&mut self, name: &str, size: u64) {
+        if self.pending.contains(name) {
+            self.again.insert(name.to_owned());
+        } else {
+            self.pending.insert(name.to_owned());
+            self.queue.push_back((name.to_owned(), size));
+        }
+    }
+
+    pub fn is_pending(&self, name: &str) -> bool {
+        self.pending.contains(name)
+    }
+
+    /// Batches to start now.
+    pub fn start_batches(&mut self) -> Vec<Vec<(String, u64)>> {
+        let mut batches = Vec::new();
+        while self.running < HASH_CONCURRENCY && !self.queue.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            while let Some((_, size)) = self.queue.front() {
+                if !batch.is_empty()
+                    && (batch.len() >= HASH_BATCH_FILES
+                        || bytes.saturating_add(*size) > HASH_BATCH_BYTES)
+                {
+                    break;
+                }
+                bytes = bytes.saturating_add(*size);
+                batch.extend(self.queue.pop_front());
+            }
+            self.running += 1;
+            batches.push(batch);
+        }
+        batches
+    }
+
+    /// A batch came back.
+    pub fn batch_done(&mut self) {
+        self.running = self.running.saturating_sub(1);
+    }
+
+    /// `name` was hashed; true when it changed meanwhile and must be looked at again.
+    pub fn finished(&mut self, name: &str) -> bool {
+        self.pending.remove(name);
+        self.again.remove(name)
+    }
+
+    pub fn recheck_at(&mut self, name: &str, at: Millis) {
+        self.rechecks.entry(at).or_default().push(name.to_owned());
+    }
+
+    /// Files whose recheck is due.
+    pub fn due_rechecks(&mut self, now: Millis) -> Vec<String> {
+        let later = self.rechecks.split_off(&(now + 1));
+        let due = std::mem::replace(&mut self.rechecks, later);
+        due.into_values().flatten().collect()
+    }
+
+    pub fn next_recheck(&self) -> Option<Millis> {
+        self.rechecks.keys().next().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_files_go_in_batches_and_at_most_two_batches_run() {
+        let mut queue = HashQueue::default();
+        for i in 0..200 {
+            queue.request(&format!("s{i}"), 1000);
+        }
+        let batches = queue.start_batches();
+        assert_eq!(batches.len(), HASH_CONCURRENCY);
+        assert_eq!(batches[0].len(), HASH_BATCH_FILES);
+        assert!(queue.start_batches().is_empty(), "both slots are busy");
+        queue.batch_done();
+        assert_eq!(queue.start_batches().len(), 1);
+    }
+
+    #[test]
+    fn a_large_file_is_a_batch_of_its_own() {
+        let mut queue = HashQueue::default();
+        queue.request("big", 1 << 30);
+        queue.request("small", 10);
+        let batches = queue.start_batches();
+        assert_eq!(
+            batches,
+            vec![
+                vec![("big".to_owned(), 1 << 30)],
+                vec![("small".to_owned(), 10)]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_change_during_hashing_asks_for_another_pass() {
+        let mut queue = HashQueue::default();
+        queue.request("s", 1);
+        queue.start_batches();
+        queue.request("s", 2);
+        assert!(queue.finished("s"), "changed meanwhile");
+        queue.request("s", 2);
+        assert!(!queue.finished("s"));
+    }
+
+    #[test]
+    fn rechecks_come_due_in_time() {
+        let mut queue = HashQueue::default();
+        queue.recheck_at("a", 100);
+        queue.recheck_at("b", 200);
+        assert!(queue.due_rechecks(99).is_empty());
+        assert_eq!(queue.due_rechecks(150), vec!["a"]);
+        assert_eq!(queue.next_recheck(), Some(200));
+        assert_eq!(queue.due_rechecks(200), vec!["b"]);
+    }
+}

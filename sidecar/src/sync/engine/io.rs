@@ -1,0 +1,200 @@
+//! What goes into the engine (events) and what comes out (actions). The driver turns the world
+//! (watcher, hashing threads, peers, downloads, the disk) into events, and carries the actions out.
+
+use libp2p::PeerId;
+
+use super::rules::Reject;
+use crate::store::hash::{ChainingValue, ContentDigest, Hash32};
+use crate::store::record::{ContentId, SignedVersion};
+use crate::store::{LocalMeta, StoreIndex, Version};
+
+/// Time in milliseconds (the driver's clock: monotonic, started at the wall-clock time).
+pub type Millis = u64;
+
+/// A record whose signature was checked by the origin's key (only [`VerifiedVersion::check`]
+/// makes one, so the engine never sees an unverified record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedVersion(SignedVersion);
+
+impl VerifiedVersion {
+    /// Verifies `signed`, or says why not.
+    pub fn check(
+        signed: SignedVersion,
+        keys: &mut crate::store::record::KeyCache,
+    ) -> Result<Self, crate::store::record::RecordError> {
+        signed.verify(keys)?;
+        Ok(Self(signed))
+    }
+
+    /// A record identical to one the index holds ([`super::Engine::knows`]): it was verified
+    /// when it was accepted, so it is not verified again.
+    pub(crate) fn known(signed: SignedVersion) -> Self {
+        Self(signed)
+    }
+
+    pub fn signed(&self) -> &SignedVersion {
+        &self.0
+    }
+
+    pub fn into_signed(self) -> SignedVersion {
+        self.0
+    }
+}
+
+/// How records reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Gossip,
+    Inventory,
+}
+
+/// The result of hashing one store file.
+#[derive(Debug)]
+pub enum HashOutcome {
+    Hashed {
+        meta: LocalMeta,
+        digest: ContentDigest,
+    },
+    /// The file is gone.
+    Missing,
+    /// The file changed while it was read: look again later.
+    Changing,
+    Failed(String),
+}
+
+/// What a finished download brought.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    pub manifest: Vec<ChainingValue>,
+    pub resumed_bytes: u64,
+    pub fetched_bytes: u64,
+}
+
+/// Why a download stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadFailure {
+    /// Metric label: `no_manifest`, `incomplete`, `disk_full`, `io`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the install of a download or the removal for a tombstone did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The store file's metadata afterwards (`None` after a removal).
+    pub meta: Option<LocalMeta>,
+    /// Where a file that was in the way was kept.
+    pub kept: Option<String>,
+}
+
+/// Everything the engine reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// Time passed (the driver ticks every 50 ms; `now` comes with every event).
+    Tick,
+    /// The data folder was listed: every store file and its metadata.
+    Scanned(Vec<(String, LocalMeta)>),
+    /// A store file changed, appeared (`Some`) or disappeared (`None`).
+    FileChanged {
+        name: String,
+        meta: Option<LocalMeta>,
+    },
+    Hashed(Vec<(String, HashOutcome)>),
+    PeerConnected(PeerId),
+    PeerDisconnected(PeerId),
+    /// Verified records from a peer.
+    Remote {
+        from: PeerId,
+        via: Via,
+        records: Vec<VerifiedVersion>,
+    },
+    /// Records from a peer that failed decoding or verification, by reason.
+    Rejected {
+        from: PeerId,
+        via: Via,
+        reasons: Vec<(Reject, u32)>,
+    },
+    /// An inventory exchange with a peer ended (either way).
+    InventoryDone(PeerId),
+    /// A peer served data that failed verification (a bad chunk or manifest).
+    BadData {
+        peer: PeerId,
+        reason: String,
+    },
+    DownloadDone {
+        name: String,
+        hash: Hash32,
+        outcome: Result<Fetched, DownloadFailure>,
+    },
+    Installed {
+        name: String,
+        hash: Hash32,
+        outcome: Result<Applied, String>,
+    },
+    Removed {
+        name: String,
+        version: Version,
+        outcome: Result<Applied, String>,
+    },
+    IndexSaved {
+        generation: u64,
+        outcome: Result<(), String>,
+    },
+    /// Free bytes on the download disk, as if no running download had written anything yet.
+    DiskSpace(u64),
+}
+
+/// What the file in the way of an install or removal is kept as, if it is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replace {
+    /// The metadata of the file the index knows is there (replaced without keeping it).
+    pub expected: Option<LocalMeta>,
+    /// Our own version that lost: kept in `conflicts/` even when it is the expected file.
+    pub lost: Option<Version>,
+}
+
+/// Everything the engine asks the driver to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Hash these store files (name, size when seen) and report [`Event::Hashed`].
+    Hash(Vec<(String, u64)>),
+    /// List the data folder and report [`Event::Scanned`].
+    Rescan,
+    /// Publish these records on the gossip topic.
+    Announce(Vec<SignedVersion>),
+    /// Compare inventories with a peer; report [`Event::Remote`]/[`Event::Rejected`] and then
+    /// [`Event::InventoryDone`].
+    ExchangeInventory(PeerId),
+    StartDownload {
+        name: String,
+        content: ContentId,
+        peers: Vec<PeerId>,
+    },
+    /// Stop a download and remove its partial files.
+    CancelDownload { name: String, hash: Hash32 },
+    /// Move the verified download into the data folder (keeping what is in the way first, as
+    /// `replace` says) and report [`Event::Installed`].
+    Install {
+        name: String,
+        content: ContentId,
+        replace: Replace,
+    },
+    /// Delete a store file for a tombstone (keeping it first, as `replace` says) and report
+    /// [`Event::Removed`].
+    Remove {
+        name: String,
+        version: Version,
+        replace: Replace,
+    },
+    /// fsync the data folder if `sync_data_dir` (installs and removals happened since the last
+    /// save: they must be durable before an index that records them), then save `index`.
+    SaveIndex {
+        index: Box<StoreIndex>,
+        generation: u64,
+        sync_data_dir: bool,
+    },
+    /// Disconnect the peer and refuse it for a while.
+    Ban { peer: PeerId, reason: String },
+    /// Delete kept conflicts older than `max_age_ms` and beyond the newest `max_count`.
+    PruneConflicts { max_age_ms: u64, max_count: usize },
+}

@@ -1,0 +1,126 @@
+//! Connected peers and the anti-entropy rounds: every connected peer's inventory is compared when
+//! it connects and every `--inventory-interval`, a few exchanges at a time.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use libp2p::PeerId;
+
+use super::io::Millis;
+
+pub struct Peers {
+    connected: BTreeSet<PeerId>,
+    queue: VecDeque<PeerId>,
+    in_flight: BTreeSet<PeerId>,
+    interval: Millis,
+    concurrency: usize,
+    next_round: Option<Millis>,
+}
+
+impl Peers {
+    pub fn new(interval: Duration, concurrency: usize) -> Self {
+        Self {
+            connected: BTreeSet::new(),
+            queue: VecDeque::new(),
+            in_flight: BTreeSet::new(),
+            interval: (interval.as_millis() as u64).max(100),
+            concurrency: concurrency.max(1),
+            next_round: None,
+        }
+    }
+
+    /// A peer connected: exchange inventories with it now.
+    pub fn connected(&mut self, peer: PeerId) {
+        self.connected.insert(peer);
+        self.enqueue(peer);
+    }
+
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        self.connected.remove(peer);
+        self.queue.retain(|p| p != peer);
+    }
+
+    pub fn inventory_done(&mut self, peer: &PeerId) {
+        self.in_flight.remove(peer);
+    }
+
+    /// Starts a round when one is due.
+    pub fn tick(&mut self, now: Millis) {
+        match self.next_round {
+            Some(at) if now < at => {}
+            _ => {
+                if self.next_round.is_some() {
+                    let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+                    for peer in peers {
+                        self.enqueue(peer);
+                    }
+                }
+                self.next_round = Some(now + self.interval);
+            }
+        }
+    }
+
+    pub fn next_round(&self) -> Option<Millis> {
+        self.next_round
+    }
+
+    /// Exchanges to start now.
+    pub fn start_exchanges(&mut self) -> Vec<PeerId> {
+        let mut started = Vec::new();
+        while self.in_flight.len() < self.concurrency {
+            let Some(peer) = self.queue.pop_front() else {
+                break;
+            };
+            if self.connected.contains(&peer) && self.in_flight.insert(peer) {
+                started.push(peer);
+            }
+        }
+        started
+    }
+
+    fn enqueue(&mut self, peer: PeerId) {
+        if !self.queue.contains(&peer) && !self.in_flight.contains(&peer) {
+            self.queue.push_back(peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_peer_is_asked_at_once_and_every_peer_every_interval() {
+        let mut peers = Peers::new(Duration::from_secs(30), 8);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        peers.tick(0);
+        peers.connected(a);
+        assert_eq!(peers.start_exchanges(), vec![a]);
+        assert!(
+            peers.start_exchanges().is_empty(),
+            "one exchange per peer at a time"
+        );
+        peers.inventory_done(&a);
+        peers.connected(b);
+        assert_eq!(peers.start_exchanges(), vec![b]);
+        peers.inventory_done(&b);
+        peers.tick(29_999);
+        assert!(peers.start_exchanges().is_empty());
+        peers.tick(30_000);
+        assert_eq!(peers.start_exchanges().len(), 2);
+    }
+
+    #[test]
+    fn exchanges_are_limited_and_gone_peers_skipped() {
+        let mut peers = Peers::new(Duration::from_secs(30), 2);
+        let all: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        for peer in &all {
+            peers.connected(*peer);
+        }
+        peers.disconnected(&all[1]);
+        let first = peers.start_exchanges();
+        assert_eq!(first, vec![all[0], all[2]]);
+        peers.inventory_done(&all[0]);
+        assert_eq!(peers.start_exchanges(), vec![all[3]]);
+    }
+}
