@@ -9,7 +9,7 @@ pub mod status;
 pub use common::{Exposure, ExposureType, Scheduling, SecretKeyRef, Storage};
 pub use network::{
     BootstrapSpec, DigNetwork, DigNetworkSpec, DnsMode, DnsSpec, Failover, NETWORK_ID_PATTERN,
-    NodesSpec, ServiceType,
+    NodesSpec, Replication, ServiceType, WRITER_PATTERN, WritePolicy,
 };
 pub use node::{DigNode, DigNodeSpec, NetworkRef};
 pub use status::{BootstrapEndpoint, DigNetworkStatus, DigNodeStatus};

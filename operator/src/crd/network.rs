@@ -66,7 +66,10 @@ pub const NETWORK_ID_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.networkId) == has(oldSelf.networkId) && (!has(self.networkId) || self.networkId == oldSelf.networkId)").message("networkId is immutable: nodes of different network ids cannot talk to each other").field_path(".networkId"))]
+#[x_kube(
+    validation = Rule::new("has(self.networkId) == has(oldSelf.networkId) && (!has(self.networkId) || self.networkId == oldSelf.networkId)").message("networkId is immutable: nodes of different network ids cannot talk to each other").field_path(".networkId"),
+    validation = Rule::new("!has(self.replication) || !has(self.replication.writePolicy) || self.replication.writePolicy != 'open' || has(self.privateNetwork)").message("replication.writePolicy open (any member may change any store) needs privateNetwork").field_path(".replication.writePolicy")
+)]
 pub struct DigNetworkSpec {
     /// Id of the network, part of every P2P protocol id; nodes of another network id are refused.
     /// Immutable. Defaults to the name of the DigNetwork.
@@ -283,14 +286,59 @@ pub struct PrivateNetwork {
     pub psk_secret_ref: SecretKeyRef,
 }
 
+/// Pattern of a writer: an ed25519 libp2p peer id in base58 (`12D3KooW` and 44 more characters).
+pub const WRITER_PATTERN: &str = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$";
+
 /// Replication rules.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.writePolicy) || self.writePolicy != 'writers' || (has(self.writers) && size(self.writers) > 0)").message("replication.writePolicy writers needs at least one writer").field_path(".writers")
+)]
 pub struct Replication {
     /// A store deleted on one node is deleted everywhere (a tombstone). Off: a deleted store is
     /// fetched again, every node mirrors the network.
     #[serde(default)]
     pub propagate_deletes: bool,
+    /// Who may write stores. `owner` (default): any node may create a store; the node that
+    /// created it (its owner) and the nodes in `writers` may change or delete it. `writers`: only
+    /// the nodes in `writers` create, change or delete stores. `open`: any member changes any
+    /// store (needs privateNetwork). Every version is signed by the node that made it; nodes
+    /// drop versions this policy does not allow.
+    #[serde(default)]
+    pub write_policy: WritePolicy,
+    /// Peer ids (`12D3KooW...`, see `dig-sidecar identity`) of nodes that may change or delete
+    /// any store, such as a publisher's node. Passed to every node as `--writer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        inner(length(max = 52), pattern(r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))
+    )]
+    pub writers: Vec<String>,
+}
+
+/// Who may write stores (`dig-sidecar run --write-policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WritePolicy {
+    /// Anyone creates; the owner and the writers change.
+    #[default]
+    Owner,
+    /// Only the writers create, change or delete.
+    Writers,
+    /// Any member changes any store (private networks only).
+    Open,
+}
+
+impl WritePolicy {
+    /// The `--write-policy` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Writers => "writers",
+            Self::Open => "open",
+        }
+    }
 }
 
 /// Prometheus monitoring.

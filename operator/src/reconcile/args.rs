@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::crd::WritePolicy;
+
 /// Where the node's volume is mounted.
 pub const DATA_DIR: &str = "/data";
 /// Where the node keeps its identity key and index: on the volume, so the peer id survives.
@@ -30,6 +32,12 @@ pub struct NodeConfig {
     pub psk_file: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub propagate_deletes: bool,
+    /// `owner` is the node's default and is not written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_policy: Option<String>,
+    /// Peer ids of the network's writers (`--writer`, repeatable).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub writer: Vec<String>,
     pub log_format: String,
 }
 
@@ -44,6 +52,8 @@ pub struct NodeConfigInputs<'a> {
     /// File name of the PSK inside [`PSK_DIR`], when the network is private.
     pub psk_key: Option<&'a str>,
     pub propagate_deletes: bool,
+    pub write_policy: WritePolicy,
+    pub writers: &'a [String],
 }
 
 impl NodeConfig {
@@ -63,6 +73,9 @@ impl NodeConfig {
             no_dht: !inputs.dht,
             psk_file: inputs.psk_key.map(|key| format!("{PSK_DIR}/{key}")),
             propagate_deletes: inputs.propagate_deletes,
+            write_policy: (inputs.write_policy != WritePolicy::Owner)
+                .then(|| inputs.write_policy.as_str().to_string()),
+            writer: inputs.writers.to_vec(),
             log_format: "json".to_string(),
         }
     }
@@ -93,6 +106,12 @@ impl NodeConfig {
         }
         if self.propagate_deletes {
             args.push("--propagate-deletes".to_string());
+        }
+        if let Some(policy) = &self.write_policy {
+            args.extend(["--write-policy".to_string(), policy.clone()]);
+        }
+        for writer in &self.writer {
+            args.extend(["--writer".to_string(), writer.clone()]);
         }
         args.extend(["--log-format".to_string(), self.log_format.clone()]);
         args
@@ -185,6 +204,8 @@ mod tests {
             dht: true,
             psk_key: None,
             propagate_deletes: false,
+            write_policy: WritePolicy::Owner,
+            writers: &[],
         }
     }
 
@@ -196,6 +217,30 @@ mod tests {
         assert!(yaml.contains("no-mdns: true"), "{yaml}");
         assert!(!yaml.contains("no-dht"), "{yaml}");
         assert!(yaml.contains("/ip4/0.0.0.0/udp/4001/quic-v1"), "{yaml}");
+    }
+
+    #[test]
+    fn writers_and_a_write_policy_reach_the_file_and_the_flags() {
+        let writers = vec!["12D3KooWAbc".to_string(), "12D3KooWDef".to_string()];
+        let config = NodeConfig::new(NodeConfigInputs {
+            write_policy: WritePolicy::Writers,
+            writers: &writers,
+            ..inputs()
+        });
+        let yaml = config.to_yaml();
+        assert!(yaml.contains("write-policy: writers"), "{yaml}");
+        assert!(
+            yaml.contains("writer:\n- 12D3KooWAbc\n- 12D3KooWDef"),
+            "{yaml}"
+        );
+        let flags = config.to_flags();
+        assert!(flags.windows(2).any(|w| w == ["--write-policy", "writers"]));
+        assert_eq!(flags.iter().filter(|f| *f == "--writer").count(), 2);
+        let default = NodeConfig::new(inputs()).to_yaml();
+        assert!(
+            !default.contains("write-policy") && !default.contains("writer"),
+            "{default}"
+        );
     }
 
     #[test]

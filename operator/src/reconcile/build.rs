@@ -402,6 +402,8 @@ fn node_config_map(valid: &ValidNetwork<'_>) -> ConfigMap {
             .as_ref()
             .map(|p| p.psk_secret_ref.key.as_str()),
         propagate_deletes: spec.replication.propagate_deletes,
+        write_policy: spec.replication.write_policy,
+        writers: &spec.replication.writers,
     });
     ConfigMap {
         metadata: meta_for(valid, &names::node(&valid.name), Component::Node),

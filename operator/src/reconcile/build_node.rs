@@ -165,6 +165,8 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
         dht: net.nodes.discovery.dht,
         psk_key: psk_ref.map(|r| r.key.as_str()),
         propagate_deletes: net.replication.propagate_deletes,
+        write_policy: net.replication.write_policy,
+        writers: &net.replication.writers,
     })
     .to_yaml();
     let config_hash = build::config_hash(&[&config, valid.psk_hash.as_deref().unwrap_or("")]);

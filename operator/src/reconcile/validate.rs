@@ -7,7 +7,7 @@ use kube::Resource;
 
 use crate::{
     context::MONITORING_API,
-    crd::{DigNetwork, DnsMode, Exposure, ExposureType, Storage},
+    crd::{DigNetwork, DigNetworkSpec, DnsMode, Exposure, ExposureType, Storage, WritePolicy},
 };
 
 use super::dns::DnsTarget;
@@ -252,6 +252,39 @@ fn check_range(value: i64, min: i64, max: i64, field: &str) -> Result<(), Invali
 }
 
 /// Validates a DigNetwork with the facts read about it.
+/// Who may write: writers are ed25519 peer ids, the writers policy has some, and open writing
+/// needs a private network (the node refuses to start otherwise).
+pub fn validate_replication(spec: &DigNetworkSpec) -> Result<(), InvalidSpec> {
+    let replication = &spec.replication;
+    for writer in &replication.writers {
+        if !is_writer_peer_id(writer) {
+            return Err(InvalidSpec::new(
+                "InvalidWriter",
+                format!(
+                    "spec.replication.writers entry {writer:?} is not an ed25519 peer id (12D3KooW and 44 base58 characters; see dig-sidecar identity)"
+                ),
+            ));
+        }
+    }
+    match replication.write_policy {
+        WritePolicy::Writers if replication.writers.is_empty() => Err(InvalidSpec::new(
+            "NoWriters",
+            "spec.replication.writePolicy writers needs at least one spec.replication.writers entry",
+        )),
+        WritePolicy::Open if spec.private_network.is_none() => Err(InvalidSpec::new(
+            "OpenWritesNeedPrivateNetwork",
+            "spec.replication.writePolicy open lets any member change any store; it needs spec.privateNetwork",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// [`crate::crd::WRITER_PATTERN`]: `12D3KooW` and 44 base58 characters.
+fn is_writer_peer_id(text: &str) -> bool {
+    const BASE58: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    text.len() == 52 && text.starts_with("12D3KooW") && text.chars().all(|c| BASE58.contains(c))
+}
+
 pub fn validate_network<'a>(
     network: &'a DigNetwork,
     images: &DefaultImages,
@@ -302,6 +335,7 @@ pub fn validate_network<'a>(
     for url in &spec.nodes.discovery.bootstrap_urls {
         validate_url(url, "spec.nodes.discovery.bootstrapUrls entry")?;
     }
+    validate_replication(spec)?;
     let bootstrap_image = spec
         .bootstrap
         .image
@@ -416,6 +450,28 @@ pub fn validate_network<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_must_be_peer_ids_and_policies_need_what_they_need() {
+        let mut spec: DigNetworkSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        validate_replication(&spec).unwrap();
+        spec.replication.writers =
+            vec!["12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo".into()];
+        validate_replication(&spec).unwrap();
+        spec.replication.writers.push("nonsense".into());
+        assert_eq!(
+            validate_replication(&spec).unwrap_err().reason,
+            "InvalidWriter"
+        );
+        spec.replication.writers.clear();
+        spec.replication.write_policy = WritePolicy::Writers;
+        assert_eq!(validate_replication(&spec).unwrap_err().reason, "NoWriters");
+        spec.replication.write_policy = WritePolicy::Open;
+        assert_eq!(
+            validate_replication(&spec).unwrap_err().reason,
+            "OpenWritesNeedPrivateNetwork"
+        );
+    }
 
     #[test]
     fn network_ids() {

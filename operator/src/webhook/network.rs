@@ -50,6 +50,8 @@ pub fn sidecar_config(
                 key: private.psk_secret_ref.key.clone(),
             }),
         propagate_deletes: spec.replication.propagate_deletes,
+        write_policy: spec.replication.write_policy,
+        writers: spec.replication.writers.clone(),
         mdns: spec.nodes.discovery.mdns,
         dht: spec.nodes.discovery.dht,
         resources: spec.nodes.resources.clone(),

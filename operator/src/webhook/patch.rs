@@ -16,6 +16,7 @@ use crate::reconcile::args::{
     NodeConfig, NodeConfigInputs, PSK_DIR as PSK_MOUNT_PATH, pod_ip_addresses,
 };
 use crate::reconcile::pod::{RUN_AS_USER, container_security_context, node_env, probes};
+use crate::webhook::state_mask::{STATE_MASK_VOLUME_NAME, mask_mounts, mask_volume};
 
 /// Label that asks for injection; its value names the DigNetwork (in the pod's namespace) to join.
 pub const INJECT_LABEL: &str = "dig.net/inject";
@@ -67,6 +68,9 @@ pub struct NetworkSidecarConfig {
     /// Secret (in the pod's namespace) holding the pre-shared key of a private network.
     pub psk_secret: Option<SecretKeySelector>,
     pub propagate_deletes: bool,
+    /// `spec.replication.writePolicy` and `writers`: who may write stores.
+    pub write_policy: crate::crd::WritePolicy,
+    pub writers: Vec<String>,
     pub mdns: bool,
     pub dht: bool,
     /// The network's node resources; annotations override single entries.
@@ -202,6 +206,10 @@ pub enum Denial {
     },
     #[error("the pod already has a volume named {volume:?}, which the sidecar injection reserves")]
     ReservedVolumeName { volume: String },
+    #[error(
+        "container {container:?} could reach the dig-sidecar's identity key and index: {reason}"
+    )]
+    StateReachable { container: String, reason: String },
 }
 
 impl Denial {
@@ -218,6 +226,7 @@ impl Denial {
             Denial::InvalidAnnotation { .. } => "invalid_annotation",
             Denial::PortConflict { .. } => "port_conflict",
             Denial::ReservedVolumeName { .. } => "reserved_volume_name",
+            Denial::StateReachable { .. } => "state_reachable",
         }
     }
 }
@@ -312,7 +321,7 @@ pub fn build_patch(
             kind,
         });
     }
-    for reserved in [TMP_VOLUME_NAME, PSK_VOLUME_NAME] {
+    for reserved in [TMP_VOLUME_NAME, PSK_VOLUME_NAME, STATE_MASK_VOLUME_NAME] {
         if volumes.iter().any(|volume| volume.name == reserved) {
             return Err(Denial::ReservedVolumeName {
                 volume: reserved.to_string(),
@@ -357,6 +366,16 @@ pub fn build_patch(
             .is_some(),
     };
     let mut operations = Vec::new();
+    // Before the sidecar is added, while the app's container indices are still the pod's own.
+    let masks = mask_mounts(pod, volume_name)
+        .map_err(|(container, reason)| Denial::StateReachable { container, reason })?;
+    let masked = !masks.is_empty();
+    for (pointer, mount) in masks {
+        operations.push(add(&pointer, to_value(&mount)));
+    }
+    if masked {
+        operations.push(add("/spec/volumes/-", to_value(&mask_volume())));
+    }
     let container = to_value(&sidecar.container());
     match spec.init_containers.as_ref() {
         Some(init) if !init.is_empty() => {
@@ -775,6 +794,8 @@ impl SidecarSpec<'_> {
             dht: network.dht,
             psk_key: network.psk_secret.as_ref().map(|psk| psk.key.as_str()),
             propagate_deletes: network.propagate_deletes,
+            write_policy: network.write_policy,
+            writers: &network.writers,
         });
         let mut args = vec![
             "run".to_string(),
@@ -917,6 +938,8 @@ mod tests {
             api_port: 8080,
             psk_secret: None,
             propagate_deletes: false,
+            write_policy: crate::crd::WritePolicy::Owner,
+            writers: Vec::new(),
             mdns: false,
             dht: true,
             resources: None,
@@ -995,6 +1018,25 @@ mod tests {
     }
 
     #[test]
+    fn the_apps_mounts_of_the_data_volume_hide_the_sidecars_identity_and_index() {
+        let document = patched(&labelled_pod(), "apps");
+        let app = &document["spec"]["containers"][0];
+        assert!(
+            app["volumeMounts"].as_array().unwrap().contains(&json!({
+                "name": STATE_MASK_VOLUME_NAME,
+                "mountPath": "/stores/.dig-node",
+                "readOnly": true
+            })),
+            "{app}"
+        );
+        let volumes = document["spec"]["volumes"].as_array().unwrap();
+        assert!(volumes.iter().any(|v| v["name"] == STATE_MASK_VOLUME_NAME));
+        // The sidecar sees its state folder; only the app's view is masked.
+        let mounts = sidecar(&document)["volumeMounts"].as_array().unwrap();
+        assert!(!mounts.iter().any(|m| m["name"] == STATE_MASK_VOLUME_NAME));
+    }
+
+    #[test]
     fn plain_pod_gets_a_native_sidecar_on_the_named_volume() {
         let document = patched(&labelled_pod(), "apps");
         let container = sidecar(&document);
@@ -1052,17 +1094,18 @@ mod tests {
         assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
         assert_eq!(container["resources"]["requests"]["cpu"], "50m");
         let volumes = document["spec"]["volumes"].as_array().unwrap();
-        assert_eq!(volumes.len(), 3);
-        assert_eq!(volumes[2]["name"], TMP_VOLUME_NAME);
+        assert_eq!(volumes.len(), 4);
+        assert_eq!(volumes[2]["name"], STATE_MASK_VOLUME_NAME);
+        assert_eq!(volumes[3]["name"], TMP_VOLUME_NAME);
         assert_eq!(
             document["metadata"]["annotations"][INJECTED_ANNOTATION],
             "prod"
         );
-        // The app container is untouched.
-        assert_eq!(
-            document["spec"]["containers"],
-            labelled_pod()["spec"]["containers"]
-        );
+        // The app container is untouched but for the mask over the node's state folder.
+        let mut app = document["spec"]["containers"].clone();
+        let mounts = app[0]["volumeMounts"].as_array_mut().unwrap();
+        assert_eq!(mounts.pop().unwrap()["name"], STATE_MASK_VOLUME_NAME);
+        assert_eq!(app, labelled_pod()["spec"]["containers"]);
     }
 
     /// The injected command line, after the kubelet expands `$(POD_IP)`, parsed by `dig-sidecar`'s

@@ -406,6 +406,8 @@ mod tests {
                     api_port: 8080,
                     psk_secret: None,
                     propagate_deletes: false,
+                    write_policy: crate::crd::WritePolicy::Owner,
+                    writers: Vec::new(),
                     mdns: false,
                     dht: true,
                     resources: None,
