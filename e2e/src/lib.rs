@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod hostile;
 pub mod netns;
 pub mod network;
 pub mod operator;

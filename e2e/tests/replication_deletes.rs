@@ -1,5 +1,6 @@
 //! Deletions between real processes: by default a deleted store comes back from the peers; with
-//! `--propagate-deletes` on every node a deletion is a tombstone that removes it everywhere.
+//! `--propagate-deletes` on every node the owner's deletion is a tombstone that removes it
+//! everywhere (a non-owner's deletion is undone: see `replication_ownership`).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -67,11 +68,12 @@ async fn without_propagate_deletes_a_deleted_store_is_fetched_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_propagate_deletes_a_deletion_removes_the_store_everywhere() {
+async fn with_propagate_deletes_the_owners_deletion_removes_the_store_everywhere() {
     let root = tempfile::tempdir().unwrap();
     let network = network(root.path(), "repl-del-on", true).await;
     let _ = replicated(&network).await;
-    std::fs::remove_file(network.nodes[1].spec.data_dir.join("gone.dig")).unwrap();
+    // Node 0 wrote (and so owns) the stores.
+    std::fs::remove_file(network.nodes[0].spec.data_dir.join("gone.dig")).unwrap();
     let mut done = false;
     for _ in 0..300 {
         let mut all = true;

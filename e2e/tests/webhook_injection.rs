@@ -334,6 +334,18 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
             .iter()
             .any(|mount| mount["name"] == "stores" && mount["mountPath"] == "/data")
     );
+    // The app's view of the volume hides the node's identity key and index (a nested read-only
+    // mount the real API server accepts).
+    assert!(
+        injected["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|mount| mount["name"] == "dig-sidecar-state-mask"
+                && mount["mountPath"] == "/stores/.dig-node"
+                && mount["readOnly"] == true),
+        "{injected}"
+    );
     let args: Vec<&str> = sidecar["args"]
         .as_array()
         .unwrap()
