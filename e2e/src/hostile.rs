@@ -42,19 +42,7 @@ impl HostilePeer {
         let keypair = Keypair::generate_ed25519();
         let mut registry = Registry::default();
         let (node, task) = node::start(
-            NodeConfig {
-                keypair: keypair.clone(),
-                network_id: network_id.to_string(),
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-                announce: Vec::new(),
-                registry_enabled: false,
-                enable_dht: false,
-                enable_mdns: false,
-                allow_loopback: true,
-                enable_autonat: false,
-                psk: None,
-                max_connections: 64,
-            },
+            NodeConfig::loopback(keypair.clone(), network_id),
             &mut registry,
         )?;
         Ok(Self {

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::network::SidecarNode;
+use crate::network::{LocalNetwork, SidecarNode};
 
 /// Writes `size` pseudo-random bytes (a function of `seed`) to `dir/<name>.dig` through a hidden
 /// temporary file and a rename, 1 MiB at a time. Returns the BLAKE3 hash (hex).
@@ -99,6 +99,40 @@ pub async fn stores(
             ))
         })
         .collect())
+}
+
+/// A node's `/stores` entry for `name` (`Null` when it lists no such store).
+pub async fn store_status(node: &SidecarNode, name: &str) -> anyhow::Result<serde_json::Value> {
+    let body = node.get_json("/stores").await?;
+    Ok(body["stores"]
+        .as_array()
+        .with_context(|| format!("{}: /stores has no stores array: {body}", node.spec.name))?
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null))
+}
+
+/// A registry and `count` nodes on loopback, each started with `args` besides the defaults,
+/// fully connected.
+pub async fn network_with_args(
+    root: &Path,
+    id: &str,
+    count: usize,
+    args: &[&str],
+) -> anyhow::Result<LocalNetwork> {
+    let mut network = LocalNetwork::start(root, id, 0).await?;
+    for index in 0..count {
+        let mut spec = network.node_spec(index);
+        for arg in args {
+            spec = spec.arg(*arg);
+        }
+        network.nodes.push(SidecarNode::start(spec).await?);
+    }
+    network
+        .wait_fully_connected(Duration::from_secs(60))
+        .await?;
+    Ok(network)
 }
 
 /// True when the node reports every expected store as synced with the expected hash.

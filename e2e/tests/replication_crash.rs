@@ -3,7 +3,7 @@
 //! hook `--test-crash-after-install`). After a restart nothing is lost and no version is invented:
 //! the file is recognised as the version it was downloaded as.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, os::unix::process::ExitStatusExt, time::Duration};
 
 use dig_e2e::{
     network::LocalNetwork,
@@ -59,17 +59,16 @@ async fn a_crash_between_install_and_index_save_loses_nothing_and_invents_no_ver
         "during".to_string(),
         write_store(&network.nodes[0].spec.data_dir, "during", 3_500_000, 2).unwrap(),
     );
-    let mut crashed = false;
-    for _ in 0..600 {
-        if !network.nodes[1].process.is_running() {
-            crashed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        crashed,
-        "the receiver did not abort after its install within 60 s"
+    let status = network.nodes[1]
+        .process
+        .wait_timeout_async(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the receiver aborts after its install within 60 s");
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGABRT),
+        "the test hook aborted it: {status:?}"
     );
     let receiver_dir = network.nodes[1].spec.data_dir.clone();
     assert_eq!(

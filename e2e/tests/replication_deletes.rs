@@ -5,24 +5,17 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use dig_e2e::{
-    network::{LocalNetwork, SidecarNode},
-    replication::{file_hash, stores, wait_synced, write_store},
+    network::LocalNetwork,
+    replication::{file_hash, network_with_args, stores, wait_synced, write_store},
 };
 
 async fn network(root: &std::path::Path, id: &str, propagate: bool) -> LocalNetwork {
-    let mut network = LocalNetwork::start(root, id, 0).await.unwrap();
-    for index in 0..3 {
-        let mut spec = network.node_spec(index);
-        if propagate {
-            spec = spec.arg("--propagate-deletes");
-        }
-        network.nodes.push(SidecarNode::start(spec).await.unwrap());
-    }
-    network
-        .wait_fully_connected(Duration::from_secs(60))
-        .await
-        .unwrap();
-    network
+    let args: &[&str] = if propagate {
+        &["--propagate-deletes"]
+    } else {
+        &[]
+    };
+    network_with_args(root, id, 3, args).await.unwrap()
 }
 
 async fn replicated(network: &LocalNetwork) -> BTreeMap<String, String> {

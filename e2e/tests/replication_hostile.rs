@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, time::Duration};
 use dig_e2e::{
     hostile::HostilePeer,
     network::{LocalNetwork, SidecarNode, resident_memory_bytes},
-    replication::{metric_sum, peak_resident_bytes, wait_synced, write_store},
+    replication::{metric_sum, peak_resident_bytes, store_status, wait_synced, write_store},
 };
 use libp2p::identity::Keypair;
 use serde_json::Value;
@@ -20,14 +20,7 @@ const BIG: u64 = 256 << 20;
 const MAX_GROWTH: u64 = 96 << 20;
 
 async fn status(node: &SidecarNode, name: &str) -> Value {
-    let body = node.get_json("/stores").await.unwrap();
-    body["stores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
+    store_status(node, name).await.unwrap()
 }
 
 fn rejected(metrics: &str, reason: &str) -> f64 {

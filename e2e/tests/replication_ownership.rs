@@ -6,52 +6,22 @@ use std::{collections::BTreeMap, time::Duration};
 
 use dig_e2e::{
     network::{LocalNetwork, SidecarNode},
-    replication::{file_hash, folder_hashes, metric_sum, wait_synced, write_store},
+    operator::eventually,
+    replication::{
+        file_hash, folder_hashes, metric_sum, network_with_args, store_status, wait_synced,
+        write_store,
+    },
 };
 use serde_json::Value;
 
+/// Three nodes that apply tombstones and compare inventories every 2 s.
 async fn network(root: &std::path::Path, id: &str) -> LocalNetwork {
-    let mut network = LocalNetwork::start(root, id, 0).await.unwrap();
-    for index in 0..3 {
-        let spec = network
-            .node_spec(index)
-            .arg("--propagate-deletes")
-            .arg("--inventory-interval")
-            .arg("2s");
-        network.nodes.push(SidecarNode::start(spec).await.unwrap());
-    }
-    network
-        .wait_fully_connected(Duration::from_secs(60))
-        .await
-        .unwrap();
-    network
+    let args = ["--propagate-deletes", "--inventory-interval", "2s"];
+    network_with_args(root, id, 3, &args).await.unwrap()
 }
 
-async fn store_status(node: &SidecarNode, name: &str) -> Value {
-    let body = node.get_json("/stores").await.unwrap();
-    body["stores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-/// Polls (every 200 ms, up to `timeout`) until `check` holds; fails with `what`.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
+async fn status(node: &SidecarNode, name: &str) -> Value {
+    store_status(node, name).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,7 +48,7 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
     .unwrap();
     for node in &network.nodes {
         for name in ["owned", "doc"] {
-            let status = store_status(node, name).await;
+            let status = status(node, name).await;
             assert_eq!(
                 status["owner"],
                 owner.peer_id.as_str(),
@@ -87,7 +57,7 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
             );
         }
     }
-    let owners_version = store_status(owner, "owned").await["version"].clone();
+    let owners_version = status(owner, "owned").await["version"].clone();
 
     // The intruder overwrites a store it does not own, and deletes another.
     let intruder_hash = write_store(&intruder.spec.data_dir, "owned", 1_000_000, 666).unwrap();
@@ -107,7 +77,7 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
         kept_hash, &intruder_hash,
         "the intruder's own bytes are kept"
     );
-    let status = store_status(intruder, "owned").await;
+    let status = status(intruder, "owned").await;
     assert_eq!(status["state"], "synced", "{status}");
     let reason = status["conflictReason"].as_str().unwrap_or("");
     assert!(
@@ -140,7 +110,7 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
             "{}",
             node.spec.name
         );
-        assert_eq!(store_status(node, "owned").await["version"], owners_version);
+        assert_eq!(status(node, "owned").await["version"], owners_version);
         assert!(
             folder_hashes(&node.spec.data_dir.join(".dig-node/conflicts"))
                 .unwrap_or_default()
@@ -179,7 +149,7 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
         .await
         .unwrap();
     assert_eq!(
-        store_status(bystander, "intruders-own").await["owner"],
+        status(bystander, "intruders-own").await["owner"],
         intruder.peer_id.as_str()
     );
 }
@@ -230,7 +200,7 @@ async fn a_listed_writer_may_change_a_store_it_does_not_own() {
     )
     .await
     .unwrap();
-    let status = store_status(&network.nodes[2], "shared").await;
+    let status = status(&network.nodes[2], "shared").await;
     assert_eq!(status["origin"], writer_id.as_str());
     assert_eq!(status["owner"], owner.peer_id.as_str(), "the owner stays");
 }

@@ -1,4 +1,5 @@
-//! The `dig-sidecar` command line as users meet it: `identity`, `status`, configuration errors.
+//! The `dig-sidecar` command line as users meet it: `identity`, `status`, configuration errors,
+//! write policies refused at start-up.
 
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
@@ -19,6 +20,33 @@ fn sidecar(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(i32, String, 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
+}
+
+#[test]
+fn open_writing_without_a_private_network_is_refused_at_start_up() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let common = [
+        "run",
+        "--data-dir",
+        data,
+        "--api-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+    ];
+    let (code, _, stderr) = sidecar(&[&common[..], &["--write-policy", "open"]].concat(), &[])?;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("--write-policy open") && stderr.contains("--psk-file"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = sidecar(&common, &[("DIG_WRITE_POLICY", "writers")])?;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("--writer"), "{stderr}");
+    Ok(())
 }
 
 #[test]

@@ -252,3 +252,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::engine::WritePolicy;
+
+    #[test]
+    fn open_writing_needs_a_private_network_and_the_writers_policy_a_writer() {
+        assert!(matches!(
+            check_write_policy(WritePolicy::Open, 0, false),
+            Err(RunError::OpenWithoutPsk)
+        ));
+        check_write_policy(WritePolicy::Open, 0, true).unwrap();
+        assert!(matches!(
+            check_write_policy(WritePolicy::Writers, 0, true),
+            Err(RunError::WritersWithoutWriter)
+        ));
+        check_write_policy(WritePolicy::Writers, 1, false).unwrap();
+        check_write_policy(WritePolicy::Owner, 0, false).unwrap();
+    }
+}

@@ -229,19 +229,10 @@ mod tests {
 
         let mut registry = Registry::default();
         let (node, _task) = crate::node::start(
-            crate::node::NodeConfig {
-                keypair: libp2p::identity::Keypair::generate_ed25519(),
-                network_id: "health".into(),
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-                announce: Vec::new(),
-                registry_enabled: false,
-                enable_dht: false,
-                enable_mdns: false,
-                allow_loopback: true,
-                enable_autonat: false,
-                psk: None,
-                max_connections: 8,
-            },
+            crate::node::NodeConfig::loopback(
+                libp2p::identity::Keypair::generate_ed25519(),
+                "health",
+            ),
             &mut registry,
         )
         .unwrap();

@@ -42,6 +42,30 @@ pub struct NodeConfig {
     pub max_connections: u32,
 }
 
+impl NodeConfig {
+    /// A node on 127.0.0.1 (TCP, a port the OS picks) that finds nobody by itself: no registry,
+    /// DHT, mDNS or AutoNAT. For tests and tools that connect nodes by hand.
+    pub fn loopback(keypair: Keypair, network_id: &str) -> Self {
+        Self {
+            keypair,
+            network_id: network_id.to_string(),
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0"
+                    .parse()
+                    .expect("a valid loopback address"),
+            ],
+            announce: Vec::new(),
+            registry_enabled: false,
+            enable_dht: false,
+            enable_mdns: false,
+            allow_loopback: true,
+            enable_autonat: false,
+            psk: None,
+            max_connections: 64,
+        }
+    }
+}
+
 pub(crate) fn is_quic(address: &Multiaddr) -> bool {
     address
         .iter()

@@ -272,6 +272,7 @@ impl KeyCache {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     pub(crate) fn record(keypair: &Keypair, name: &str, lamport: u64) -> VersionRecord {
         let origin = keypair.public().to_peer_id().to_base58();
@@ -369,6 +370,45 @@ pub(crate) mod tests {
             error.contains("owner") && error.contains("not-a-peer"),
             "{error}"
         );
+    }
+
+    fn arbitrary_record() -> impl Strategy<Value = VersionRecord> {
+        (
+            "[ -~]{0,20}",
+            any::<u64>(),
+            "[a-z]{0,6}",
+            "[a-z]{0,6}",
+            proptest::option::of((any::<u64>(), any::<[u8; 32]>())),
+            proptest::option::of((any::<u64>(), "[a-z]{0,6}")),
+        )
+            .prop_map(
+                |(name, lamport, origin, owner, content, replaces)| VersionRecord {
+                    name,
+                    version: Version::new(lamport, origin),
+                    owner,
+                    content: content.map(|(size, hash)| ContentId { size, hash }),
+                    replaces: replaces.map(|(lamport, origin)| Version::new(lamport, origin)),
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The canonical bytes are unambiguous: two different records never share them, so a
+        /// signature covers exactly one record.
+        #[test]
+        fn different_records_have_different_signing_bytes(a in arbitrary_record(), b in arbitrary_record()) {
+            prop_assert_eq!(a == b, a.signing_bytes() == b.signing_bytes());
+        }
+
+        /// Arbitrary signature text decodes to 64 bytes or to nothing, never panics.
+        #[test]
+        fn signature_texts_decode_or_fail_cleanly(text in "[ -~]{0,120}") {
+            if let Some(signature) = decode_signature(&text) {
+                prop_assert_eq!(decode_signature(&encode_signature(&signature)), Some(signature));
+            }
+        }
     }
 
     #[test]

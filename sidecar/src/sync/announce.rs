@@ -160,6 +160,11 @@ impl Announcement {
     }
 }
 
+/// Decodes an inventory body (a JSON list of entries; entries are checked by [`decode_entries`]).
+pub fn decode_inventory(body: &[u8]) -> Result<Vec<WireEntry>, AnnounceError> {
+    serde_json::from_slice(body).map_err(|e| AnnounceError::Decode(e.to_string()))
+}
+
 /// Entries sorted out: decoded records (signature not yet verified) and the count of each reason
 /// the others were dropped for.
 #[derive(Debug, Default)]
@@ -220,7 +225,8 @@ mod tests {
     #[test]
     fn announcements_round_trip_in_batches_under_the_size_limit() {
         let key = Keypair::generate_ed25519();
-        let records: Vec<_> = (0..3000)
+        // About 170 signed entries fit in one message.
+        let records: Vec<_> = (0..400)
             .map(|i| signed(&key, &format!("store-{i}")))
             .collect();
         let messages = Announcement::encode_batches(&records);
@@ -238,7 +244,7 @@ mod tests {
             ));
             assert!(sorted.rejected.is_empty());
         }
-        assert_eq!(decoded.len(), 3000);
+        assert_eq!(decoded.len(), 400);
         assert_eq!(decoded[7].signed(), &records[7]);
     }
 
@@ -358,6 +364,23 @@ mod tests {
             }
         }
 
+        /// Any inventory body: entries or an error, never a panic; what decodes is checked.
+        #[test]
+        fn decoding_arbitrary_inventory_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            if let Ok(entries) = decode_inventory(&bytes) {
+                for record in decode_entries(&entries).records {
+                    prop_assert!(is_valid_store_name(&record.record.name));
+                }
+            }
+        }
+
+        /// An inventory of arbitrary entries round-trips through its JSON form.
+        #[test]
+        fn inventories_round_trip(entries in proptest::collection::vec(arbitrary_entry(), 0..16)) {
+            let body = serde_json::to_vec(&entries).unwrap();
+            prop_assert_eq!(decode_inventory(&body).unwrap(), entries);
+        }
+
         /// Arbitrary field values: a checked record or a reason, and never a verified forgery.
         #[test]
         fn arbitrary_entries_never_verify(entry in arbitrary_entry()) {
@@ -374,6 +397,12 @@ mod tests {
             let counted: u32 = decoded.rejected.iter().map(|(_, n)| n).sum();
             prop_assert_eq!(counted, 1);
         }
+
+    }
+
+    proptest! {
+        // Each case signs and verifies: fewer of them keep the (unoptimised) test build quick.
+        #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// A signed entry survives the wire; any change to a signed field is caught.
         #[test]

@@ -85,7 +85,8 @@ impl SyncClient {
         };
         let mut body = Vec::new();
         self.body(len, MAX_INVENTORY_BYTES, &mut body).await?;
-        serde_json::from_slice(&body).map_err(|e| self.unexpected(format!("bad inventory: {e}")))
+        super::announce::decode_inventory(&body)
+            .map_err(|e| self.unexpected(format!("bad inventory: {e}")))
     }
 
     /// The chunk manifest of `name` with content `hash` and `size` bytes (not verified here). Its

@@ -30,23 +30,8 @@ async fn start_node_in(dir: tempfile::TempDir, propagate_deletes: bool) -> TestN
     let mut registry = Registry::default();
     // The identity lives in the test folder, so a restarted node keeps its peer id.
     let keypair = crate::identity::load_or_create(&dir.path().join("identity")).unwrap();
-    let (node, _task) = node::start(
-        NodeConfig {
-            keypair: keypair.clone(),
-            network_id: NET.into(),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            announce: Vec::new(),
-            registry_enabled: false,
-            enable_dht: false,
-            enable_mdns: false,
-            allow_loopback: true,
-            enable_autonat: false,
-            psk: None,
-            max_connections: 64,
-        },
-        &mut registry,
-    )
-    .unwrap();
+    let (node, _task) =
+        node::start(NodeConfig::loopback(keypair.clone(), NET), &mut registry).unwrap();
     let data = dir.path().join("data");
     let state = data.join(".dig-node");
     let replicator = Replicator::start(

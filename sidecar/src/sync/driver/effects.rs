@@ -2,7 +2,7 @@
 //! the way kept first), index saves (the data folder fsynced first), announcements, bans and the
 //! pruning of `conflicts/`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -289,27 +289,23 @@ impl Driver {
             metrics.transfer_duration.observe(seconds);
         }
         let last = &self.mirror.last;
-        for (reason, count) in &stats.rejected {
-            let before = last.rejected.get(reason).copied().unwrap_or(0);
-            metrics
-                .records_rejected
-                .get_or_create(&ReasonLabels {
-                    reason: reason.label().to_owned(),
-                })
-                .inc_by(count - before);
+        for (reason, grew) in growth(&stats.rejected, &last.rejected) {
+            let labels = ReasonLabels {
+                reason: reason.label().to_owned(),
+            };
+            metrics.records_rejected.get_or_create(&labels).inc_by(grew);
         }
-        for (kind, count) in &stats.refused_local {
-            let before = last.refused_local.get(kind).copied().unwrap_or(0);
+        for (kind, grew) in growth(&stats.refused_local, &last.refused_local) {
+            let labels = KindLabels {
+                kind: kind.label().to_owned(),
+            };
             metrics
                 .refused_local_changes
-                .get_or_create(&KindLabels {
-                    kind: kind.label().to_owned(),
-                })
-                .inc_by(count - before);
+                .get_or_create(&labels)
+                .inc_by(grew);
         }
-        for (reason, count) in &stats.download_failures {
-            let before = last.download_failures.get(reason).copied().unwrap_or(0);
-            metrics.download_failed_by(reason, count - before);
+        for (reason, grew) in growth(&stats.download_failures, &last.download_failures) {
+            metrics.download_failed_by(reason, grew);
         }
         metrics.conflicts.inc_by(stats.conflicts - last.conflicts);
         metrics
@@ -324,6 +320,15 @@ impl Driver {
         metrics.takeovers.inc_by(stats.takeovers - last.takeovers);
         self.mirror.last = stats;
     }
+}
+
+/// How much each labelled count grew since `before`.
+fn growth<'a, K: Ord>(
+    now: &'a BTreeMap<K, u64>,
+    before: &'a BTreeMap<K, u64>,
+) -> impl Iterator<Item = (&'a K, u64)> + 'a {
+    now.iter()
+        .map(move |(key, count)| (key, count - before.get(key).copied().unwrap_or(0)))
 }
 
 /// The engine's counters as last copied to Prometheus.

@@ -82,6 +82,19 @@ fn version(
     VerifiedVersion::check(signed, &mut KeyCache::default()).unwrap()
 }
 
+/// A version signed by `key` that replaces `previous`.
+fn update(
+    key: &Keypair,
+    name: &str,
+    lamport: u64,
+    bytes: Option<&[u8]>,
+    previous: &VerifiedVersion,
+    owner: Option<&Keypair>,
+) -> VerifiedVersion {
+    let replaces = Some(previous.signed().record.version.clone());
+    version(key, name, lamport, bytes, replaces, owner)
+}
+
 impl Node {
     fn new(policy: WritePolicy, writers: &[&Keypair]) -> Self {
         let key = Keypair::generate_ed25519();
@@ -200,6 +213,17 @@ impl Node {
             .into_iter()
             .find(|s| s.name == name)
             .expect("store in /stores")
+    }
+
+    /// Takes `record` from its origin and installs its bytes, as a node that holds it.
+    fn hold(&mut self, from: &Keypair, record: &VerifiedVersion, bytes: &[u8]) {
+        let name = record.signed().record.name.clone();
+        self.receive(from, vec![record.clone()]);
+        self.settle();
+        let actions = self.downloaded(&name, bytes);
+        assert!(install_of(&actions, &name).is_some(), "{actions:?}");
+        self.installed(&name, bytes, None);
+        self.settle();
     }
 
     /// A download of `name` finishes; returns what followed (possibly an install).
@@ -325,17 +349,8 @@ fn an_update_replaces_the_previous_version_and_keeps_the_owner() {
 fn a_local_change_to_a_store_owned_by_another_node_is_refused_and_undone() {
     let owner = Keypair::generate_ed25519();
     let mut node = Node::new(WritePolicy::Owner, &[]);
-    let actions = node.receive(
-        &owner,
-        vec![version(&owner, "s", START, Some(b"owner's"), None, None)],
-    );
-    assert_eq!(downloads_started(&actions), vec!["s"]);
-    let saves = node.settle();
-    node.save(&saves);
-    let actions = node.downloaded("s", b"owner's");
-    assert!(install_of(&actions, "s").is_some());
-    node.installed("s", b"owner's", None);
-    node.advance(Duration::from_millis(50));
+    let created = version(&owner, "s", START, Some(b"owner's"), None, None);
+    node.hold(&owner, &created, b"owner's");
 
     let before = node.entry("s").version;
     let actions = node.write("s", b"mine");
@@ -471,39 +486,25 @@ fn the_first_accepted_version_names_the_owner_and_only_the_owner_may_change_it()
     node.receive(&owner, vec![created.clone()]);
     assert_eq!(node.entry("s").owner.as_deref(), Some(id(&owner).as_str()));
 
-    let hijack = version(
+    let hijack = update(
         &other,
         "s",
         START + 5,
         Some(b"evil"),
-        Some(created.signed().record.version.clone()),
+        &created,
         Some(&owner),
     );
     node.receive(&other, vec![hijack]);
     assert_eq!(node.entry("s").version.origin, id(&owner));
     assert_eq!(node.rejected(Reject::Unauthorised), 1);
-    let evil_delete = version(
-        &other,
-        "s",
-        START + 6,
-        None,
-        Some(created.signed().record.version.clone()),
-        Some(&owner),
-    );
+    let evil_delete = update(&other, "s", START + 6, None, &created, Some(&owner));
     node.receive(&other, vec![evil_delete]);
     assert!(
         !node.entry("s").is_tombstone(),
         "a non-owner's tombstone is dropped"
     );
 
-    let update = version(
-        &owner,
-        "s",
-        START + 7,
-        Some(b"2"),
-        Some(created.signed().record.version.clone()),
-        None,
-    );
+    let update = update(&owner, "s", START + 7, Some(b"2"), &created, None);
     node.receive(&owner, vec![update]);
     assert_eq!(node.entry("s").version.lamport, START + 7);
 }
@@ -515,14 +516,7 @@ fn open_policy_accepts_any_members_change() {
     let mut node = Node::new(WritePolicy::Open, &[]);
     let created = version(&owner, "s", START, Some(b"1"), None, None);
     node.receive(&owner, vec![created.clone()]);
-    let change = version(
-        &other,
-        "s",
-        START + 5,
-        Some(b"2"),
-        Some(created.signed().record.version.clone()),
-        Some(&owner),
-    );
+    let change = update(&other, "s", START + 5, Some(b"2"), &created, Some(&owner));
     node.receive(&other, vec![change]);
     assert_eq!(node.entry("s").version.origin, id(&other));
 }
@@ -709,13 +703,11 @@ fn without_propagate_deletes_a_deleted_store_is_fetched_again() {
 fn a_non_owners_deletion_is_undone() {
     let owner = Keypair::generate_ed25519();
     let mut node = Node::new(WritePolicy::Owner, &[]);
-    node.receive(
+    node.hold(
         &owner,
-        vec![version(&owner, "s", START, Some(b"x"), None, None)],
+        &version(&owner, "s", START, Some(b"x"), None, None),
+        b"x",
     );
-    node.settle();
-    node.downloaded("s", b"x");
-    node.installed("s", b"x", None);
     let actions = node.delete("s");
     assert!(!node.entry("s").is_tombstone());
     assert!(announced(&actions).is_empty());
@@ -738,19 +730,8 @@ fn remote_tombstones_apply_only_with_propagate_deletes_and_after_the_index_is_sa
         config.propagate_deletes = propagate;
         let mut node = Node::with_config(config, key);
         let created = version(&owner, "s", START, Some(b"x"), None, None);
-        node.receive(&owner, vec![created.clone()]);
-        node.settle();
-        node.downloaded("s", b"x");
-        node.installed("s", b"x", None);
-        node.settle();
-        let tombstone = version(
-            &owner,
-            "s",
-            START + 1,
-            None,
-            Some(created.signed().record.version.clone()),
-            None,
-        );
+        node.hold(&owner, &created, b"x");
+        let tombstone = update(&owner, "s", START + 1, None, &created, None);
         let mut actions = node.receive(&owner, vec![tombstone]);
         let removal = actions.iter().any(|a| matches!(a, Action::Remove { .. }));
         assert!(!removal, "never before the index records the tombstone");
@@ -926,14 +907,7 @@ fn a_newer_version_cancels_the_running_download() {
     node.receive(&owner, vec![created.clone()]);
     let actions = node.receive(
         &owner,
-        vec![version(
-            &owner,
-            "s",
-            START + 1,
-            Some(b"2"),
-            Some(created.signed().record.version.clone()),
-            None,
-        )],
+        vec![update(&owner, "s", START + 1, Some(b"2"), &created, None)],
     );
     assert!(
         actions
@@ -980,12 +954,12 @@ fn a_peer_that_keeps_signing_writes_it_may_not_make_is_banned_but_a_relay_is_not
     node.receive(&owner, vec![created.clone()]);
     let mut all = Vec::new();
     for i in 0..offences::MAX_UNAUTHORISED as u64 {
-        let write = version(
+        let write = update(
             &vandal,
             "s",
             START + 1 + i,
             Some(b"v"),
-            Some(created.signed().record.version.clone()),
+            &created,
             Some(&owner),
         );
         all.extend(node.receive(&relay, vec![write.clone()]));
