@@ -289,6 +289,7 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
     .into_iter()
     .map(|(address, job)| (address, job.to_string()))
     .collect();
+    let expected_count = expected_jobs.len();
     let targets = eventually("every target is up", Duration::from_secs(60), || {
         let prometheus = &prometheus;
         async move {
@@ -297,7 +298,7 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
                 .iter()
                 .map(|t| format!("{} {} {}", t["labels"]["instance"], t["labels"]["job"], t["health"]))
                 .collect();
-            if active.len() == expected_jobs.len() && active.iter().all(|t| t["health"] == "up") {
+            if active.len() == expected_count && active.iter().all(|t| t["health"] == "up") {
                 Ok(active)
             } else {
                 Err(summary.join("; "))

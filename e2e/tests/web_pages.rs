@@ -21,7 +21,7 @@ use dig_e2e::{
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-const BIG_STORE_BYTES: usize = 768 << 20;
+const BIG_STORE_BYTES: usize = 256 << 20;
 
 fn artifacts() -> PathBuf {
     target_dir().join("observe")
@@ -151,7 +151,10 @@ async fn pages_and_status_watch_show_the_network_live() {
         .expect("fresh store on the page");
 
     // A transfer in flight, paused: on the page and in `status --watch`.
-    let big = pause_a_transfer(&mut network.nodes[0], &network.nodes[1]).await;
+    let big = {
+        let (sender, receiver) = network.nodes.split_at_mut(1);
+        pause_a_transfer(&mut sender[0], &receiver[0]).await
+    };
     let row = format!("#transfers tr[data-transfer=\"{big}\"]");
     let first = number(
         &browser

@@ -39,7 +39,7 @@ pub async fn watch(args: &StatusArgs) -> Result<(), StatusError> {
             // Home, clear the screen, draw.
             print!("\x1b[H\x1b[2J{frame}");
         } else {
-            print!("{frame}\n");
+            println!("{frame}");
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
