@@ -54,7 +54,13 @@ pub fn playwright_dir() -> anyhow::Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut npm = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+            "--prefix",
+        ])
         .arg(&dir)
         .arg(format!("playwright-core@{PLAYWRIGHT_VERSION}"))
         .stdin(Stdio::null())
@@ -64,7 +70,10 @@ pub fn playwright_dir() -> anyhow::Result<PathBuf> {
     loop {
         if let Some(status) = npm.try_wait()? {
             if !status.success() || !marker.is_file() {
-                bail!("npm install playwright-core@{PLAYWRIGHT_VERSION} into {} failed ({status})", dir.display());
+                bail!(
+                    "npm install playwright-core@{PLAYWRIGHT_VERSION} into {} failed ({status})",
+                    dir.display()
+                );
             }
             return Ok(dir);
         }

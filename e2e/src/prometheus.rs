@@ -269,7 +269,9 @@ fn regex_escape(text: &str) -> String {
 /// (`kind` decides), one per endpoint, over `targets`, scraped every `interval`.
 pub fn scrape_configs(monitor: &Value, targets: &[PodTarget], interval: &str) -> Vec<Value> {
     let kind = monitor["kind"].as_str().unwrap_or_default();
-    let namespace = monitor["metadata"]["namespace"].as_str().unwrap_or_default();
+    let namespace = monitor["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
     let name = monitor["metadata"]["name"].as_str().unwrap_or_default();
     let (role, endpoints_key, prefix, port_label) = match kind {
         "ServiceMonitor" => (
@@ -294,9 +296,10 @@ pub fn scrape_configs(monitor: &Value, targets: &[PodTarget], interval: &str) ->
     let static_configs: Vec<Value> = targets
         .iter()
         .flat_map(|target| {
-            target.discovered().into_iter().map(|meta| {
-                json!({"targets": [target.address.to_string()], "labels": meta})
-            })
+            target
+                .discovered()
+                .into_iter()
+                .map(|meta| json!({"targets": [target.address.to_string()], "labels": meta}))
         })
         .collect();
     let mut jobs = Vec::new();
@@ -398,7 +401,11 @@ impl PrometheusServer {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(response) = server.http.get(format!("{}/-/ready", server.url)).send().await
+            if let Ok(response) = server
+                .http
+                .get(format!("{}/-/ready", server.url))
+                .send()
+                .await
                 && response.status().is_success()
             {
                 return Ok(server);
@@ -439,7 +446,10 @@ impl PrometheusServer {
     /// `/api/v1/targets`: the active targets with their labels and health.
     pub async fn active_targets(&self) -> anyhow::Result<Vec<Value>> {
         let data = self.api("/api/v1/targets", &[]).await?;
-        Ok(data["activeTargets"].as_array().cloned().unwrap_or_default())
+        Ok(data["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// A range query over `[start, end]` (unix seconds) at `step` seconds, as a Grafana panel runs.
@@ -495,7 +505,12 @@ impl PrometheusServer {
                 ],
             )
             .await?;
-        Ok(data.as_array().into_iter().flatten().map(string_map).collect())
+        Ok(data
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(string_map)
+            .collect())
     }
 }
 
@@ -539,7 +554,10 @@ mod tests {
             endpoint["__meta_kubernetes_service_label_app_kubernetes_io_component"],
             "node"
         );
-        assert_eq!(endpoint["__meta_kubernetes_pod_container_name"], "dig-sidecar");
+        assert_eq!(
+            endpoint["__meta_kubernetes_pod_container_name"],
+            "dig-sidecar"
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ fn promtool_or_skip(test: &str) -> Option<PathBuf> {
     let found = find_program("promtool");
     if found.is_none() {
         let reason = "promtool is not installed (Debian package prometheus)";
-        assert!(!cluster_required(), "{test}: DIG_E2E_REQUIRE_CLUSTER=1 but {reason}");
+        assert!(
+            !cluster_required(),
+            "{test}: DIG_E2E_REQUIRE_CLUSTER=1 but {reason}"
+        );
         eprintln!("SKIPPED {test}: {reason}");
     }
     found
@@ -42,7 +45,11 @@ fn promtool(binary: &Path, dir: &Path, args: &[&str]) -> Result<String, String> 
     if output.status.success() {
         Ok(text)
     } else {
-        Err(format!("promtool {} failed ({}):\n{text}", args.join(" "), output.status))
+        Err(format!(
+            "promtool {} failed ({}):\n{text}",
+            args.join(" "),
+            output.status
+        ))
     }
 }
 
@@ -96,8 +103,12 @@ fn every_alert_fires_on_its_failure_and_stays_quiet_when_healthy() {
         checked.contains(&format!("SUCCESS: {} rules found", alerts.len())),
         "{checked}"
     );
-    let output = promtool(&promtool_bin, &dir, &["test", "rules", "dig-alerts.test.yaml"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = promtool(
+        &promtool_bin,
+        &dir,
+        &["test", "rules", "dig-alerts.test.yaml"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(output.contains("SUCCESS"), "{output}");
 
     // Coverage: every alert is expected to fire in some test and to stay quiet in some test.
@@ -116,11 +127,23 @@ fn every_alert_fires_on_its_failure_and_stays_quiet_when_healthy() {
         }
     }
     for alert in &alerts {
-        assert!(fired.contains(alert), "{alert} is never tested firing in {TEST_FILE}");
-        assert!(quiet.contains(alert), "{alert} is never tested quiet in {TEST_FILE}");
+        assert!(
+            fired.contains(alert),
+            "{alert} is never tested firing in {TEST_FILE}"
+        );
+        assert!(
+            quiet.contains(alert),
+            "{alert} is never tested quiet in {TEST_FILE}"
+        );
     }
-    let unknown: Vec<_> = fired.union(&quiet).filter(|a| !alerts.contains(*a)).collect();
-    assert!(unknown.is_empty(), "{TEST_FILE} tests alerts the chart lacks: {unknown:?}");
+    let unknown: Vec<_> = fired
+        .union(&quiet)
+        .filter(|a| !alerts.contains(*a))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{TEST_FILE} tests alerts the chart lacks: {unknown:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -106,7 +106,10 @@ fn legend_labels(format: &str) -> Vec<String> {
     format
         .split("{{")
         .skip(1)
-        .filter_map(|rest| rest.split_once("}}").map(|(name, _)| name.trim().to_string()))
+        .filter_map(|rest| {
+            rest.split_once("}}")
+                .map(|(name, _)| name.trim().to_string())
+        })
         .collect()
 }
 
@@ -125,7 +128,10 @@ fn operator_pod(rendered: &Rendered) -> Value {
 async fn every_dashboard_panel_shows_data_from_a_real_network() {
     let Some(prometheus_binary) = PrometheusServer::binary().or_else(|| {
         let reason = "prometheus is not installed (Debian package prometheus)";
-        assert!(!cluster_required(), "{TEST}: DIG_E2E_REQUIRE_CLUSTER=1 but {reason}");
+        assert!(
+            !cluster_required(),
+            "{TEST}: DIG_E2E_REQUIRE_CLUSTER=1 but {reason}"
+        );
         eprintln!("SKIPPED {TEST}: {reason}");
         None
     }) else {
@@ -138,7 +144,10 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
         return;
     };
     install_crds(&cluster).expect("install the CRDs");
-    for (plural, kind) in [("servicemonitors", "ServiceMonitor"), ("podmonitors", "PodMonitor")] {
+    for (plural, kind) in [
+        ("servicemonitors", "ServiceMonitor"),
+        ("podmonitors", "PodMonitor"),
+    ] {
         install_prometheus_operator_crd(&cluster, plural, kind).expect("monitoring CRD");
     }
     for namespace in [NETWORK_NAMESPACE, NAMESPACE] {
@@ -167,9 +176,12 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
         ])
         .spawn()
         .expect("start dig-operator");
-    wait_for_http_ok(&format!("http://{metrics}/healthz"), Duration::from_secs(60))
-        .await
-        .expect("the operator serves /healthz");
+    wait_for_http_ok(
+        &format!("http://{metrics}/healthz"),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the operator serves /healthz");
 
     apply(
         &cluster,
@@ -196,7 +208,12 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
         let pods = kubectl_json(&cluster, &["get", "pods", "-n", NETWORK_NAMESPACE]);
         async move {
             let items = pods["items"].as_array().cloned().unwrap_or_default();
-            let named = |name: &str| items.iter().find(|p| p["metadata"]["name"] == name).cloned();
+            let named = |name: &str| {
+                items
+                    .iter()
+                    .find(|p| p["metadata"]["name"] == name)
+                    .cloned()
+            };
             let bootstrap = items
                 .iter()
                 .find(|p| {
@@ -205,27 +222,41 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
                         .is_some_and(|n| n.starts_with("demo-bootstrap-"))
                 })
                 .cloned();
-            match (bootstrap, named("demo-node-0"), named("demo-node-1"), named("dignode-edge-0")) {
+            match (
+                bootstrap,
+                named("demo-node-0"),
+                named("demo-node-1"),
+                named("dignode-edge-0"),
+            ) {
                 (Some(b), Some(n0), Some(n1), Some(e)) => Ok([b, n0, n1, e]),
                 _ => Err(format!("{} pods so far", items.len())),
             }
         }
     })
     .await;
-    let monitors = eventually("the operator creates the monitors", Duration::from_secs(60), || {
-        let list = kubectl_json(
-            &cluster,
-            &["get", "servicemonitors,podmonitors", "-n", NETWORK_NAMESPACE],
-        );
-        async move {
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            if items.len() == 4 {
-                Ok(items)
-            } else {
-                Err(format!("{} monitors", items.len()))
+    let monitors = eventually(
+        "the operator creates the monitors",
+        Duration::from_secs(60),
+        || {
+            let list = kubectl_json(
+                &cluster,
+                &[
+                    "get",
+                    "servicemonitors,podmonitors",
+                    "-n",
+                    NETWORK_NAMESPACE,
+                ],
+            );
+            async move {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                if items.len() == 4 {
+                    Ok(items)
+                } else {
+                    Err(format!("{} monitors", items.len()))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let services = kubectl_json(&cluster, &["get", "services", "-n", NETWORK_NAMESPACE]);
     let services = services["items"].as_array().cloned().unwrap_or_default();
@@ -293,10 +324,18 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
     let targets = eventually("every target is up", Duration::from_secs(60), || {
         let prometheus = &prometheus;
         async move {
-            let active = prometheus.active_targets().await.map_err(|e| e.to_string())?;
+            let active = prometheus
+                .active_targets()
+                .await
+                .map_err(|e| e.to_string())?;
             let summary: Vec<String> = active
                 .iter()
-                .map(|t| format!("{} {} {}", t["labels"]["instance"], t["labels"]["job"], t["health"]))
+                .map(|t| {
+                    format!(
+                        "{} {} {}",
+                        t["labels"]["instance"], t["labels"]["job"], t["health"]
+                    )
+                })
                 .collect();
             if active.len() == expected_count && active.iter().all(|t| t["health"] == "up") {
                 Ok(active)
@@ -311,10 +350,18 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
         let labels = &target["labels"];
         let instance = labels["instance"].as_str().unwrap_or_default().to_string();
         assert!(
-            scraped.insert(instance.clone(), labels["job"].as_str().unwrap_or_default().to_string()).is_none(),
+            scraped
+                .insert(
+                    instance.clone(),
+                    labels["job"].as_str().unwrap_or_default().to_string()
+                )
+                .is_none(),
             "{instance} is scraped twice: {targets:#?}"
         );
-        assert!(labels["pod"].is_string() && labels["namespace"].is_string(), "{labels}");
+        assert!(
+            labels["pod"].is_string() && labels["namespace"].is_string(),
+            "{labels}"
+        );
     }
     assert_eq!(scraped, expected_jobs, "targets by job");
     let start = unix_now();
@@ -345,26 +392,30 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
                          "volumes": [{"name": "data", "emptyDir": {}}]}}
         }
     });
-    eventually("the webhook answers a review", Duration::from_secs(60), || {
-        let https = https.clone();
-        let review = review.clone();
-        async move {
-            let answer: Value = https
-                .post(format!("https://127.0.0.1:{}/mutate", webhook.port()))
-                .json(&review)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            if answer["response"]["allowed"] == true {
-                Ok(())
-            } else {
-                Err(answer.to_string())
+    eventually(
+        "the webhook answers a review",
+        Duration::from_secs(60),
+        || {
+            let https = https.clone();
+            let review = review.clone();
+            async move {
+                let answer: Value = https
+                    .post(format!("https://127.0.0.1:{}/mutate", webhook.port()))
+                    .json(&review)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer["response"]["allowed"] == true {
+                    Ok(())
+                } else {
+                    Err(answer.to_string())
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     apply(
         &cluster,
@@ -376,18 +427,34 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
         ),
     );
     cluster
-        .kubectl(["annotate", "dignetwork", NETWORK, "-n", NETWORK_NAMESPACE, "test/touch=1"])
+        .kubectl([
+            "annotate",
+            "dignetwork",
+            NETWORK,
+            "-n",
+            NETWORK_NAMESPACE,
+            "test/touch=1",
+        ])
         .expect("touch the DigNetwork");
 
     // node-0 and node-1 receive every store; node-2 all but the one above its limit.
     let deadline = Instant::now() + Duration::from_secs(90);
     for (index, node) in network.nodes.iter().enumerate() {
-        for name in ["from-node-0", "large-from-node-0", "from-node-1", "from-node-2"] {
+        for name in [
+            "from-node-0",
+            "large-from-node-0",
+            "from-node-1",
+            "from-node-2",
+        ] {
             if index == 2 && name.starts_with("large") {
                 continue;
             }
             while !node.spec.data_dir.join(format!("{name}.dig")).exists() {
-                assert!(Instant::now() < deadline, "{name} did not reach {}", node.spec.name);
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} did not reach {}",
+                    node.spec.name
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -407,7 +474,13 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
     let expected_values: BTreeMap<&str, BTreeSet<String>> = [
         ("namespace", vec![NETWORK_NAMESPACE.to_string()]),
         ("network", vec![NETWORK.to_string()]),
-        ("pod", pods[1..].iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect()),
+        (
+            "pod",
+            pods[1..]
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .collect(),
+        ),
         ("job", vec!["dig-operator-metrics".to_string()]),
     ]
     .into_iter()
@@ -419,19 +492,30 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
         // Fill the variables in order; a variable with several values multiplies the cases.
         let mut cases: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
-        for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        for variable in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let name = variable["name"].as_str().unwrap_or_default().to_string();
-            let Some((selector, label)) = variable["definition"].as_str().and_then(label_values_query) else {
+            let Some((selector, label)) =
+                variable["definition"].as_str().and_then(label_values_query)
+            else {
                 continue;
             };
             let mut next = Vec::new();
             for case in &cases {
                 let selector = substitute(&selector, case);
-                let series = prometheus.series(&selector, start, end).await.expect("series");
+                let series = prometheus
+                    .series(&selector, start, end)
+                    .await
+                    .expect("series");
                 let values: BTreeSet<String> = series
                     .iter()
                     .filter_map(|labels| labels.get(&label))
-                    .filter_map(|value| apply_variable_regex(variable["regex"].as_str().unwrap_or(""), value))
+                    .filter_map(|value| {
+                        apply_variable_regex(variable["regex"].as_str().unwrap_or(""), value)
+                    })
                     .collect();
                 let expected = &expected_values[name.as_str()];
                 if &values != expected {
@@ -459,7 +543,10 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
                 let mut shown = Vec::new();
                 for (index, target) in targets.iter().enumerate() {
                     let expr = substitute(target["expr"].as_str().unwrap_or_default(), case);
-                    let series = match prometheus.query_range(&expr, start, end, STEP_SECONDS).await {
+                    let series = match prometheus
+                        .query_range(&expr, start, end, STEP_SECONDS)
+                        .await
+                    {
                         Ok(series) => series,
                         Err(error) => {
                             failures.push(format!("{file} \"{title}\": {expr}: {error:#}"));
@@ -476,7 +563,9 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
                     }
                     let legend = target["legendFormat"].as_str().unwrap_or_default();
                     for label in legend_labels(legend) {
-                        if let Some(missing) = series.iter().find(|s| !s.labels.contains_key(&label)) {
+                        if let Some(missing) =
+                            series.iter().find(|s| !s.labels.contains_key(&label))
+                        {
                             failures.push(format!(
                                 "{file} \"{title}\": legend {legend:?} names {label}, absent from {:?} ({expr})",
                                 missing.labels
@@ -484,17 +573,29 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
                         }
                     }
                     for s in &with_numbers {
-                        let last = s.values.iter().rev().find(|v| v.is_finite()).copied().unwrap_or(f64::NAN);
+                        let last = s
+                            .values
+                            .iter()
+                            .rev()
+                            .find(|v| v.is_finite())
+                            .copied()
+                            .unwrap_or(f64::NAN);
                         shown.push(format!("{:?}={last}", s.labels));
                     }
                 }
                 if !panel_filled {
                     failures.push(format!(
                         "{file} \"{title}\" is empty for {case:?}: {:?}",
-                        targets.iter().map(|t| substitute(t["expr"].as_str().unwrap_or(""), case)).collect::<Vec<_>>()
+                        targets
+                            .iter()
+                            .map(|t| substitute(t["expr"].as_str().unwrap_or(""), case))
+                            .collect::<Vec<_>>()
                     ));
                 }
-                report.push(format!("{file} | {title} | {case:?} | {}", shown.join(", ")));
+                report.push(format!(
+                    "{file} | {title} | {case:?} | {}",
+                    shown.join(", ")
+                ));
             }
             for (index, filled) in target_ever_filled.iter().enumerate() {
                 if !filled {
@@ -524,14 +625,26 @@ async fn every_dashboard_panel_shows_data_from_a_real_network() {
 
 #[test]
 fn variable_regexes_keep_the_network_name() {
-    assert_eq!(apply_variable_regex("/^(.+)-node$/", "demo-node").as_deref(), Some("demo"));
-    assert_eq!(apply_variable_regex("/^(.+)-node$/", "demo-bootstrap"), None);
+    assert_eq!(
+        apply_variable_regex("/^(.+)-node$/", "demo-node").as_deref(),
+        Some("demo")
+    );
+    assert_eq!(
+        apply_variable_regex("/^(.+)-node$/", "demo-bootstrap"),
+        None
+    );
     assert_eq!(apply_variable_regex("", "dig").as_deref(), Some("dig"));
     assert_eq!(
         label_values_query("label_values(dig_sync_stores{namespace=\"$namespace\"}, job)"),
-        Some(("dig_sync_stores{namespace=\"$namespace\"}".into(), "job".into()))
+        Some((
+            "dig_sync_stores{namespace=\"$namespace\"}".into(),
+            "job".into()
+        ))
     );
-    assert_eq!(legend_labels("p50 {{kind}} {{ reason }}"), ["kind", "reason"]);
+    assert_eq!(
+        legend_labels("p50 {{kind}} {{ reason }}"),
+        ["kind", "reason"]
+    );
     let variables = BTreeMap::from([("pod".to_string(), "demo-node-0".to_string())]);
     assert_eq!(
         substitute("rate(x{pod=\"$pod\"}[$__rate_interval])", &variables),

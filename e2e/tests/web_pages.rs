@@ -74,14 +74,20 @@ async fn pause_a_transfer(sender: &mut SidecarNode, receiver: &SidecarNode) -> S
         loop {
             match transfer_progress(receiver, &name).await {
                 Some(progress) if progress >= 0.01 && progress <= 0.8 => {
-                    sender.process.signal(Signal::SIGSTOP).expect("SIGSTOP the sender");
+                    sender
+                        .process
+                        .signal(Signal::SIGSTOP)
+                        .expect("SIGSTOP the sender");
                     return name;
                 }
                 Some(_) => {}
                 None if receiver.spec.data_dir.join(format!("{name}.dig")).exists() => break,
                 None => {}
             }
-            assert!(Instant::now() < deadline, "{name} never started downloading");
+            assert!(
+                Instant::now() < deadline,
+                "{name} never started downloading"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         eprintln!("{name} finished before it could be paused; trying a larger store");
@@ -119,11 +125,17 @@ async fn pages_and_status_watch_show_the_network_live() {
     ])
     .await
     .expect("a federated registry");
-    let (sender_id, receiver_id) = (network.nodes[0].peer_id.clone(), network.nodes[1].peer_id.clone());
+    let (sender_id, receiver_id) = (
+        network.nodes[0].peer_id.clone(),
+        network.nodes[1].peer_id.clone(),
+    );
 
     // The receiver's page: identity, its peer, live.
     let receiver_url = network.nodes[1].url("/");
-    assert_eq!(browser.open(&receiver_url).expect("open the node page"), 200);
+    assert_eq!(
+        browser.open(&receiver_url).expect("open the node page"),
+        200
+    );
     browser
         .wait_for(
             "the page shows the connected peer",
@@ -132,13 +144,20 @@ async fn pages_and_status_watch_show_the_network_live() {
         )
         .expect("live page");
     assert_eq!(
-        browser.eval("document.getElementById('peer-id').textContent").unwrap(),
+        browser
+            .eval("document.getElementById('peer-id').textContent")
+            .unwrap(),
         receiver_id.as_str()
     );
     let latency = browser
-        .eval(&format!("document.querySelector('#peers tr[data-peer=\"{sender_id}\"]').children[3].textContent"))
+        .eval(&format!(
+            "document.querySelector('#peers tr[data-peer=\"{sender_id}\"]').children[3].textContent"
+        ))
         .unwrap();
-    assert!(latency.as_str().is_some_and(|t| t.ends_with(" ms")), "latency shown: {latency}");
+    assert!(
+        latency.as_str().is_some_and(|t| t.ends_with(" ms")),
+        "latency shown: {latency}"
+    );
 
     // A store just added on the node appears without a reload.
     write_store(&network.nodes[1], "fresh", 4096, 7);
@@ -169,12 +188,23 @@ async fn pages_and_status_watch_show_the_network_live() {
 
     let mut watch = ProcessSpec::new(binary_path("dig-sidecar").expect("dig-sidecar built"))
         .name("status --watch")
-        .args(["status", "--watch", "--interval", "300ms", "--api", &network.nodes[1].url("")])
+        .args([
+            "status",
+            "--watch",
+            "--interval",
+            "300ms",
+            "--api",
+            &network.nodes[1].url(""),
+        ])
         .spawn()
         .expect("start status --watch");
     let deadline = Instant::now() + Duration::from_secs(20);
     while watch.output().matches("PEERS (1 connected)").count() < 3 {
-        assert!(Instant::now() < deadline, "status --watch drew no 3 frames:\n{}", watch.output());
+        assert!(
+            Instant::now() < deadline,
+            "status --watch drew no 3 frames:\n{}",
+            watch.output()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     watch.signal(Signal::SIGINT).expect("Ctrl-C");
@@ -190,14 +220,25 @@ async fn pages_and_status_watch_show_the_network_live() {
         .lines()
         .find(|line| line.trim_start().starts_with(&big) && line.contains("] "))
         .unwrap_or_else(|| panic!("no progress bar for {big}:\n{frames}"));
-    assert!(transfer_line.contains("[#") && transfer_line.contains(" %"), "{transfer_line}");
-    assert!(frames.contains(&sender_id[..10]), "the peer is listed:\n{frames}");
+    assert!(
+        transfer_line.contains("[#") && transfer_line.contains(" %"),
+        "{transfer_line}"
+    );
+    assert!(
+        frames.contains(&sender_id[..10]),
+        "the peer is listed:\n{frames}"
+    );
     assert!(frames.contains("fresh"), "the stores are listed:\n{frames}");
 
     // The registry's page while the store is under-replicated (held by the sender only), read on
     // the sibling that federates from the network's registry.
     let mut registry_page = Browser::start().expect("a second page");
-    assert_eq!(registry_page.open(&sibling.url("/")).expect("open the registry page"), 200);
+    assert_eq!(
+        registry_page
+            .open(&sibling.url("/"))
+            .expect("open the registry page"),
+        200
+    );
     registry_page
         .wait_for(
             "the registry page shows the federated network",
@@ -221,9 +262,15 @@ async fn pages_and_status_watch_show_the_network_live() {
         .expect("node screenshot");
 
     // The sender runs a moment and is paused again: the page shows the larger progress.
-    network.nodes[0].process.signal(Signal::SIGCONT).expect("SIGCONT");
+    network.nodes[0]
+        .process
+        .signal(Signal::SIGCONT)
+        .expect("SIGCONT");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    network.nodes[0].process.signal(Signal::SIGSTOP).expect("SIGSTOP");
+    network.nodes[0]
+        .process
+        .signal(Signal::SIGSTOP)
+        .expect("SIGSTOP");
     let second = browser
         .wait_for(
             "the page shows the transfer's new progress",
@@ -237,7 +284,10 @@ async fn pages_and_status_watch_show_the_network_live() {
         )
         .expect("progress updated");
     assert!(number(&second) > first, "progress {first} then {second}");
-    network.nodes[0].process.signal(Signal::SIGCONT).expect("SIGCONT");
+    network.nodes[0]
+        .process
+        .signal(Signal::SIGCONT)
+        .expect("SIGCONT");
 
     // Done: the store is synced on the node page and no longer under-replicated on the registry's.
     browser
@@ -255,9 +305,15 @@ async fn pages_and_status_watch_show_the_network_live() {
         )
         .expect("replicated on the registry page");
 
-    for (page, name) in [(&mut browser, "node page"), (&mut registry_page, "registry page")] {
+    for (page, name) in [
+        (&mut browser, "node page"),
+        (&mut registry_page, "registry page"),
+    ] {
         let problems = page.console_problems().expect("console");
-        assert!(problems.is_empty(), "{name}: console errors or failed requests: {problems:#?}");
+        assert!(
+            problems.is_empty(),
+            "{name}: console errors or failed requests: {problems:#?}"
+        );
     }
     eprintln!("screenshots: {}", artifacts().display());
     drop(browser);

@@ -53,7 +53,9 @@ pub fn self_contained_problems(template: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for mark in [COMMON_CSS_MARK, COMMON_JS_MARK] {
         if !template.contains(mark) {
-            problems.push(format!("no {mark}: the page lacks the shared style or helpers"));
+            problems.push(format!(
+                "no {mark}: the page lacks the shared style or helpers"
+            ));
         }
     }
     let template = &expand(template);
@@ -68,7 +70,9 @@ pub fn self_contained_problems(template: &str) -> Vec<String> {
     }
     for external in ["src=\"", "href=\"http", "@import", "url(", " style=\""] {
         if template.contains(external) {
-            problems.push(format!("the page refers to something outside it: {external}"));
+            problems.push(format!(
+                "the page refers to something outside it: {external}"
+            ));
         }
     }
     problems

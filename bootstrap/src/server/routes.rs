@@ -225,7 +225,9 @@ pub async fn topology(State(state): State<AppState>) -> Response {
         (status = 200, description = "Federation state, one entry per sibling", body = crate::federation::FederationResponse),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
     ))]
-pub async fn federation(State(state): State<AppState>) -> Json<crate::federation::FederationResponse> {
+pub async fn federation(
+    State(state): State<AppState>,
+) -> Json<crate::federation::FederationResponse> {
     Json(state.federation().response())
 }
 

@@ -33,7 +33,10 @@ pub async fn watch(args: &StatusArgs) -> Result<(), StatusError> {
         }
         let frame = match fetch(&client, &url).await {
             Ok(overview) => render(&overview),
-            Err(error) => format!("{error}\n(retrying every {:?}; Ctrl-C stops)\n", args.interval),
+            Err(error) => format!(
+                "{error}\n(retrying every {:?}; Ctrl-C stops)\n",
+                args.interval
+            ),
         };
         if redraw {
             // Home, clear the screen, draw.
@@ -254,13 +257,18 @@ mod tests {
         assert!(frame.contains("network demo"), "{frame}");
         assert!(frame.contains("ready"), "{frame}");
         assert!(
-            frame.contains("big") && frame.contains("25.0 %") && frame.contains("256.0 MiB of 1.0 GiB"),
+            frame.contains("big")
+                && frame.contains("25.0 %")
+                && frame.contains("256.0 MiB of 1.0 GiB"),
             "{frame}"
         );
         assert!(frame.contains("100.0 MiB/s  8 s left"), "{frame}");
         assert!(frame.contains("12D3KooWAb…MnOpQr"), "{frame}");
         assert!(frame.contains("0.4 ms"), "{frame}");
-        assert!(frame.contains("STORES (25)") && frame.contains("… 23 more"), "{frame}");
+        assert!(
+            frame.contains("STORES (25)") && frame.contains("… 23 more"),
+            "{frame}"
+        );
         assert!(frame.contains("RECENT CONFLICTS (1)"), "{frame}");
         assert!(!frame.contains("BANNED"), "{frame}");
     }

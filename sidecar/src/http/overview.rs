@@ -155,21 +155,20 @@ fn event_stream(
     let mut ticker = tokio::time::interval(EVENT_PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The permit lives as long as the stream: dropping the stream (the client left) frees it.
-    stream::unfold(
-        Some((state, ticker, permit)),
-        |current| async move {
-            let (state, mut ticker, permit) = current?;
-            ticker.tick().await;
-            match build(&state).await {
-                Ok(overview) => {
-                    let event = Event::default().event("overview").data(overview.to_string());
-                    Some((Ok(event), Some((state, ticker, permit))))
-                }
-                Err(error) => {
-                    let event = Event::default().event("stopped").data(error.to_string());
-                    Some((Ok(event), None))
-                }
+    stream::unfold(Some((state, ticker, permit)), |current| async move {
+        let (state, mut ticker, permit) = current?;
+        ticker.tick().await;
+        match build(&state).await {
+            Ok(overview) => {
+                let event = Event::default()
+                    .event("overview")
+                    .data(overview.to_string());
+                Some((Ok(event), Some((state, ticker, permit))))
             }
-        },
-    )
+            Err(error) => {
+                let event = Event::default().event("stopped").data(error.to_string());
+                Some((Ok(event), None))
+            }
+        }
+    })
 }

@@ -68,8 +68,7 @@ impl TransferTracker {
             let tracked = match self.tracked.remove(&download.name) {
                 // The same version as before: measure the rate since the previous sample.
                 Some(mut tracked)
-                    if tracked.lamport == download.lamport
-                        && tracked.origin == download.origin =>
+                    if tracked.lamport == download.lamport && tracked.origin == download.origin =>
                 {
                     let elapsed = now.saturating_duration_since(tracked.sampled_at);
                     if elapsed >= MIN_SAMPLE_SPACING {
@@ -218,7 +217,8 @@ mod tests {
         assert_eq!(newer[0].bytes_per_second, None);
         assert_eq!(newer[0].running_seconds, 0);
 
-        let synced = json!({"name": "a", "lamport": 2, "origin": "x", "size": 1000, "state": "synced"});
+        let synced =
+            json!({"name": "a", "lamport": 2, "origin": "x", "size": 1000, "state": "synced"});
         assert!(
             tracker
                 .observe(start + Duration::from_secs(3), &[synced])
@@ -245,7 +245,10 @@ mod tests {
         assert_eq!(back[0].eta_seconds, None, "no ETA at a zero rate");
         let odd = tracker.observe(
             start + Duration::from_secs(2),
-            &[downloading("b", 1, 1000, 7.0), json!({"state": "downloading"})],
+            &[
+                downloading("b", 1, 1000, 7.0),
+                json!({"state": "downloading"}),
+            ],
         );
         assert_eq!(odd.len(), 1, "an entry without a name is skipped");
         assert_eq!(odd[0].progress, 1.0);

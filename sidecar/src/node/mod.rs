@@ -20,8 +20,7 @@ pub use behaviour::{MAX_GOSSIP_MESSAGE_BYTES, NetworkProtocols};
 pub use handle::{NodeError, NodeEvent, NodeHandle};
 pub use status::{
     AutonatStats, BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats,
-    NodeSnapshot,
-    RegistryOutcome, SourceStats,
+    NodeSnapshot, RegistryOutcome, SourceStats,
 };
 
 use crate::metrics::NodeMetrics;
