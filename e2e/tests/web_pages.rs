@@ -73,7 +73,7 @@ async fn pause_a_transfer(sender: &mut SidecarNode, receiver: &SidecarNode) -> S
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match transfer_progress(receiver, &name).await {
-                Some(progress) if progress >= 0.01 && progress <= 0.8 => {
+                Some(progress) if (0.01..=0.8).contains(&progress) => {
                     sender
                         .process
                         .signal(Signal::SIGSTOP)

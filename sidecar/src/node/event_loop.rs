@@ -1040,7 +1040,7 @@ impl EventLoop {
                 until_ms: ban.until_ms,
             })
             .collect();
-        banned.sort_by(|a, b| b.since_ms.cmp(&a.since_ms));
+        banned.sort_by_key(|ban| std::cmp::Reverse(ban.since_ms));
         NodeSnapshot {
             peer_id: *self.swarm.local_peer_id(),
             network_id: self.protocols.network_id.clone(),
