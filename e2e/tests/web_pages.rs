@@ -63,22 +63,36 @@ async fn transfer_progress(node: &SidecarNode, name: &str) -> Option<f64> {
         .as_f64()
 }
 
-/// Writes a big store on `sender` and pauses `sender` (SIGSTOP) once `receiver` reports between
-/// 1 % and 80 % of it; returns the store's name. A download finished before it could be caught
-/// (a fast machine) is tried again with a larger store.
-async fn pause_a_transfer(sender: &mut SidecarNode, receiver: &SidecarNode) -> String {
+/// Whether `registry` lists a peer holding `store`.
+async fn registered(registry: &BootstrapServer, store: &str) -> bool {
+    registry
+        .get_json::<Value>(&format!("/peers/store/{store}"))
+        .await
+        .is_ok_and(|answer| answer["count"].as_u64().unwrap_or(0) > 0)
+}
+
+/// Writes a big store on `sender` and pauses `sender` (SIGSTOP) once `registry` lists it and
+/// `receiver` reports between 1 % and 80 % of it; returns the store's name and that progress. A download finished
+/// before it could be caught (a fast machine) is tried again with a larger store.
+async fn pause_a_transfer(
+    sender: &mut SidecarNode,
+    receiver: &SidecarNode,
+    registry: &BootstrapServer,
+) -> (String, f64) {
     for attempt in 0..3 {
         let name = format!("big-{attempt}");
         write_store(sender, &name, BIG_STORE_BYTES << attempt, attempt as u32);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match transfer_progress(receiver, &name).await {
-                Some(progress) if (0.01..=0.8).contains(&progress) => {
+                Some(progress)
+                    if (0.01..=0.8).contains(&progress) && registered(registry, &name).await =>
+                {
                     sender
                         .process
                         .signal(Signal::SIGSTOP)
                         .expect("SIGSTOP the sender");
-                    return name;
+                    return (name, progress);
                 }
                 Some(_) => {}
                 None if receiver.spec.data_dir.join(format!("{name}.dig")).exists() => break,
@@ -170,16 +184,17 @@ async fn pages_and_status_watch_show_the_network_live() {
         .expect("fresh store on the page");
 
     // A transfer in flight, paused: on the page and in `status --watch`.
-    let big = {
+    let (big, paused_at) = {
         let (sender, receiver) = network.nodes.split_at_mut(1);
-        pause_a_transfer(&mut sender[0], &receiver[0]).await
+        pause_a_transfer(&mut sender[0], &receiver[0], &network.bootstrap).await
     };
     let row = format!("#transfers tr[data-transfer=\"{big}\"]");
+    // Chunks already on their way may still land after the pause: at least the paused progress.
     let first = number(
         &browser
             .wait_for(
                 "the page shows the paused transfer",
-                &format!("(() => {{ const r = document.querySelector('{row}'); return r && r.dataset.progress; }})()"),
+                &format!("(() => {{ const r = document.querySelector('{row}'); return r && Number(r.dataset.progress) >= {paused_at} ? Number(r.dataset.progress) : null; }})()"),
                 Duration::from_secs(20),
             )
             .expect("transfer on the page"),
@@ -261,16 +276,43 @@ async fn pages_and_status_watch_show_the_network_live() {
         .screenshot(&artifacts().join("node-page.png"))
         .expect("node screenshot");
 
-    // The sender runs a moment and is paused again: the page shows the larger progress.
+    // The sender runs until the receiver reports more, and is paused again.
+    let paused_page_progress = first.max(
+        transfer_progress(&network.nodes[1], &big)
+            .await
+            .unwrap_or(first),
+    );
     network.nodes[0]
         .process
         .signal(Signal::SIGCONT)
         .expect("SIGCONT");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    network.nodes[0]
-        .process
-        .signal(Signal::SIGSTOP)
-        .expect("SIGSTOP");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match transfer_progress(&network.nodes[1], &big).await {
+            Some(progress) if progress > paused_page_progress => {
+                network.nodes[0]
+                    .process
+                    .signal(Signal::SIGSTOP)
+                    .expect("SIGSTOP");
+                break;
+            }
+            None if network.nodes[1]
+                .spec
+                .data_dir
+                .join(format!("{big}.dig"))
+                .exists() =>
+            {
+                break;
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{big} made no progress once resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The page shows the larger progress (or the finished download) without a reload.
     let second = browser
         .wait_for(
             "the page shows the transfer's new progress",
