@@ -4,8 +4,10 @@
 //!
 //! A transfer is made visible by pausing its sender (SIGSTOP) once the receiver reports progress:
 //! the paused download shows on the receiver's page and in `status --watch`, then the sender runs
-//! a moment and is paused again, and the page must show the larger progress (live updates, no
-//! reload). Screenshots are saved under `target/observe/` (node-page.png, registry-page.png).
+//! until the receiver reports more and is paused again, and the page must show the larger progress
+//! (live updates, no reload). A node serving corrupt chunks joins last: its ban shows on the page.
+//! Screenshots are saved under `target/observe/` (node-page.png, registry-page.png,
+//! node-page-ban.png).
 
 use std::{
     path::PathBuf,
@@ -346,6 +348,35 @@ async fn pages_and_status_watch_show_the_network_live() {
             Duration::from_secs(120),
         )
         .expect("replicated on the registry page");
+
+    // A peer that serves corrupt chunks is banned, and the page says so and why.
+    let liar = SidecarNode::start(network.node_spec(2).arg("--test-corrupt-chunks"))
+        .await
+        .expect("start a corrupting node");
+    let liar_id = liar.peer_id.clone();
+    network.nodes.push(liar);
+    network
+        .wait_fully_connected(Duration::from_secs(60))
+        .await
+        .expect("the corrupting node connects");
+    write_store(&network.nodes[2], "tainted", 2 << 20, 11);
+    let reason = browser
+        .wait_for(
+            "the page shows the banned peer",
+            &format!(
+                "(() => {{ const r = document.querySelector('#bans tr[data-peer=\"{liar_id}\"]'); \
+                 return r && document.getElementById('ban-count').textContent === '1' ? r.children[1].textContent : null; }})()"
+            ),
+            Duration::from_secs(60),
+        )
+        .expect("ban on the page");
+    assert!(
+        reason.as_str().is_some_and(|r| !r.is_empty() && r != "–"),
+        "the ban's reason is shown: {reason}"
+    );
+    browser
+        .screenshot(&artifacts().join("node-page-ban.png"))
+        .expect("ban screenshot");
 
     for (page, name) in [
         (&mut browser, "node page"),
