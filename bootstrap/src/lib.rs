@@ -10,6 +10,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod federation;
+pub mod html;
 pub mod metrics;
 pub mod record;
 pub mod registry;

@@ -202,8 +202,14 @@ pub struct StatusArgs {
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", env = "DIG_API", value_parser = parse_http_url)]
     pub api: String,
     /// Print the raw JSON of /health, /ready and /connections instead of a summary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Redraw peers, downloads (with progress bars) and stores until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Redraw period of --watch (e.g. 1s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "watch")]
+    pub interval: Duration,
 }
 
 #[derive(Clone, Debug, Args)]

@@ -45,6 +45,9 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Status(args) if args.watch => {
+            runtime.block_on(cli::watch::watch(&args))?;
+        }
         Command::Status(args) => {
             let status = runtime
                 .block_on(cli::status::fetch(&args))

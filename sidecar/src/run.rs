@@ -191,6 +191,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         stores: stores_view,
         started,
         identity_loaded: true,
+        state_dir: state_dir.clone(),
+        live: Arc::default(),
     };
     let mut api_shutdown = shutdown.clone();
     let api = tokio::spawn(http::serve(listener, api_state, async move {

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+pub mod page;
 pub mod routes;
 pub mod state;
 
@@ -25,6 +26,7 @@ use crate::config::Config;
 
 /// Every route served, as (path template, method). The OpenAPI test checks each is documented.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("/", "GET"),
     ("/health", "GET"),
     ("/stats", "GET"),
     ("/register", "POST"),
@@ -33,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/peers/store/{store}", "GET"),
     ("/topology", "GET"),
     ("/records", "GET"),
+    ("/federation", "GET"),
     ("/metrics", "GET"),
     ("/openapi.json", "GET"),
 ];
@@ -71,6 +74,7 @@ pub enum ServerError {
 pub fn router(state: AppState) -> Router {
     let max_body = usize::try_from(state.max_body_bytes()).unwrap_or(usize::MAX);
     Router::new()
+        .route("/", get(routes::page))
         .route("/health", get(routes::health))
         .route("/stats", get(routes::stats))
         .route("/register", post(routes::register))
@@ -79,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/peers/store/{store}", get(routes::peers_with_store))
         .route("/topology", get(routes::topology))
         .route("/records", get(routes::records))
+        .route("/federation", get(routes::federation))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -14,6 +14,7 @@ use super::routes;
                        JSON {error, detail, field} body."
     ),
     paths(
+        routes::page,
         routes::health,
         routes::stats,
         routes::register,
@@ -22,6 +23,7 @@ use super::routes;
         routes::peers_with_store,
         routes::topology,
         routes::records,
+        routes::federation,
         routes::metrics,
         routes::openapi,
     )

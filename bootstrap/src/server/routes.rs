@@ -219,6 +219,28 @@ pub async fn topology(State(state): State<AppState>) -> Response {
     json_response(body)
 }
 
+/// The siblings this server pulls records from (`--peer-bootstrap`) and how their pulls went.
+#[utoipa::path(get, path = "/federation", tag = "federation",
+    responses(
+        (status = 200, description = "Federation state, one entry per sibling", body = crate::federation::FederationResponse),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn federation(
+    State(state): State<AppState>,
+) -> Json<crate::federation::FederationResponse> {
+    Json(state.federation().response())
+}
+
+/// The network page: networks, peers, replicas per store, under-replicated stores, federation.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses(
+        (status = 200, description = "HTML page that reads /stats, /topology, /peers and /federation", content_type = "text/html"),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn page() -> Response {
+    super::page::page()
+}
+
 /// Federation feed: signed records and removals in acceptance order, for sibling servers.
 #[utoipa::path(get, path = "/records", tag = "federation", params(RecordsQuery),
     responses(

@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 
 use super::client_ip::ClientAddress;
 use crate::config::Config;
+use crate::federation::FederationStatus;
 use crate::metrics::Metrics;
 use crate::record::{SignedPeerRecord, SignedUnregister, now_ms};
 use crate::registry::{Registry, RegistryConfig, RegistryError, Removed, Source, Upserted};
@@ -32,6 +33,7 @@ struct Inner {
     client_address: ClientAddress,
     max_body_bytes: u64,
     views: Mutex<RenderedViews>,
+    federation: FederationStatus,
 }
 
 #[derive(Default)]
@@ -86,6 +88,7 @@ impl AppState {
                 client_address,
                 max_body_bytes,
                 views: Mutex::new(RenderedViews::default()),
+                federation: FederationStatus::default(),
             }),
         }
     }
@@ -112,6 +115,11 @@ impl AppState {
 
     pub fn epoch(&self) -> &str {
         &self.inner.epoch
+    }
+
+    /// How the pulls of each `--peer-bootstrap` sibling went.
+    pub fn federation(&self) -> &FederationStatus {
+        &self.inner.federation
     }
 
     pub fn max_body_bytes(&self) -> u64 {

@@ -25,7 +25,7 @@ use super::{
     behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
     handle::{Command, NodeError, NodeEvent},
     status::{
-        ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
+        BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
         RegistryOutcome,
     },
 };
@@ -111,6 +111,14 @@ impl KnownPeer {
     }
 }
 
+/// A peer refused for [`BAN_DURATION`], and why.
+struct Ban {
+    until: Instant,
+    since_ms: u64,
+    until_ms: u64,
+    reason: String,
+}
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -123,7 +131,7 @@ pub(crate) struct EventLoop {
     connected: HashMap<PeerId, ConnectedState>,
     known: HashMap<PeerId, KnownPeer>,
     quarantined: HashMap<PeerId, Instant>,
-    banned: HashMap<PeerId, Instant>,
+    banned: HashMap<PeerId, Ban>,
     listen_addresses: Vec<Multiaddr>,
     discovery: DiscoveryStats,
     dht_bootstrapped: bool,
@@ -757,7 +765,7 @@ impl EventLoop {
         let expired: Vec<PeerId> = self
             .banned
             .iter()
-            .filter(|(_, until)| **until <= now)
+            .filter(|(_, ban)| ban.until <= now)
             .map(|(peer, _)| *peer)
             .collect();
         for peer in expired {
@@ -850,7 +858,14 @@ impl EventLoop {
             } => {
                 tracing::warn!(%peer, %reason, "banning peer for {} s", BAN_DURATION.as_secs());
                 self.metrics.peers_banned.inc();
-                self.banned.insert(peer, Instant::now() + BAN_DURATION);
+                let since_ms = unix_ms();
+                let ban = Ban {
+                    until: Instant::now() + BAN_DURATION,
+                    since_ms,
+                    until_ms: since_ms + BAN_DURATION.as_millis() as u64,
+                    reason,
+                };
+                self.banned.insert(peer, ban);
                 let behaviour = self.swarm.behaviour_mut();
                 behaviour.blocked.block_peer(peer);
                 if let Some(kad) = behaviour.kad.as_mut() {
@@ -1015,6 +1030,17 @@ impl EventLoop {
             .filter(|address| !self.settings.announce.contains(address))
             .map(ToString::to_string)
             .collect();
+        let mut banned: Vec<BannedPeer> = self
+            .banned
+            .iter()
+            .map(|(peer, ban)| BannedPeer {
+                peer_id: peer.to_string(),
+                reason: ban.reason.clone(),
+                since_ms: ban.since_ms,
+                until_ms: ban.until_ms,
+            })
+            .collect();
+        banned.sort_by_key(|ban| std::cmp::Reverse(ban.since_ms));
         NodeSnapshot {
             peer_id: *self.swarm.local_peer_id(),
             network_id: self.protocols.network_id.clone(),
@@ -1024,6 +1050,7 @@ impl EventLoop {
             connected,
             discovered,
             discovery,
+            banned,
         }
     }
 }

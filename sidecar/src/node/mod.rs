@@ -19,8 +19,8 @@ use tokio::{
 pub use behaviour::{MAX_GOSSIP_MESSAGE_BYTES, NetworkProtocols};
 pub use handle::{NodeError, NodeEvent, NodeHandle};
 pub use status::{
-    AutonatStats, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
-    RegistryOutcome, SourceStats,
+    AutonatStats, BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats,
+    NodeSnapshot, RegistryOutcome, SourceStats,
 };
 
 use crate::metrics::NodeMetrics;
