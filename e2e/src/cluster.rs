@@ -404,7 +404,7 @@ impl TestCluster {
 
     /// A client for the admin user, built from the kubeconfig file as any user's would be.
     pub async fn client(&self) -> Result<kube::Client, ClusterError> {
-        install_crypto_provider();
+        dig_core::crypto::install_crypto_provider();
         let path = self.kubeconfig.clone();
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|source| {
             ClusterError::Kubeconfig {
@@ -506,14 +506,6 @@ impl Drop for TestCluster {
         } else {
             let _ = std::fs::remove_dir_all(&self.run_dir);
         }
-    }
-}
-
-/// kube's rustls needs a process-wide crypto provider when more than one is compiled in.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race against another thread installing one is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

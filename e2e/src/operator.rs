@@ -93,7 +93,7 @@ impl OperatorProcess {
         options: OperatorOptions,
     ) -> Result<OperatorProcess, OperatorError> {
         let (process, metrics_addr) = spawn(kubeconfig, &options)?;
-        dig_bootstrap::install_crypto_provider();
+        dig_core::crypto::install_crypto_provider();
         let operator = OperatorProcess {
             process,
             metrics_addr,

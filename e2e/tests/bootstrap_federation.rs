@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use dig_bootstrap::PeersQuery;
 use dig_bootstrap::api::RecordsResponse;
-use dig_bootstrap::record::{UnregisterRequest, now_ms};
+use dig_bootstrap::record::UnregisterRequest;
+use dig_core::clock::now_ms;
 use dig_e2e::bootstrap::{BootstrapServer, metric_value, signed_record};
 use libp2p_identity::Keypair;
 

@@ -303,7 +303,7 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     let Some(cluster) = TestCluster::start_or_skip("chart_cluster") else {
         return;
     };
-    dig_bootstrap::install_crypto_provider();
+    dig_core::crypto::install_crypto_provider();
     let tools = cluster.tools_dir().to_path_buf();
     let kubeconfig = cluster.kubeconfig_path().to_path_buf();
     let kubeconfig_arg = kubeconfig.to_str().expect("UTF-8 path").to_string();

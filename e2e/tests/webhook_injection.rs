@@ -249,7 +249,7 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
     }
 
     // The webhook answers over TLS with a certificate the written CA vouches for.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    dig_core::crypto::install_crypto_provider();
     let https = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&ca_bundle).expect("PEM CA bundle"))

@@ -30,12 +30,11 @@ pub struct RegistryStats {
 pub type StatsFetcher =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<RegistryStats, String>> + Send + Sync>;
 
-/// `/stats` through `dig_bootstrap::client::RegistryClient`, with short timeouts: an unreachable
+/// `/stats` through `dig_core::client::RegistryClient`, with short timeouts: an unreachable
 /// registry must not hold a reconciliation up. One client (and connection pool) per registry URL
 /// is kept, so reconciles reuse connections instead of building a TLS-capable client each time.
 pub fn registry_stats_fetcher(timeout: Duration) -> StatsFetcher {
-    let clients: Arc<Mutex<HashMap<String, dig_bootstrap::client::RegistryClient>>> =
-        Arc::default();
+    let clients: Arc<Mutex<HashMap<String, dig_core::client::RegistryClient>>> = Arc::default();
     Arc::new(move |url: String| {
         let clients = clients.clone();
         Box::pin(async move {
@@ -47,7 +46,7 @@ pub fn registry_stats_fetcher(timeout: Duration) -> StatsFetcher {
             let client = match cached {
                 Some(client) => client,
                 None => {
-                    let client = dig_bootstrap::client::RegistryClient::builder(&url)
+                    let client = dig_core::client::RegistryClient::builder(&url)
                         .connect_timeout(timeout)
                         .request_timeout(timeout)
                         .build()

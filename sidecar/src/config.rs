@@ -14,7 +14,9 @@ use std::{
     time::Duration,
 };
 
-use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use dig_core::logging::LogFormat;
+use dig_core::network_id::parse_network_id;
 use libp2p::Multiaddr;
 
 pub const DEFAULT_P2P_PORT: u16 = 4001;
@@ -49,13 +51,6 @@ pub enum Command {
     Status(StatusArgs),
     /// Print this node's peer id (creates the identity key if there is none).
     Identity(IdentityArgs),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 /// Options of `dig-sidecar run`. Public so that the operator's tests can check the pod arguments
@@ -475,17 +470,6 @@ pub fn expand_home(path: &Path) -> PathBuf {
             None => path.to_path_buf(),
         },
         Err(_) => path.to_path_buf(),
-    }
-}
-
-fn parse_network_id(value: &str) -> Result<String, String> {
-    if dig_bootstrap::record::is_valid_network_id(value) {
-        Ok(value.to_string())
-    } else {
-        Err(format!(
-            "must match {} (letters, digits, '.', '_', '-'; at most 64 characters)",
-            dig_bootstrap::record::NETWORK_ID_PATTERN
-        ))
     }
 }
 

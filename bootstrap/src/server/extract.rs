@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::api::MAX_PEERS_LIMIT;
-use crate::record::{NETWORK_ID_PATTERN, is_valid_network_id};
+use dig_core::network_id::{NETWORK_ID_PATTERN, is_valid_network_id};
 
 /// Maps a body read failure (most often the body limit) to JSON.
 pub fn body_rejection(rejection: BytesRejection, max_body_bytes: u64) -> ApiError {

@@ -18,9 +18,9 @@ use crate::api::{
     StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
 use crate::metrics::{Metrics, RegisterResult, ResultLabel, ResultLabels, UnregisterResult};
-use crate::record::{
-    STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name, now_ms,
-};
+use dig_core::clock::now_ms;
+
+use crate::record::{STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name};
 use crate::registry::{Removed, Source, Upserted};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;

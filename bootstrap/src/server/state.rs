@@ -14,7 +14,9 @@ use parking_lot::RwLock;
 use super::client_ip::ClientAddress;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::record::{SignedPeerRecord, SignedUnregister, now_ms};
+use dig_core::clock::now_ms;
+
+use crate::record::{SignedPeerRecord, SignedUnregister};
 use crate::registry::{Registry, RegistryConfig, RegistryError, Removed, Source, Upserted};
 
 /// Shared state of a running server. Cheap to clone.

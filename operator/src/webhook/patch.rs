@@ -1100,7 +1100,7 @@ mod tests {
         );
         assert_eq!(run.api_listen, "0.0.0.0:8080".parse().unwrap());
         assert!(run.no_mdns && !run.no_dht && !run.propagate_deletes && run.psk_file.is_none());
-        assert_eq!(run.log_format, dig_sidecar::config::LogFormat::Json);
+        assert_eq!(run.log_format, dig_core::logging::LogFormat::Json);
 
         let mut private = network();
         private.psk_secret = Some(SecretKeySelector {

@@ -3,9 +3,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+use dig_core::clock::now_ms;
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, autonat,
@@ -164,13 +165,6 @@ fn describe_dial_error(error: &DialError) -> String {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl EventLoop {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
@@ -281,7 +275,7 @@ impl EventLoop {
                         confirmed: false,
                         established: Instant::now(),
                         connections: HashMap::new(),
-                        since_ms: unix_ms(),
+                        since_ms: now_ms(),
                         agent_version: None,
                         protocol_version: None,
                         listen_addresses: Vec::new(),
@@ -573,7 +567,7 @@ impl EventLoop {
 
     fn record_dht_success(&mut self) {
         self.discovery.dht.successes += 1;
-        self.discovery.dht.last_success_ms = Some(unix_ms());
+        self.discovery.dht.last_success_ms = Some(now_ms());
         self.refresh_dht_count();
     }
 
@@ -603,7 +597,7 @@ impl EventLoop {
             mdns::Event::Discovered(found) => {
                 self.discovery.mdns.answered = true;
                 self.discovery.mdns.successes += 1;
-                self.discovery.mdns.last_success_ms = Some(unix_ms());
+                self.discovery.mdns.last_success_ms = Some(now_ms());
                 for (peer, address) in found {
                     self.add_source_address(peer, DiscoverySource::Mdns, address);
                 }
@@ -903,7 +897,7 @@ impl EventLoop {
             RegistryOutcome::Registered { server } => {
                 stats.answered = true;
                 *stats.registrations.get_or_insert(0) += 1;
-                stats.last_success_ms = Some(unix_ms());
+                stats.last_success_ms = Some(now_ms());
                 count(
                     self.metrics
                         .registry_registrations
@@ -925,7 +919,7 @@ impl EventLoop {
             RegistryOutcome::Polled { server, peers } => {
                 stats.answered = true;
                 stats.successes += 1;
-                stats.last_success_ms = Some(unix_ms());
+                stats.last_success_ms = Some(now_ms());
                 count(
                     self.metrics
                         .registry_polls

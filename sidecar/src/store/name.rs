@@ -14,7 +14,7 @@ pub const MAX_STORE_NAME_LEN: usize = 128;
 /// the node and the registry agree). A valid name never contains a path separator and never is
 /// `.` or `..`, so joining it to a folder cannot leave that folder.
 pub fn is_valid_store_name(name: &str) -> bool {
-    name.len() <= MAX_STORE_NAME_LEN && dig_bootstrap::record::is_valid_store_name(name)
+    name.len() <= MAX_STORE_NAME_LEN && dig_core::record::is_valid_store_name(name)
 }
 
 /// The store name of a folder entry, or `None` when the entry is not a store file
