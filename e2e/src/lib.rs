@@ -8,3 +8,4 @@ pub mod network;
 pub mod operator;
 pub mod process;
 pub mod replication;
+pub mod wait;
