@@ -1,7 +1,7 @@
 //! DIG Network peer registry: the REST server, its in-memory soft state and federation.
 //!
 //! - [`registry`]: the in-memory soft state (indexes, expiry, views).
-//! - [`server`], [`federation`], [`metrics`], [`config`]: the `dig-bootstrap` server.
+//! - [`server`] (with its federation pulls), [`metrics`], [`config`]: the `dig-bootstrap` server.
 //!
 //! The signed record, the API types and the client live in `dig-core`, which the node and the
 //! operator share; they are the registry's API, so they are re-exported here under their paths.
@@ -9,7 +9,6 @@
 pub use dig_core::{api, client, record};
 
 pub mod config;
-pub mod federation;
 pub mod metrics;
 pub mod registry;
 pub mod server;

@@ -12,12 +12,14 @@ use clap::Parser;
 use dig_core::logging::{LogOutput, init_tracing};
 use dig_operator::{
     cli::Args,
-    context::{Context, registry_stats_fetcher},
     controller, crd_check,
     http::{self, Health},
     leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
-    reconcile::validate::DefaultImages,
+    reconcile::{
+        context::{Context, registry_stats_fetcher},
+        validate::DefaultImages,
+    },
     webhook,
 };
 use futures::FutureExt;

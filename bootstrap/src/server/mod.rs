@@ -1,8 +1,10 @@
-//! The HTTP(S) server: routes, layers, background tasks, TLS and graceful shutdown.
+//! The HTTP(S) server: routes, layers, background tasks (expiry sweep, federation pulls), TLS and
+//! graceful shutdown.
 
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
@@ -19,23 +21,10 @@ use axum::routing::{get, post};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
+pub use routes::ROUTES;
 pub use state::AppState;
 
 use crate::config::Config;
-
-/// Every route served, as (path template, method). The OpenAPI test checks each is documented.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/health", "GET"),
-    ("/stats", "GET"),
-    ("/register", "POST"),
-    ("/unregister", "POST"),
-    ("/peers", "GET"),
-    ("/peers/store/{store}", "GET"),
-    ("/topology", "GET"),
-    ("/records", "GET"),
-    ("/metrics", "GET"),
-    ("/openapi.json", "GET"),
-];
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/topology", get(routes::topology))
         .route("/records", get(routes::records))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
+        .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
@@ -131,13 +120,13 @@ pub async fn run(
     };
     for url in &config.peer_bootstrap {
         let sibling =
-            crate::federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
+            federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
                 ServerError::Sibling {
                     url: url.to_string(),
                     source,
                 }
             })?;
-        tasks.spawn(crate::federation::pull_forever(
+        tasks.spawn(federation::pull_forever(
             state.clone(),
             sibling,
             config.federation_interval(),

@@ -16,7 +16,7 @@ use dig_core::{
 use libp2p::{Multiaddr, PeerId, identity::Keypair};
 use tokio::sync::watch;
 
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::node::{DiscoverySource, NodeHandle, RegistryOutcome};
 
 /// Supplies the stores this node holds, for the signed record.

@@ -23,6 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
+    addresses,
     behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
     handle::{Command, NodeError, NodeEvent},
     status::{
@@ -31,7 +32,7 @@ use super::{
     },
 };
 use crate::{
-    discovery::{addresses, backoff::Backoff},
+    backoff::Backoff,
     metrics::{NodeMetrics, ResultLabels},
 };
 
@@ -141,12 +142,12 @@ pub(crate) struct EventLoop {
 fn redundant_quic_connections(
     connections: &HashMap<ConnectionId, OpenConnection>,
 ) -> Vec<ConnectionId> {
-    if connections.values().all(|c| super::is_quic(&c.remote)) {
+    if connections.values().all(|c| addresses::is_quic(&c.remote)) {
         return Vec::new();
     }
     connections
         .iter()
-        .filter(|(_, c)| super::is_quic(&c.remote))
+        .filter(|(_, c)| addresses::is_quic(&c.remote))
         .map(|(id, _)| *id)
         .collect()
 }

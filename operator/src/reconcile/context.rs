@@ -14,10 +14,8 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
-use crate::{
-    metrics::Metrics,
-    reconcile::{applied::AppliedChildren, validate::DefaultImages},
-};
+use super::{applied::AppliedChildren, validate::DefaultImages};
+use crate::{crd::labels::MANAGER, metrics::Metrics};
 
 /// Totals read from a bootstrap registry's `/stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,15 +77,6 @@ pub struct Capabilities {
     /// Resource names (plurals) served per group/version, with the time the answer expires.
     cache: Mutex<HashMap<String, (Instant, Vec<String>)>>,
 }
-
-/// Group/version of the Prometheus operator's API.
-pub const MONITORING_API: &str = "monitoring.coreos.com/v1";
-/// Plural of the Prometheus operator's ServiceMonitor resource.
-pub const SERVICE_MONITORS: &str = "servicemonitors";
-/// Plural of the Prometheus operator's PodMonitor resource.
-pub const POD_MONITORS: &str = "podmonitors";
-/// Group/version of external-dns's DNSEndpoint API.
-pub const DNS_ENDPOINT_API: &str = "externaldns.k8s.io/v1alpha1";
 
 impl Capabilities {
     pub fn new(client: Client, ttl: Duration) -> Self {
@@ -184,7 +173,7 @@ impl Context {
         registry_stats: StatsFetcher,
     ) -> Self {
         let reporter = Reporter {
-            controller: crate::reconcile::meta::MANAGER.to_string(),
+            controller: MANAGER.to_string(),
             instance: Some(identity.to_string()),
         };
         Self {
@@ -231,6 +220,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::reconcile::apis::{
+        DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, SERVICE_MONITORS,
+    };
     use crate::reconcile::mock_api::MockApi;
 
     #[tokio::test]

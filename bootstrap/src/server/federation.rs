@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use super::state::AppState;
 use crate::api::{MAX_RECORDS_LIMIT, RecordsQuery, RecordsResponse};
 use crate::client::{ClientError, RegistryClient};
 use crate::metrics::{FederationResult, Metrics, PullResult};
 use crate::registry::{RegistryError, Source};
-use crate::server::AppState;
 
 /// Most pages pulled from one sibling per round, so one busy sibling cannot monopolise a round.
 const MAX_PAGES_PER_ROUND: usize = 100;
