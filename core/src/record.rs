@@ -15,7 +15,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::network_id::{NETWORK_ID_PATTERN, is_valid_network_id};
+use crate::network_id::check_network_id;
 
 /// Pattern of a store name (a file `<name>.dig` in the data folder).
 pub const STORE_NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
@@ -276,13 +276,7 @@ pub fn parse_peer_id(field: &str, peer_id: &str) -> Result<PeerId, RecordError> 
 }
 
 fn validate_network_id(field: &str, network_id: &str) -> Result<(), RecordError> {
-    if !is_valid_network_id(network_id) {
-        return Err(RecordError::invalid(
-            field,
-            format!("{network_id:?} does not match {NETWORK_ID_PATTERN}"),
-        ));
-    }
-    Ok(())
+    check_network_id(network_id).map_err(|invalid| RecordError::invalid(field, invalid.to_string()))
 }
 
 fn validate_timestamp(field: &str, timestamp_ms: u64) -> Result<(), RecordError> {

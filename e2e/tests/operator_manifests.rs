@@ -197,6 +197,15 @@ fn examples_apply_and_cel_rules_refuse_bad_specs() {
     for (spec, expected) in &refused_on_create {
         assert_refused(&cluster, &network("refused", spec.clone()), true, expected);
     }
+    // A name Kubernetes accepts but that cannot be a network id needs spec.networkId.
+    assert_refused(
+        &cluster,
+        &network("eu.prod", json!({})),
+        true,
+        &["without spec.networkId the name is the network id"],
+    );
+    apply(&cluster, &network("eu.prod", json!({"networkId": "eu-prod"})), true)
+        .expect("a dotted name with a network id is accepted");
     // The same specs fixed are accepted: the refusals above are for the reason named.
     for spec in [
         json!({"dns": {"hostnames": ["a.example.com"], "setIdentifier": "eu", "weight": 10}}),

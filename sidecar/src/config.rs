@@ -65,7 +65,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
 
-    /// Network id; nodes of different networks never connect. Letters, digits, '.', '_', '-'.
+    /// Network id; nodes of different networks never connect. 1 to 63 lowercase letters, digits
+    /// and '-', starting and ending with a letter or digit.
     #[arg(long, value_name = "ID", default_value = "mainnet", value_parser = parse_network_id)]
     pub network: String,
 
@@ -700,7 +701,17 @@ mod tests {
     #[test]
     fn network_ids_and_urls_are_checked() {
         assert!(run(&["run", "--network", "bad net"], &[]).is_err());
-        assert!(run(&["run", "--network", "dig-test_1.a"], &[]).is_ok());
+        assert!(run(&["run", "--network", "dig-test-1"], &[]).is_ok());
+        // The ids accepted before the one rule (docs/DESIGN.md §9) that it refuses now.
+        for old in ["dig-test_1.a", "Mainnet", "net-", &"a".repeat(64)] {
+            let text = run(&["run", "--network", old], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains("--network") && text.contains("is invalid"),
+                "{text}"
+            );
+        }
         assert!(run(&["run", "--bootstrap", "ftp://x"], &[]).is_err());
         let args = run(&["run", "--bootstrap", "http://registry:3000/"], &[]).unwrap();
         assert_eq!(args.bootstrap, vec!["http://registry:3000"]);
