@@ -222,7 +222,10 @@ mod tests {
                 .unwrap_or_default();
             assert!(help.len() > 10, "--{long} explains itself: {help:?}");
         }
-        assert!(flags >= 8, "the flags of DESIGN 4a at least: {flags}");
+        assert!(
+            flags >= 8,
+            "the flags of docs/DESIGN.md §4a at least: {flags}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `dig-operator` binary reconciling DigNetworks and DigNodes on a real control plane (kwok
-//! reports the pods Running and binds their claims): every child of DESIGN section 5 with owner
+//! reports the pods Running and binds their claims): every child of docs/DESIGN.md §5 with owner
 //! references and the `dig-operator` field manager, `kubectl wait --for=condition=Ready`, spec
 //! changes rolled out, children deleted or edited by hand put back, an invalid spec Degraded
 //! without a requeue storm, ServiceMonitors and PodMonitors only where the API exists and pruned

@@ -1,5 +1,5 @@
-//! Store names: `<name>.dig` directly in the data folder, with `name` matching DESIGN's pattern
-//! `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. Every name that comes from the wire or the folder goes
+//! Store names: `<name>.dig` directly in the data folder, with `name` matching the pattern of
+//! docs/DESIGN.md §4, `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. Every name that comes from the wire or the folder goes
 //! through here before it becomes part of a path.
 
 use std::path::{Path, PathBuf};
