@@ -204,8 +204,12 @@ fn examples_apply_and_cel_rules_refuse_bad_specs() {
         true,
         &["without spec.networkId the name is the network id"],
     );
-    apply(&cluster, &network("eu.prod", json!({"networkId": "eu-prod"})), true)
-        .expect("a dotted name with a network id is accepted");
+    apply(
+        &cluster,
+        &network("eu.prod", json!({"networkId": "eu-prod"})),
+        true,
+    )
+    .expect("a dotted name with a network id is accepted");
     // The same specs fixed are accepted: the refusals above are for the reason named.
     for spec in [
         json!({"dns": {"hostnames": ["a.example.com"], "setIdentifier": "eu", "weight": 10}}),
