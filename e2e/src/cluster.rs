@@ -69,10 +69,12 @@ pub enum ClusterError {
         limit: Duration,
         stderr: String,
     },
-    #[error("`kubectl {args}` failed ({status}):\n{stderr}")]
+    #[error("`kubectl {args}` failed ({status}):\n{stdout}{stderr}")]
     Kubectl {
         args: String,
         status: String,
+        /// What kubectl printed before failing (`auth can-i` answers `no` there).
+        stdout: String,
         stderr: String,
     },
     #[error("cannot read kubeconfig {path}: {source}")]
@@ -207,6 +209,7 @@ where
         return Err(ClusterError::Kubectl {
             args: shown,
             status: output.status.to_string(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
