@@ -4,16 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use dig_core::logging::LogFormat;
+use dig_core::network_id::parse_network_id;
 
-use crate::record::{RecordLimits, is_valid_network_id};
+use crate::record::RecordLimits;
 use crate::registry::RegistryConfig;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 fn parse_sibling_url(text: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
@@ -23,17 +19,6 @@ fn parse_sibling_url(text: &str) -> Result<url::Url, String> {
         ));
     }
     Ok(url)
-}
-
-fn parse_network_id(text: &str) -> Result<String, String> {
-    if is_valid_network_id(text) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "{text:?} does not match {}",
-            crate::record::NETWORK_ID_PATTERN
-        ))
-    }
 }
 
 /// DIG Network bootstrap registry: a REST registry of signed peer records.
@@ -237,7 +222,10 @@ mod tests {
                 .unwrap_or_default();
             assert!(help.len() > 10, "--{long} explains itself: {help:?}");
         }
-        assert!(flags >= 8, "the flags of DESIGN 4a at least: {flags}");
+        assert!(
+            flags >= 8,
+            "the flags of docs/DESIGN.md §4a at least: {flags}"
+        );
     }
 
     #[test]

@@ -69,10 +69,12 @@ pub enum ClusterError {
         limit: Duration,
         stderr: String,
     },
-    #[error("`kubectl {args}` failed ({status}):\n{stderr}")]
+    #[error("`kubectl {args}` failed ({status}):\n{stdout}{stderr}")]
     Kubectl {
         args: String,
         status: String,
+        /// What kubectl printed before failing (`auth can-i` answers `no` there).
+        stdout: String,
         stderr: String,
     },
     #[error("cannot read kubeconfig {path}: {source}")]
@@ -142,6 +144,76 @@ pub fn tools_or_skip(test: &str) -> Option<PathBuf> {
         }
         Err(error) => panic!("{test}: cannot locate the control-plane tools: {error}"),
     }
+}
+
+/// Runs `cluster.sh kubeconform` (offline schema validation, strict) on the YAML `documents`,
+/// with kubeconform's `flags` (e.g. `["-skip", "ServiceMonitor"]`) and the schemas of the CRD
+/// files `crds` (none: the repository's `crds/*.yaml`). Bounded by [`SCRIPT_TIME_LIMIT`]; the
+/// output is kubeconform's, whatever its verdict.
+pub fn kubeconform(
+    tools: &Path,
+    crds: &[&Path],
+    flags: &[&str],
+    documents: &str,
+) -> Result<Output, ClusterError> {
+    let crd_list = crds
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = Command::new(cluster_script());
+    command
+        .args(["kubeconform", "-output", "text"])
+        .args(flags)
+        .arg("-")
+        .env(TOOLS_ENV, tools)
+        .env("DIG_E2E_CRDS", crd_list);
+    output_within(
+        command,
+        "cluster.sh kubeconform",
+        documents,
+        SCRIPT_TIME_LIMIT,
+    )
+}
+
+/// Runs the tools' kubectl with `kubeconfig` and `stdin` as its standard input, at most
+/// [`KUBECTL_TIME_LIMIT`]; returns its standard output, or an error with its error output.
+pub fn kubectl<I, S>(
+    tools: &Path,
+    kubeconfig: &Path,
+    args: I,
+    stdin: &str,
+) -> Result<String, ClusterError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args
+        .into_iter()
+        .map(|arg| arg.as_ref().to_owned())
+        .collect();
+    let shown = args
+        .iter()
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = Command::new(tools.join("kubectl"));
+    command.arg("--kubeconfig").arg(kubeconfig).args(&args);
+    let output = output_within(
+        command,
+        &format!("kubectl {shown}"),
+        stdin,
+        KUBECTL_TIME_LIMIT,
+    )?;
+    if !output.status.success() {
+        return Err(ClusterError::Kubectl {
+            args: shown,
+            status: output.status.to_string(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn skip_or_fail(test: &str, reason: &str) {
@@ -404,7 +476,7 @@ impl TestCluster {
 
     /// A client for the admin user, built from the kubeconfig file as any user's would be.
     pub async fn client(&self) -> Result<kube::Client, ClusterError> {
-        install_crypto_provider();
+        dig_core::crypto::install_crypto_provider();
         let path = self.kubeconfig.clone();
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|source| {
             ClusterError::Kubeconfig {
@@ -439,36 +511,13 @@ impl TestCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
+        let cache = self.run_dir.join("kubectl-cache");
+        let cache_args = [OsStr::new("--cache-dir"), cache.as_os_str()];
+        let args = cache_args
             .into_iter()
-            .map(|arg| arg.as_ref().to_owned())
-            .collect();
-        let shown = args
-            .iter()
-            .map(|arg| arg.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut command = Command::new(self.tool("kubectl"));
-        command
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.run_dir.join("kubectl-cache"))
-            .args(&args);
-        let output = output_within(
-            command,
-            &format!("kubectl {shown}"),
-            stdin,
-            KUBECTL_TIME_LIMIT,
-        )?;
-        if !output.status.success() {
-            return Err(ClusterError::Kubectl {
-                args: shown,
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+            .map(OsStr::to_owned)
+            .chain(args.into_iter().map(|arg| arg.as_ref().to_owned()));
+        kubectl(&self.tools, &self.kubeconfig, args, stdin)
     }
 
     /// Stops kube-apiserver and starts it again on the same port with the same state; returns
@@ -506,14 +555,6 @@ impl Drop for TestCluster {
         } else {
             let _ = std::fs::remove_dir_all(&self.run_dir);
         }
-    }
-}
-
-/// kube's rustls needs a process-wide crypto provider when more than one is compiled in.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race against another thread installing one is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

@@ -10,3 +10,4 @@ pub mod operator;
 pub mod process;
 pub mod prometheus;
 pub mod replication;
+pub mod wait;

@@ -1,30 +1,17 @@
 //! Federation between real dig-bootstrap servers, and a fake sibling relaying a tampered record.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dig_bootstrap::PeersQuery;
 use dig_bootstrap::api::RecordsResponse;
-use dig_bootstrap::record::{UnregisterRequest, now_ms};
+use dig_bootstrap::record::UnregisterRequest;
+use dig_core::clock::now_ms;
 use dig_e2e::bootstrap::{BootstrapServer, metric_value, signed_record};
+use dig_e2e::wait::eventually;
 use libp2p_identity::Keypair;
 
-/// Polls `check` every 200 ms for at most `timeout`.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("{what} did not happen within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a change at one server may take to reach its sibling (pulled every second).
+const RELAY_WAIT: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
@@ -46,10 +33,12 @@ async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
         .register(&signed_record(&keypair, "testnet", &[("alpha", 3)], now))
         .await?;
 
-    eventually("record relayed to B", Duration::from_secs(15), || async {
-        Ok(client_b.peers(&PeersQuery::default()).await?.total == 1)
+    eventually("record relayed to B", RELAY_WAIT, || async {
+        let total = client_b.peers(&PeersQuery::default()).await?.total;
+        anyhow::ensure!(total == 1, "B lists {total} peers");
+        Ok(())
     })
-    .await?;
+    .await;
     let seen = client_b.peers_with_store("alpha").await?;
     assert_eq!(seen.peers[0].peer_id, peer_id);
     assert_eq!(seen.peers[0].stores.as_ref().unwrap()[0].lamport, 3);
@@ -63,23 +52,26 @@ async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
             now + 1,
         ))
         .await?;
-    eventually("newer record relayed", Duration::from_secs(15), || async {
+    eventually("newer record relayed", RELAY_WAIT, || async {
         let peers = client_b.peers_with_store("alpha").await?;
-        Ok(peers
+        let lamport = peers
             .peers
             .first()
             .and_then(|p| p.stores.as_ref())
-            .map(|s| s[0].lamport)
-            == Some(4))
+            .map(|s| s[0].lamport);
+        anyhow::ensure!(lamport == Some(4), "B holds lamport {lamport:?}");
+        Ok(())
     })
-    .await?;
+    .await;
 
     // A removal at A is relayed too.
     client_a.unregister(&keypair, "testnet").await?;
-    eventually("removal relayed to B", Duration::from_secs(15), || async {
-        Ok(client_b.stats().await?.total_peers == 0)
+    eventually("removal relayed to B", RELAY_WAIT, || async {
+        let total = client_b.stats().await?.total_peers;
+        anyhow::ensure!(total == 0, "B holds {total} peers");
+        Ok(())
     })
-    .await?;
+    .await;
     let metrics = b.metrics().await?;
     assert!(
         metric_value(
@@ -149,20 +141,17 @@ async fn a_tampered_relayed_record_is_dropped_and_counted() -> anyhow::Result<()
         "1",
     ])
     .await?;
-    eventually(
-        "relayed records processed",
-        Duration::from_secs(15),
-        || async {
-            let metrics = server.metrics().await?;
-            let rejected = metric_value(
-                &metrics,
-                "dig_bootstrap_federation_records_total",
-                &["result=\"rejected\""],
-            );
-            Ok(rejected.unwrap_or(0.0) >= 2.0)
-        },
-    )
-    .await?;
+    eventually("relayed records processed", RELAY_WAIT, || async {
+        let metrics = server.metrics().await?;
+        let rejected = metric_value(
+            &metrics,
+            "dig_bootstrap_federation_records_total",
+            &["result=\"rejected\""],
+        );
+        anyhow::ensure!(rejected.unwrap_or(0.0) >= 2.0, "rejected: {rejected:?}");
+        Ok(())
+    })
+    .await;
     let peers = server.client()?.peers(&PeersQuery::default()).await?;
     let ids: Vec<_> = peers.peers.iter().map(|p| p.peer_id.clone()).collect();
     assert_eq!(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use dig_bootstrap::record::now_ms;
+use dig_core::clock::now_ms;
 use dig_e2e::bootstrap::{BootstrapServer, TlsFiles, metric_value, signed_record};
 use libp2p_identity::Keypair;
 use serde_json::Value;

@@ -23,9 +23,10 @@ use chart_support::{Helm, NAMESPACE, Rendered, chart_dir};
 use dig_e2e::{
     cluster::{TestCluster, cluster_required},
     network::{LocalNetwork, SidecarNode},
-    operator::{dig_manifest, eventually, install_crds, install_prometheus_operator_crd},
+    operator::{dig_manifest, install_crds, install_prometheus_operator_crd},
     process::{ProcessSpec, free_loopback_addr, target_dir, wait_for_http_ok},
     prometheus::{PodTarget, PrometheusServer, scrape_configs},
+    wait::eventually,
 };
 use serde_json::{Value, json};
 

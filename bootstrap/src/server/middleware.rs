@@ -19,7 +19,7 @@ use crate::metrics::{RequestLabels, RouteLabels};
 pub struct RouteTemplate(pub &'static str);
 
 fn static_route(matched: &str) -> &'static str {
-    super::ROUTES
+    super::routes::ROUTES
         .iter()
         .map(|(path, _)| *path)
         .find(|path| *path == matched)

@@ -1,8 +1,10 @@
-//! The HTTP(S) server: routes, layers, background tasks, TLS and graceful shutdown.
+//! The HTTP(S) server: routes, layers, background tasks (expiry sweep, federation pulls), TLS and
+//! graceful shutdown.
 
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod middleware;
 pub mod openapi;
 pub mod page;
@@ -20,25 +22,10 @@ use axum::routing::{get, post};
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
+pub use routes::ROUTES;
 pub use state::AppState;
 
 use crate::config::Config;
-
-/// Every route served, as (path template, method). The OpenAPI test checks each is documented.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/", "GET"),
-    ("/health", "GET"),
-    ("/stats", "GET"),
-    ("/register", "POST"),
-    ("/unregister", "POST"),
-    ("/peers", "GET"),
-    ("/peers/store/{store}", "GET"),
-    ("/topology", "GET"),
-    ("/records", "GET"),
-    ("/federation", "GET"),
-    ("/metrics", "GET"),
-    ("/openapi.json", "GET"),
-];
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/records", get(routes::records))
         .route("/federation", get(routes::federation))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
+        .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
@@ -101,40 +88,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Waits for SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
-}
-
 /// Runs the server until `shutdown` completes, then drains connections for the grace period.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    crate::install_crypto_provider();
+    dig_core::crypto::install_crypto_provider();
     let state = AppState::new(&config);
     let app = router(state.clone());
     let handle = Handle::new();
@@ -164,13 +123,13 @@ pub async fn run(
     };
     for url in &config.peer_bootstrap {
         let sibling =
-            crate::federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
+            federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
                 ServerError::Sibling {
                     url: url.to_string(),
                     source,
                 }
             })?;
-        tasks.spawn(crate::federation::pull_forever(
+        tasks.spawn(federation::pull_forever(
             state.clone(),
             sibling,
             config.federation_interval(),

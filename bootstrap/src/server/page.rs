@@ -6,5 +6,16 @@ use axum::response::Response;
 const PAGE: &str = include_str!("network.html");
 
 pub fn page() -> Response {
-    crate::html::page_response(PAGE)
+    dig_core::html::page_response(PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_network_page_is_self_contained() {
+        assert_eq!(
+            dig_core::html::self_contained_problems(super::PAGE),
+            Vec::<String>::new()
+        );
+    }
 }

@@ -6,6 +6,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use dig_core::clock::now_ms;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -18,10 +19,24 @@ use crate::api::{
     StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
 use crate::metrics::{Metrics, RegisterResult, ResultLabel, ResultLabels, UnregisterResult};
-use crate::record::{
-    STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name, now_ms,
-};
+use crate::record::{STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name};
 use crate::registry::{Removed, Source, Upserted};
+
+/// Every route served, as (path template, method). The OpenAPI test checks each is documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/", "GET"),
+    ("/health", "GET"),
+    ("/stats", "GET"),
+    ("/register", "POST"),
+    ("/unregister", "POST"),
+    ("/peers", "GET"),
+    ("/peers/store/{store}", "GET"),
+    ("/topology", "GET"),
+    ("/records", "GET"),
+    ("/federation", "GET"),
+    ("/metrics", "GET"),
+    ("/openapi.json", "GET"),
+];
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -222,12 +237,12 @@ pub async fn topology(State(state): State<AppState>) -> Response {
 /// The siblings this server pulls records from (`--peer-bootstrap`) and how their pulls went.
 #[utoipa::path(get, path = "/federation", tag = "federation",
     responses(
-        (status = 200, description = "Federation state, one entry per sibling", body = crate::federation::FederationResponse),
+        (status = 200, description = "Federation state, one entry per sibling", body = super::federation::FederationResponse),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
     ))]
 pub async fn federation(
     State(state): State<AppState>,
-) -> Json<crate::federation::FederationResponse> {
+) -> Json<super::federation::FederationResponse> {
     Json(state.federation().response())
 }
 
@@ -274,20 +289,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics().encode(),
-    )
-        .into_response()
-}
-
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses(
-        (status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-    ))]
-pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document_json(),
     )
         .into_response()
 }

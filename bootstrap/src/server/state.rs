@@ -12,10 +12,12 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::RwLock;
 
 use super::client_ip::ClientAddress;
+use super::federation::FederationStatus;
 use crate::config::Config;
-use crate::federation::FederationStatus;
 use crate::metrics::Metrics;
-use crate::record::{SignedPeerRecord, SignedUnregister, now_ms};
+use dig_core::clock::now_ms;
+
+use crate::record::{SignedPeerRecord, SignedUnregister};
 use crate::registry::{Registry, RegistryConfig, RegistryError, Removed, Source, Upserted};
 
 /// Shared state of a running server. Cheap to clone.

@@ -188,11 +188,11 @@ async fn main() -> anyhow::Result<()> {
     let mut demo: Option<(String, Instant)> = None;
     let mut demo_done = args.no_demo;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = dig_core::shutdown::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            () = &mut shutdown => break,
             _ = tick.tick() => {}
         }
         let mut table = format!(

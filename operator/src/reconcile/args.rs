@@ -1,4 +1,4 @@
-//! Command lines of the containers (DESIGN 4a) and the node's `--config` YAML file.
+//! Command lines of the containers (docs/DESIGN.md §4a) and the node's `--config` YAML file.
 
 use serde::Serialize;
 

@@ -6,7 +6,7 @@ use axum::response::Response;
 const PAGE: &str = include_str!("node.html");
 
 pub async fn page() -> Response {
-    dig_bootstrap::html::page_response(PAGE)
+    dig_core::html::page_response(PAGE)
 }
 
 #[cfg(test)]
@@ -14,7 +14,7 @@ mod tests {
     #[test]
     fn the_page_is_self_contained() {
         assert_eq!(
-            dig_bootstrap::html::self_contained_problems(super::PAGE),
+            dig_core::html::self_contained_problems(super::PAGE),
             Vec::<String>::new()
         );
     }

@@ -3,9 +3,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+use dig_core::clock::now_ms;
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, autonat,
@@ -22,6 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
+    addresses,
     behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
     handle::{Command, NodeError, NodeEvent},
     status::{
@@ -30,7 +32,7 @@ use super::{
     },
 };
 use crate::{
-    discovery::{addresses, backoff::Backoff},
+    backoff::Backoff,
     metrics::{NodeMetrics, ResultLabels},
 };
 
@@ -148,12 +150,12 @@ pub(crate) struct EventLoop {
 fn redundant_quic_connections(
     connections: &HashMap<ConnectionId, OpenConnection>,
 ) -> Vec<ConnectionId> {
-    if connections.values().all(|c| super::is_quic(&c.remote)) {
+    if connections.values().all(|c| addresses::is_quic(&c.remote)) {
         return Vec::new();
     }
     connections
         .iter()
-        .filter(|(_, c)| super::is_quic(&c.remote))
+        .filter(|(_, c)| addresses::is_quic(&c.remote))
         .map(|(id, _)| *id)
         .collect()
 }
@@ -170,13 +172,6 @@ fn describe_dial_error(error: &DialError) -> String {
             None => other.to_string(),
         },
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl EventLoop {
@@ -289,7 +284,7 @@ impl EventLoop {
                         confirmed: false,
                         established: Instant::now(),
                         connections: HashMap::new(),
-                        since_ms: unix_ms(),
+                        since_ms: now_ms(),
                         agent_version: None,
                         protocol_version: None,
                         listen_addresses: Vec::new(),
@@ -581,7 +576,7 @@ impl EventLoop {
 
     fn record_dht_success(&mut self) {
         self.discovery.dht.successes += 1;
-        self.discovery.dht.last_success_ms = Some(unix_ms());
+        self.discovery.dht.last_success_ms = Some(now_ms());
         self.refresh_dht_count();
     }
 
@@ -611,7 +606,7 @@ impl EventLoop {
             mdns::Event::Discovered(found) => {
                 self.discovery.mdns.answered = true;
                 self.discovery.mdns.successes += 1;
-                self.discovery.mdns.last_success_ms = Some(unix_ms());
+                self.discovery.mdns.last_success_ms = Some(now_ms());
                 for (peer, address) in found {
                     self.add_source_address(peer, DiscoverySource::Mdns, address);
                 }
@@ -858,7 +853,7 @@ impl EventLoop {
             } => {
                 tracing::warn!(%peer, %reason, "banning peer for {} s", BAN_DURATION.as_secs());
                 self.metrics.peers_banned.inc();
-                let since_ms = unix_ms();
+                let since_ms = now_ms();
                 let ban = Ban {
                     until: Instant::now() + BAN_DURATION,
                     since_ms,
@@ -918,7 +913,7 @@ impl EventLoop {
             RegistryOutcome::Registered { server } => {
                 stats.answered = true;
                 *stats.registrations.get_or_insert(0) += 1;
-                stats.last_success_ms = Some(unix_ms());
+                stats.last_success_ms = Some(now_ms());
                 count(
                     self.metrics
                         .registry_registrations
@@ -940,7 +935,7 @@ impl EventLoop {
             RegistryOutcome::Polled { server, peers } => {
                 stats.answered = true;
                 stats.successes += 1;
-                stats.last_success_ms = Some(unix_ms());
+                stats.last_success_ms = Some(now_ms());
                 count(
                     self.metrics
                         .registry_polls

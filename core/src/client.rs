@@ -1,4 +1,5 @@
-//! HTTP client of the registry, used by dig-sidecar, dig-operator, federation and the tests.
+//! HTTP client of the registry, used by dig-sidecar, dig-operator, the registry's federation and
+//! the tests.
 
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ impl RegistryClientBuilder {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(invalid("must not carry a query or fragment".to_owned()));
         }
-        crate::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)

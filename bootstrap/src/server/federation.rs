@@ -9,12 +9,12 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::state::AppState;
 use crate::api::{MAX_RECORDS_LIMIT, RecordsQuery, RecordsResponse};
 use crate::client::{ClientError, RegistryClient};
 use crate::metrics::{FederationResult, Metrics, PullResult};
-use crate::record::now_ms;
 use crate::registry::{RegistryError, Source};
-use crate::server::AppState;
+use dig_core::clock::now_ms;
 
 /// Most pages pulled from one sibling per round, so one busy sibling cannot monopolise a round.
 const MAX_PAGES_PER_ROUND: usize = 100;

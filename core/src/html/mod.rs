@@ -123,10 +123,4 @@ mod tests {
         );
         assert_eq!(self_contained_problems(&remote).len(), 1);
     }
-
-    #[test]
-    fn the_network_page_is_self_contained() {
-        let page = include_str!("../server/network.html");
-        assert_eq!(self_contained_problems(page), Vec::<String>::new());
-    }
 }
