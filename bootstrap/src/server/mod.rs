@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+pub mod readiness;
 pub mod routes;
 pub mod state;
 
@@ -26,6 +27,7 @@ use crate::config::Config;
 /// Every route served, as (path template, method). The OpenAPI test checks each is documented.
 pub const ROUTES: &[(&str, &str)] = &[
     ("/health", "GET"),
+    ("/ready", "GET"),
     ("/stats", "GET"),
     ("/register", "POST"),
     ("/unregister", "POST"),
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = usize::try_from(state.max_body_bytes()).unwrap_or(usize::MAX);
     Router::new()
         .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
         .route("/stats", get(routes::stats))
         .route("/register", post(routes::register))
         .route("/unregister", post(routes::unregister))
@@ -159,7 +162,7 @@ pub async fn run(
     };
     for url in &config.peer_bootstrap {
         let sibling =
-            crate::federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
+            crate::federation::SiblingSet::new(url, ca_pem.as_deref()).map_err(|source| {
                 ServerError::Sibling {
                     url: url.to_string(),
                     source,
@@ -173,9 +176,16 @@ pub async fn run(
     }
 
     let grace = config.shutdown_grace();
+    let delay = config.shutdown_delay();
     let shutdown_handle = handle.clone();
+    let draining_state = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        draining_state.readiness().start_draining();
+        if !delay.is_zero() {
+            tracing::info!("not ready; serving {delay:?} more before closing the listener");
+            tokio::time::sleep(delay).await;
+        }
         shutdown_handle.graceful_shutdown(Some(grace));
     });
     let listening_handle = handle.clone();

@@ -15,6 +15,7 @@ use super::routes;
     ),
     paths(
         routes::health,
+        routes::ready,
         routes::stats,
         routes::register,
         routes::unregister,

@@ -11,10 +11,12 @@ use prometheus_client::metrics::family::Family;
 
 use super::error::ApiError;
 use super::extract::{PEERS_LIMIT_CAP, QueryParams, body_bytes, json_body};
+use super::readiness::ReadyState;
 use super::state::AppState;
 use crate::api::{
     DEFAULT_PEERS_LIMIT, DEFAULT_RECORDS_LIMIT, ErrorBody, HealthResponse, MAX_RECORDS_LIMIT,
-    PeersQuery, PeersResponse, RecordsQuery, RecordsResponse, RegisterResponse, StatsResponse,
+    PeersQuery, PeersResponse, ReadyResponse, RecordsQuery, RecordsResponse, RegisterResponse,
+    StatsResponse,
     StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
 use crate::metrics::{Metrics, RegisterResult, ResultLabel, ResultLabels, UnregisterResult};
@@ -36,6 +38,31 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
         peers,
         uptime_seconds: state.uptime_seconds(),
     })
+}
+
+/// Whether to send this server traffic: 503 while it drains after SIGTERM, or before it pulled
+/// each sibling once (at most two federation intervals after start).
+#[utoipa::path(get, path = "/ready", tag = "registry",
+    responses(
+        (status = 200, description = "Ready for traffic", body = ReadyResponse),
+        (status = 503, description = "Draining, or siblings not pulled yet", body = ReadyResponse),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let (code, body) = match state.readiness().state(std::time::Instant::now()) {
+        ReadyState::Ready => (StatusCode::OK, ReadyResponse {
+            status: "ready".to_owned(),
+            siblings: Vec::new(),
+        }),
+        ReadyState::Draining => (StatusCode::SERVICE_UNAVAILABLE, ReadyResponse {
+            status: "draining".to_owned(),
+            siblings: Vec::new(),
+        }),
+        ReadyState::Syncing { siblings } => (StatusCode::SERVICE_UNAVAILABLE, ReadyResponse {
+            status: "syncing".to_owned(),
+            siblings,
+        }),
+    };
+    (code, Json(body)).into_response()
 }
 
 /// Totals: peers, active peers, stores, registrations, uptime.

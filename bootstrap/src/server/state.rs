@@ -12,6 +12,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::RwLock;
 
 use super::client_ip::ClientAddress;
+use super::readiness::Readiness;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::record::{SignedPeerRecord, SignedUnregister, now_ms};
@@ -32,6 +33,7 @@ struct Inner {
     client_address: ClientAddress,
     max_body_bytes: u64,
     views: Mutex<RenderedViews>,
+    readiness: Readiness,
 }
 
 #[derive(Default)]
@@ -61,12 +63,25 @@ impl AppState {
                 .allow_burst(burst.try_into().expect("burst > 0"));
             DefaultKeyedRateLimiter::dashmap(quota)
         });
-        Self::with_parts(
+        let mut state = Self::with_parts(
             config.registry_config(),
             limiter,
             ClientAddress::new(config.trusted_proxy.clone()),
             config.max_body_bytes,
-        )
+        );
+        if !config.peer_bootstrap.is_empty() {
+            let readiness = Readiness::waiting_for(
+                config
+                    .peer_bootstrap
+                    .iter()
+                    .map(crate::federation::sibling_label),
+                Instant::now() + config.federation_sync_deadline(),
+            );
+            Arc::get_mut(&mut state.inner)
+                .expect("a new state is not shared yet")
+                .readiness = readiness;
+        }
+        state
     }
 
     pub fn with_parts(
@@ -86,6 +101,7 @@ impl AppState {
                 client_address,
                 max_body_bytes,
                 views: Mutex::new(RenderedViews::default()),
+                readiness: Readiness::ready(),
             }),
         }
     }
@@ -112,6 +128,10 @@ impl AppState {
 
     pub fn epoch(&self) -> &str {
         &self.inner.epoch
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
     }
 
     pub fn max_body_bytes(&self) -> u64 {
