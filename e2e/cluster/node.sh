@@ -32,6 +32,10 @@ node_dir() { echo "$run_dir/node"; }
 
 # What the node needs besides the control-plane tools; exit 3 (tools missing) names what lacks.
 node_tool_check() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "cluster.sh: the real node needs root (network namespaces, mounts, cgroups)" >&2
+    exit 3
+  fi
   local missing=() tool
   for tool in containerd containerd-shim-runc-v2 runc ctr iptables iptables-restore nsenter ip conntrack; do
     command -v "$tool" >/dev/null || missing+=("$tool")
@@ -285,7 +289,8 @@ node_up() {
   write_containerd_config
   start_in_node containerd containerd --config "$dir/containerd.toml"
   wait_for "containerd on $dir/containerd.sock" 60 containerd containerd_ready
-  node_import_images "$tools/images/pause.tar"
+  # The pause image (pod sandboxes) and busybox (the chart's test pod).
+  node_import_images "$tools/images/"*.tar
   write_corefile
   start_in_node coredns "$tools/coredns" -conf "$dir/Corefile"
   start_component volume-provisioner "$here/cluster.sh" provision-volumes --run-dir "$run_dir/"

@@ -3,8 +3,10 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod images;
 pub mod netns;
 pub mod network;
 pub mod operator;
 pub mod process;
 pub mod replication;
+pub mod walkthrough;
