@@ -14,7 +14,7 @@
 # and busybox (Debian's busybox-static), for the chart's `helm test` pod.
 
 IMAGE_REGISTRY=dig-e2e.local
-IMAGES_RECIPE=1
+IMAGES_RECIPE=4
 
 # buildah with a store of its own, removed afterwards: nothing accumulates between builds.
 buildah_store() { buildah --root "$1/root" --runroot "$1/runroot" --storage-driver vfs "${@:2}"; }
@@ -45,7 +45,7 @@ drop_buildah_store() {
 # The node's images, independent of the repository's code.
 build_node_images() {
   local out
-  out=$(node_component_dir node-images "$KUBERNETES_VERSION-busybox-$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null | tr ':~+' '---')")
+  out=$(node_component_dir node-images "$KUBERNETES_VERSION-busybox-$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null | tr ':~+' '---')-$(runtime_base_key)-i$IMAGES_RECIPE")
   if [ -f "$out/.complete" ]; then
     echo "  cached: pause and busybox images"
     NODE_IMAGES_DIR=$out
@@ -70,16 +70,26 @@ ENTRYPOINT ["/pause"]
 EOF
   local pause_image=$IMAGE_REGISTRY/pause:${KUBERNETES_VERSION#v}
   buildah_archive "$store" "$pause_image" "$store/pause" "$out/pause.tar" -f "$store/pause/Containerfile"
-  # busybox: sh, wget, seq, grep, sleep for the chart's test pod.
-  mkdir -p "$store/busybox/bin"
-  cp /bin/busybox "$store/busybox/bin/busybox"
+  # busybox: seq, grep, sleep for the chart's test pod, on the runtime base's files (Debian's
+  # static busybox still loads glibc's NSS modules to resolve names). wget is Debian's GNU wget
+  # and sh is dash: the wget of Debian's busybox 1.35 crashes on `-T` (the chart's test uses it),
+  # and busybox's sh would run that applet whatever the PATH says.
+  command -v wget >/dev/null || die "wget is not installed (apt-get install wget)"
+  command -v dash >/dev/null || die "dash is not installed (apt-get install dash)"
+  mkdir -p "$store/busybox/rootfs"
+  write_runtime_base "$store/busybox/rootfs"
+  mkdir -p "$store/busybox/rootfs/bin" "$store/busybox/rootfs/usr/bin"
+  cp /bin/busybox "$store/busybox/rootfs/bin/busybox"
+  copy_with_libraries "$(command -v wget)" "$store/busybox/rootfs"
+  copy_with_libraries "$(command -v dash)" "$store/busybox/rootfs"
+  ln -s ../usr/bin/dash "$store/busybox/rootfs/bin/sh"
   local applet
-  for applet in sh wget seq grep sleep echo cat test '['; do
-    ln -s busybox "$store/busybox/bin/$applet"
+  for applet in seq grep sleep echo cat test '[' head ls; do
+    ln -s busybox "$store/busybox/rootfs/bin/$applet"
   done
   cat >"$store/busybox/Containerfile" <<'EOF'
 FROM scratch
-COPY bin/ /bin/
+COPY rootfs/ /
 ENTRYPOINT ["/bin/sh"]
 EOF
   local busybox_image
@@ -93,6 +103,15 @@ EOF
   touch "$out/.complete"
   NODE_IMAGES_DIR=$out
   echo "  built pause and busybox images in $((SECONDS - start)) s"
+}
+
+# Copies a dynamically linked program to /usr/bin of $2, with the shared libraries it loads.
+copy_with_libraries() {
+  local program=$1 rootfs=$2 lib
+  install -m 0755 "$program" "$rootfs/usr/bin/$(basename "$program")"
+  for lib in $(ldd "$program" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'); do
+    cp -L "$lib" "$rootfs/usr/lib/x86_64-linux-gnu/"
+  done
 }
 
 # The Debian files of distroless `cc`: glibc, libgcc_s, CA certificates, passwd/group with the

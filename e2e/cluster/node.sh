@@ -276,6 +276,21 @@ write_corefile() {
 EOF
 }
 
+# The kubelet wants its cgroup root to exist in every hierarchy; a new cpuset starts empty and
+# gets its parent's CPUs and memory nodes.
+make_node_cgroups() {
+  local hierarchy dir
+  for hierarchy in /sys/fs/cgroup/*/; do
+    [ -f "${hierarchy}cgroup.procs" ] || continue
+    dir=$hierarchy${CGROUP_ROOT#/}
+    mkdir -p "$dir"
+    if [ -f "${hierarchy}cpuset.cpus" ]; then
+      cat "${hierarchy}cpuset.cpus" >"$dir/cpuset.cpus"
+      cat "${hierarchy}cpuset.mems" >"$dir/cpuset.mems"
+    fi
+  done
+}
+
 node_http_ok() { in_node curl -sf --max-time 2 "$1"; }
 
 node_ready() {
@@ -295,6 +310,7 @@ node_up() {
   start_in_node coredns "$tools/coredns" -conf "$dir/Corefile"
   start_component volume-provisioner "$here/cluster.sh" provision-volumes --run-dir "$run_dir/"
   write_kubelet_config
+  make_node_cgroups
   start_in_node kubelet "$tools/kubelet" --config "$dir/kubelet.yaml" \
     --kubeconfig "$run_dir/kubelet.kubeconfig" --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" \
     --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1

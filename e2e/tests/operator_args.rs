@@ -178,10 +178,11 @@ fn dig_node_args_parse() {
 
 /// The bootstrap Deployment's probes against a real `dig-bootstrap` started with the Deployment's
 /// own arguments: each probe names the container's `http` port and its path answers 200, so the
-/// registry's pods become Ready and its Service gets endpoints.
+/// registry's pods become Ready and its Service gets endpoints. (One replica: with two, `/ready`
+/// first waits to pull the other, which `kubernetes_walkthrough` checks on a real node.)
 #[tokio::test]
 async fn bootstrap_probes_are_answered_by_dig_bootstrap() {
-    let net = network("networkId: testnet");
+    let net = network("networkId: testnet\nbootstrap:\n  replicas: 1");
     let children = build_with(&net, NetworkFacts::default());
     let container = bootstrap_container(&children);
     let config = parse_bootstrap(container);
