@@ -166,12 +166,13 @@ impl SiblingSet {
         let host = self.url.host_str().unwrap_or_default();
         let port = self.url.port_or_known_default().unwrap_or(80);
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addresses = tokio::net::lookup_host((host, port)).await.map_err(|e| {
-            ClientError::InvalidUrl {
-                url: self.label.clone(),
-                detail: format!("cannot resolve {host}: {e}"),
-            }
-        })?;
+        let addresses =
+            tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| ClientError::InvalidUrl {
+                    url: self.label.clone(),
+                    detail: format!("cannot resolve {host}: {e}"),
+                })?;
         Ok(addresses.take(MAX_ADDRESSES_PER_SIBLING).collect())
     }
 
@@ -179,7 +180,8 @@ impl SiblingSet {
     /// when the name does not resolve.
     pub async fn pull_round(&mut self, state: &AppState) -> Result<RoundSummary, ClientError> {
         let addresses = self.resolve().await?;
-        self.replicas.retain(|address, _| addresses.contains(address));
+        self.replicas
+            .retain(|address, _| addresses.contains(address));
         let mut round = RoundSummary::default();
         for address in addresses.difference(&self.own.clone()) {
             if !self.replicas.contains_key(address) {
@@ -281,10 +283,17 @@ pub async fn pull_forever(state: AppState, mut siblings: SiblingSet, interval: D
                 }
             }
             Err(e) => {
-                state.metrics().count_pull(siblings.url(), PullResult::Error);
+                state
+                    .metrics()
+                    .count_pull(siblings.url(), PullResult::Error);
                 tracing::warn!(sibling = siblings.url(), "federation round failed: {e}");
             }
         }
-        tokio::time::sleep(if synced { interval } else { SYNC_RETRY.min(interval) }).await;
+        tokio::time::sleep(if synced {
+            interval
+        } else {
+            SYNC_RETRY.min(interval)
+        })
+        .await;
     }
 }

@@ -177,7 +177,9 @@ impl LoopbackNamespace {
         }
         std::fs::create_dir_all(&namespace.hosts_dir)
             .and_then(|()| std::fs::write(namespace.hosts_dir.join("hosts"), text))
-            .map_err(|e| NetnsError::Unavailable(format!("writing {:?}: {e}", namespace.hosts_dir)))?;
+            .map_err(|e| {
+                NetnsError::Unavailable(format!("writing {:?}: {e}", namespace.hosts_dir))
+            })?;
         Ok(namespace)
     }
 

@@ -43,7 +43,9 @@ impl PodInfo {
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
         PodInfo {
             name: pod["metadata"]["name"].as_str().unwrap_or_default().into(),
-            ip: pod["status"]["podIP"].as_str().and_then(|ip| ip.parse().ok()),
+            ip: pod["status"]["podIP"]
+                .as_str()
+                .and_then(|ip| ip.parse().ok()),
             ready,
             uid: pod["metadata"]["uid"].as_str().unwrap_or_default().into(),
             labels: serde_json::from_value(pod["metadata"]["labels"].clone()).unwrap_or_default(),
@@ -62,7 +64,10 @@ impl PodInfo {
 pub struct PodMemory {
     pub namespace: String,
     pub pod: String,
+    /// What the kubelet counts against limits and evictions (usage less inactive file pages).
     pub working_set_bytes: u64,
+    /// Resident anonymous memory.
+    pub rss_bytes: u64,
 }
 
 pub struct Walkthrough<'a> {
@@ -160,17 +165,12 @@ impl<'a> Walkthrough<'a> {
         Ok(started.elapsed())
     }
 
-    /// `helm test`: the chart's test pod runs on the node and checks the operator's Service.
+    /// `helm test`: the chart's test pod runs on the node and checks the operator's Service. (The
+    /// chart deletes a passed test pod at once, so there are no logs to ask for.)
     pub fn helm_test(&self) -> anyhow::Result<String> {
-        Ok(self.cluster.helm([
-            "test",
-            RELEASE,
-            "-n",
-            OPERATOR_NAMESPACE,
-            "--timeout",
-            "5m",
-            "--logs",
-        ])?)
+        Ok(self
+            .cluster
+            .helm(["test", RELEASE, "-n", OPERATOR_NAMESPACE, "--timeout", "5m"])?)
     }
 
     /// The README's step 3: the namespace, the DigNetwork, and `kubectl wait` for its Ready
@@ -271,7 +271,9 @@ impl<'a> Walkthrough<'a> {
 
     /// The peer id a node pod reports on its API (`/health`).
     pub async fn node_peer_id(&self, pod: &PodInfo) -> anyhow::Result<String> {
-        let ip = pod.ip.with_context(|| format!("pod {} has no IP", pod.name))?;
+        let ip = pod
+            .ip
+            .with_context(|| format!("pod {} has no IP", pod.name))?;
         let health = self.get_json(&format!("http://{ip}:8080/health")).await?;
         health["peerId"]
             .as_str()
@@ -320,8 +322,41 @@ impl<'a> Walkthrough<'a> {
                     .into(),
                 pod: pod["podRef"]["name"].as_str().unwrap_or_default().into(),
                 working_set_bytes: pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0),
+                rss_bytes: pod["memory"]["rssBytes"].as_u64().unwrap_or(0),
             })
             .collect())
+    }
+
+    /// [`Walkthrough::pod_memory`] once the kubelet reports every Running pod (its statistics
+    /// lag a new pod by up to one collection period).
+    pub async fn pod_memory_of_running_pods(&self) -> anyhow::Result<Vec<PodMemory>> {
+        wait_until("memory of every running pod", STEP_TIMEOUT, || async {
+            let running = self.kubectl(&[
+                "get",
+                "pods",
+                "--all-namespaces",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}",
+            ])?;
+            let memory = self.pod_memory()?;
+            let reported: BTreeSet<String> = memory
+                .iter()
+                .filter(|pod| pod.working_set_bytes > 0)
+                .map(|pod| format!("{}/{}", pod.namespace, pod.pod))
+                .collect();
+            match running
+                .split_whitespace()
+                .find(|pod| !reported.contains(*pod))
+            {
+                Some(pod) => bail!("no memory reported for {pod} yet"),
+                None => Ok(memory
+                    .into_iter()
+                    .filter(|pod| pod.working_set_bytes > 0)
+                    .collect()),
+            }
+        })
+        .await
     }
 }
 

@@ -194,7 +194,12 @@ fn curl_in(
     let mut command = namespace.command("curl");
     command.args(["-sS", "--fail-with-body", "--max-time", "5"]);
     if let Some(body) = json {
-        command.args(["-H", "content-type: application/json", "--data-binary", body]);
+        command.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ]);
     }
     let output = command.arg(url).output()?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

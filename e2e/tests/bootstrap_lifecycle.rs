@@ -286,7 +286,10 @@ async fn ready_waits_for_siblings_but_not_forever() -> anyhow::Result<()> {
         let (status, body) = ready(&server).await?;
         if status == 200 {
             assert_eq!(body["status"], "ready");
-            assert!(started.elapsed() >= Duration::from_secs(4), "ready too early");
+            assert!(
+                started.elapsed() >= Duration::from_secs(4),
+                "ready too early"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "never ready: {body}");

@@ -188,7 +188,10 @@ async fn bootstrap_probes_are_answered_by_dig_bootstrap() {
     let config = parse_bootstrap(container);
     let port = &container.ports.as_ref().expect("the container's ports")[0];
     assert_eq!(port.name.as_deref(), Some("http"));
-    assert_eq!(i64::from(port.container_port), i64::from(config.listen.port()));
+    assert_eq!(
+        i64::from(port.container_port),
+        i64::from(config.listen.port())
+    );
 
     // The Deployment's arguments, on a loopback port of the test's choosing.
     let args = container.args.clone().unwrap();

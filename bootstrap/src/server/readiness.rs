@@ -17,7 +17,9 @@ pub enum ReadyState {
     /// SIGTERM received: still serving, about to stop.
     Draining,
     /// These siblings (`--peer-bootstrap` URLs) have not been pulled in full yet.
-    Syncing { siblings: Vec<String> },
+    Syncing {
+        siblings: Vec<String>,
+    },
 }
 
 pub struct Readiness {

@@ -16,8 +16,7 @@ use super::state::AppState;
 use crate::api::{
     DEFAULT_PEERS_LIMIT, DEFAULT_RECORDS_LIMIT, ErrorBody, HealthResponse, MAX_RECORDS_LIMIT,
     PeersQuery, PeersResponse, ReadyResponse, RecordsQuery, RecordsResponse, RegisterResponse,
-    StatsResponse,
-    StorePeersQuery, TopologyResponse, UnregisterResponse,
+    StatsResponse, StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
 use crate::metrics::{Metrics, RegisterResult, ResultLabel, ResultLabels, UnregisterResult};
 use crate::record::{
@@ -49,18 +48,27 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let (code, body) = match state.readiness().state(std::time::Instant::now()) {
-        ReadyState::Ready => (StatusCode::OK, ReadyResponse {
-            status: "ready".to_owned(),
-            siblings: Vec::new(),
-        }),
-        ReadyState::Draining => (StatusCode::SERVICE_UNAVAILABLE, ReadyResponse {
-            status: "draining".to_owned(),
-            siblings: Vec::new(),
-        }),
-        ReadyState::Syncing { siblings } => (StatusCode::SERVICE_UNAVAILABLE, ReadyResponse {
-            status: "syncing".to_owned(),
-            siblings,
-        }),
+        ReadyState::Ready => (
+            StatusCode::OK,
+            ReadyResponse {
+                status: "ready".to_owned(),
+                siblings: Vec::new(),
+            },
+        ),
+        ReadyState::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReadyResponse {
+                status: "draining".to_owned(),
+                siblings: Vec::new(),
+            },
+        ),
+        ReadyState::Syncing { siblings } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReadyResponse {
+                status: "syncing".to_owned(),
+                siblings,
+            },
+        ),
     };
     (code, Json(body)).into_response()
 }

@@ -38,10 +38,16 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| dig_e2e::process::target_dir().join("release"));
     let images = Images::build(&binaries)
         .with_context(|| format!("building the images from {binaries:?}"))?;
-    println!("images: {}, {}, {}", images.operator, images.bootstrap, images.sidecar);
+    println!(
+        "images: {}, {}, {}",
+        images.operator, images.bootstrap, images.sidecar
+    );
     let started = std::time::Instant::now();
     let cluster = TestCluster::start_real_node("bench-real-node", Some(&images.dir))?;
-    println!("control plane and real node up with the images: {}", secs(started.elapsed()));
+    println!(
+        "control plane and real node up with the images: {}",
+        secs(started.elapsed())
+    );
     let walk = Walkthrough::new(&cluster, images)?;
 
     let install = walk.install_operator()?;
@@ -58,8 +64,14 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| step | time |");
     println!("|---|---|");
-    println!("| `helm install` -> operator Deployment rolled out, pods Ready | {} |", secs(install));
-    println!("| `kubectl apply` of the README's DigNetwork -> Ready condition | {} |", secs(apply));
+    println!(
+        "| `helm install` -> operator Deployment rolled out, pods Ready | {} |",
+        secs(install)
+    );
+    println!(
+        "| `kubectl apply` of the README's DigNetwork -> Ready condition | {} |",
+        secs(apply)
+    );
     println!(
         "| {} MiB store written in {}'s volume -> the last of {} other nodes holds it | {} |",
         args.store_mib,
@@ -68,16 +80,18 @@ async fn main() -> anyhow::Result<()> {
         secs(replicated)
     );
     println!();
-    println!("| pod | memory (working set) |");
-    println!("|---|---|");
-    let mut memory = walk.pod_memory()?;
+    println!("| pod | working set | RSS |");
+    println!("|---|---|---|");
+    let mut memory = walk.pod_memory_of_running_pods().await?;
     memory.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     for pod in memory {
         println!(
-            "| {}/{} | {:.1} MiB |",
+            "| {}/{} | {:.1} MiB | {:.1} MiB |",
             pod.namespace,
             pod.pod,
-            pod.working_set_bytes as f64 / (1 << 20) as f64
+            mib(pod.working_set_bytes),
+            mib(pod.rss_bytes)
         );
     }
     Ok(())
