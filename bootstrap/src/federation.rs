@@ -46,28 +46,23 @@ pub struct PullSummary {
 
 impl Sibling {
     pub fn new(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
-        let mut builder = RegistryClient::builder(url);
-        if let Some(pem) = ca_pem {
-            builder = builder.root_certificate_pem(pem);
-        }
-        Ok(Self {
-            client: builder.build()?,
-            epoch: None,
-            cursor: 0,
-        })
+        Self::with_address(url, None, ca_pem)
     }
 
     pub fn url(&self) -> &str {
         self.client.base_url()
     }
 
-    /// A client of the replica at `address` of the sibling named by `url`.
-    fn at_address(
+    /// A client of the sibling at `url`, or of its replica at `address`.
+    fn with_address(
         url: &str,
-        address: SocketAddr,
+        address: Option<SocketAddr>,
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, ClientError> {
-        let mut builder = RegistryClient::builder(url).connect_to(address);
+        let mut builder = RegistryClient::builder(url);
+        if let Some(address) = address {
+            builder = builder.connect_to(address);
+        }
         if let Some(pem) = ca_pem {
             builder = builder.root_certificate_pem(pem);
         }
@@ -185,8 +180,11 @@ impl SiblingSet {
         let mut round = RoundSummary::default();
         for address in addresses.difference(&self.own.clone()) {
             if !self.replicas.contains_key(address) {
-                let sibling =
-                    Sibling::at_address(self.url.as_str(), *address, self.ca_pem.as_deref())?;
+                let sibling = Sibling::with_address(
+                    self.url.as_str(),
+                    Some(*address),
+                    self.ca_pem.as_deref(),
+                )?;
                 self.replicas.insert(*address, sibling);
             }
             let sibling = self.replicas.get_mut(address).expect("inserted above");

@@ -37,7 +37,7 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 KUBERNETES_VALIDATE_VERSION=1.37.0   # PyPI package that ships the JSON schemas of 1.25 to 1.37
-COREDNS_VERSION=v1.14.7      # the real node's cluster DNS
+COREDNS_VERSION=v1.14.1      # the real node's cluster DNS: the newest on client-go 0.34 (see build_coredns)
 # Bump when the way a tool is built changes, so caches made by an older recipe are not reused.
 BUILD_RECIPE=3
 
@@ -244,6 +244,11 @@ build_coredns() {
     grep -E '^go [0-9.]+$' "$gomod"
     echo
     echo "require github.com/coredns/coredns $COREDNS_VERSION"
+    # The Kubernetes build's own API modules: their compiled packages come from the Go build
+    # cache instead of being compiled a second time.
+    echo "require k8s.io/api v0.${KUBERNETES_VERSION#v1.}"
+    echo "require k8s.io/apimachinery v0.${KUBERNETES_VERSION#v1.}"
+    echo "require k8s.io/client-go v0.${KUBERNETES_VERSION#v1.}"
   } >"$work/go.mod"
   cat >"$work/main.go" <<'GO'
 // CoreDNS with the plugins of the e2e real node only (their order is CoreDNS's plugin.cfg order).

@@ -562,15 +562,7 @@ impl TestCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
-            .map(|arg| arg.as_ref().to_owned())
-            .collect();
-        let shown = args
-            .iter()
-            .map(|arg| arg.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let (args, shown) = owned_and_shown(args);
         let mut command = Command::new(self.tool("kubectl"));
         command
             .arg("--kubeconfig")
@@ -601,15 +593,7 @@ impl TestCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
-            .into_iter()
-            .map(|arg| arg.as_ref().to_owned())
-            .collect();
-        let shown = args
-            .iter()
-            .map(|arg| arg.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let (args, shown) = owned_and_shown(args);
         let home = self.run_dir.join("helm-home");
         let mut command = Command::new(self.tool("helm"));
         command
@@ -666,6 +650,24 @@ impl Drop for TestCluster {
             let _ = std::fs::remove_dir_all(&self.run_dir);
         }
     }
+}
+
+/// Arguments as owned strings, and as one line for messages.
+fn owned_and_shown<I, S>(args: I) -> (Vec<std::ffi::OsString>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args
+        .into_iter()
+        .map(|arg| arg.as_ref().to_owned())
+        .collect();
+    let shown = args
+        .iter()
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (args, shown)
 }
 
 /// kube's rustls needs a process-wide crypto provider when more than one is compiled in.

@@ -250,15 +250,11 @@ impl<'a> Walkthrough<'a> {
     }
 
     pub async fn get_json(&self, url: &str) -> anyhow::Result<Value> {
-        let response = self.http.get(url).send().await?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            bail!("GET {url}: HTTP {status}: {body}");
-        }
+        let body = self.get_text(url).await?;
         serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON: {body}"))
     }
 
+    /// The body of `GET url`; an error naming the URL for any status but 2xx.
     pub async fn get_text(&self, url: &str) -> anyhow::Result<String> {
         let response = self.http.get(url).send().await?;
         let status = response.status();
