@@ -197,11 +197,16 @@ async fn readme_walkthrough_on_a_real_node() {
         "the node runs as a native sidecar: {init}"
     );
     let app_volume = walk.claim_dir(NETWORK_NAMESPACE, "dig-app-stores").unwrap();
-    wait_replicated(&[app_volume.clone()], "walkthrough", &hash, STEP_TIMEOUT)
-        .await
-        .unwrap();
     wait_replicated(
-        &[app_volume.clone()],
+        std::slice::from_ref(&app_volume),
+        "walkthrough",
+        &hash,
+        STEP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    wait_replicated(
+        std::slice::from_ref(&app_volume),
         "while-away",
         &late_hash,
         STEP_TIMEOUT,
