@@ -29,8 +29,15 @@ buildah_archive() {
   quiet "$store/build.log" buildah_store "$store" push "$name" "docker-archive:$archive:$name"
 }
 
+# Exit 3 (tools missing), as for the control-plane tools, when the image builders are not there.
+need_image_tools() {
+  if ! command -v buildah >/dev/null || ! command -v objcopy >/dev/null; then
+    echo "cluster.sh: images are built with buildah and objcopy (apt-get install buildah binutils)" >&2
+    exit 3
+  fi
+}
+
 new_buildah_store() {
-  command -v buildah >/dev/null || die "buildah is not installed (apt-get install buildah)"
   mkdir -p "$cache/tmp"
   mktemp -d "$cache/tmp/buildah.XXXXXX"
 }
@@ -51,6 +58,7 @@ build_node_images() {
     NODE_IMAGES_DIR=$out
     return 0
   fi
+  need_image_tools
   command -v gcc >/dev/null || die "gcc is not installed; it builds the pause container"
   [ -x /bin/busybox ] || die "busybox-static is not installed (apt-get install busybox-static)"
   local start=$SECONDS store source
@@ -141,6 +149,7 @@ runtime_base_key() {
 
 # The three images of the Dockerfile from the binaries in $1.
 cmd_images() {
+  need_image_tools
   local binaries=${images_binaries:?cluster.sh images needs --binaries DIR}
   binaries=$(cd "$binaries" && pwd) || die "no binaries directory $images_binaries"
   local repo_root dockerfile

@@ -41,7 +41,7 @@ pub const REAL_NODE: &str = "dig-e2e-node";
 pub const REAL_NODE_STORAGE_CLASS: &str = "dig-e2e-local";
 
 /// `cluster.sh` exits with this code when the tools are not built.
-const TOOLS_MISSING_EXIT: i32 = 3;
+pub(crate) const TOOLS_MISSING_EXIT: i32 = 3;
 /// The file in a run dir naming the PID of the process that owns that cluster.
 const OWNER_FILE: &str = "owner.pid";
 /// Longest a kubectl command may run (the longest `kubectl wait` of the tests is a few minutes);
@@ -158,7 +158,8 @@ pub fn tools_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
-fn skip_or_fail(test: &str, reason: &str) {
+/// Prints why `test` is skipped, or panics with it when `DIG_E2E_REQUIRE_CLUSTER=1`.
+pub fn skip_or_fail(test: &str, reason: &str) {
     match missing_tools_verdict(test, reason, cluster_required()) {
         Ok(skip) => eprintln!("{skip}"),
         Err(failure) => panic!("{failure}"),

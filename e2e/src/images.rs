@@ -26,6 +26,9 @@ impl Images {
         let shown = format!("cluster.sh images --binaries {}", binaries.display());
         let output = output_within(command, &shown, "", SCRIPT_TIME_LIMIT)?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if output.status.code() == Some(crate::cluster::TOOLS_MISSING_EXIT) {
+            return Err(ClusterError::ToolsMissing { reason: stderr });
+        }
         if !output.status.success() {
             return Err(ClusterError::Script {
                 command: shown,
