@@ -925,11 +925,13 @@ cmd_load_images() {
 cmd_down() {
   [ -d "$run_dir" ] || return 0
   run_dir=$(cd "$run_dir" && pwd)
-  node_down
+  # Each step of a node's clean-up is tried even when one before it failed.
+  node_down || echo "cluster.sh: the node's clean-up in $run_dir failed part-way; continuing" >&2
   local i
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do
     stop_component "${components[$i]}"
   done
+  node_network_down || echo "cluster.sh: cannot remove the node's network of $run_dir" >&2
 }
 
 existing_run_dir() {

@@ -327,7 +327,8 @@ kill_node_cgroups() {
   [ -n "${CGROUP_ROOT:-}" ] || return 0
   local round pids
   for round in 1 2 3 4 5 6 7 8 9 10; do
-    pids=$(find /sys/fs/cgroup/ -path "*$CGROUP_ROOT/*" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+    # Cgroups vanish while their processes die: find's complaints about them are expected.
+    pids=$(find /sys/fs/cgroup/ -path "*$CGROUP_ROOT/*" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u || true)
     [ -n "$pids" ] || return 0
     # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null || true
@@ -360,7 +361,7 @@ unmount_node_dir() {
   local round
   for round in 1 2 3; do
     # Deepest first; mountinfo escapes spaces as \040, which our paths never contain.
-    mounts=$(awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+    mounts=$(awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r || true)
     [ -n "$mounts" ] || return 0
     local mount
     for mount in $mounts; do
@@ -381,7 +382,8 @@ remove_node_cgroups() {
   return 0
 }
 
-# Stops the node and removes everything it made; safe to run on a half-started node or twice.
+# Stops the node and removes its processes, containers, mounts, cgroups and state (the network
+# goes in node_network_down); safe to run on a half-started node or twice.
 node_down() {
   [ -f "$run_dir/node.env" ] || return 0
   # shellcheck source=/dev/null
@@ -401,6 +403,15 @@ node_down() {
     [ -L "$link" ] || continue
     case $(readlink "$link") in "$(node_dir)"/*) rm -f "$link" ;; esac
   done
+  rm -rf "$(node_dir)" 2>/dev/null || echo "cluster.sh: cannot remove $(node_dir) entirely" >&2
+}
+
+# The node's network namespace, veth and route; after the control plane stopped, since the API
+# server listens on the veth (without its address it hangs on shutdown).
+node_network_down() {
+  [ -f "$run_dir/node.env" ] || return 0
+  # shellcheck source=/dev/null
+  . "$run_dir/node.env"
   if [ -n "${NODE_NETNS:-}" ] && [ -e "/run/netns/$NODE_NETNS" ]; then
     # Deleting the namespace deletes its end of the veth, so ours and its route go with it.
     ip netns delete "$NODE_NETNS" 2>/dev/null || echo "cluster.sh: cannot delete network namespace $NODE_NETNS" >&2
@@ -408,7 +419,6 @@ node_down() {
   if [ -n "${HOST_VETH:-}" ] && ip link show "$HOST_VETH" >/dev/null 2>&1; then
     ip link delete "$HOST_VETH" 2>/dev/null || true
   fi
-  rm -rf "$(node_dir)" 2>/dev/null || echo "cluster.sh: cannot remove $(node_dir) entirely" >&2
   rm -f "$run_dir/node.env"
 }
 
