@@ -94,6 +94,22 @@ async fn readme_walkthrough_on_a_real_node() {
     .await
     .unwrap();
     eprintln!("registry views: {views:?}");
+    // ... and the only registry the nodes know is that Service's name: they got there through
+    // CoreDNS and kube-proxy.
+    let node_config = cluster
+        .kubectl([
+            "get",
+            "configmap,statefulset",
+            "-n",
+            NETWORK_NAMESPACE,
+            "-o",
+            "yaml",
+        ])
+        .unwrap();
+    assert!(
+        node_config.contains("http://example-bootstrap.dig.svc:3000"),
+        "the nodes register at the registry's Service name:\n{node_config}"
+    );
     for registry in walk.network_pods("bootstrap").unwrap() {
         let metrics = walk
             .get_text(&format!("http://{}:3000/metrics", registry.ip.unwrap()))
