@@ -215,6 +215,37 @@ fn a_real_node_leaves_nothing_behind() {
         "hello\n",
         "the pod, as user 65532 with fsGroup, wrote into its root-owned volume"
     );
+    // A grown claim gets its new size (a directory has none to grow).
+    cluster
+        .kubectl([
+            "patch",
+            "pvc",
+            "scratch",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+        ])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let capacity = cluster
+            .kubectl([
+                "get",
+                "pvc",
+                "scratch",
+                "-o",
+                "jsonpath={.status.capacity.storage}",
+            ])
+            .unwrap();
+        if capacity == "2Gi" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim never reported 2Gi (now {capacity:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     let before = real_node_traces(&run_dir, &node);
     assert!(
         before.iter().any(|t| t.starts_with("mount "))
