@@ -13,6 +13,7 @@
 #   cluster.sh images --binaries DIR build the three images from the Dockerfile with DIR's binaries
 #                                    (images.sh); prints the directory of their archives
 #   cluster.sh load-images DIR|FILE  import image archives into the real node of the run dir
+#                                    (options before the command: cluster.sh --run-dir R load-images D)
 #   cluster.sh down                  stop every process recorded in the run dir
 #   cluster.sh env                   print `export KUBECONFIG=...` lines for a shell
 #   cluster.sh status                show which components of the run dir are alive
@@ -997,7 +998,7 @@ main() {
       --real-node) real_node=1; shift ;;
       --images) up_images=${2:?--images needs a directory}; shift 2 ;;
       --binaries) images_binaries=${2:?--binaries needs a directory}; shift 2 ;;
-      -h | --help | help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h | --help | help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       -*) die "unknown option $1 (see --help)" ;;
       *)
         [ -z "$command" ] || die "one command at a time (got $command and $1)"
