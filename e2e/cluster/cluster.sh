@@ -998,7 +998,7 @@ main() {
       --real-node) real_node=1; shift ;;
       --images) up_images=${2:?--images needs a directory}; shift 2 ;;
       --binaries) images_binaries=${2:?--binaries needs a directory}; shift 2 ;;
-      -h | --help | help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h | --help | help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       -*) die "unknown option $1 (see --help)" ;;
       *)
         [ -z "$command" ] || die "one command at a time (got $command and $1)"
