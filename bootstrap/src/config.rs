@@ -148,6 +148,13 @@ pub struct Config {
     #[arg(long, env = "DIG_BOOTSTRAP_SHUTDOWN_GRACE", value_name = "SECONDS",
           default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub shutdown_grace: u64,
+
+    /// Seconds between SIGTERM (or Ctrl-C) and closing the listener, during which `/ready`
+    /// answers 503 and everything else is served: time for Kubernetes or a load balancer to stop
+    /// sending new requests before connections close.
+    #[arg(long, env = "DIG_BOOTSTRAP_SHUTDOWN_DELAY", value_name = "SECONDS",
+          default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_delay: u64,
 }
 
 impl Config {
@@ -175,6 +182,16 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
+    }
+
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_secs(self.shutdown_delay)
+    }
+
+    /// How long unreachable siblings may keep `/ready` at 503 after start: two pull periods,
+    /// at least 5 s.
+    pub fn federation_sync_deadline(&self) -> Duration {
+        (2 * self.federation_interval()).max(Duration::from_secs(5))
     }
 
     /// Burst size of the rate limit, or `None` when it is off.

@@ -108,6 +108,18 @@ pub struct HealthResponse {
     pub uptime_seconds: u64,
 }
 
+/// Answer of `GET /ready`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyResponse {
+    /// `ready` (200), `draining` (503: shutting down) or `syncing` (503: siblings not pulled yet).
+    pub status: String,
+    /// Sibling URLs (`--peer-bootstrap`) not pulled in full yet, while `syncing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub siblings: Vec<String>,
+}
+
 /// Answer of `GET /stats`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

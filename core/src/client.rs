@@ -53,6 +53,7 @@ pub struct RegistryClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     root_certificates_pem: Vec<Vec<u8>>,
+    address: Option<std::net::SocketAddr>,
 }
 
 impl RegistryClientBuilder {
@@ -63,6 +64,13 @@ impl RegistryClientBuilder {
 
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Connects to `address` instead of what the URL's host name resolves to, keeping the name
+    /// for TLS and the Host header: one replica of several behind one name.
+    pub fn connect_to(mut self, address: std::net::SocketAddr) -> Self {
+        self.address = Some(address);
         self
     }
 
@@ -100,6 +108,9 @@ impl RegistryClientBuilder {
                 .map_err(|e| invalid(format!("root certificate is not PEM: {e}")))?;
             builder = builder.add_root_certificate(cert);
         }
+        if let (Some(address), Some(host)) = (self.address, parsed.host_str()) {
+            builder = builder.resolve(host, address);
+        }
         let http = builder
             .build()
             .map_err(|e| invalid(format!("HTTP client: {e}")))?;
@@ -129,6 +140,7 @@ impl RegistryClient {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             root_certificates_pem: Vec::new(),
+            address: None,
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod browser;
 pub mod cluster;
+pub mod images;
 pub mod netns;
 pub mod network;
 pub mod operator;
@@ -11,3 +12,4 @@ pub mod process;
 pub mod prometheus;
 pub mod replication;
 pub mod wait;
+pub mod walkthrough;

@@ -173,3 +173,126 @@ async fn a_tampered_relayed_record_is_dropped_and_counted() -> anyhow::Result<()
     fake.abort();
     Ok(())
 }
+
+/// `curl` inside `namespace`: the body of `url` (POST `json` when given), or why not.
+fn curl_in(
+    namespace: &dig_e2e::netns::LoopbackNamespace,
+    url: &str,
+    json: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut command = namespace.command("curl");
+    command.args(["-sS", "--fail-with-body", "--max-time", "5"]);
+    if let Some(body) = json {
+        command.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let output = command.arg(url).output()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        anyhow::bail!(
+            "curl {url}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(text)
+}
+
+#[tokio::test]
+async fn replicas_behind_one_name_pull_each_other_and_never_themselves() -> anyhow::Result<()> {
+    use std::net::Ipv4Addr;
+    // Two replicas behind the name `registry`, as a headless Service resolves to every replica:
+    // each is pointed at that one name, so it resolves to itself too.
+    let replicas = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
+    let namespace = match dig_e2e::netns::LoopbackNamespace::create(
+        "dig-fed",
+        &[("registry", replicas[0]), ("registry", replicas[1])],
+    ) {
+        Ok(namespace) => namespace,
+        Err(dig_e2e::netns::NetnsError::Unavailable(reason)) => {
+            eprintln!("SKIPPED replicas_behind_one_name: {reason}");
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let binary = dig_e2e::process::binary_path("dig-bootstrap")?;
+    let mut servers = Vec::new();
+    for address in replicas {
+        let mut spec = dig_e2e::process::ProcessSpec::new("ip")
+            .name(format!("dig-bootstrap@{address}"))
+            .args(["netns", "exec", &namespace.name])
+            .arg(binary.display().to_string());
+        spec = spec.args([
+            "--listen",
+            &format!("{address}:3000"),
+            "--peer-bootstrap",
+            "http://registry:3000",
+            "--federation-interval",
+            "1",
+            "--rate-limit",
+            "0",
+        ]);
+        servers.push(spec.spawn()?);
+    }
+    eventually("both replicas ready", Duration::from_secs(30), || async {
+        match replicas
+            .iter()
+            .find(|a| curl_in(&namespace, &format!("http://{a}:3000/ready"), None).is_err())
+        {
+            Some(address) => Err(format!("{address} not ready")),
+            None => Ok(()),
+        }
+    })
+    .await;
+
+    // One node registers at each replica.
+    let mut ids = Vec::new();
+    for address in replicas {
+        let keypair = Keypair::generate_ed25519();
+        ids.push(keypair.public().to_peer_id().to_base58());
+        let record = signed_record(&keypair, "testnet", &[("s", 1)], now_ms());
+        curl_in(
+            &namespace,
+            &format!("http://{address}:3000/register"),
+            Some(&serde_json::to_string(&record)?),
+        )?;
+    }
+    eventually(
+        "each replica lists both nodes",
+        Duration::from_secs(30),
+        || async {
+            match replicas.iter().find(|a| {
+                !curl_in(&namespace, &format!("http://{a}:3000/peers"), None)
+                    .is_ok_and(|body| ids.iter().all(|id| body.contains(id.as_str())))
+            }) {
+                Some(address) => Err(format!("{address} does not list both nodes yet")),
+                None => Ok(()),
+            }
+        },
+    )
+    .await;
+    for address in replicas {
+        let metrics = curl_in(&namespace, &format!("http://{address}:3000/metrics"), None)?;
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "dig_bootstrap_federation_sibling_replicas",
+                &["peer=\"http://registry:3000\""]
+            ),
+            Some(1.0),
+            "{address} pulls the other replica and not itself:\n{metrics}"
+        );
+    }
+    for server in &servers {
+        assert!(
+            server.output().contains("this address is this server"),
+            "{}: {}",
+            server.name(),
+            server.output()
+        );
+    }
+    Ok(())
+}

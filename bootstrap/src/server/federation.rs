@@ -1,23 +1,28 @@
 //! Federation: pulls signed records and removals from sibling bootstrap servers and merges those
 //! that verify, by the same rules as `POST /register` (newer timestamp wins). A relay is never
 //! trusted: a forged or tampered record fails verification and is dropped and counted.
+//!
+//! One `--peer-bootstrap` URL may name several replicas (a Kubernetes headless Service resolves to
+//! every replica, this one included): each round resolves the name again and pulls every address
+//! on its own, so each replica federates with each of the others. A feed whose `epoch` is this
+//! server's own is this server: that address is skipped from then on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
+use super::federation_status::{PullSummary, ReplicaStatus, RoundSummary, sibling_label};
 use super::state::AppState;
 use crate::api::{MAX_RECORDS_LIMIT, RecordsQuery, RecordsResponse};
 use crate::client::{ClientError, RegistryClient};
 use crate::metrics::{FederationResult, Metrics, PullResult};
 use crate::registry::{RegistryError, Source};
-use dig_core::clock::now_ms;
 
 /// Most pages pulled from one sibling per round, so one busy sibling cannot monopolise a round.
 const MAX_PAGES_PER_ROUND: usize = 100;
+
+/// Most addresses one name may resolve to that are pulled (one per replica of a registry).
+const MAX_ADDRESSES_PER_SIBLING: usize = 64;
 
 /// One sibling server and where its feed was last read.
 pub struct Sibling {
@@ -26,18 +31,25 @@ pub struct Sibling {
     cursor: u64,
 }
 
-/// What one pull round merged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PullSummary {
-    pub accepted: u64,
-    pub unchanged: u64,
-    pub stale: u64,
-    pub rejected: u64,
-}
-
 impl Sibling {
     pub fn new(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        Self::with_address(url, None, ca_pem)
+    }
+
+    pub fn url(&self) -> &str {
+        self.client.base_url()
+    }
+
+    /// A client of the sibling at `url`, or of its replica at `address`.
+    fn with_address(
+        url: &str,
+        address: Option<SocketAddr>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ClientError> {
         let mut builder = RegistryClient::builder(url);
+        if let Some(address) = address {
+            builder = builder.connect_to(address);
+        }
         if let Some(pem) = ca_pem {
             builder = builder.root_certificate_pem(pem);
         }
@@ -48,12 +60,9 @@ impl Sibling {
         })
     }
 
-    pub fn url(&self) -> &str {
-        self.client.base_url()
-    }
-
-    /// Pulls every change since the last round and merges it into `state`.
-    pub async fn pull(&mut self, state: &AppState) -> Result<PullSummary, ClientError> {
+    /// Pulls every change since the last round and merges it into `state`; `Pulled::Own` (and
+    /// nothing merged) when the feed is this server's own.
+    pub async fn pull(&mut self, state: &AppState) -> Result<Pulled, ClientError> {
         let mut summary = PullSummary::default();
         for _ in 0..MAX_PAGES_PER_ROUND {
             let page = self
@@ -63,6 +72,9 @@ impl Sibling {
                     limit: Some(MAX_RECORDS_LIMIT),
                 })
                 .await?;
+            if page.epoch == state.epoch() {
+                return Ok(Pulled::Own);
+            }
             if self.epoch.as_deref() != Some(page.epoch.as_str()) {
                 // The sibling restarted (or is new): its cursors mean nothing any more.
                 let restarted = self.epoch.is_some();
@@ -79,7 +91,122 @@ impl Sibling {
                 break;
             }
         }
-        Ok(summary)
+        Ok(Pulled::Merged(summary))
+    }
+}
+
+/// What one pull of one address did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pulled {
+    Merged(PullSummary),
+    /// The address is this server.
+    Own,
+}
+
+/// Every replica behind one `--peer-bootstrap` URL, each pulled on its own.
+pub struct SiblingSet {
+    url: url::Url,
+    label: String,
+    ca_pem: Option<Vec<u8>>,
+    replicas: BTreeMap<SocketAddr, Sibling>,
+    own: BTreeSet<SocketAddr>,
+}
+
+impl SiblingSet {
+    pub fn new(url: &url::Url, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        // Checks the URL and the CA once, before any name is resolved.
+        Sibling::new(url.as_str(), ca_pem)?;
+        Ok(Self {
+            label: sibling_label(url),
+            url: url.clone(),
+            ca_pem: ca_pem.map(<[u8]>::to_vec),
+            replicas: BTreeMap::new(),
+            own: BTreeSet::new(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.label
+    }
+
+    /// Replicas currently pulled (other than this server).
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// Where the feed of each replica was last read, for `GET /federation`.
+    pub fn replica_statuses(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .iter()
+            .map(|(address, sibling)| ReplicaStatus {
+                address: address.to_string(),
+                epoch: sibling.epoch.clone(),
+                cursor: sibling.cursor,
+            })
+            .collect()
+    }
+
+    async fn resolve(&self) -> Result<BTreeSet<SocketAddr>, ClientError> {
+        let host = self.url.host_str().unwrap_or_default();
+        let port = self.url.port_or_known_default().unwrap_or(80);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addresses =
+            tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| ClientError::InvalidUrl {
+                    url: self.label.clone(),
+                    detail: format!("cannot resolve {host}: {e}"),
+                })?;
+        Ok(addresses.take(MAX_ADDRESSES_PER_SIBLING).collect())
+    }
+
+    /// Resolves the name, then pulls each replica behind it except this server; an error only
+    /// when the name does not resolve.
+    pub async fn pull_round(&mut self, state: &AppState) -> Result<RoundSummary, ClientError> {
+        let addresses = self.resolve().await?;
+        self.replicas
+            .retain(|address, _| addresses.contains(address));
+        let mut round = RoundSummary::default();
+        for address in addresses.difference(&self.own.clone()) {
+            if !self.replicas.contains_key(address) {
+                let sibling = Sibling::with_address(
+                    self.url.as_str(),
+                    Some(*address),
+                    self.ca_pem.as_deref(),
+                )?;
+                self.replicas.insert(*address, sibling);
+            }
+            let sibling = self.replicas.get_mut(address).expect("inserted above");
+            match sibling.pull(state).await {
+                Ok(Pulled::Merged(summary)) => {
+                    round.pulled += 1;
+                    round.merged.accepted += summary.accepted;
+                    round.merged.unchanged += summary.unchanged;
+                    round.merged.stale += summary.stale;
+                    round.merged.rejected += summary.rejected;
+                    state.metrics().count_pull(&self.label, PullResult::Ok);
+                }
+                Ok(Pulled::Own) => {
+                    tracing::info!(
+                        sibling = self.label,
+                        %address,
+                        "this address is this server; not pulling it"
+                    );
+                    self.replicas.remove(address);
+                    self.own.insert(*address);
+                }
+                Err(e) => {
+                    round.failed += 1;
+                    round.last_error = Some(format!("{address}: {e}"));
+                    state.metrics().count_pull(&self.label, PullResult::Error);
+                    tracing::warn!(sibling = self.label, %address, "federation pull failed: {e}");
+                }
+            }
+        }
+        state
+            .metrics()
+            .set_sibling_replicas(&self.label, self.replicas.len());
+        Ok(round)
     }
 }
 
@@ -119,114 +246,49 @@ fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut 
     }
 }
 
-/// How the pulls of one sibling went: an entry of `GET /federation`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SiblingStatus {
-    /// The sibling's base URL (`--peer-bootstrap`).
-    pub url: String,
-    /// Epoch of its feed at the last successful pull (changes when it restarts).
-    pub epoch: Option<String>,
-    /// Position reached in its feed.
-    pub cursor: u64,
-    pub pulls_ok: u64,
-    pub pulls_failed: u64,
-    /// Unix ms of the last pull, successful or not.
-    pub last_pull_ms: Option<u64>,
-    /// Unix ms of the last successful pull.
-    pub last_success_ms: Option<u64>,
-    /// Why the last pull failed, while it is the latest outcome.
-    pub last_error: Option<String>,
-    /// Relayed records and removals since start, by what became of them.
-    pub accepted: u64,
-    pub unchanged: u64,
-    pub stale: u64,
-    pub rejected: u64,
-}
+/// Until the first complete round, rounds repeat this often (a new replica's readiness waits on it).
+const SYNC_RETRY: Duration = Duration::from_secs(1);
 
-/// Answer of `GET /federation`: the siblings this server pulls from, by URL.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FederationResponse {
-    /// Seconds between two pulls of a sibling.
-    pub interval_seconds: u64,
-    pub siblings: Vec<SiblingStatus>,
-}
-
-/// The status of every sibling, updated after each pull.
-#[derive(Default)]
-pub struct FederationStatus {
-    siblings: Mutex<BTreeMap<String, SiblingStatus>>,
-    interval_seconds: Mutex<u64>,
-}
-
-impl FederationStatus {
-    fn add(&self, url: &str, interval: Duration) {
-        *self.interval_seconds.lock() = interval.as_secs();
-        self.siblings.lock().insert(
-            url.to_owned(),
-            SiblingStatus {
-                url: url.to_owned(),
-                ..SiblingStatus::default()
-            },
-        );
-    }
-
-    fn record(&self, sibling: &Sibling, outcome: &Result<PullSummary, ClientError>) {
-        let now = now_ms();
-        let mut siblings = self.siblings.lock();
-        let status = siblings.entry(sibling.url().to_owned()).or_default();
-        status.url = sibling.url().to_owned();
-        status.last_pull_ms = Some(now);
-        status.epoch = sibling.epoch.clone();
-        status.cursor = sibling.cursor;
-        match outcome {
-            Ok(summary) => {
-                status.pulls_ok += 1;
-                status.last_success_ms = Some(now);
-                status.last_error = None;
-                status.accepted += summary.accepted;
-                status.unchanged += summary.unchanged;
-                status.stale += summary.stale;
-                status.rejected += summary.rejected;
-            }
-            Err(error) => {
-                status.pulls_failed += 1;
-                status.last_error = Some(error.to_string());
-            }
-        }
-    }
-
-    /// The answer of `GET /federation`.
-    pub fn response(&self) -> FederationResponse {
-        FederationResponse {
-            interval_seconds: *self.interval_seconds.lock(),
-            siblings: self.siblings.lock().values().cloned().collect(),
-        }
-    }
-}
-
-/// Pulls `sibling` every `interval` until the task is cancelled.
-pub async fn pull_forever(state: AppState, mut sibling: Sibling, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    state.metrics().add_sibling(sibling.url());
-    state.federation().add(sibling.url(), interval);
+/// Pulls every replica of `siblings` every `interval` until the task is cancelled; the first
+/// round in which every replica was pulled marks the sibling synced for `/ready`.
+pub async fn pull_forever(state: AppState, mut siblings: SiblingSet, interval: Duration) {
+    state.metrics().add_sibling(siblings.url());
+    state.federation().add(siblings.url(), interval);
+    let mut synced = false;
     loop {
-        ticker.tick().await;
-        let outcome = sibling.pull(&state).await;
-        state.federation().record(&sibling, &outcome);
+        let outcome = siblings.pull_round(&state).await;
+        state.federation().record_round(
+            siblings.url(),
+            siblings.replica_statuses(),
+            outcome.as_ref().map_err(ToString::to_string),
+        );
         match outcome {
-            Ok(summary) => {
-                state.metrics().count_pull(sibling.url(), PullResult::Ok);
-                if summary != PullSummary::default() {
-                    tracing::debug!(sibling = sibling.url(), ?summary, "federation pull");
+            Ok(round) => {
+                if round.merged != PullSummary::default() {
+                    tracing::debug!(sibling = siblings.url(), ?round, "federation round");
+                }
+                if !synced && round.failed == 0 {
+                    synced = true;
+                    state.readiness().mark_synced(siblings.url());
+                    tracing::info!(
+                        sibling = siblings.url(),
+                        replicas = round.pulled,
+                        "pulled every replica of the sibling"
+                    );
                 }
             }
             Err(e) => {
-                state.metrics().count_pull(sibling.url(), PullResult::Error);
-                tracing::warn!(sibling = sibling.url(), "federation pull failed: {e}");
+                state
+                    .metrics()
+                    .count_pull(siblings.url(), PullResult::Error);
+                tracing::warn!(sibling = siblings.url(), "federation round failed: {e}");
             }
         }
+        tokio::time::sleep(if synced {
+            interval
+        } else {
+            SYNC_RETRY.min(interval)
+        })
+        .await;
     }
 }

@@ -5,9 +5,11 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod federation;
+pub mod federation_status;
 pub mod middleware;
 pub mod openapi;
 pub mod page;
+pub mod readiness;
 pub mod routes;
 pub mod state;
 
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(routes::page))
         .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
         .route("/stats", get(routes::stats))
         .route("/register", post(routes::register))
         .route("/unregister", post(routes::unregister))
@@ -122,13 +125,12 @@ pub async fn run(
         None => None,
     };
     for url in &config.peer_bootstrap {
-        let sibling =
-            federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
-                ServerError::Sibling {
-                    url: url.to_string(),
-                    source,
-                }
-            })?;
+        let sibling = federation::SiblingSet::new(url, ca_pem.as_deref()).map_err(|source| {
+            ServerError::Sibling {
+                url: url.to_string(),
+                source,
+            }
+        })?;
         tasks.spawn(federation::pull_forever(
             state.clone(),
             sibling,
@@ -137,9 +139,16 @@ pub async fn run(
     }
 
     let grace = config.shutdown_grace();
+    let delay = config.shutdown_delay();
     let shutdown_handle = handle.clone();
+    let draining_state = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        draining_state.readiness().start_draining();
+        if !delay.is_zero() {
+            tracing::info!("not ready; serving {delay:?} more before closing the listener");
+            tokio::time::sleep(delay).await;
+        }
         shutdown_handle.graceful_shutdown(Some(grace));
     });
     let listening_handle = handle.clone();

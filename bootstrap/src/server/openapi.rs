@@ -19,6 +19,7 @@ use crate::api::ErrorBody;
     paths(
         routes::page,
         routes::health,
+        routes::ready,
         routes::stats,
         routes::register,
         routes::unregister,

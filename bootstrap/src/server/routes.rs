@@ -12,11 +12,12 @@ use prometheus_client::metrics::family::Family;
 
 use super::error::ApiError;
 use super::extract::{PEERS_LIMIT_CAP, QueryParams, body_bytes, json_body};
+use super::readiness::ReadyState;
 use super::state::AppState;
 use crate::api::{
     DEFAULT_PEERS_LIMIT, DEFAULT_RECORDS_LIMIT, ErrorBody, HealthResponse, MAX_RECORDS_LIMIT,
-    PeersQuery, PeersResponse, RecordsQuery, RecordsResponse, RegisterResponse, StatsResponse,
-    StorePeersQuery, TopologyResponse, UnregisterResponse,
+    PeersQuery, PeersResponse, ReadyResponse, RecordsQuery, RecordsResponse, RegisterResponse,
+    StatsResponse, StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
 use crate::metrics::{Metrics, RegisterResult, ResultLabel, ResultLabels, UnregisterResult};
 use crate::record::{STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name};
@@ -26,6 +27,7 @@ use crate::registry::{Removed, Source, Upserted};
 pub const ROUTES: &[(&str, &str)] = &[
     ("/", "GET"),
     ("/health", "GET"),
+    ("/ready", "GET"),
     ("/stats", "GET"),
     ("/register", "POST"),
     ("/unregister", "POST"),
@@ -51,6 +53,40 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
         peers,
         uptime_seconds: state.uptime_seconds(),
     })
+}
+
+/// Whether to send this server traffic: 503 while it drains after SIGTERM, or before it pulled
+/// each sibling once (at most two federation intervals after start).
+#[utoipa::path(get, path = "/ready", tag = "registry",
+    responses(
+        (status = 200, description = "Ready for traffic", body = ReadyResponse),
+        (status = 503, description = "Draining, or siblings not pulled yet", body = ReadyResponse),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let (code, body) = match state.readiness().state(std::time::Instant::now()) {
+        ReadyState::Ready => (
+            StatusCode::OK,
+            ReadyResponse {
+                status: "ready".to_owned(),
+                siblings: Vec::new(),
+            },
+        ),
+        ReadyState::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReadyResponse {
+                status: "draining".to_owned(),
+                siblings: Vec::new(),
+            },
+        ),
+        ReadyState::Syncing { siblings } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReadyResponse {
+                status: "syncing".to_owned(),
+                siblings,
+            },
+        ),
+    };
+    (code, Json(body)).into_response()
 }
 
 /// Totals: peers, active peers, stores, registrations, uptime.
@@ -237,12 +273,12 @@ pub async fn topology(State(state): State<AppState>) -> Response {
 /// The siblings this server pulls records from (`--peer-bootstrap`) and how their pulls went.
 #[utoipa::path(get, path = "/federation", tag = "federation",
     responses(
-        (status = 200, description = "Federation state, one entry per sibling", body = super::federation::FederationResponse),
+        (status = 200, description = "Federation state, one entry per sibling", body = super::federation_status::FederationResponse),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
     ))]
 pub async fn federation(
     State(state): State<AppState>,
-) -> Json<super::federation::FederationResponse> {
+) -> Json<super::federation_status::FederationResponse> {
     Json(state.federation().response())
 }
 

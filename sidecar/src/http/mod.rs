@@ -2,6 +2,7 @@
 //! `/overview`, `/events`, `/metrics`, and the page at `/`.
 
 pub mod conflicts;
+pub mod live;
 pub mod overview;
 pub mod page;
 pub mod transfers;
@@ -40,7 +41,7 @@ pub struct ApiState {
     /// The node's state folder (its `conflicts/` are listed by `/overview`).
     pub state_dir: PathBuf,
     /// Transfer rates and open event streams.
-    pub live: Arc<overview::LiveViews>,
+    pub live: Arc<live::LiveViews>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Everything the node's page and `status --watch` show, in one answer: `GET /overview` once,
 //! `GET /events` as server-sent events every second.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     Json,
@@ -13,49 +13,18 @@ use axum::{
     },
 };
 use futures::stream::{self, Stream};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::{
-    ApiState, conflicts,
-    transfers::{Transfer, TransferTracker},
-};
+use super::{ApiState, conflicts, live::MAX_EVENT_STREAMS};
 use crate::node::NodeError;
 
 /// Stores listed in an overview (those not synced first); `/stores` lists them all.
 pub const OVERVIEW_MAX_STORES: usize = 500;
 /// Conflicts listed in an overview.
 pub const OVERVIEW_MAX_CONFLICTS: usize = 20;
-/// Live pages served at once; each costs a snapshot per second.
-pub const MAX_EVENT_STREAMS: usize = 16;
 /// Period of the server-sent events.
 const EVENT_PERIOD: Duration = Duration::from_secs(1);
-
-/// State shared by the live views: transfer rates and the open event streams.
-pub struct LiveViews {
-    transfers: Mutex<TransferTracker>,
-    streams: Arc<Semaphore>,
-}
-
-impl Default for LiveViews {
-    fn default() -> Self {
-        Self {
-            transfers: Mutex::default(),
-            streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
-        }
-    }
-}
-
-impl LiveViews {
-    /// The downloads in `stores` with their rates (a new sample).
-    pub fn transfers(&self, stores: &[Value]) -> Vec<Transfer> {
-        self.transfers
-            .lock()
-            .observe(std::time::Instant::now(), stores)
-    }
-}
-
 /// Order of the stores in an overview: those that need attention first.
 fn state_rank(store: &Value) -> u8 {
     match store["state"].as_str() {
@@ -131,7 +100,7 @@ pub async fn overview(State(state): State<ApiState>) -> Response {
 /// `GET /events`: an `overview` event at once and every second after, until the client goes
 /// away or the node stops (a last `stopped` event).
 pub async fn events(State(state): State<ApiState>) -> Response {
-    let Ok(permit) = state.live.streams.clone().try_acquire_owned() else {
+    let Ok(permit) = state.live.stream_permit() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
