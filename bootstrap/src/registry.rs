@@ -981,7 +981,7 @@ mod tests {
     use libp2p_identity::Keypair;
 
     use super::*;
-    use crate::record::now_ms;
+    use dig_core::clock::now_ms;
 
     fn signed(keypair: &Keypair, stores: &[(&str, u64)], timestamp_ms: u64) -> SignedPeerRecord {
         PeerRecord {

@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use dig_bootstrap::record::{
-    PeerRecord, RecordLimits, SignedPeerRecord, SignedUnregister, StoreEntry, now_ms,
+    PeerRecord, RecordLimits, SignedPeerRecord, SignedUnregister, StoreEntry,
 };
+use dig_core::clock::now_ms;
 use libp2p_identity::Keypair;
 use proptest::prelude::*;
 

@@ -6,11 +6,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 use dig_e2e::{
     network::{LocalNetwork, SidecarNode},
-    operator::eventually,
     replication::{
         file_hash, folder_hashes, metric_sum, network_with_args, store_status, wait_synced,
         write_store,
     },
+    wait::eventually,
 };
 use serde_json::Value;
 
@@ -48,11 +48,11 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
     .unwrap();
     for node in &network.nodes {
         for name in ["owned", "doc"] {
-            let status = status(node, name).await;
+            let found = status(node, name).await;
             assert_eq!(
-                status["owner"],
+                found["owner"],
                 owner.peer_id.as_str(),
-                "{}: {status}",
+                "{}: {found}",
                 node.spec.name
             );
         }
@@ -66,7 +66,14 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
     eventually(
         "the intruder gets the owner's bytes back",
         Duration::from_secs(60),
-        || async { folder_hashes(&intruder.spec.data_dir).unwrap_or_default() == expected },
+        || async {
+            let found = folder_hashes(&intruder.spec.data_dir).unwrap_or_default();
+            if found == expected {
+                Ok(())
+            } else {
+                Err(format!("{found:?}"))
+            }
+        },
     )
     .await;
     let conflicts = folder_hashes(&intruder.spec.data_dir.join(".dig-node/conflicts")).unwrap();
@@ -77,21 +84,21 @@ async fn a_non_owner_cannot_change_or_delete_a_store_and_the_owners_update_reach
         kept_hash, &intruder_hash,
         "the intruder's own bytes are kept"
     );
-    let status = status(intruder, "owned").await;
-    assert_eq!(status["state"], "synced", "{status}");
-    let reason = status["conflictReason"].as_str().unwrap_or("");
+    let refused = status(intruder, "owned").await;
+    assert_eq!(refused["state"], "synced", "{refused}");
+    let reason = refused["conflictReason"].as_str().unwrap_or("");
     assert!(
         reason.contains("refused") && reason.contains(owner.peer_id.as_str()),
-        "{status}"
+        "{refused}"
     );
     assert!(
-        status["lastConflict"]
+        refused["lastConflict"]
             .as_str()
             .unwrap()
             .contains("owned.local.")
     );
     assert_eq!(
-        status["version"], owners_version,
+        refused["version"], owners_version,
         "no version of the intruder's"
     );
     let metrics = intruder.metrics().await.unwrap();
@@ -200,7 +207,7 @@ async fn a_listed_writer_may_change_a_store_it_does_not_own() {
     )
     .await
     .unwrap();
-    let status = status(&network.nodes[2], "shared").await;
-    assert_eq!(status["origin"], writer_id.as_str());
-    assert_eq!(status["owner"], owner.peer_id.as_str(), "the owner stays");
+    let changed = status(&network.nodes[2], "shared").await;
+    assert_eq!(changed["origin"], writer_id.as_str());
+    assert_eq!(changed["owner"], owner.peer_id.as_str(), "the owner stays");
 }

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use dig_bootstrap::client::{ClientError, RegistryClient};
+use dig_core::client::{ClientError, RegistryClient};
 use libp2p::pnet::PreSharedKey;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -50,8 +50,6 @@ pub enum RunError {
     Replication(#[source] Box<SyncError>),
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("installing the TLS crypto provider failed")]
-    CryptoProvider,
     #[error(
         "--write-policy open lets any member change any store, which only a private network can allow: give --psk-file too, or use --write-policy owner (the default)"
     )]
@@ -88,38 +86,6 @@ pub fn read_psk(path: &std::path::Path) -> Result<PreSharedKey, RunError> {
         })
 }
 
-/// Installs the ring crypto provider for rustls (reqwest, QUIC) once per process.
-pub fn install_crypto_provider() -> Result<(), RunError> {
-    if rustls::crypto::CryptoProvider::get_default().is_some() {
-        return Ok(());
-    }
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .or_else(|_| {
-            rustls::crypto::CryptoProvider::get_default()
-                .map(|_| ())
-                .ok_or(RunError::CryptoProvider)
-        })
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
-
 /// Makes the process non-dumpable: another process of the same user (an app container sharing
 /// the pod's process namespace) can then not read the identity key and index through
 /// `/proc/<pid>/root` or the process's memory; only root with CAP_SYS_PTRACE can.
@@ -130,7 +96,7 @@ fn protect_process() {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    install_crypto_provider()?;
+    dig_core::crypto::install_crypto_provider();
     protect_process();
     let started = Instant::now();
     let data_dir = args.data_dir();
@@ -231,13 +197,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         replication_running,
         started,
         identity_loaded: true,
+        state_dir: state_dir.clone(),
+        live: Arc::default(),
     };
     let mut api_shutdown = shutdown.clone();
     let api = tokio::spawn(http::serve(listener, api_state, async move {
         let _ = api_shutdown.changed().await;
     }));
 
-    shutdown_signal().await;
+    dig_core::shutdown::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_sender.send(true);
     if let Some(task) = registry_task {

@@ -12,9 +12,13 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::RwLock;
 
 use super::client_ip::ClientAddress;
+use super::federation_status::FederationStatus;
+use super::readiness::Readiness;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::record::{SignedPeerRecord, SignedUnregister, now_ms};
+use dig_core::clock::now_ms;
+
+use crate::record::{SignedPeerRecord, SignedUnregister};
 use crate::registry::{Registry, RegistryConfig, RegistryError, Removed, Source, Upserted};
 
 /// Shared state of a running server. Cheap to clone.
@@ -32,6 +36,8 @@ struct Inner {
     client_address: ClientAddress,
     max_body_bytes: u64,
     views: Mutex<RenderedViews>,
+    federation: FederationStatus,
+    readiness: Readiness,
 }
 
 #[derive(Default)]
@@ -61,12 +67,25 @@ impl AppState {
                 .allow_burst(burst.try_into().expect("burst > 0"));
             DefaultKeyedRateLimiter::dashmap(quota)
         });
-        Self::with_parts(
+        let mut state = Self::with_parts(
             config.registry_config(),
             limiter,
             ClientAddress::new(config.trusted_proxy.clone()),
             config.max_body_bytes,
-        )
+        );
+        if !config.peer_bootstrap.is_empty() {
+            let readiness = Readiness::waiting_for(
+                config
+                    .peer_bootstrap
+                    .iter()
+                    .map(super::federation_status::sibling_label),
+                Instant::now() + config.federation_sync_deadline(),
+            );
+            Arc::get_mut(&mut state.inner)
+                .expect("a new state is not shared yet")
+                .readiness = readiness;
+        }
+        state
     }
 
     pub fn with_parts(
@@ -86,6 +105,8 @@ impl AppState {
                 client_address,
                 max_body_bytes,
                 views: Mutex::new(RenderedViews::default()),
+                federation: FederationStatus::default(),
+                readiness: Readiness::ready(),
             }),
         }
     }
@@ -112,6 +133,15 @@ impl AppState {
 
     pub fn epoch(&self) -> &str {
         &self.inner.epoch
+    }
+
+    /// How the pulls of each `--peer-bootstrap` sibling went.
+    pub fn federation(&self) -> &FederationStatus {
+        &self.inner.federation
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
     }
 
     pub fn max_body_bytes(&self) -> u64 {

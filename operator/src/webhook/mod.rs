@@ -7,7 +7,6 @@
 //! - [`ca_bundle`]: the `caBundle` of the MutatingWebhookConfiguration
 //! - [`network`]: the DigNetwork a pod names, as sidecar configuration
 //! - [`server`]: HTTPS, `/mutate`, `/healthz`, metrics
-//! - [`state_mask`]: the node's identity key and index hidden from the app's containers
 
 pub mod ca_bundle;
 pub mod cert_source;
@@ -15,7 +14,6 @@ pub mod certs;
 pub mod network;
 pub mod patch;
 pub mod server;
-pub mod state_mask;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dig_bootstrap::record::StoreEntry;
+use dig_core::record::StoreEntry;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};

@@ -1,7 +1,7 @@
 //! What `GET /stores` and the registry record show, computed from the index and the engine's
 //! runtime facts.
 
-use dig_bootstrap::record::StoreEntry;
+use dig_core::record::StoreEntry;
 
 use super::Engine;
 use crate::store::Content;

@@ -1,4 +1,5 @@
-//! HTTP client of the registry, used by dig-sidecar, dig-operator, federation and the tests.
+//! HTTP client of the registry, used by dig-sidecar, dig-operator, the registry's federation and
+//! the tests.
 
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub struct RegistryClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     root_certificates_pem: Vec<Vec<u8>>,
+    address: Option<std::net::SocketAddr>,
 }
 
 impl RegistryClientBuilder {
@@ -62,6 +64,13 @@ impl RegistryClientBuilder {
 
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Connects to `address` instead of what the URL's host name resolves to, keeping the name
+    /// for TLS and the Host header: one replica of several behind one name.
+    pub fn connect_to(mut self, address: std::net::SocketAddr) -> Self {
+        self.address = Some(address);
         self
     }
 
@@ -89,7 +98,7 @@ impl RegistryClientBuilder {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(invalid("must not carry a query or fragment".to_owned()));
         }
-        crate::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)
@@ -98,6 +107,9 @@ impl RegistryClientBuilder {
             let cert = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| invalid(format!("root certificate is not PEM: {e}")))?;
             builder = builder.add_root_certificate(cert);
+        }
+        if let (Some(address), Some(host)) = (self.address, parsed.host_str()) {
+            builder = builder.resolve(host, address);
         }
         let http = builder
             .build()
@@ -128,6 +140,7 @@ impl RegistryClient {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             root_certificates_pem: Vec::new(),
+            address: None,
         }
     }
 
