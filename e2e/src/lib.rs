@@ -3,6 +3,8 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod dns;
+pub mod moto;
 pub mod netns;
 pub mod network;
 pub mod operator;

@@ -65,6 +65,8 @@ pub struct OperatorOptions {
     pub lease_namespace: Option<String>,
     /// Further flags, e.g. `--default-sidecar-image=...`.
     pub extra_args: Vec<String>,
+    /// Further environment variables, e.g. AWS credentials.
+    pub envs: Vec<(String, String)>,
 }
 
 impl OperatorOptions {
@@ -207,12 +209,15 @@ fn spawn(
         args.push(format!("--lease-namespace={namespace}"));
     }
     args.extend(options.extra_args.iter().cloned());
-    let process = ProcessSpec::workspace_binary("dig-operator")?
+    let mut spec = ProcessSpec::workspace_binary("dig-operator")?
         .name(options.name.clone())
         .env("KUBECONFIG", kubeconfig.to_string_lossy())
         .env("RUST_LOG", "info,kube=warn")
-        .args(args)
-        .spawn()?;
+        .args(args);
+    for (key, value) in &options.envs {
+        spec = spec.env(key, value);
+    }
+    let process = spec.spawn()?;
     Ok((process, metrics_addr))
 }
 

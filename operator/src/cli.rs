@@ -80,6 +80,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
+
+    #[command(flatten)]
+    pub aws: crate::route53::AwsArgs,
 }
 
 impl Args {

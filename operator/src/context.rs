@@ -16,7 +16,12 @@ use kube::{
 
 use crate::{
     metrics::Metrics,
-    reconcile::{applied::AppliedChildren, validate::DefaultImages},
+    reconcile::{
+        applied::AppliedChildren,
+        dnsaddr::{PeerIds, http_peer_id_fetcher},
+        validate::DefaultImages,
+    },
+    route53::DnsService,
 };
 
 /// Totals read from a bootstrap registry's `/stats`.
@@ -174,6 +179,10 @@ pub struct Context {
     pub resync: Duration,
     /// What was applied, so that unchanged children are not applied again.
     pub applied: AppliedChildren,
+    /// Route53 and CloudWatch (`spec.dns.route53`, `spec.dns.healthCheck`); `None` in tests.
+    pub dns: Option<Arc<DnsService>>,
+    /// Peer ids of exposed nodes, for the `_dnsaddr` records.
+    pub peer_ids: PeerIds,
 }
 
 impl Context {
@@ -199,7 +208,15 @@ impl Context {
             // Re-applied at least every resync (60 s), like before: hand edits of metadata only
             // are put back within that.
             applied: AppliedChildren::new(Duration::from_secs(60)),
+            dns: None,
+            peer_ids: PeerIds::new(http_peer_id_fetcher(Duration::from_secs(2))),
         }
+    }
+
+    /// The same context with the AWS side.
+    pub fn with_dns(mut self, dns: DnsService) -> Self {
+        self.dns = Some(Arc::new(dns));
+        self
     }
 
     /// Publishes an event; a failure is logged, never fails the reconciliation.

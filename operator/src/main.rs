@@ -17,6 +17,7 @@ use dig_operator::{
     leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
     reconcile::validate::DefaultImages,
+    route53::{AwsClient, DnsService},
     webhook,
 };
 use futures::FutureExt;
@@ -154,7 +155,12 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
         &identity,
         registry_stats_fetcher(Duration::from_secs(args.registry_timeout_seconds.max(1))),
-    ));
+    )
+    .with_dns(DnsService::new(
+        AwsClient::new(&args.aws.settings()).await,
+        args.aws.route53_owner_id.clone(),
+        args.aws.resync(),
+    )));
     health.started.store(true, Ordering::Relaxed);
 
     let lost_leadership = if args.leader_election {

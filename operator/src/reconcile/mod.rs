@@ -3,10 +3,12 @@
 pub mod applied;
 pub mod apply;
 pub mod args;
+pub mod aws_dns;
 pub mod build;
 pub mod build_node;
 pub mod conditions;
 pub mod dns;
+pub mod dnsaddr;
 pub mod fixtures;
 pub mod meta;
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     pub announce: Vec<Multiaddr>,
     pub registry_enabled: bool,
+    /// `/dnsaddr` bootstraps are configured.
+    pub dns_enabled: bool,
     pub enable_dht: bool,
     pub enable_mdns: bool,
     pub allow_loopback: bool,
@@ -96,6 +98,7 @@ pub fn start(
         event_loop::LoopSettings {
             allow_loopback: config.allow_loopback,
             registry_enabled: config.registry_enabled,
+            dns_enabled: config.dns_enabled,
             dht_enabled: config.enable_dht,
             mdns_enabled: config.enable_mdns,
             autonat_enabled: config.enable_autonat,
