@@ -92,17 +92,23 @@ pub fn is_peer_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
 }
 
-/// `GET <url>/health` and its `peerId`, bounded in time and size.
+/// `GET <url>/health` and its `peerId`, bounded in time and size. The HTTP client is built at
+/// the first use (after `main` installed the TLS crypto provider).
 pub fn http_peer_id_fetcher(timeout: Duration) -> PeerIdFetcher {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a plain HTTP client builds");
+    let client: Arc<std::sync::OnceLock<Result<reqwest::Client, String>>> = Arc::default();
     Arc::new(move |base: String| {
         let client = client.clone();
         Box::pin(async move {
+            let client = client
+                .get_or_init(|| {
+                    reqwest::Client::builder()
+                        .timeout(timeout)
+                        .connect_timeout(timeout)
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .map_err(|e| format!("building the HTTP client: {e}"))
+                })
+                .clone()?;
             let url = format!("{base}/health");
             let mut response = client
                 .get(&url)
