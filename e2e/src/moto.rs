@@ -126,7 +126,14 @@ impl MotoServer {
         let port = free_loopback_port()?;
         let process = ProcessSpec::new(&python)
             .name(format!("moto-{name}"))
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .spawn()?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let url = format!("{endpoint}/moto-api/");

@@ -52,7 +52,10 @@ async fn a_node_joins_through_dnsaddr_records_alone() {
             ),
         )
         // Nested: libp2p's convention lets one name delegate to another.
-        .txt("_dnsaddr.bootstrap.dig.test", "dnsaddr=/dnsaddr/more.dig.test")
+        .txt(
+            "_dnsaddr.bootstrap.dig.test",
+            "dnsaddr=/dnsaddr/more.dig.test",
+        )
         .txt(
             "_dnsaddr.more.dig.test",
             &format!(
@@ -82,7 +85,10 @@ async fn a_node_joins_through_dnsaddr_records_alone() {
     .expect("start the joiner");
 
     eventually("the joiner connected to a and b", WAIT, || async {
-        let connected = joiner.connected_peer_ids().await.map_err(|e| e.to_string())?;
+        let connected = joiner
+            .connected_peer_ids()
+            .await
+            .map_err(|e| e.to_string())?;
         if connected.contains(&a.peer_id) && connected.contains(&b.peer_id) {
             Ok(())
         } else {
@@ -97,7 +103,10 @@ async fn a_node_joins_through_dnsaddr_records_alone() {
     assert_eq!(dns_stats["peers"], 2, "{connections}");
     assert_eq!(connections["discovery"]["registry"]["enabled"], false);
     let ready = joiner.get_json("/ready").await.unwrap();
-    assert_eq!(ready["ready"], true, "DNS answering makes the node ready: {ready}");
+    assert_eq!(
+        ready["ready"], true,
+        "DNS answering makes the node ready: {ready}"
+    );
 
     // A node added to the records later is dialed at the next lookup.
     let c = SidecarNode::start(spec("c", &[])).await.expect("start c");
@@ -110,7 +119,10 @@ async fn a_node_joins_through_dnsaddr_records_alone() {
         ),
     );
     eventually("the joiner found c in the records", WAIT, || async {
-        let connected = joiner.connected_peer_ids().await.map_err(|e| e.to_string())?;
+        let connected = joiner
+            .connected_peer_ids()
+            .await
+            .map_err(|e| e.to_string())?;
         if connected.contains(&c.peer_id) {
             Ok(())
         } else {

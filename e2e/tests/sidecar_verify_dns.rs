@@ -69,7 +69,13 @@ async fn verify_dns_checks_every_address_and_fails_on_a_dead_one() -> anyhow::Re
     let dns = DnsResponder::start(zone(port)).await?;
     let nameserver = dns.address;
 
-    let (code, text) = verify(nameserver, "registry.dig.test", port, &["--require-dnsaddr"]).await?;
+    let (code, text) = verify(
+        nameserver,
+        "registry.dig.test",
+        port,
+        &["--require-dnsaddr"],
+    )
+    .await?;
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("RECORD") && text.contains("HEALTH"),

@@ -231,7 +231,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(note),
+            note: Some(bounded_note(note)),
             action: action.to_string(),
             secondary: None,
         };
@@ -239,6 +239,20 @@ impl Context {
             tracing::warn!(error = %err, reason, object = ?regarding.name, "publishing an event failed");
         }
     }
+}
+
+/// The API server refuses an event whose note is longer than 1024 bytes: longer ones are cut.
+fn bounded_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() > MAX {
+        let mut end = MAX - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
 }
 
 #[cfg(test)]
@@ -250,6 +264,17 @@ mod tests {
 
     use super::*;
     use crate::reconcile::mock_api::MockApi;
+
+    #[test]
+    fn event_notes_are_cut_to_what_the_api_server_accepts() {
+        assert_eq!(bounded_note("short".into()), "short");
+        let long = bounded_note("é".repeat(1000));
+        assert!(
+            long.len() <= 1024 && long.ends_with("..."),
+            "{}",
+            long.len()
+        );
+    }
 
     #[tokio::test]
     async fn resources_are_told_apart_within_a_group_and_the_answer_is_cached() {

@@ -146,21 +146,23 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let identity = args.identity();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        DefaultImages {
-            sidecar: args.default_sidecar_image.clone(),
-            bootstrap: args.default_bootstrap_image.clone(),
-        },
-        metrics.clone(),
-        &identity,
-        registry_stats_fetcher(Duration::from_secs(args.registry_timeout_seconds.max(1))),
-    )
-    .with_dns(DnsService::new(
-        AwsClient::new(&args.aws.settings()).await,
-        args.aws.route53_owner_id.clone(),
-        args.aws.resync(),
-    )));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            DefaultImages {
+                sidecar: args.default_sidecar_image.clone(),
+                bootstrap: args.default_bootstrap_image.clone(),
+            },
+            metrics.clone(),
+            &identity,
+            registry_stats_fetcher(Duration::from_secs(args.registry_timeout_seconds.max(1))),
+        )
+        .with_dns(DnsService::new(
+            AwsClient::new(&args.aws.settings()).await,
+            args.aws.route53_owner_id.clone(),
+            args.aws.resync(),
+        )),
+    );
     health.started.store(true, Ordering::Relaxed);
 
     let lost_leadership = if args.leader_election {

@@ -125,7 +125,9 @@ pub struct AlarmSpec {
     pub enabled: bool,
     /// SNS topic told when an alarm fires and when it is back to OK.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"))]
+    #[schemars(pattern(
+        r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+    ))]
     pub sns_topic_arn: Option<String>,
     /// Minutes the health check must be unhealthy before the alarm fires.
     #[serde(default = "default_evaluation_periods")]

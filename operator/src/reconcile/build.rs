@@ -211,7 +211,10 @@ pub fn build_network(valid: &ValidNetwork<'_>) -> NetworkChildren {
 }
 
 /// The DNS spec with the health check the operator made for the external-dns records.
-fn dns_spec_with_facts(dns_spec: &crate::crd::DnsSpec, valid: &ValidNetwork<'_>) -> crate::crd::DnsSpec {
+fn dns_spec_with_facts(
+    dns_spec: &crate::crd::DnsSpec,
+    valid: &ValidNetwork<'_>,
+) -> crate::crd::DnsSpec {
     let mut dns_spec = dns_spec.clone();
     if let Some(id) = &valid.facts.external_dns_health_check {
         dns_spec.health_check_id = Some(id.clone());

@@ -241,7 +241,10 @@ fn dns_endpoint_mode_without_exposed_nodes_has_no_dnsaddr_record() {
         ..NetworkFacts::default()
     };
     let endpoint = build_with(&net, facts).dns_endpoint.unwrap();
-    let endpoints = endpoint.data["spec"]["endpoints"].as_array().unwrap().clone();
+    let endpoints = endpoint.data["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(endpoints.len(), 1, "{endpoints:?}");
     assert_eq!(endpoints[0]["recordType"], "A");
 }

@@ -125,12 +125,14 @@ pub fn http_peer_id_fetcher(timeout: Duration) -> PeerIdFetcher {
                 .map_err(|e| format!("GET {url}: {e}"))?
             {
                 if body.len() + chunk.len() > MAX_HEALTH_BYTES {
-                    return Err(format!("GET {url}: answer larger than {MAX_HEALTH_BYTES} bytes"));
+                    return Err(format!(
+                        "GET {url}: answer larger than {MAX_HEALTH_BYTES} bytes"
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
-            let value: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| format!("GET {url}: not JSON: {e}"))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))?;
             let peer = value["peerId"].as_str().unwrap_or_default();
             if is_peer_id(peer) {
                 Ok(peer.to_string())
@@ -288,7 +290,9 @@ mod tests {
     #[test]
     fn peer_ids_are_checked() {
         assert!(is_peer_id("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"));
-        assert!(!is_peer_id("12D3KooW/../../etc/passwd-0000000000000000000000000"));
+        assert!(!is_peer_id(
+            "12D3KooW/../../etc/passwd-0000000000000000000000000"
+        ));
         assert!(!is_peer_id("short"));
         assert!(!is_peer_id(&"1".repeat(200)));
     }

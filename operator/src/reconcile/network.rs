@@ -175,8 +175,8 @@ fn external_dns_health_check(network: &DigNetwork, targets: &[DnsTarget]) -> Opt
         uid: String::new(),
         owner_id: String::new(),
     };
-    let target = route53::desired(network.spec.dns.as_ref(), &owner, &facts, 0)
-        .external_dns_health_check?;
+    let target =
+        route53::desired(network.spec.dns.as_ref(), &owner, &facts, 0).external_dns_health_check?;
     network
         .status
         .as_ref()?
@@ -319,16 +319,12 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         nodes: network.spec.nodes.replicas,
         bootstrap_endpoint: Some(BootstrapEndpoint {
             url,
-            hostname: network
-                .spec
-                .dns
-                .as_ref()
-                .and_then(|d| {
-                    d.hostnames
-                        .first()
-                        .or(d.route53.as_ref().and_then(|r| r.hostnames.first()))
-                        .cloned()
-                }),
+            hostname: network.spec.dns.as_ref().and_then(|d| {
+                d.hostnames
+                    .first()
+                    .or(d.route53.as_ref().and_then(|r| r.hostnames.first()))
+                    .cloned()
+            }),
         }),
         peers: stats.map(|s: RegistryStats| s.peers),
         stores: stats.map(|s| s.stores),
@@ -369,7 +365,9 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         )
         .await;
     }
-    Ok(Action::requeue(dns_requeue.map_or(resync, |d| d.min(resync))))
+    Ok(Action::requeue(
+        dns_requeue.map_or(resync, |d| d.min(resync)),
+    ))
 }
 
 /// Removes children a spec no longer wants: per-pod Services after a scale-down or when exposure

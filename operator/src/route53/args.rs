@@ -34,7 +34,11 @@ pub struct AwsArgs {
 
     /// Written into every `_dig-owner` TXT record: the records of another cluster's operator
     /// (another owner id) are never touched. Set one per cluster sharing a hosted zone.
-    #[arg(long, env = "DIG_OPERATOR_ROUTE53_OWNER_ID", default_value = "dig-operator")]
+    #[arg(
+        long,
+        env = "DIG_OPERATOR_ROUTE53_OWNER_ID",
+        default_value = "dig-operator"
+    )]
     pub route53_owner_id: String,
 
     /// Seconds after which an unchanged network's AWS objects are read again (drift repair).

@@ -115,13 +115,19 @@ where
 {
     match error {
         SdkError::ServiceError(service) => match service.err().code().unwrap_or_default() {
-            "Throttling" | "ThrottlingException" | "PriorRequestNotComplete"
-            | "RequestLimitExceeded" | "TooManyRequestsException" => AwsErrorKind::Throttled,
-            "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException"
-            | "ExpiredToken" | "ExpiredTokenException" | "IncompleteSignature"
-            | "MissingAuthenticationToken" | "InvalidSignatureException" => {
-                AwsErrorKind::InvalidCredentials
-            }
+            "Throttling"
+            | "ThrottlingException"
+            | "PriorRequestNotComplete"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException" => AwsErrorKind::Throttled,
+            "InvalidClientTokenId"
+            | "SignatureDoesNotMatch"
+            | "UnrecognizedClientException"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "InvalidSignatureException" => AwsErrorKind::InvalidCredentials,
             "AccessDenied" | "AccessDeniedException" => AwsErrorKind::AccessDenied,
             "NoSuchHostedZone" => AwsErrorKind::HostedZoneNotFound,
             "InvalidChangeBatch" | "InvalidInput" => AwsErrorKind::InvalidChange,
@@ -136,6 +142,26 @@ where
                 AwsErrorKind::Other
             }
         }
+    }
+}
+
+/// AWS's code and message for an answer AWS gave (`Throttling: Rate exceeded`), the whole chain
+/// of causes otherwise (no answer, no credentials).
+fn describe_error<E, R>(error: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match error {
+        SdkError::ServiceError(service) => {
+            let meta = service.err();
+            format!(
+                "{}: {}",
+                meta.code().unwrap_or("an error without a code"),
+                meta.message().unwrap_or("no message")
+            )
+        }
+        other => DisplayErrorContext(other).to_string(),
     }
 }
 
@@ -215,7 +241,7 @@ impl AwsClient {
             action,
             subject: subject.to_string(),
             kind: classify(&error),
-            message: DisplayErrorContext(&error).to_string(),
+            message: describe_error(&error),
         })
     }
 
@@ -724,10 +750,9 @@ mod tests {
     /// The chart's IAM policy grants exactly the actions the client calls.
     #[test]
     fn the_iam_policy_grants_exactly_what_the_client_calls() {
-        let policy: serde_json::Value = serde_json::from_str(include_str!(
-            "../../../charts/dig-operator/iam-policy.json"
-        ))
-        .expect("the IAM policy is JSON");
+        let policy: serde_json::Value =
+            serde_json::from_str(include_str!("../../../charts/dig-operator/iam-policy.json"))
+                .expect("the IAM policy is JSON");
         let mut granted: Vec<String> = policy["Statement"]
             .as_array()
             .expect("statements")

@@ -41,7 +41,11 @@ fn route53_mode_checks_every_address_and_writes_a_multivalue_record_each() {
     let want = desired(
         Some(&dns),
         &owner(),
-        &facts(vec![ip("203.0.113.8"), ip("203.0.113.7"), ip("2001:db8::1")]),
+        &facts(vec![
+            ip("203.0.113.8"),
+            ip("203.0.113.7"),
+            ip("2001:db8::1"),
+        ]),
         3000,
     );
     let checked: Vec<String> = want
@@ -91,7 +95,9 @@ fn route53_mode_checks_every_address_and_writes_a_multivalue_record_each() {
     assert_eq!(host.owner.key.name, "_dig-owner.bootstrap.example.com");
     assert_eq!(
         host.owner.values,
-        ["\"heritage=dig-operator,dig-operator/owner=cluster-a,dig-operator/resource=dignetwork/ns/net\""]
+        [
+            "\"heritage=dig-operator,dig-operator/owner=cluster-a,dig-operator/resource=dignetwork/ns/net\""
+        ]
     );
     let alarm = want
         .alarm_for(&owner(), &ip("203.0.113.7"), "hc-1", "/health")
@@ -184,7 +190,10 @@ fn external_dns_with_a_health_check_checks_the_first_address_only() {
 fn alarms_can_be_turned_off() {
     let dns = spec("route53: {hostnames: [b.example.com]}\nhealthCheck: {alarm: {enabled: false}}");
     let want = desired(Some(&dns), &owner(), &facts(vec![ip("203.0.113.7")]), 3000);
-    assert!(want.alarm_for(&owner(), &ip("203.0.113.7"), "hc", "/health").is_none());
+    assert!(
+        want.alarm_for(&owner(), &ip("203.0.113.7"), "hc", "/health")
+            .is_none()
+    );
 }
 
 #[test]

@@ -32,9 +32,14 @@ pub enum DnsOutcome {
     Unchanged,
     Synced(SyncReport),
     /// The sync stopped at this error; try again after `retry_in`.
-    Failed { error: AwsError, retry_in: Duration },
+    Failed {
+        error: AwsError,
+        retry_in: Duration,
+    },
     /// A failed sync of the same inputs is waiting for its backoff.
-    Waiting { retry_in: Duration },
+    Waiting {
+        retry_in: Duration,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -293,11 +293,7 @@ pub fn plan_alarms(desired: &[Alarm], observed: &[Alarm]) -> AlarmPlan {
     AlarmPlan {
         put: desired
             .iter()
-            .filter(|wanted| {
-                !observed
-                    .iter()
-                    .any(|o| normalized(o) == normalized(wanted))
-            })
+            .filter(|wanted| !observed.iter().any(|o| normalized(o) == normalized(wanted)))
             .cloned()
             .collect(),
         delete: observed

@@ -46,10 +46,18 @@ fn applied(mut zone: Vec<RecordSet>, changes: &[Change]) -> Vec<RecordSet> {
             Change::Delete(r) => {
                 let before = zone.len();
                 zone.retain(|z| z != r);
-                assert_eq!(before - 1, zone.len(), "DELETE must name the exact record: {r:?}");
+                assert_eq!(
+                    before - 1,
+                    zone.len(),
+                    "DELETE must name the exact record: {r:?}"
+                );
             }
             Change::Create(r) => {
-                assert!(zone.iter().all(|z| z.key != r.key), "CREATE of a taken key {:?}", r.key);
+                assert!(
+                    zone.iter().all(|z| z.key != r.key),
+                    "CREATE of a taken key {:?}",
+                    r.key
+                );
                 zone.push(r.clone());
             }
             Change::Upsert(r) => {
@@ -79,7 +87,8 @@ fn foreign(name: &str, type_: RecordType, set: Option<&str>, value: &str) -> Rec
     }
 }
 
-const ROUTE53: &str = "route53: {hostnames: [bootstrap.example.com]}\nsetIdentifier: us\nweight: 10";
+const ROUTE53: &str =
+    "route53: {hostnames: [bootstrap.example.com]}\nsetIdentifier: us\nweight: 10";
 
 #[test]
 fn an_empty_zone_gets_the_owner_record_first_and_every_record_in_one_batch() {
@@ -109,7 +118,13 @@ fn once_made_nothing_changes() {
     let hc = ids(&[("203.0.113.7", "hc-1")]);
     let first = plan_hostname(HOST, Some(&d.hostnames[0]), &[], &owner().txt_value(), &hc);
     let zone = applied(Vec::new(), &first.changes);
-    let again = plan_hostname(HOST, Some(&d.hostnames[0]), &zone, &owner().txt_value(), &hc);
+    let again = plan_hostname(
+        HOST,
+        Some(&d.hostnames[0]),
+        &zone,
+        &owner().txt_value(),
+        &hc,
+    );
     assert_eq!(again.changes, []);
     assert_eq!(again.owned.len(), 3);
 }
@@ -120,21 +135,40 @@ fn a_spec_change_upserts_and_a_new_address_is_added_and_an_old_one_deleted() {
     let before = want(ROUTE53, &["203.0.113.7"]);
     let zone = applied(
         Vec::new(),
-        &plan_hostname(HOST, Some(&before.hostnames[0]), &[], &owner().txt_value(), &hc).changes,
+        &plan_hostname(
+            HOST,
+            Some(&before.hostnames[0]),
+            &[],
+            &owner().txt_value(),
+            &hc,
+        )
+        .changes,
     );
     let after = want(
         "route53: {hostnames: [bootstrap.example.com]}\nsetIdentifier: us\nweight: 50\nttl: 60",
         &["203.0.113.9"],
     );
-    let plan = plan_hostname(HOST, Some(&after.hostnames[0]), &zone, &owner().txt_value(), &hc);
+    let plan = plan_hostname(
+        HOST,
+        Some(&after.hostnames[0]),
+        &zone,
+        &owner().txt_value(),
+        &hc,
+    );
     let zone = applied(zone, &plan.changes);
-    let a: Vec<&RecordSet> = zone.iter().filter(|r| r.key.type_ == RecordType::A).collect();
+    let a: Vec<&RecordSet> = zone
+        .iter()
+        .filter(|r| r.key.type_ == RecordType::A)
+        .collect();
     assert_eq!(a.len(), 1, "{zone:?}");
     assert_eq!(a[0].values, ["203.0.113.9"]);
     assert_eq!(a[0].routing, Routing::Weighted(50));
     assert_eq!(a[0].ttl, 60);
     assert_eq!(a[0].health_check_id.as_deref(), Some("hc-9"));
-    assert!(matches!(plan.changes[0], Change::Delete(_)), "deletions first");
+    assert!(
+        matches!(plan.changes[0], Change::Delete(_)),
+        "deletions first"
+    );
 }
 
 #[test]
@@ -143,16 +177,38 @@ fn a_routing_change_deletes_and_creates_instead_of_upserting() {
     let weighted = want(ROUTE53, &["203.0.113.7"]);
     let zone = applied(
         Vec::new(),
-        &plan_hostname(HOST, Some(&weighted.hostnames[0]), &[], &owner().txt_value(), &hc).changes,
+        &plan_hostname(
+            HOST,
+            Some(&weighted.hostnames[0]),
+            &[],
+            &owner().txt_value(),
+            &hc,
+        )
+        .changes,
     );
     let failover = want(
         "route53: {hostnames: [bootstrap.example.com]}\nsetIdentifier: us\nfailover: PRIMARY",
         &["203.0.113.7"],
     );
-    let plan = plan_hostname(HOST, Some(&failover.hostnames[0]), &zone, &owner().txt_value(), &hc);
-    assert!(!plan.changes.iter().any(|c| matches!(c, Change::Upsert(r) if r.key.name == HOST)));
+    let plan = plan_hostname(
+        HOST,
+        Some(&failover.hostnames[0]),
+        &zone,
+        &owner().txt_value(),
+        &hc,
+    );
+    assert!(
+        !plan
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Upsert(r) if r.key.name == HOST))
+    );
     let zone = applied(zone, &plan.changes);
-    assert!(zone.iter().all(|r| !matches!(r.routing, Routing::Weighted(_))), "{zone:?}");
+    assert!(
+        zone.iter()
+            .all(|r| !matches!(r.routing, Routing::Weighted(_))),
+        "{zone:?}"
+    );
 }
 
 #[test]
@@ -160,7 +216,13 @@ fn records_made_by_someone_else_are_a_conflict_and_left_alone() {
     let d = want(ROUTE53, &["203.0.113.7"]);
     let hc = ids(&[("203.0.113.7", "hc-1")]);
     let taken = foreign(HOST, RecordType::A, Some("us/203.0.113.7"), "198.51.100.1");
-    let plan = plan_hostname(HOST, Some(&d.hostnames[0]), &[taken.clone()], &owner().txt_value(), &hc);
+    let plan = plan_hostname(
+        HOST,
+        Some(&d.hostnames[0]),
+        &[taken.clone()],
+        &owner().txt_value(),
+        &hc,
+    );
     assert_eq!(plan.changes, []);
     let conflict = plan.conflict.unwrap();
     assert!(conflict.contains("A bootstrap.example.com"), "{conflict}");
@@ -177,7 +239,13 @@ fn another_owner_record_is_a_conflict() {
     let mut theirs = d.hostnames[0].owner.clone();
     theirs.values = vec![other.txt_value()];
     let observed = vec![super::resolve(&theirs, &BTreeMap::new())];
-    let plan = plan_hostname(HOST, Some(&d.hostnames[0]), &observed, &owner().txt_value(), &ids(&[]));
+    let plan = plan_hostname(
+        HOST,
+        Some(&d.hostnames[0]),
+        &observed,
+        &owner().txt_value(),
+        &ids(&[]),
+    );
     assert_eq!(plan.changes, []);
     assert!(plan.conflict.unwrap().contains("cluster-b"));
 }
@@ -190,10 +258,21 @@ fn foreign_records_beside_ours_are_never_touched() {
         // Another cluster's weighted record under the same name, a simple TXT, a record with a
         // set identifier that only starts like ours.
         foreign(HOST, RecordType::A, Some("eu/198.51.100.1"), "198.51.100.1"),
-        foreign("_dnsaddr.bootstrap.example.com", RecordType::Txt, Some("eu"), "\"x\""),
+        foreign(
+            "_dnsaddr.bootstrap.example.com",
+            RecordType::Txt,
+            Some("eu"),
+            "\"x\"",
+        ),
         foreign(HOST, RecordType::A, Some("usa"), "198.51.100.2"),
     ];
-    let plan = plan_hostname(HOST, Some(&d.hostnames[0]), &others, &owner().txt_value(), &hc);
+    let plan = plan_hostname(
+        HOST,
+        Some(&d.hostnames[0]),
+        &others,
+        &owner().txt_value(),
+        &hc,
+    );
     assert!(plan.conflict.is_none(), "{:?}", plan.conflict);
     let zone = applied(others.clone(), &plan.changes);
     for record in &others {
@@ -224,13 +303,26 @@ fn a_changed_set_identifier_moves_the_records_to_the_new_one() {
     let old = want(ROUTE53, &["203.0.113.7"]);
     let zone = applied(
         Vec::new(),
-        &plan_hostname(HOST, Some(&old.hostnames[0]), &[], &owner().txt_value(), &hc).changes,
+        &plan_hostname(
+            HOST,
+            Some(&old.hostnames[0]),
+            &[],
+            &owner().txt_value(),
+            &hc,
+        )
+        .changes,
     );
     let new = want(
         "route53: {hostnames: [bootstrap.example.com]}\nsetIdentifier: us-2\nweight: 10",
         &["203.0.113.7"],
     );
-    let plan = plan_hostname(HOST, Some(&new.hostnames[0]), &zone, &owner().txt_value(), &hc);
+    let plan = plan_hostname(
+        HOST,
+        Some(&new.hostnames[0]),
+        &zone,
+        &owner().txt_value(),
+        &hc,
+    );
     let zone = applied(zone, &plan.changes);
     assert_eq!(zone.len(), 3);
     assert!(

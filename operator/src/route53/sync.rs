@@ -44,11 +44,7 @@ fn caller_reference(owner: &Owner, config: &HealthCheckConfig) -> String {
         .unwrap_or_default();
     // Unique per creation (Route53 refuses a reference used before, even by a deleted check),
     // at most 64 characters: `dig/` + uid (36) + `/` + 8 + `/` + at most 13 digits.
-    format!(
-        "{}{}/{millis}",
-        owner.caller_reference_prefix(),
-        &hash[..8]
-    )
+    format!("{}{}/{millis}", owner.caller_reference_prefix(), &hash[..8])
 }
 
 /// Syncs one DigNetwork. `previous_hostnames` are hostnames an earlier sync wrote (from the
@@ -128,7 +124,10 @@ pub async fn sync(
             });
         }
         if !plan.changes.is_empty() {
-            let comment = format!("dig-operator: DigNetwork {}/{}", owner.namespace, owner.name);
+            let comment = format!(
+                "dig-operator: DigNetwork {}/{}",
+                owner.namespace, owner.name
+            );
             match client
                 .change_record_sets(&zone, &plan.changes, &comment)
                 .await

@@ -49,9 +49,7 @@ impl Report {
     /// True when the name resolved to at least one address, every lookup worked and every
     /// address answered `/health`.
     pub fn all_ok(&self) -> bool {
-        self.lookup_errors.is_empty()
-            && self.has_address()
-            && self.rows.iter().all(|row| row.ok)
+        self.lookup_errors.is_empty() && self.has_address() && self.rows.iter().all(|row| row.ok)
     }
 
     fn has_address(&self) -> bool {
@@ -273,16 +271,21 @@ async fn check_dnsaddr_value(
     match parts.next() {
         Some(Protocol::Tcp(port)) => {
             let socket = SocketAddr::new(ip, port);
-            match tokio::time::timeout(args.timeout, tokio::net::TcpStream::connect(socket)).await
-            {
+            match tokio::time::timeout(args.timeout, tokio::net::TcpStream::connect(socket)).await {
                 Ok(Ok(_)) => (true, format!("ok (peer ..{short}, tcp {socket} open)")),
                 Ok(Err(error)) => (false, format!("tcp {socket} refused: {error}")),
-                Err(_) => (false, format!("tcp {socket}: no answer within {:?}", args.timeout)),
+                Err(_) => (
+                    false,
+                    format!("tcp {socket}: no answer within {:?}", args.timeout),
+                ),
             }
         }
         Some(Protocol::Udp(port)) => (
             true,
-            format!("ok (peer ..{short}, udp {} resolved)", SocketAddr::new(ip, port)),
+            format!(
+                "ok (peer ..{short}, udp {} resolved)",
+                SocketAddr::new(ip, port)
+            ),
         ),
         _ => (false, "invalid: no tcp or udp port".into()),
     }

@@ -154,7 +154,9 @@ async fn resolve_names(
     };
     let rest: Multiaddr = parts.collect();
     if *lookups >= MAX_LOOKUPS {
-        return Err(format!("more than {MAX_LOOKUPS} DNS lookups; {address} skipped"));
+        return Err(format!(
+            "more than {MAX_LOOKUPS} DNS lookups; {address} skipped"
+        ));
     }
     *lookups += 1;
     let ips = addresses_of(resolver, &host, v4, v6).await?;
@@ -178,9 +180,9 @@ pub async fn lookup(resolver: &TokioResolver, hosts: &[String], local: PeerId) -
     let mut pending: Vec<(String, usize)> = hosts.iter().map(|h| (h.clone(), 0)).collect();
     while let Some((host, depth)) = pending.pop() {
         if lookups >= MAX_LOOKUPS {
-            found
-                .errors
-                .push(format!("more than {MAX_LOOKUPS} DNS lookups; _dnsaddr.{host} skipped"));
+            found.errors.push(format!(
+                "more than {MAX_LOOKUPS} DNS lookups; _dnsaddr.{host} skipped"
+            ));
             continue;
         }
         lookups += 1;
@@ -200,9 +202,9 @@ pub async fn lookup(resolver: &TokioResolver, hosts: &[String], local: PeerId) -
                 Some(Protocol::Dnsaddr(nested)) if depth + 1 < MAX_DEPTH => {
                     pending.push((nested.to_string(), depth + 1));
                 }
-                Some(Protocol::Dnsaddr(_)) => found
-                    .errors
-                    .push(format!("{entry}: more than {MAX_DEPTH} nested /dnsaddr levels")),
+                Some(Protocol::Dnsaddr(_)) => found.errors.push(format!(
+                    "{entry}: more than {MAX_DEPTH} nested /dnsaddr levels"
+                )),
                 _ if entries.len() < MAX_ENTRIES => entries.push(entry),
                 _ => {}
             }
@@ -307,7 +309,8 @@ mod tests {
     #[test]
     fn entries_need_the_prefix_and_a_peer_id_to_be_dialed() {
         let peer = PeerId::random();
-        let entry = parse_entry(&format!("dnsaddr=/dns4/n0.example.com/tcp/4001/p2p/{peer}")).unwrap();
+        let entry =
+            parse_entry(&format!("dnsaddr=/dns4/n0.example.com/tcp/4001/p2p/{peer}")).unwrap();
         let (found, address) = split_peer(&entry).unwrap();
         assert_eq!(found, peer);
         assert_eq!(address.to_string(), "/dns4/n0.example.com/tcp/4001");
