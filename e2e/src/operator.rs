@@ -200,6 +200,8 @@ fn spawn(
         "--no-webhook".to_string(),
         format!("--metrics-listen={metrics_addr}"),
         format!("--identity={}", options.name),
+        // kwok's pods have made-up IPs: the operator must never dial them.
+        "--peer-id-networks=127.0.0.0/8".to_string(),
     ];
     if !options.namespaces.is_empty() {
         args.push(format!("--namespace={}", options.namespaces.join(",")));

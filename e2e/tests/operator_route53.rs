@@ -6,6 +6,9 @@
 //! made by others never touched, and everything the network made removed when it is deleted (its
 //! finalizer held until then).
 //!
+//! A second test follows the `_dnsaddr` records from a real node's API through Route53 to a node
+//! that joins through them.
+//!
 //! Skipped with a message when the control-plane tools or moto cannot be had, unless
 //! DIG_E2E_REQUIRE_CLUSTER=1 (set by e2e/test-all.sh).
 
@@ -32,7 +35,9 @@ use axum::{
 };
 use dig_e2e::{
     cluster::TestCluster,
+    dns::{DnsResponder, Zone},
     moto::MotoServer,
+    network::{NodeSpec, SidecarNode},
     operator::{
         NETWORK_KIND, OperatorOptions, OperatorProcess, condition, dig_manifest, eventually,
         get_object, install_crds,
@@ -665,4 +670,185 @@ async fn route53_records_health_checks_and_alarms_follow_the_network() {
     assert_eq!(leftover, 0, "every network's health checks are gone");
     drop(operator);
     drop(moto);
+}
+
+/// The whole DNS bootstrap path: the operator asks a real node (a `dig-sidecar` on loopback,
+/// playing the exposed pod, whose status is given its address) for its peer id, writes
+/// `_dnsaddr.<hostname>` into Route53 (moto), and a node with no registry joins through those
+/// records, served by the tests' DNS responder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exposed_nodes_reach_the_dnsaddr_records_a_node_joins_through() {
+    let Some(cluster) = TestCluster::start_or_skip("operator-dnsaddr") else {
+        return;
+    };
+    let Some(moto) = MotoServer::start_or_skip("operator-dnsaddr").await else {
+        return;
+    };
+    dig_bootstrap::install_crypto_provider();
+    install_crds(&cluster).expect("apply the CRDs");
+    cluster
+        .kubectl(["create", "namespace", NAMESPACE])
+        .expect("create the namespace");
+    let aws = Aws::new(&moto.endpoint).await;
+    let zone = aws.create_zone(ZONE).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let p2p_port = dig_e2e::process::free_loopback_port().unwrap();
+    let exposed = SidecarNode::start(
+        NodeSpec::loopback("exposed", "dnsaddr", dir.path().join("exposed"), &[])
+            .arg("--listen")
+            .arg(format!("/ip4/127.0.0.1/tcp/{p2p_port}")),
+    )
+    .await
+    .expect("start the exposed node");
+
+    let operator = OperatorProcess::start_for(
+        &cluster,
+        OperatorOptions {
+            name: "operator-dnsaddr".into(),
+            namespaces: vec![NAMESPACE.into()],
+            extra_args: vec![format!("--aws-endpoint-url={}", moto.endpoint)],
+            envs: vec![
+                ("AWS_ACCESS_KEY_ID".into(), "e2e".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "e2e".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ],
+            ..OperatorOptions::default()
+        },
+    )
+    .await
+    .expect("start the operator");
+    apply(
+        &cluster,
+        &dig_manifest(
+            NETWORK_KIND,
+            NAMESPACE,
+            "dnsaddr",
+            json!({
+                "bootstrap": {"replicas": 1},
+                "nodes": {
+                    "replicas": 1,
+                    "p2pPort": p2p_port,
+                    "apiPort": exposed.api.port(),
+                    "exposure": {"type": "LoadBalancer", "announceDomain": "nodes.dig.test"},
+                },
+                "dns": {"route53": {"hostnames": [HOSTNAME]}},
+            }),
+        ),
+    );
+    // kwok reports the pod Ready with a made-up IP; the node it stands for answers on loopback.
+    eventually("the node pod Ready", WAIT, || {
+        let pod = get_object(&cluster, NAMESPACE, "pod", "dnsaddr-node-0")
+            .ok()
+            .flatten();
+        async move {
+            match pod {
+                Some(p)
+                    if p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    }) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{:?}", other.map(|p| p["status"].clone()))),
+            }
+        }
+    })
+    .await;
+    cluster
+        .kubectl([
+            "patch",
+            "pod",
+            "dnsaddr-node-0",
+            "-n",
+            NAMESPACE,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &json!({"status": {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}).to_string(),
+        ])
+        .expect("give the pod the node's address");
+    // A change of the network makes the operator look again at once.
+    cluster
+        .kubectl([
+            "annotate",
+            "dignetwork",
+            "dnsaddr",
+            "-n",
+            NAMESPACE,
+            "e2e/pod-address=loopback",
+        ])
+        .expect("annotate the network");
+
+    let tcp_entry = format!(
+        "dnsaddr=/dns4/dnsaddr-node-0.nodes.dig.test/tcp/{p2p_port}/p2p/{}",
+        exposed.peer_id
+    );
+    let values = eventually("the _dnsaddr record in Route53", WAIT, || async {
+        let records = aws.records(&zone).await;
+        let txt = records
+            .iter()
+            .find(|r| r.name() == format!("_dnsaddr.{HOSTNAME}.") && r.r#type() == &RrType::Txt);
+        let values: Vec<String> = txt
+            .map(|r| {
+                r.resource_records()
+                    .iter()
+                    .map(|v| v.value().trim_matches('"').to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if values.contains(&tcp_entry) {
+            Ok(values)
+        } else {
+            Err(format!("{records:?}"))
+        }
+    })
+    .await;
+    assert!(
+        values.iter().any(|v| v.contains("/quic-v1/p2p/")),
+        "the QUIC twin: {values:?}"
+    );
+    let status = network(&cluster, "dnsaddr").unwrap();
+    assert!(
+        status["status"]["dns"]["dnsaddr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == tcp_entry.as_str()),
+        "{status}"
+    );
+
+    let dns_zone = Zone::default();
+    dns_zone.a(
+        "dnsaddr-node-0.nodes.dig.test",
+        std::net::Ipv4Addr::LOCALHOST,
+    );
+    for value in &values {
+        dns_zone.txt(&format!("_dnsaddr.{HOSTNAME}"), value);
+    }
+    let dns = DnsResponder::start(dns_zone).await.unwrap();
+    let joiner = SidecarNode::start(
+        NodeSpec::loopback("joiner", "dnsaddr", dir.path().join("joiner"), &[])
+            .arg("--bootstrap")
+            .arg(format!("/dnsaddr/{HOSTNAME}"))
+            .arg("--nameserver")
+            .arg(dns.address.to_string()),
+    )
+    .await
+    .expect("start the joiner");
+    eventually("the joiner connected to the exposed node", WAIT, || async {
+        let connected = joiner
+            .connected_peer_ids()
+            .await
+            .map_err(|e| e.to_string())?;
+        if connected.contains(&exposed.peer_id) {
+            Ok(())
+        } else {
+            Err(format!("{connected:?}"))
+        }
+    })
+    .await;
+    drop(operator);
 }

@@ -213,6 +213,16 @@ impl Context {
         }
     }
 
+    /// The same context asking pods for peer ids only in `networks` (`--peer-id-networks`).
+    pub fn with_peer_id_networks(mut self, networks: Vec<ipnet::IpNet>) -> Self {
+        self.peer_ids = std::mem::replace(
+            &mut self.peer_ids,
+            PeerIds::new(http_peer_id_fetcher(Duration::from_secs(2))),
+        )
+        .allowing(networks);
+        self
+    }
+
     /// The same context with the AWS side.
     pub fn with_dns(mut self, dns: DnsService) -> Self {
         self.dns = Some(Arc::new(dns));

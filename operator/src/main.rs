@@ -157,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             &identity,
             registry_stats_fetcher(Duration::from_secs(args.registry_timeout_seconds.max(1))),
         )
+        .with_peer_id_networks(args.peer_id_networks.clone())
         .with_dns(DnsService::new(
             AwsClient::new(&args.aws.settings()).await,
             args.aws.route53_owner_id.clone(),

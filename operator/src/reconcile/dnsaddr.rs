@@ -11,11 +11,13 @@
 
 use std::{
     collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use futures::{StreamExt, future::BoxFuture};
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::ListParams};
 
@@ -143,10 +145,32 @@ pub fn http_peer_id_fetcher(timeout: Duration) -> PeerIdFetcher {
     })
 }
 
+/// Whether the operator may ask a pod at `ip` for its peer id: within `allowed` when that is
+/// set (`--peer-id-networks`), else any address a pod network uses, never loopback, link-local
+/// (cloud metadata services live there), unspecified or multicast: a pod's status is written by
+/// its node, and a compromised node must not point the operator anywhere it likes.
+pub fn may_ask(ip: IpAddr, allowed: &[IpNet]) -> bool {
+    if !allowed.is_empty() {
+        return allowed.iter().any(|net| net.contains(&ip));
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unicast_link_local())
+        }
+    }
+}
+
 /// Peer ids of pods, by pod uid.
 pub struct PeerIds {
     fetch: PeerIdFetcher,
     known: Mutex<HashMap<String, String>>,
+    allowed: Vec<IpNet>,
 }
 
 impl PeerIds {
@@ -154,7 +178,14 @@ impl PeerIds {
         Self {
             fetch,
             known: Mutex::new(HashMap::new()),
+            allowed: Vec::new(),
         }
+    }
+
+    /// Asks only pods whose IP is in one of `networks` (empty: the default rule of [`may_ask`]).
+    pub fn allowing(mut self, networks: Vec<IpNet>) -> Self {
+        self.allowed = networks;
+        self
     }
 
     /// The peer ids of the exposed nodes whose pods are ready and answered, and a message per
@@ -204,14 +235,19 @@ impl PeerIds {
             let ready = status
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let ip = status.and_then(|s| s.pod_ip.clone());
-            if let (true, Some(ip)) = (ready, ip) {
-                let host = if ip.contains(':') {
-                    format!("[{ip}]")
-                } else {
-                    ip
-                };
-                asks.push((node.clone(), uid, format!("http://{host}:{api_port}")));
+            let ip = status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<IpAddr>().ok());
+            match (ready, ip) {
+                (true, Some(ip)) if may_ask(ip, &self.allowed) => {
+                    let base = format!("http://{}", SocketAddr::new(ip, api_port as u16));
+                    asks.push((node.clone(), uid, base));
+                }
+                (true, Some(ip)) => problems.push(format!(
+                    "peer id of {}: pod IP {ip} is outside the networks the operator asks (--peer-id-networks)",
+                    node.pod
+                )),
+                _ => {}
             }
         }
         let answers: Vec<_> = futures::stream::iter(asks)
@@ -285,6 +321,26 @@ mod tests {
             ]
         );
         assert_eq!(dnsaddr_values(&[(node, peer.into())], false).len(), 1);
+    }
+
+    #[test]
+    fn pods_are_asked_only_on_pod_network_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(may_ask(ip("10.244.1.7"), &[]));
+        assert!(may_ask(ip("fd00::7"), &[]));
+        for never in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "224.0.0.1",
+        ] {
+            assert!(!may_ask(ip(never), &[]), "{never}");
+        }
+        let only: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        assert!(may_ask(ip("127.0.0.1"), &only));
+        assert!(!may_ask(ip("10.244.1.7"), &only));
     }
 
     #[test]

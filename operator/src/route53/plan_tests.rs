@@ -219,7 +219,7 @@ fn records_made_by_someone_else_are_a_conflict_and_left_alone() {
     let plan = plan_hostname(
         HOST,
         Some(&d.hostnames[0]),
-        &[taken.clone()],
+        std::slice::from_ref(&taken),
         &owner().txt_value(),
         &hc,
     );

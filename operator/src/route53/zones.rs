@@ -16,9 +16,12 @@ use super::{
 /// How long a zone lookup is reused.
 const ZONE_TTL: Duration = Duration::from_secs(600);
 
+/// A hostname and the zone id the spec names for it, if any.
+type ZoneKey = (String, Option<String>);
+
 #[derive(Default)]
 pub struct ZoneCache {
-    zones: Mutex<HashMap<(String, Option<String>), (Instant, HostedZone)>>,
+    zones: Mutex<HashMap<ZoneKey, (Instant, HostedZone)>>,
 }
 
 /// The names a hostname's zone may have, longest first: `a.b.example.com` gives
