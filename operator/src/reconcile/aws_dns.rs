@@ -220,7 +220,14 @@ pub async fn sync_network(ctx: &Context, network: &DigNetwork, facts: &DnsFacts)
     let outcome = service
         .reconcile(&owner, &desired, &previous_hostnames(network), false)
         .await;
-    let step = outcome_step(ctx, network, &desired, outcome, previous_status).await;
+    let synced = matches!(outcome, DnsOutcome::Synced(_));
+    let mut step = outcome_step(ctx, network, &desired, outcome, previous_status).await;
+    if synced
+        && !desired.hostnames.is_empty()
+        && let Some(status) = step.status.as_mut()
+    {
+        status.dnsaddr = facts.dnsaddr.clone();
+    }
     if !uses_aws
         && matches!(&step.condition, Some(c) if c.status)
         && let Err(error) = remove_finalizer(ctx, network).await
