@@ -345,15 +345,26 @@ fn route53_network(name: &str, hostname: &str, set: &str, weight: i64) -> Value 
     )
 }
 
+/// A control plane with the CRDs and the test namespace, moto with the hosted zone `dig.test`,
+/// and an SDK client of moto; `None` when a part cannot be had (see the module doc).
+async fn cluster_and_moto(name: &str) -> Option<(TestCluster, MotoServer, Aws, String)> {
+    let cluster = TestCluster::start_or_skip(name)?;
+    let moto = MotoServer::start_or_skip(name).await?;
+    dig_bootstrap::install_crypto_provider();
+    install_crds(&cluster).expect("apply the CRDs");
+    cluster
+        .kubectl(["create", "namespace", NAMESPACE])
+        .expect("create the namespace");
+    let aws = Aws::new(&moto.endpoint).await;
+    let zone = aws.create_zone(ZONE).await;
+    Some((cluster, moto, aws, zone))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route53_records_health_checks_and_alarms_follow_the_network() {
-    let Some(cluster) = TestCluster::start_or_skip("operator-route53") else {
+    let Some((cluster, moto, aws, zone)) = cluster_and_moto("operator-route53").await else {
         return;
     };
-    let Some(moto) = MotoServer::start_or_skip("operator-route53").await else {
-        return;
-    };
-    dig_bootstrap::install_crypto_provider();
     let throttle = Arc::new(AtomicBool::new(false));
     let throttled = Arc::new(AtomicU64::new(0));
     let proxy = start_proxy(Proxy {
@@ -363,13 +374,6 @@ async fn route53_records_health_checks_and_alarms_follow_the_network() {
         http: reqwest::Client::new(),
     })
     .await;
-    install_crds(&cluster).expect("apply the CRDs");
-    cluster
-        .kubectl(["create", "namespace", NAMESPACE])
-        .expect("create the namespace");
-
-    let aws = Aws::new(&moto.endpoint).await;
-    let zone = aws.create_zone(ZONE).await;
     // Records of someone else: another cluster's weighted record and TXT under our hostname, and
     // an unrelated name. None may ever change.
     let foreign = [
@@ -675,22 +679,13 @@ async fn route53_records_health_checks_and_alarms_follow_the_network() {
 /// The whole DNS bootstrap path: the operator asks a real node (a `dig-sidecar` on loopback,
 /// playing the exposed pod, whose status is given its address) for its peer id, writes
 /// `_dnsaddr.<hostname>` into Route53 (moto), and a node with no registry joins through those
-/// records, served by the tests' DNS responder.
+/// records, served by the tests' DNS responder. Before that, an operator without AWS
+/// credentials says so in the condition and applies the network all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exposed_nodes_reach_the_dnsaddr_records_a_node_joins_through() {
-    let Some(cluster) = TestCluster::start_or_skip("operator-dnsaddr") else {
+    let Some((cluster, moto, aws, zone)) = cluster_and_moto("operator-dnsaddr").await else {
         return;
     };
-    let Some(moto) = MotoServer::start_or_skip("operator-dnsaddr").await else {
-        return;
-    };
-    dig_bootstrap::install_crypto_provider();
-    install_crds(&cluster).expect("apply the CRDs");
-    cluster
-        .kubectl(["create", "namespace", NAMESPACE])
-        .expect("create the namespace");
-    let aws = Aws::new(&moto.endpoint).await;
-    let zone = aws.create_zone(ZONE).await;
 
     let dir = tempfile::tempdir().unwrap();
     let p2p_port = dig_e2e::process::free_loopback_port().unwrap();
@@ -702,23 +697,27 @@ async fn exposed_nodes_reach_the_dnsaddr_records_a_node_joins_through() {
     .await
     .expect("start the exposed node");
 
-    let operator = OperatorProcess::start_for(
-        &cluster,
-        OperatorOptions {
-            name: "operator-dnsaddr".into(),
-            namespaces: vec![NAMESPACE.into()],
-            extra_args: vec![format!("--aws-endpoint-url={}", moto.endpoint)],
-            envs: vec![
-                ("AWS_ACCESS_KEY_ID".into(), "e2e".into()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "e2e".into()),
-                ("AWS_REGION".into(), "us-east-1".into()),
-                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-            ],
-            ..OperatorOptions::default()
-        },
-    )
-    .await
-    .expect("start the operator");
+    // First an operator without any AWS credentials (no IRSA, no keys, no profile, no instance
+    // role): the network's own objects are made, DNS is reported, not attempted blindly.
+    let no_credentials = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+        ("AWS_CONFIG_FILE", "/nonexistent/config"),
+    ];
+    let options = |name: &str, envs: &[(&str, &str)]| OperatorOptions {
+        name: name.into(),
+        namespaces: vec![NAMESPACE.into()],
+        extra_args: vec![format!("--aws-endpoint-url={}", moto.endpoint)],
+        envs: envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..OperatorOptions::default()
+    };
+    let blind = OperatorProcess::start_for(&cluster, options("operator-blind", &no_credentials))
+        .await
+        .expect("start the operator without credentials");
     apply(
         &cluster,
         &dig_manifest(
@@ -737,6 +736,28 @@ async fn exposed_nodes_reach_the_dnsaddr_records_a_node_joins_through() {
             }),
         ),
     );
+    let object = until_condition(&cluster, "dnsaddr", "False", "AwsInvalidCredentials").await;
+    assert!(
+        dns_condition(&object).2.contains("credential"),
+        "says what is missing: {object}"
+    );
+    assert!(
+        get_object(&cluster, NAMESPACE, "statefulset", "dnsaddr-node")
+            .unwrap()
+            .is_some(),
+        "the network's own objects are applied all the same"
+    );
+    drop(blind);
+    let mut with_credentials = no_credentials.to_vec();
+    with_credentials.extend([
+        ("AWS_ACCESS_KEY_ID", "e2e"),
+        ("AWS_SECRET_ACCESS_KEY", "e2e"),
+    ]);
+    let operator =
+        OperatorProcess::start_for(&cluster, options("operator-dnsaddr", &with_credentials))
+            .await
+            .expect("start the operator with credentials");
+
     // kwok reports the pod Ready with a made-up IP; the node it stands for answers on loopback.
     eventually("the node pod Ready", WAIT, || {
         let pod = get_object(&cluster, NAMESPACE, "pod", "dnsaddr-node-0")
@@ -838,17 +859,6 @@ async fn exposed_nodes_reach_the_dnsaddr_records_a_node_joins_through() {
     )
     .await
     .expect("start the joiner");
-    eventually("the joiner connected to the exposed node", WAIT, || async {
-        let connected = joiner
-            .connected_peer_ids()
-            .await
-            .map_err(|e| e.to_string())?;
-        if connected.contains(&exposed.peer_id) {
-            Ok(())
-        } else {
-            Err(format!("{connected:?}"))
-        }
-    })
-    .await;
+    joiner.wait_connected_to(&[&exposed.peer_id], WAIT).await;
     drop(operator);
 }

@@ -9,7 +9,6 @@ use std::{net::Ipv4Addr, time::Duration};
 use dig_e2e::{
     dns::{DnsResponder, Zone},
     network::{NodeSpec, SidecarNode},
-    operator::eventually,
 };
 
 const NETWORK: &str = "dnsaddr-e2e";
@@ -84,18 +83,9 @@ async fn a_node_joins_through_dnsaddr_records_alone() {
     .await
     .expect("start the joiner");
 
-    eventually("the joiner connected to a and b", WAIT, || async {
-        let connected = joiner
-            .connected_peer_ids()
-            .await
-            .map_err(|e| e.to_string())?;
-        if connected.contains(&a.peer_id) && connected.contains(&b.peer_id) {
-            Ok(())
-        } else {
-            Err(format!("{connected:?}"))
-        }
-    })
-    .await;
+    joiner
+        .wait_connected_to(&[&a.peer_id, &b.peer_id], WAIT)
+        .await;
     let connections = joiner.get_json("/connections").await.unwrap();
     let dns_stats = &connections["discovery"]["dns"];
     assert_eq!(dns_stats["enabled"], true, "{connections}");
@@ -108,7 +98,7 @@ async fn a_node_joins_through_dnsaddr_records_alone() {
         "DNS answering makes the node ready: {ready}"
     );
 
-    // A node added to the records later is dialed at the next lookup.
+    // A node added to the records later is dialed at the next lookup (within 30 s).
     let c = SidecarNode::start(spec("c", &[])).await.expect("start c");
     zone.a("c.nodes.dig.test", Ipv4Addr::LOCALHOST).txt(
         "_dnsaddr.more.dig.test",
@@ -118,17 +108,6 @@ async fn a_node_joins_through_dnsaddr_records_alone() {
             c.peer_id
         ),
     );
-    eventually("the joiner found c in the records", WAIT, || async {
-        let connected = joiner
-            .connected_peer_ids()
-            .await
-            .map_err(|e| e.to_string())?;
-        if connected.contains(&c.peer_id) {
-            Ok(())
-        } else {
-            Err(format!("{connected:?}"))
-        }
-    })
-    .await;
+    joiner.wait_connected_to(&[&c.peer_id], WAIT).await;
     drop(dns);
 }

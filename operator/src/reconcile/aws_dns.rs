@@ -281,12 +281,7 @@ async fn outcome_step(
             let condition = if report.problems.is_empty() {
                 Desired::new(DNS_SYNCED, true, "Synced", summary(&report.status))
             } else {
-                let message = report
-                    .problems
-                    .iter()
-                    .map(|p| p.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let message = report.problems_message();
                 let reason = report.problems[0].reason;
                 warn_once(ctx, network, reason, &message).await;
                 Desired::new(DNS_SYNCED, false, reason, message)
@@ -363,12 +358,7 @@ pub async fn finalize(ctx: &Context, network: &DigNetwork) -> Result<Action> {
         }
         DnsOutcome::Waiting { retry_in } => *retry_in,
         DnsOutcome::Synced(report) => {
-            let message = report
-                .problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = report.problems_message();
             warn_once(ctx, network, report.problems[0].reason, &message).await;
             service.resync()
         }

@@ -133,15 +133,16 @@ where
             "InvalidChangeBatch" | "InvalidInput" => AwsErrorKind::InvalidChange,
             _ => AwsErrorKind::Other,
         },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => AwsErrorKind::Unreachable,
-        _ => {
-            let text = DisplayErrorContext(error).to_string();
-            if text.contains("credential") {
-                AwsErrorKind::InvalidCredentials
-            } else {
-                AwsErrorKind::Other
-            }
+        // No credentials at all fails before anything is sent, in whatever variant the SDK uses.
+        other
+            if DisplayErrorContext(other)
+                .to_string()
+                .contains("credential") =>
+        {
+            AwsErrorKind::InvalidCredentials
         }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => AwsErrorKind::Unreachable,
+        _ => AwsErrorKind::Other,
     }
 }
 

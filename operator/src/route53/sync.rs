@@ -36,6 +36,30 @@ pub struct SyncReport {
     pub changes: Vec<String>,
 }
 
+impl SyncReport {
+    /// Records an error of one hostname, unless it would fail every further call too (then it
+    /// ends the sync).
+    fn hostname_failed(&mut self, error: AwsError) -> Result<(), AwsError> {
+        if is_fatal(&error) {
+            return Err(error);
+        }
+        self.problems.push(HostnameProblem {
+            reason: error.kind.reason(),
+            message: error.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Every problem's message, for the condition and the event.
+    pub fn problems_message(&self) -> String {
+        self.problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 fn caller_reference(owner: &Owner, config: &HealthCheckConfig) -> String {
     let hash = blake3::hash(config.target.as_str().as_bytes()).to_hex();
     let millis = SystemTime::now()
@@ -99,12 +123,8 @@ pub async fn sync(
             .await
         {
             Ok(zone) => zone,
-            Err(error) if is_fatal(&error) => return Err(error),
             Err(error) => {
-                report.problems.push(HostnameProblem {
-                    reason: error.kind.reason(),
-                    message: error.to_string(),
-                });
+                report.hostname_failed(error)?;
                 continue;
             }
         };
@@ -137,12 +157,8 @@ pub async fn sync(
                     plan.changes.len(),
                     zone.id
                 )),
-                Err(error) if is_fatal(&error) => return Err(error),
                 Err(error) => {
-                    report.problems.push(HostnameProblem {
-                        reason: error.kind.reason(),
-                        message: error.to_string(),
-                    });
+                    report.hostname_failed(error)?;
                     continue;
                 }
             }

@@ -239,23 +239,20 @@ async fn check_dnsaddr_value(
         return (false, "invalid: no /p2p/<peer id> at the end".into());
     };
     let mut parts = address.iter();
-    let ip = match parts.next() {
-        Some(Protocol::Ip4(ip)) => IpAddr::V4(ip),
-        Some(Protocol::Ip6(ip)) => IpAddr::V6(ip),
-        Some(Protocol::Dns4(name) | Protocol::Dns(name)) => {
-            match lookup(resolver, &name, RecordType::A).await {
-                Ok(found) => match found.into_iter().find_map(|d| match d {
-                    RData::A(a) => Some(IpAddr::V4(a.0)),
-                    _ => None,
-                }) {
-                    Some(ip) => ip,
-                    None => return (false, format!("{name} resolves to no address")),
-                },
-                Err(error) => return (false, error),
-            }
-        }
-        Some(Protocol::Dns6(name)) => match lookup(resolver, &name, RecordType::AAAA).await {
+    let (name, record_type) = match parts.next() {
+        Some(Protocol::Ip4(ip)) => (ip.to_string(), None),
+        Some(Protocol::Ip6(ip)) => (ip.to_string(), None),
+        Some(Protocol::Dns4(name) | Protocol::Dns(name)) => (name.to_string(), Some(RecordType::A)),
+        Some(Protocol::Dns6(name)) => (name.to_string(), Some(RecordType::AAAA)),
+        _ => return (false, "invalid: no IP or DNS name first".into()),
+    };
+    let ip = match record_type {
+        None => name
+            .parse::<IpAddr>()
+            .expect("an IP component prints as an IP"),
+        Some(record_type) => match lookup(resolver, &name, record_type).await {
             Ok(found) => match found.into_iter().find_map(|d| match d {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
                 RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                 _ => None,
             }) {
@@ -264,7 +261,6 @@ async fn check_dnsaddr_value(
             },
             Err(error) => return (false, error),
         },
-        _ => return (false, "invalid: no IP or DNS name first".into()),
     };
     let short = peer.to_string();
     let short = &short[short.len().saturating_sub(8)..];
