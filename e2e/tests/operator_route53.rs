@@ -3,7 +3,8 @@
 //! plane: made with the right values, updated on a spec change and when the load balancer's
 //! address changes, throttling survived (a small proxy in front of moto answers `Throttling` for a
 //! while), a missing hosted zone and a taken name reported as conditions and events, records
-//! made by others never touched, and everything the network made removed when it is deleted (its
+//! made by others never touched, a health check made for external-dns's records with its id in
+//! the annotation, and everything the network made removed when it is deleted (its
 //! finalizer held until then).
 //!
 //! A second test follows the `_dnsaddr` records from a real node's API through Route53 to a node
@@ -629,8 +630,60 @@ async fn route53_records_health_checks_and_alarms_follow_the_network() {
     );
     assert!(foreign_intact(&records), "{records:?}");
 
-    // 6. Deleting the networks removes exactly what they made.
-    for name in ["net", "nozone", "rival"] {
+    // 6. external-dns writes the records, the operator makes the health check and hands its id
+    // over in the Service's annotation.
+    apply(
+        &cluster,
+        &dig_manifest(
+            NETWORK_KIND,
+            NAMESPACE,
+            "edns",
+            json!({
+                "bootstrap": {"replicas": 1},
+                "nodes": {"replicas": 0},
+                "dns": {
+                    "hostnames": ["edns.dig.test"],
+                    "setIdentifier": "primary",
+                    "failover": "PRIMARY",
+                    "healthCheck": {},
+                },
+            }),
+        ),
+    );
+    eventually(
+        "the health check id in the external-dns annotation",
+        WAIT,
+        || {
+            let object = network(&cluster, "edns");
+            let service = get_object(&cluster, NAMESPACE, "service", "edns-bootstrap")
+                .ok()
+                .flatten();
+            async move {
+                let id = object
+                    .as_ref()
+                    .and_then(|o| o["status"]["dns"]["healthChecks"][0]["id"].as_str())
+                    .map(str::to_string);
+                let annotation = service.as_ref().and_then(|s| {
+                    s["metadata"]["annotations"]["external-dns.kubernetes.io/aws-health-check-id"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+                match (id, annotation) {
+                    (Some(id), Some(annotation)) if id == annotation => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let records = aws.records(&zone).await;
+    assert!(
+        !records.iter().any(|r| r.name().starts_with("edns.")),
+        "external-dns, not the operator, writes edns.dig.test: {records:?}"
+    );
+
+    // 7. Deleting the networks removes exactly what they made.
+    for name in ["net", "nozone", "rival", "edns"] {
         cluster
             .kubectl([
                 "delete",
@@ -642,7 +695,7 @@ async fn route53_records_health_checks_and_alarms_follow_the_network() {
             ])
             .expect("delete the network");
     }
-    for name in ["net", "nozone", "rival"] {
+    for name in ["net", "nozone", "rival", "edns"] {
         eventually(&format!("DigNetwork {name} gone"), WAIT, || {
             let object = network(&cluster, name);
             async move {
