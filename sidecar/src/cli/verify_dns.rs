@@ -187,6 +187,9 @@ pub async fn verify(args: &VerifyDnsArgs) -> Result<Report, VerifyDnsError> {
     })
 }
 
+/// Most `dnsaddr=` values checked (each may take a connection time-out).
+const MAX_DNSADDR_CHECKS: usize = 64;
+
 /// One row per `dnsaddr=` value of `_dnsaddr.<host>`: valid when it is a multiaddr ending in
 /// `/p2p/<peer id>` whose name resolves and whose TCP port accepts a connection (QUIC ports are
 /// only resolved: a UDP port cannot be probed without the QUIC handshake).
@@ -205,7 +208,13 @@ async fn check_dnsaddr(
         }
     };
     let mut rows = Vec::new();
-    for data in values {
+    if values.len() > MAX_DNSADDR_CHECKS {
+        lookup_errors.push(format!(
+            "{name}: {} values, only the first {MAX_DNSADDR_CHECKS} are checked",
+            values.len()
+        ));
+    }
+    for data in values.into_iter().take(MAX_DNSADDR_CHECKS) {
         let RData::TXT(txt) = data else { continue };
         let value: String = txt
             .txt_data()
