@@ -366,3 +366,113 @@ pub async fn finalize(ctx: &Context, network: &DigNetwork) -> Result<Action> {
     };
     Ok(Action::requeue(retry_in))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::Method;
+    use prometheus_client::registry::Registry;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        context::Context,
+        metrics::Metrics,
+        reconcile::{fixtures::images, mock_api::MockApi},
+        route53::{AwsClient, AwsSettings},
+    };
+
+    /// A context whose AWS endpoint refuses every connection.
+    async fn context(client: kube::Client) -> Arc<Context> {
+        let aws = AwsClient::new(&AwsSettings {
+            region: Some("us-east-1".into()),
+            cloudwatch_region: "us-east-1".into(),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            max_attempts: 1,
+            static_credentials: Some(("test".into(), "test".into())),
+        })
+        .await;
+        let fetch: crate::context::StatsFetcher =
+            Arc::new(|_| Box::pin(async { Err("unused".to_string()) }));
+        let ctx = Context::new(
+            client,
+            images(),
+            Metrics::register(&mut Registry::default()),
+            "test-operator",
+            fetch,
+        )
+        .with_dns(DnsService::new(
+            aws,
+            "test".into(),
+            Duration::from_secs(600),
+        ));
+        Arc::new(ctx)
+    }
+
+    fn route53_network() -> DigNetwork {
+        let mut network = crate::reconcile::fixtures::network(
+            "dns:\n  route53:\n    hostnames: [bootstrap.example.com]",
+        );
+        network.metadata.resource_version = Some("7".into());
+        network
+    }
+
+    #[tokio::test]
+    async fn the_finalizer_comes_first_and_an_aws_failure_is_a_condition_not_an_error() {
+        let (client, mut api) = MockApi::new();
+        let ctx = context(client).await;
+        let network = route53_network();
+        let facts = DnsFacts::default();
+        let step = tokio::spawn({
+            let ctx = ctx.clone();
+            let network = network.clone();
+            async move { sync_network(&ctx, &network, &facts).await }
+        });
+        let patch = api
+            .expect(
+                Method::PATCH,
+                "/apis/dig.net/v1alpha1/namespaces/ns/dignetworks/net",
+            )
+            .await;
+        assert_eq!(patch.content_type, "application/json-patch+json");
+        assert_eq!(
+            patch.body,
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
+            ]),
+            "guarded by the resource version, so no concurrent change is lost"
+        );
+        patch.respond(200, serde_json::to_value(&network).unwrap());
+        let event = api.expect_event("ns", "AwsUnreachable", "Warning").await;
+        assert!(
+            event["note"].as_str().unwrap().contains("route53:"),
+            "names the AWS action: {event}"
+        );
+        let step = tokio::time::timeout(Duration::from_secs(60), step)
+            .await
+            .unwrap()
+            .unwrap();
+        let condition = step.condition.unwrap();
+        assert_eq!(condition.type_, DNS_SYNCED);
+        assert!(!condition.status);
+        assert_eq!(condition.reason, "AwsUnreachable");
+        assert_eq!(step.requeue, Some(DnsService::FIRST_BACKOFF));
+    }
+
+    #[tokio::test]
+    async fn a_network_without_aws_objects_is_left_alone() {
+        let (client, _api) = MockApi::new();
+        let ctx = context(client).await;
+        let network = crate::reconcile::fixtures::network("dns:\n  hostnames: [b.example.com]");
+        // No request may be made: the mock server never answers.
+        let step = tokio::time::timeout(
+            Duration::from_secs(5),
+            sync_network(&ctx, &network, &DnsFacts::default()),
+        )
+        .await
+        .unwrap();
+        assert!(step.condition.is_none() && step.status.is_none());
+    }
+}

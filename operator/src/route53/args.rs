@@ -54,6 +54,7 @@ impl AwsArgs {
             cloudwatch_region: self.cloudwatch_region.clone(),
             endpoint_url: self.aws_endpoint_url.clone(),
             max_attempts: self.aws_max_attempts,
+            static_credentials: None,
         }
     }
 
