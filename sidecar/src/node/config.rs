@@ -10,6 +10,8 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     pub announce: Vec<Multiaddr>,
     pub registry_enabled: bool,
+    /// `/dnsaddr` bootstraps are configured.
+    pub dns_enabled: bool,
     pub enable_dht: bool,
     pub enable_mdns: bool,
     pub allow_loopback: bool,

@@ -36,6 +36,7 @@ async fn start_node_in(dir: tempfile::TempDir, propagate_deletes: bool) -> TestN
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             announce: Vec::new(),
             registry_enabled: false,
+            dns_enabled: false,
             enable_dht: false,
             enable_mdns: false,
             allow_loopback: true,
