@@ -4,8 +4,10 @@
 pub mod bootstrap;
 pub mod browser;
 pub mod cluster;
+pub mod dns;
 pub mod hostile;
 pub mod images;
+pub mod moto;
 pub mod netns;
 pub mod network;
 pub mod operator;

@@ -186,6 +186,23 @@ impl SidecarNode {
         Ok(peer_ids(&connections["connectedPeers"]))
     }
 
+    /// Waits until `/connections` lists every one of `peers` as connected.
+    pub async fn wait_connected_to(&self, peers: &[&str], timeout: Duration) {
+        crate::wait::eventually(
+            &format!("{} connected to {peers:?}", self.spec.name),
+            timeout,
+            || async {
+                let connected = self.connected_peer_ids().await.map_err(|e| e.to_string())?;
+                if peers.iter().all(|p| connected.contains(*p)) {
+                    Ok(())
+                } else {
+                    Err(format!("{connected:?}"))
+                }
+            },
+        )
+        .await
+    }
+
     /// SIGKILL, by PID.
     pub fn kill(&mut self) {
         self.process.kill();

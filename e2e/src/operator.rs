@@ -64,6 +64,8 @@ pub struct OperatorOptions {
     pub lease_namespace: Option<String>,
     /// Further flags, e.g. `--default-sidecar-image=...`.
     pub extra_args: Vec<String>,
+    /// Further environment variables, e.g. AWS credentials.
+    pub envs: Vec<(String, String)>,
 }
 
 impl OperatorOptions {
@@ -197,6 +199,8 @@ fn spawn(
         "--no-webhook".to_string(),
         format!("--metrics-listen={metrics_addr}"),
         format!("--identity={}", options.name),
+        // kwok's pods have made-up IPs: the operator must never dial them.
+        "--peer-id-networks=127.0.0.0/8".to_string(),
     ];
     if !options.namespaces.is_empty() {
         args.push(format!("--namespace={}", options.namespaces.join(",")));
@@ -206,12 +210,15 @@ fn spawn(
         args.push(format!("--lease-namespace={namespace}"));
     }
     args.extend(options.extra_args.iter().cloned());
-    let process = ProcessSpec::workspace_binary("dig-operator")?
+    let mut spec = ProcessSpec::workspace_binary("dig-operator")?
         .name(options.name.clone())
         .env("KUBECONFIG", kubeconfig.to_string_lossy())
         .env("RUST_LOG", "info,kube=warn")
-        .args(args)
-        .spawn()?;
+        .args(args);
+    for (key, value) in &options.envs {
+        spec = spec.env(key, value);
+    }
+    let process = spec.spawn()?;
     Ok((process, metrics_addr))
 }
 

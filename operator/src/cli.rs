@@ -63,6 +63,12 @@ pub struct Args {
     #[arg(long, env = "DIG_OPERATOR_REGISTRY_TIMEOUT", default_value_t = 2)]
     pub registry_timeout_seconds: u64,
 
+    /// Pod networks (CIDRs, repeatable or comma-separated) of the exposed nodes the operator asks
+    /// for their peer ids (`GET http://<pod IP>:<apiPort>/health`, for the `_dnsaddr` records).
+    /// Empty: any pod IP but loopback, link-local, unspecified and multicast ones.
+    #[arg(long, env = "DIG_OPERATOR_PEER_ID_NETWORKS", value_delimiter = ',')]
+    pub peer_id_networks: Vec<ipnet::IpNet>,
+
     /// `text` or `json` logs (filter with `RUST_LOG`).
     #[arg(
         long,
@@ -74,6 +80,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
+
+    #[command(flatten)]
+    pub aws: crate::route53::AwsArgs,
 }
 
 impl Args {

@@ -9,4 +9,5 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod route53;
 pub mod webhook;

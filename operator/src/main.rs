@@ -20,6 +20,7 @@ use dig_operator::{
         context::{Context, registry_stats_fetcher},
         validate::DefaultImages,
     },
+    route53::{AwsClient, DnsService},
     webhook,
 };
 use futures::FutureExt;
@@ -120,16 +121,24 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let identity = args.identity();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        DefaultImages {
-            sidecar: args.default_sidecar_image.clone(),
-            bootstrap: args.default_bootstrap_image.clone(),
-        },
-        metrics.clone(),
-        &identity,
-        registry_stats_fetcher(Duration::from_secs(args.registry_timeout_seconds.max(1))),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            DefaultImages {
+                sidecar: args.default_sidecar_image.clone(),
+                bootstrap: args.default_bootstrap_image.clone(),
+            },
+            metrics.clone(),
+            &identity,
+            registry_stats_fetcher(Duration::from_secs(args.registry_timeout_seconds.max(1))),
+        )
+        .with_peer_id_networks(args.peer_id_networks.clone())
+        .with_dns(DnsService::new(
+            AwsClient::new(&args.aws.settings()).await,
+            args.aws.route53_owner_id.clone(),
+            args.aws.resync(),
+        )),
+    );
     health.started.store(true, Ordering::Relaxed);
 
     let lost_leadership = if args.leader_election {

@@ -47,7 +47,7 @@ pub enum Command {
     /// Run the node: libp2p, discovery, replication of the data folder and the HTTP API.
     #[command(after_help = RUN_AFTER_HELP)]
     Run(Box<RunArgs>),
-    /// Check that a bootstrap hostname resolves (A, AAAA, CNAME) and that /health answers on every address.
+    /// Check that a bootstrap hostname resolves (A, AAAA, CNAME), that /health answers on every address, and that its _dnsaddr TXT records are dialable multiaddrs with peer ids.
     VerifyDns(VerifyDnsArgs),
     /// Print a node's state from its HTTP API.
     Status(StatusArgs),
@@ -72,9 +72,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID", default_value = "mainnet", value_parser = parse_network_id)]
     pub network: String,
 
-    /// Bootstrap registry URL (repeatable); none turns the registry off.
-    #[arg(long = "bootstrap", value_name = "URL", action = ArgAction::Append, value_parser = parse_http_url)]
+    /// Bootstrap (repeatable): a registry URL (`http://` or `https://`), or `/dnsaddr/<host>`,
+    /// whose TXT records `_dnsaddr.<host>` list peers to dial (`dnsaddr=<multiaddr>/p2p/<id>`).
+    /// None turns the registry off.
+    #[arg(long = "bootstrap", value_name = "URL|/dnsaddr/HOST", action = ArgAction::Append, value_parser = parse_bootstrap)]
     pub bootstrap: Vec<String>,
+
+    /// DNS server (IP:PORT) for `/dnsaddr` bootstraps instead of the system resolver.
+    #[arg(long, value_name = "IP:PORT")]
+    pub nameserver: Option<SocketAddr>,
 
     /// P2P listen multiaddr (repeatable) [default: TCP and QUIC on port 4001, IPv4 and IPv6].
     #[arg(long, value_name = "MULTIADDR", action = ArgAction::Append)]
@@ -197,6 +203,23 @@ impl RunArgs {
         }
     }
 
+    /// The `--bootstrap` values that are registry URLs.
+    pub fn registry_urls(&self) -> Vec<String> {
+        self.bootstrap
+            .iter()
+            .filter(|b| !b.starts_with('/'))
+            .cloned()
+            .collect()
+    }
+
+    /// The hosts of the `--bootstrap /dnsaddr/<host>` values.
+    pub fn dnsaddr_hosts(&self) -> Vec<String> {
+        self.bootstrap
+            .iter()
+            .filter_map(|b| crate::discovery::dnsaddr::dnsaddr_host(b))
+            .collect()
+    }
+
     /// The listen addresses, or the defaults: TCP and QUIC on 4001 on every interface.
     pub fn listen_addresses(&self) -> Vec<Multiaddr> {
         if !self.listen.is_empty() {
@@ -227,9 +250,12 @@ pub struct VerifyDnsArgs {
     /// DNS server to ask (IP:PORT) instead of the system resolver.
     #[arg(long, value_name = "IP:PORT")]
     pub nameserver: Option<SocketAddr>,
-    /// Time limit of each DNS query and each /health request.
+    /// Time limit of each DNS query, each /health request and each TCP connection.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Fail unless `_dnsaddr.<HOST>` has at least one valid dnsaddr record.
+    #[arg(long)]
+    pub require_dnsaddr: bool,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -547,6 +573,19 @@ fn parse_writer(value: &str) -> Result<PeerId, String> {
     Ok(peer)
 }
 
+/// A registry URL, or a `/dnsaddr/<host>` multiaddr.
+fn parse_bootstrap(value: &str) -> Result<String, String> {
+    if value.starts_with('/') {
+        return crate::discovery::dnsaddr::dnsaddr_host(value)
+            .map(|_| value.to_string())
+            .ok_or_else(|| {
+                "a multiaddr bootstrap must be /dnsaddr/<host> (with no further components)"
+                    .to_string()
+            });
+    }
+    parse_http_url(value)
+}
+
 fn parse_http_url(value: &str) -> Result<String, String> {
     let url = url::Url::parse(value).map_err(|error| format!("not a URL: {error}"))?;
     match url.scheme() {
@@ -769,6 +808,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.contains("/nonexistent/node.yaml"), "{text}");
+    }
+
+    #[test]
+    fn a_dnsaddr_bootstrap_is_accepted_beside_registry_urls() {
+        let args = run(
+            &[
+                "run",
+                "--bootstrap",
+                "http://registry:3000",
+                "--bootstrap",
+                "/dnsaddr/bootstrap.dig.example.com",
+                "--nameserver",
+                "127.0.0.1:5353",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(args.registry_urls(), ["http://registry:3000"]);
+        assert_eq!(args.dnsaddr_hosts(), ["bootstrap.dig.example.com"]);
+        assert_eq!(args.nameserver, Some("127.0.0.1:5353".parse().unwrap()));
+        let (_dir, path) = write_config("bootstrap: /dnsaddr/b.example.com\n");
+        let args = run(&["run", "--config", &path], &[]).unwrap();
+        assert_eq!(args.dnsaddr_hosts(), ["b.example.com"]);
+        let error = run(&["run", "--bootstrap", "/dns4/b.example.com/tcp/1"], &[]).unwrap_err();
+        assert!(error.to_string().contains("/dnsaddr/<host>"), "{error}");
     }
 
     #[test]

@@ -10,7 +10,10 @@ use tokio::sync::watch;
 
 use crate::{
     config::RunArgs,
-    discovery::registry::{self as registry_discovery, RegistrySettings, StoreEntries},
+    discovery::{
+        dnsaddr,
+        registry::{self as registry_discovery, RegistrySettings, StoreEntries},
+    },
     http::{self, ApiError, ApiState, StoresSource},
     identity::{self, IdentityError},
     node::{self, NodeConfig, NodeError},
@@ -44,6 +47,8 @@ pub enum RunError {
         #[source]
         source: Box<ClientError>,
     },
+    #[error("--bootstrap /dnsaddr/...: {0}")]
+    Dnsaddr(#[source] dnsaddr::DnsaddrError),
     #[error(transparent)]
     Node(#[from] NodeError),
     #[error("starting replication: {0}")]
@@ -113,8 +118,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if let Some(psk) = &psk {
         tracing::info!(fingerprint = %psk.fingerprint(), "private network (pnet): TCP only, QUIC disabled");
     }
+    let dnsaddr_hosts = args.dnsaddr_hosts();
+    let dns_resolver = if dnsaddr_hosts.is_empty() {
+        None
+    } else {
+        Some(
+            dnsaddr::resolver(args.nameserver, std::time::Duration::from_secs(5))
+                .map_err(RunError::Dnsaddr)?,
+        )
+    };
     let servers = args
-        .bootstrap
+        .registry_urls()
         .iter()
         .map(|url| {
             RegistryClient::new(url).map_err(|source| RunError::Bootstrap {
@@ -131,6 +145,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         listen: args.listen_addresses(),
         announce: args.announce.clone(),
         registry_enabled: !servers.is_empty(),
+        dns_enabled: dns_resolver.is_some(),
         enable_dht: !args.no_dht,
         enable_mdns: !args.no_mdns,
         allow_loopback: args.allow_loopback,
@@ -184,6 +199,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         )))
     };
 
+    let dnsaddr_task = dns_resolver.map(|resolver| {
+        tracing::info!(hosts = ?dnsaddr_hosts, "bootstrapping from _dnsaddr TXT records");
+        tokio::spawn(dnsaddr::run(
+            resolver,
+            dnsaddr_hosts,
+            node.clone(),
+            shutdown.clone(),
+        ))
+    });
+
     let listener = http::bind(args.api_listen).await?;
     tracing::info!(address = %args.api_listen, "HTTP API listening");
     let replication_running = {
@@ -209,6 +234,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!("shutting down");
     let _ = shutdown_sender.send(true);
     if let Some(task) = registry_task {
+        let _ = task.await;
+    }
+    if let Some(task) = dnsaddr_task {
         let _ = task.await;
     }
     replicator.shutdown().await;

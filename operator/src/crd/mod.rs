@@ -5,6 +5,7 @@ pub mod common;
 pub mod labels;
 pub mod network;
 pub mod node;
+pub mod route53;
 pub mod status;
 
 pub use common::{Exposure, ExposureType, Scheduling, SecretKeyRef, Storage};
@@ -13,7 +14,8 @@ pub use network::{
     NodesSpec, Replication, ServiceType, WRITER_PATTERN, WritePolicy,
 };
 pub use node::{DigNode, DigNodeSpec, NetworkRef};
-pub use status::{BootstrapEndpoint, DigNetworkStatus, DigNodeStatus};
+pub use route53::{AlarmSpec, HealthCheckProtocol, HealthCheckSpec, Route53Spec};
+pub use status::{BootstrapEndpoint, DigNetworkStatus, DigNodeStatus, DnsStatus};
 
 /// API group of the custom resources.
 pub const GROUP: &str = "dig.net";

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Exposure, Scheduling, SecretKeyRef, Storage};
+use super::route53::{HealthCheckSpec, Route53Spec};
 use super::status::DigNetworkStatus;
 
 /// Pattern of a network id: the one rule of `dig_core::network_id` (docs/DESIGN.md §9).
@@ -92,7 +93,8 @@ pub struct DigNetworkSpec {
     /// Prometheus monitoring of the bootstrap registry and the nodes.
     #[serde(default)]
     pub monitoring: Monitoring,
-    /// Public DNS names of the bootstrap registry, published by external-dns.
+    /// Public DNS names of the bootstrap registry, published by external-dns or written into
+    /// Route53 by the operator, and the Route53 health checks and CloudWatch alarms on them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSpec>,
 }
@@ -389,14 +391,17 @@ impl Failover {
     }
 }
 
-/// Public DNS names of the bootstrap registry (external-dns).
+/// Public DNS names of the bootstrap registry: through external-dns (`hostnames`), or written
+/// into Route53 by the operator (`route53`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.weight) || has(self.setIdentifier)").message("dns.weight needs dns.setIdentifier").field_path(".weight"),
     validation = Rule::new("!has(self.failover) || has(self.setIdentifier)").message("dns.failover needs dns.setIdentifier").field_path(".failover"),
     validation = Rule::new("!(has(self.weight) && has(self.failover))").message("dns.weight and dns.failover are different routing policies: set one"),
-    validation = Rule::new("self.mode != 'dnsEndpoint' || size(self.hostnames) > 0").message("dns.mode dnsEndpoint needs at least one hostname").field_path(".hostnames")
+    validation = Rule::new("self.mode != 'dnsEndpoint' || size(self.hostnames) > 0").message("dns.mode dnsEndpoint needs at least one hostname").field_path(".hostnames"),
+    validation = Rule::new("!has(self.route53) || self.route53.hostnames.all(h, !(h in self.hostnames))").message("a hostname is either in dns.hostnames (external-dns) or in dns.route53.hostnames, not both").field_path(".route53.hostnames"),
+    validation = Rule::new("!has(self.healthCheckId) || (!has(self.healthCheck) && !has(self.route53))").message("dns.healthCheckId names a health check made by hand: it cannot go with dns.healthCheck or dns.route53, whose health checks the operator makes").field_path(".healthCheckId")
 )]
 pub struct DnsSpec {
     /// Hostnames of the bootstrap registry (e.g. `bootstrap.dig.example.com`).
@@ -423,7 +428,8 @@ pub struct DnsSpec {
     /// Route53 failover role, `PRIMARY` or `SECONDARY` (needs `setIdentifier`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
-    /// Route53 health check id attached to the records.
+    /// Id of a Route53 health check made by hand, attached to the external-dns records (see
+    /// `healthCheck` for one the operator makes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_id: Option<String>,
     /// Annotation prefix external-dns reads. Unset: both `external-dns.alpha.kubernetes.io/` and
@@ -431,7 +437,15 @@ pub struct DnsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/$"))]
     pub annotation_prefix: Option<String>,
-    /// `annotations` (default) or `dnsEndpoint`.
+    /// `annotations` (default) or `dnsEndpoint`: how `hostnames` are handed to external-dns.
     #[serde(default)]
     pub mode: DnsMode,
+    /// Hostnames the operator writes into Route53 itself, with the AWS SDK (`route53` mode).
+    /// They use `ttl`, `setIdentifier`, `weight` and `failover` like the external-dns ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route53: Option<Route53Spec>,
+    /// Route53 health checks (and CloudWatch alarms) made by the operator: always for
+    /// `route53.hostnames`, and, when set, for the external-dns hostnames too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
 }

@@ -47,6 +47,55 @@ pub struct DigNetworkStatus {
     /// Distinct stores known to the registry (its `/stats`); absent when it did not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stores: Option<u64>,
+    /// What the operator made in Route53 and CloudWatch (`spec.dns.route53`,
+    /// `spec.dns.healthCheck`), as last synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsStatus>,
+}
+
+/// What the operator made in AWS for a DigNetwork.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsStatus {
+    /// Route53 health checks, one per exposed address of the bootstrap Service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheckRef>,
+    /// Names of the CloudWatch alarms on the health checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+    /// Route53 record sets written by the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordRef>,
+    /// The `dnsaddr=` values of the `_dnsaddr` TXT records: the exposed nodes' multiaddrs with
+    /// their peer ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dnsaddr: Vec<String>,
+}
+
+/// A Route53 health check the operator made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckRef {
+    /// The checked address: an IP, or a load balancer's hostname.
+    pub address: String,
+    /// Route53 health check id.
+    pub id: String,
+}
+
+/// A Route53 record set the operator wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordRef {
+    /// Hosted zone id.
+    pub hosted_zone_id: String,
+    /// Record name.
+    pub name: String,
+    /// `A`, `AAAA`, `CNAME` or `TXT`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Route53 set identifier, for weighted, failover and multivalue records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_identifier: Option<String>,
 }
 
 /// Observed state of a DigNode.

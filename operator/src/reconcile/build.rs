@@ -185,10 +185,10 @@ pub fn build_network(valid: &ValidNetwork<'_>) -> NetworkChildren {
                 &valid.owner,
             );
             dns::dns_endpoint(
-                dns_spec,
+                &dns_spec_with_facts(dns_spec, valid),
                 meta,
                 &valid.facts.bootstrap_targets,
-                spec.bootstrap.port,
+                &valid.facts.dnsaddr,
             )
         });
     NetworkChildren {
@@ -212,6 +212,18 @@ pub fn build_network(valid: &ValidNetwork<'_>) -> NetworkChildren {
             Vec::new()
         },
     }
+}
+
+/// The DNS spec with the health check the operator made for the external-dns records.
+fn dns_spec_with_facts(
+    dns_spec: &crate::crd::DnsSpec,
+    valid: &ValidNetwork<'_>,
+) -> crate::crd::DnsSpec {
+    let mut dns_spec = dns_spec.clone();
+    if let Some(id) = &valid.facts.external_dns_health_check {
+        dns_spec.health_check_id = Some(id.clone());
+    }
+    dns_spec
 }
 
 fn labels(valid: &ValidNetwork<'_>, component: Component) -> BTreeMap<String, String> {
@@ -320,7 +332,8 @@ fn bootstrap_service(valid: &ValidNetwork<'_>) -> Service {
     let mut metadata = meta_for(valid, &names::bootstrap(&valid.name), Component::Bootstrap);
     let mut annotations = spec.bootstrap.service.annotations.clone();
     if let Some(dns_spec) = spec.dns.as_ref().filter(|d| d.mode == DnsMode::Annotations) {
-        annotations.extend(dns::annotations(dns_spec, &dns_spec.hostnames));
+        let dns_spec = dns_spec_with_facts(dns_spec, valid);
+        annotations.extend(dns::annotations(&dns_spec, &dns_spec.hostnames));
     }
     metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     Service {

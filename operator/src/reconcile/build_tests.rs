@@ -186,6 +186,9 @@ fn dns_endpoint_mode_with_txt_record() {
     let facts = NetworkFacts {
         dns_endpoint_api: true,
         bootstrap_targets: vec![dns::DnsTarget::Ip("203.0.113.7".into())],
+        dnsaddr: vec![format!(
+            "dnsaddr=/dns4/net-node-0.nodes.example.com/tcp/4001/p2p/{PEER}"
+        )],
         ..NetworkFacts::default()
     };
     let c = build_with(&net, facts);
@@ -212,7 +215,8 @@ fn dns_endpoint_mode_with_txt_record() {
     assert_eq!(endpoints[1]["recordType"], "TXT");
     assert_eq!(
         endpoints[1]["targets"][0],
-        "dnsaddr=/dns4/bootstrap.example.com/tcp/3000"
+        format!("dnsaddr=/dns4/net-node-0.nodes.example.com/tcp/4001/p2p/{PEER}"),
+        "the exposed nodes with their peer ids, not the registry's HTTP port"
     );
     let child = c
         .to_apply()
@@ -223,6 +227,41 @@ fn dns_endpoint_mode_with_txt_record() {
     assert_eq!(
         child.body["metadata"]["ownerReferences"][0]["controller"],
         true
+    );
+}
+
+const PEER: &str = "12D3KooWGzBSTgZGMhRyDNkD1NFMXqcBMsZmzhzEjGi1bP8zjcqQ";
+
+#[test]
+fn dns_endpoint_mode_without_exposed_nodes_has_no_dnsaddr_record() {
+    let net = network("dns:\n  hostnames: [bootstrap.example.com]\n  mode: dnsEndpoint");
+    let facts = NetworkFacts {
+        dns_endpoint_api: true,
+        bootstrap_targets: vec![dns::DnsTarget::Ip("203.0.113.7".into())],
+        ..NetworkFacts::default()
+    };
+    let endpoint = build_with(&net, facts).dns_endpoint.unwrap();
+    let endpoints = endpoint.data["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!(endpoints[0]["recordType"], "A");
+}
+
+#[test]
+fn an_operator_made_health_check_goes_into_the_annotations() {
+    let net = network(
+        "dns:\n  hostnames: [bootstrap.example.com]\n  setIdentifier: a\n  failover: PRIMARY\n  healthCheck: {}",
+    );
+    let facts = NetworkFacts {
+        external_dns_health_check: Some("hc-made".into()),
+        ..NetworkFacts::default()
+    };
+    let c = build_with(&net, facts);
+    assert_eq!(
+        annotations(&c.bootstrap_service)["external-dns.kubernetes.io/aws-health-check-id"],
+        "hc-made"
     );
 }
 

@@ -14,8 +14,12 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
-use super::{applied::AppliedChildren, validate::DefaultImages};
-use crate::{crd::labels::MANAGER, metrics::Metrics};
+use super::{
+    applied::AppliedChildren,
+    dnsaddr::{PeerIds, http_peer_id_fetcher},
+    validate::DefaultImages,
+};
+use crate::{crd::labels::MANAGER, metrics::Metrics, route53::DnsService};
 
 /// Totals read from a bootstrap registry's `/stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +166,10 @@ pub struct Context {
     pub resync: Duration,
     /// What was applied, so that unchanged children are not applied again.
     pub applied: AppliedChildren,
+    /// Route53 and CloudWatch (`spec.dns.route53`, `spec.dns.healthCheck`); `None` in tests.
+    pub dns: Option<Arc<DnsService>>,
+    /// Peer ids of exposed nodes, for the `_dnsaddr` records.
+    pub peer_ids: PeerIds,
 }
 
 impl Context {
@@ -187,7 +195,25 @@ impl Context {
             // Re-applied at least every resync (60 s), like before: hand edits of metadata only
             // are put back within that.
             applied: AppliedChildren::new(Duration::from_secs(60)),
+            dns: None,
+            peer_ids: PeerIds::new(http_peer_id_fetcher(Duration::from_secs(2))),
         }
+    }
+
+    /// The same context asking pods for peer ids only in `networks` (`--peer-id-networks`).
+    pub fn with_peer_id_networks(mut self, networks: Vec<ipnet::IpNet>) -> Self {
+        self.peer_ids = std::mem::replace(
+            &mut self.peer_ids,
+            PeerIds::new(http_peer_id_fetcher(Duration::from_secs(2))),
+        )
+        .allowing(networks);
+        self
+    }
+
+    /// The same context with the AWS side.
+    pub fn with_dns(mut self, dns: DnsService) -> Self {
+        self.dns = Some(Arc::new(dns));
+        self
     }
 
     /// Publishes an event; a failure is logged, never fails the reconciliation.
@@ -202,7 +228,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(note),
+            note: Some(bounded_note(note)),
             action: action.to_string(),
             secondary: None,
         };
@@ -210,6 +236,20 @@ impl Context {
             tracing::warn!(error = %err, reason, object = ?regarding.name, "publishing an event failed");
         }
     }
+}
+
+/// The API server refuses an event whose note is longer than 1024 bytes: longer ones are cut.
+fn bounded_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() > MAX {
+        let mut end = MAX - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
 }
 
 #[cfg(test)]
@@ -224,6 +264,17 @@ mod tests {
         DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, SERVICE_MONITORS,
     };
     use crate::reconcile::mock_api::MockApi;
+
+    #[test]
+    fn event_notes_are_cut_to_what_the_api_server_accepts() {
+        assert_eq!(bounded_note("short".into()), "short");
+        let long = bounded_note("é".repeat(1000));
+        assert!(
+            long.len() <= 1024 && long.ends_with("..."),
+            "{}",
+            long.len()
+        );
+    }
 
     #[tokio::test]
     async fn resources_are_told_apart_within_a_group_and_the_answer_is_cached() {

@@ -65,13 +65,14 @@ pub enum DnsTarget {
     Hostname(String),
 }
 
-/// A `DNSEndpoint` with an A/AAAA or CNAME record per hostname, and a TXT `_dnsaddr.<hostname>`
-/// record (`dnsaddr=/dns4/<hostname>/tcp/<port>`) so libp2p tools can find the registry from DNS.
+/// A `DNSEndpoint` with an A/AAAA or CNAME record per hostname, and, when nodes are exposed, a
+/// TXT `_dnsaddr.<hostname>` record with their `dnsaddr=` values (dialable multiaddrs with peer
+/// ids, see `dnsaddr.rs`) that libp2p nodes bootstrap from.
 pub fn dns_endpoint(
     dns: &DnsSpec,
     meta: ObjectMeta,
     targets: &[DnsTarget],
-    port: i32,
+    dnsaddr: &[String],
 ) -> DynamicObject {
     let provider_specific: Vec<_> = [
         dns.weight
@@ -119,11 +120,9 @@ pub fn dns_endpoint(
         if ipv4.is_empty() && ipv6.is_empty() && !hostnames.is_empty() {
             endpoints.push(record(name.clone(), "CNAME", hostnames[..1].to_vec()));
         }
-        endpoints.push(record(
-            format!("_dnsaddr.{name}"),
-            "TXT",
-            vec![format!("dnsaddr=/dns4/{name}/tcp/{port}")],
-        ));
+        if !dnsaddr.is_empty() {
+            endpoints.push(record(format!("_dnsaddr.{name}"), "TXT", dnsaddr.to_vec()));
+        }
     }
     let mut object = DynamicObject::new(
         meta.name.as_deref().unwrap_or_default(),

@@ -24,16 +24,18 @@ use super::{
     error::{Error, Result},
 };
 use super::{
-    apply,
+    apply, aws_dns,
     build::{self, ChildObject, build_network},
     conditions::{self, Desired},
     dns::DnsTarget,
+    dnsaddr,
     meta::names,
     status::{self, describe},
     validate::{NetworkFacts, PskSecret, validate_network},
 };
-use crate::crd::{
-    BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode, network::PrivateNetwork,
+use crate::{
+    crd::{BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode, network::PrivateNetwork},
+    route53,
 };
 
 /// Kind label of metrics and logs.
@@ -104,11 +106,12 @@ async fn dereference(network: &DigNetwork, ctx: &Context) -> Result<NetworkFacts
     let pod_monitor_api = has_api(ctx, MONITORING_API, Some(POD_MONITORS), &object).await?;
     let dns_endpoint_api = has_api(ctx, DNS_ENDPOINT_API, None, &object).await?;
     let mut bootstrap_targets = Vec::new();
-    if spec
+    let dns_endpoint = spec
         .dns
         .as_ref()
-        .is_some_and(|d| d.mode == DnsMode::DnsEndpoint)
-    {
+        .is_some_and(|d| d.mode == DnsMode::DnsEndpoint && !d.hostnames.is_empty());
+    let route53 = spec.dns.as_ref().is_some_and(|d| d.route53.is_some());
+    if dns_endpoint || route53::uses_aws(spec.dns.as_ref()) {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
         let name = names::bootstrap(&network.name_any());
         let service = services
@@ -121,13 +124,71 @@ async fn dereference(network: &DigNetwork, ctx: &Context) -> Result<NetworkFacts
             })?;
         bootstrap_targets = service.map(|s| service_targets(&s)).unwrap_or_default();
     }
+    let mut dnsaddr = Vec::new();
+    if dns_endpoint || route53 {
+        let nodes = dnsaddr::exposed_nodes(network, &network.name_any());
+        let (known, problems) = ctx
+            .peer_ids
+            .of(
+                &ctx.client,
+                &namespace,
+                &network.name_any(),
+                &nodes,
+                spec.nodes.api_port,
+            )
+            .await;
+        for problem in problems {
+            tracing::info!(object, %problem, "an exposed node is not in the _dnsaddr records yet");
+        }
+        dnsaddr = dnsaddr::dnsaddr_values(&known, spec.private_network.is_none());
+    }
+    let external_dns_health_check = external_dns_health_check(network, &bootstrap_targets);
     Ok(NetworkFacts {
         psk,
         service_monitor_api,
         pod_monitor_api,
         dns_endpoint_api,
         bootstrap_targets,
+        dnsaddr,
+        external_dns_health_check,
     })
+}
+
+/// The AWS view of the bootstrap Service's addresses.
+fn aws_targets(targets: &[DnsTarget]) -> Vec<route53::model::Target> {
+    targets
+        .iter()
+        .map(|t| match t {
+            DnsTarget::Ip(ip) => route53::model::Target::Ip(ip.clone()),
+            DnsTarget::Hostname(h) => route53::model::Target::Hostname(h.clone()),
+        })
+        .collect()
+}
+
+/// The id of the health check the operator made for the external-dns records, as the last sync
+/// recorded it.
+fn external_dns_health_check(network: &DigNetwork, targets: &[DnsTarget]) -> Option<String> {
+    let facts = route53::DnsFacts {
+        targets: aws_targets(targets),
+        dnsaddr: Vec::new(),
+    };
+    let owner = route53::Owner {
+        namespace: String::new(),
+        name: String::new(),
+        uid: String::new(),
+        owner_id: String::new(),
+    };
+    let target =
+        route53::desired(network.spec.dns.as_ref(), &owner, &facts, 0).external_dns_health_check?;
+    network
+        .status
+        .as_ref()?
+        .dns
+        .as_ref()?
+        .health_checks
+        .iter()
+        .find(|h| h.address == target.as_str())
+        .map(|h| h.id.clone())
 }
 
 /// Addresses of a Service for DNS: its load balancer ingress, else its cluster IP.
@@ -164,8 +225,9 @@ fn previous_status(network: &DigNetwork) -> DigNetworkStatus {
 /// Reconciles one DigNetwork.
 pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Action> {
     if network.meta().deletion_timestamp.is_some() {
-        // Owner references let the garbage collector remove every child.
-        return Ok(Action::await_change());
+        // Owner references let the garbage collector remove every child; what the network made
+        // in AWS is deleted first, under a finalizer.
+        return aws_dns::finalize(&ctx, &network).await;
     }
     let object = describe(network.as_ref());
     let reference = network.object_ref(&());
@@ -225,14 +287,31 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
     } else {
         None
     };
-    let desired: Vec<Desired> = conditions::applied(
+    let mut desired: Vec<Desired> = conditions::applied(
         &[("bootstrap", bootstrap_rollout), ("nodes", node_rollout)],
         &notes,
     );
+    // After the children: an AWS outage never holds the network's own objects back.
+    let dns_facts = route53::DnsFacts {
+        targets: aws_targets(&valid.facts.bootstrap_targets),
+        dnsaddr: valid.facts.dnsaddr.clone(),
+    };
+    let dns = aws_dns::sync_network(&ctx, &network, &dns_facts).await;
+    let mut previous_conditions = previous.conditions.clone();
+    match dns.condition.clone() {
+        Some(condition) => desired.push(condition),
+        None => previous_conditions.retain(|c| c.type_ != aws_dns::DNS_SYNCED),
+    }
+    // A health check made just now reaches the external-dns annotations at the next reconcile.
+    let dns_requeue = if dns.external_dns_health_check != valid.facts.external_dns_health_check {
+        Some(std::time::Duration::from_secs(1))
+    } else {
+        dns.requeue
+    };
     let status = DigNetworkStatus {
         observed_generation: network.metadata.generation,
         conditions: conditions::merge(
-            &previous.conditions,
+            &previous_conditions,
             &desired,
             network.metadata.generation,
             Timestamp::now(),
@@ -243,14 +322,16 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         nodes: network.spec.nodes.replicas,
         bootstrap_endpoint: Some(BootstrapEndpoint {
             url,
-            hostname: network
-                .spec
-                .dns
-                .as_ref()
-                .and_then(|d| d.hostnames.first().cloned()),
+            hostname: network.spec.dns.as_ref().and_then(|d| {
+                d.hostnames
+                    .first()
+                    .or(d.route53.as_ref().and_then(|r| r.hostnames.first()))
+                    .cloned()
+            }),
         }),
         peers: stats.map(|s: RegistryStats| s.peers),
         stores: stats.map(|s| s.stores),
+        dns: dns.status,
     };
     if status != previous {
         status::patch_status(&ctx, network.as_ref(), &status).await?;
@@ -276,6 +357,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         }
     }
     let ready = status::is_ready(&status.conditions);
+    let resync = if ready { ctx.resync } else { ctx.resync / 4 };
     if ready && !status::is_ready(&previous.conditions) {
         ctx.event(
             &reference,
@@ -286,11 +368,9 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         )
         .await;
     }
-    Ok(Action::requeue(if ready {
-        ctx.resync
-    } else {
-        ctx.resync / 4
-    }))
+    Ok(Action::requeue(
+        dns_requeue.map_or(resync, |d| d.min(resync)),
+    ))
 }
 
 /// Removes children a spec no longer wants: per-pod Services after a scale-down or when exposure

@@ -42,6 +42,10 @@ pub struct NetworkFacts {
     pub dns_endpoint_api: bool,
     /// Addresses of the bootstrap Service (load balancer ingress, else cluster IP).
     pub bootstrap_targets: Vec<DnsTarget>,
+    /// `dnsaddr=` values of the exposed nodes whose peer ids are known.
+    pub dnsaddr: Vec<String>,
+    /// Id of the health check the operator made for the external-dns records, if any.
+    pub external_dns_health_check: Option<String>,
 }
 
 /// Why a spec cannot be built. `reason` is the condition/event reason (PascalCase).

@@ -5,14 +5,10 @@ pub mod conflicts;
 pub mod live;
 pub mod overview;
 pub mod page;
+pub mod state;
 pub mod transfers;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Json, Router,
@@ -21,32 +17,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::node::{NodeHandle, NodeSnapshot};
-
-/// The store list of `/stores` (the replication engine's view).
-pub type StoresSource = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
-
-/// True while the replication task runs (`/health` fails once it stopped).
-pub type RunningCheck = Arc<dyn Fn() -> bool + Send + Sync>;
-
-#[derive(Clone)]
-pub struct ApiState {
-    pub node: NodeHandle,
-    pub registry: Arc<Registry>,
-    pub stores: StoresSource,
-    pub replication_running: RunningCheck,
-    pub started: Instant,
-    /// The identity key was loaded or created (checked by `/ready`).
-    pub identity_loaded: bool,
-    /// The node's state folder (its `conflicts/` are listed by `/overview`).
-    pub state_dir: PathBuf,
-    /// Transfer rates and open event streams.
-    pub live: Arc<live::LiveViews>,
-}
+pub use state::{ApiState, RunningCheck, StoresSource};
+use state::{readiness, stopped};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -104,14 +79,6 @@ pub async fn serve(
         .map_err(|source| ApiError::Serve { address, source })
 }
 
-fn stopped() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "stopped", "error": "the node's event loop has stopped"})),
-    )
-        .into_response()
-}
-
 async fn health(State(state): State<ApiState>) -> Response {
     let Ok(snapshot) = state.node.snapshot().await else {
         return stopped();
@@ -132,37 +99,6 @@ async fn health(State(state): State<ApiState>) -> Response {
         "peerCount": snapshot.connected.len(),
     }))
     .into_response()
-}
-
-/// The readiness rule: identity loaded, listening, and either no discovery source configured or
-/// at least one that answered.
-pub fn readiness(identity_loaded: bool, snapshot: &NodeSnapshot) -> (bool, Value) {
-    let listening = snapshot.is_listening();
-    let discovery_ok = !snapshot.discovery.any_enabled() || snapshot.discovery.any_answered();
-    let ready = identity_loaded && listening && discovery_ok;
-    let mut reasons = Vec::new();
-    if !identity_loaded {
-        reasons.push("identity not loaded");
-    }
-    if !listening {
-        reasons.push("not listening on any P2P address yet");
-    }
-    if !discovery_ok {
-        reasons.push("no discovery source has answered yet");
-    }
-    (
-        ready,
-        json!({
-            "ready": ready,
-            "status": if ready { "ready" } else { "not ready" },
-            "checks": {
-                "identity": identity_loaded,
-                "listening": listening,
-                "discovery": discovery_ok,
-            },
-            "reasons": reasons,
-        }),
-    )
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
@@ -240,8 +176,11 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::Arc, time::Instant};
+
+    use prometheus_client::registry::Registry;
+
     use super::*;
-    use crate::node::DiscoveryStats;
 
     #[tokio::test]
     async fn health_fails_once_the_replication_task_stopped() {
@@ -286,49 +225,5 @@ mod tests {
             .await
             .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("replication task"));
-    }
-
-    fn snapshot(listening: bool, discovery: DiscoveryStats) -> NodeSnapshot {
-        NodeSnapshot {
-            peer_id: libp2p::PeerId::random(),
-            network_id: "test".into(),
-            listen_addresses: if listening {
-                vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()]
-            } else {
-                Vec::new()
-            },
-            external_addresses: Vec::new(),
-            dialable_addresses: Vec::new(),
-            connected: Vec::new(),
-            discovered: Vec::new(),
-            discovery,
-            banned: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn ready_without_discovery_once_listening() {
-        let (ready, body) = readiness(true, &snapshot(true, DiscoveryStats::default()));
-        assert!(ready, "{body}");
-        let (ready, body) = readiness(true, &snapshot(false, DiscoveryStats::default()));
-        assert!(!ready);
-        assert_eq!(body["checks"]["listening"], false);
-        assert!(!readiness(false, &snapshot(true, DiscoveryStats::default())).0);
-    }
-
-    #[test]
-    fn ready_with_discovery_only_after_a_source_answered() {
-        let mut discovery = DiscoveryStats::default();
-        discovery.registry.enabled = true;
-        discovery.dht.enabled = true;
-        let (ready, body) = readiness(true, &snapshot(true, discovery.clone()));
-        assert!(!ready);
-        assert_eq!(body["checks"]["discovery"], false);
-        assert_eq!(body["reasons"][0], "no discovery source has answered yet");
-        // A disabled source that answered does not count.
-        discovery.mdns.answered = true;
-        assert!(!readiness(true, &snapshot(true, discovery.clone())).0);
-        discovery.registry.answered = true;
-        assert!(readiness(true, &snapshot(true, discovery)).0);
     }
 }

@@ -16,7 +16,11 @@ use futures::stream::{self, Stream};
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{ApiState, conflicts, live::MAX_EVENT_STREAMS};
+use super::{
+    conflicts,
+    live::MAX_EVENT_STREAMS,
+    state::{ApiState, readiness, stopped},
+};
 use crate::node::NodeError;
 
 /// Stores listed in an overview (those not synced first); `/stores` lists them all.
@@ -61,7 +65,7 @@ pub async fn build(state: &ApiState) -> Result<Value, NodeError> {
     })
     .await
     .unwrap_or_default();
-    let (ready, readiness) = super::readiness(state.identity_loaded, &snapshot);
+    let (ready, readiness) = readiness(state.identity_loaded, &snapshot);
     let addresses = |list: &[libp2p::Multiaddr]| -> Vec<String> {
         list.iter().map(ToString::to_string).collect()
     };
@@ -93,7 +97,7 @@ pub async fn build(state: &ApiState) -> Result<Value, NodeError> {
 pub async fn overview(State(state): State<ApiState>) -> Response {
     match build(&state).await {
         Ok(overview) => Json(overview).into_response(),
-        Err(_) => super::stopped(),
+        Err(_) => stopped(),
     }
 }
 

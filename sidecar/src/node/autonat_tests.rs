@@ -19,6 +19,7 @@ fn config(allow_loopback: bool, enable_autonat: bool) -> NodeConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         announce: Vec::new(),
         registry_enabled: false,
+        dns_enabled: false,
         enable_dht: false,
         enable_mdns: false,
         allow_loopback,

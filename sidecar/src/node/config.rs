@@ -10,6 +10,8 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     pub announce: Vec<Multiaddr>,
     pub registry_enabled: bool,
+    /// `/dnsaddr` bootstraps are configured.
+    pub dns_enabled: bool,
     pub enable_dht: bool,
     pub enable_mdns: bool,
     pub allow_loopback: bool,
@@ -33,6 +35,7 @@ impl NodeConfig {
             ],
             announce: Vec::new(),
             registry_enabled: false,
+            dns_enabled: false,
             enable_dht: false,
             enable_mdns: false,
             allow_loopback: true,

@@ -55,6 +55,7 @@ const REDUNDANT_QUIC_GRACE: Duration = Duration::from_secs(12);
 pub(crate) struct LoopSettings {
     pub allow_loopback: bool,
     pub registry_enabled: bool,
+    pub dns_enabled: bool,
     pub dht_enabled: bool,
     pub mdns_enabled: bool,
     pub autonat_enabled: bool,
@@ -106,9 +107,10 @@ impl KnownPeer {
         out
     }
 
-    /// Listed by a source that keeps its list current (the registry or mDNS).
+    /// Listed by a source that keeps its list current (the registry, DNS or mDNS).
     fn is_listed(&self) -> bool {
         self.sources.contains_key(&DiscoverySource::Registry)
+            || self.sources.contains_key(&DiscoverySource::Dns)
             || self.sources.contains_key(&DiscoverySource::Mdns)
     }
 }
@@ -188,6 +190,7 @@ impl EventLoop {
         discovery.registry.enabled = settings.registry_enabled;
         discovery.registry.registrations = Some(0);
         discovery.registry.registration_failures = Some(0);
+        discovery.dns.enabled = settings.dns_enabled;
         discovery.dht.enabled = settings.dht_enabled;
         discovery.mdns.enabled = settings.mdns_enabled;
         discovery.autonat.enabled = settings.autonat_enabled;
@@ -692,6 +695,7 @@ impl EventLoop {
             DiscoverySource::Registry => self.discovery.registry.peers = count,
             DiscoverySource::Mdns => self.discovery.mdns.peers = count,
             DiscoverySource::Dht => self.discovery.dht.peers = count,
+            DiscoverySource::Dns => self.discovery.dns.peers = count,
             DiscoverySource::Direct => {}
         }
         self.metrics.set_discovered(source.label(), count);
@@ -874,6 +878,25 @@ impl EventLoop {
                 self.dial_due_peers();
             }
             Command::Registry(outcome) => self.on_registry_outcome(outcome),
+            Command::SourceOutcome { source, outcome } => {
+                let stats = match source {
+                    DiscoverySource::Dns => &mut self.discovery.dns,
+                    DiscoverySource::Dht => &mut self.discovery.dht,
+                    DiscoverySource::Mdns => &mut self.discovery.mdns,
+                    DiscoverySource::Registry | DiscoverySource::Direct => return,
+                };
+                match outcome {
+                    Ok(_) => {
+                        stats.answered = true;
+                        stats.successes += 1;
+                        stats.last_success_ms = Some(now_ms());
+                    }
+                    Err(error) => {
+                        stats.failures += 1;
+                        stats.last_error = Some(error);
+                    }
+                }
+            }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }

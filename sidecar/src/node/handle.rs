@@ -58,6 +58,11 @@ pub(crate) enum Command {
         peers: Vec<(PeerId, Vec<Multiaddr>)>,
     },
     Registry(RegistryOutcome),
+    /// A round of a discovery source other than the registry: peers found, or why it failed.
+    SourceOutcome {
+        source: DiscoverySource,
+        outcome: Result<usize, String>,
+    },
     Snapshot {
         reply: oneshot::Sender<NodeSnapshot>,
     },
@@ -141,6 +146,15 @@ impl NodeHandle {
 
     pub async fn report_registry(&self, outcome: RegistryOutcome) -> Result<(), NodeError> {
         self.send(Command::Registry(outcome)).await
+    }
+
+    /// Records a round of a discovery source (its `/connections` figures and readiness).
+    pub async fn report_source(
+        &self,
+        source: DiscoverySource,
+        outcome: Result<usize, String>,
+    ) -> Result<(), NodeError> {
+        self.send(Command::SourceOutcome { source, outcome }).await
     }
 
     /// Dials an address (it must end in `/p2p/<peer id>` for the peer to be known).

@@ -75,6 +75,7 @@ pub fn start(
         event_loop::LoopSettings {
             allow_loopback: config.allow_loopback,
             registry_enabled: config.registry_enabled,
+            dns_enabled: config.dns_enabled,
             dht_enabled: config.enable_dht,
             mdns_enabled: config.enable_mdns,
             autonat_enabled: config.enable_autonat,

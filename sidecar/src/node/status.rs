@@ -13,6 +13,8 @@ pub enum DiscoverySource {
     Registry,
     Dht,
     Mdns,
+    /// A `/dnsaddr` bootstrap's TXT records.
+    Dns,
     /// The peer connected to us, or an operator dialed it; its identify addresses are kept.
     Direct,
 }
@@ -23,6 +25,7 @@ impl DiscoverySource {
             DiscoverySource::Registry => "registry",
             DiscoverySource::Dht => "dht",
             DiscoverySource::Mdns => "mdns",
+            DiscoverySource::Dns => "dns",
             DiscoverySource::Direct => "direct",
         }
     }
@@ -126,17 +129,19 @@ pub struct DiscoveryStats {
     pub registry: SourceStats,
     pub dht: SourceStats,
     pub mdns: SourceStats,
+    /// `/dnsaddr` bootstraps (`--bootstrap /dnsaddr/<host>`).
+    pub dns: SourceStats,
     /// Not a source of peers but of this node's own dialable addresses; not part of readiness.
     pub autonat: AutonatStats,
 }
 
 impl DiscoveryStats {
     pub fn any_enabled(&self) -> bool {
-        self.registry.enabled || self.dht.enabled || self.mdns.enabled
+        self.registry.enabled || self.dht.enabled || self.mdns.enabled || self.dns.enabled
     }
 
     pub fn any_answered(&self) -> bool {
-        [&self.registry, &self.dht, &self.mdns]
+        [&self.registry, &self.dht, &self.mdns, &self.dns]
             .iter()
             .any(|source| source.enabled && source.answered)
     }
