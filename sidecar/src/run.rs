@@ -165,7 +165,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
 
     let replicator = Replicator::start(
-        ReplicationConfig::from_run_args(&args),
+        replication_config(&args),
         keypair.clone(),
         node.clone(),
         &mut registry,
@@ -247,6 +247,35 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Err(error) => tracing::warn!(%error, "the HTTP API task failed"),
     }
     Ok(())
+}
+
+/// The replication settings of `dig-sidecar run` (flags, `DIG_*` variables, YAML keys).
+fn replication_config(args: &RunArgs) -> ReplicationConfig {
+    ReplicationConfig {
+        data_dir: args.data_dir(),
+        state_dir: args.state_dir(),
+        propagate_deletes: args.propagate_deletes,
+        rules: crate::sync::engine::WriteRules {
+            policy: args.write_policy,
+            writers: args
+                .writer
+                .iter()
+                .map(|peer| peer.to_base58())
+                .collect::<std::collections::BTreeSet<_>>(),
+        },
+        max_store_bytes: args.max_store_size,
+        min_free_bytes: args.min_free_disk,
+        inventory_interval: args.inventory_interval,
+        max_parallel_downloads: args.max_parallel_downloads as usize,
+        max_stores: args.max_stores as usize,
+        tombstone_ttl: args.tombstone_ttl,
+        max_tombstones: args.max_tombstones as usize,
+        conflict_ttl: args.conflict_ttl,
+        max_conflicts: args.max_conflicts as usize,
+        test_corrupt_chunks: args.test_corrupt_chunks,
+        test_crash_after_install: args.test_crash_after_install,
+        ..ReplicationConfig::default()
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! Settings of the replication engine (mapped from `dig-sidecar run` flags by the node).
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,35 +79,6 @@ impl Default for ReplicationConfig {
 }
 
 impl ReplicationConfig {
-    /// The replication settings of `dig-sidecar run` (flags, `DIG_*` variables, YAML keys).
-    pub fn from_run_args(args: &crate::config::RunArgs) -> Self {
-        Self {
-            data_dir: args.data_dir(),
-            state_dir: args.state_dir(),
-            propagate_deletes: args.propagate_deletes,
-            rules: WriteRules {
-                policy: args.write_policy,
-                writers: args
-                    .writer
-                    .iter()
-                    .map(|peer| peer.to_base58())
-                    .collect::<BTreeSet<_>>(),
-            },
-            max_store_bytes: args.max_store_size,
-            min_free_bytes: args.min_free_disk,
-            inventory_interval: args.inventory_interval,
-            max_parallel_downloads: args.max_parallel_downloads as usize,
-            max_stores: args.max_stores as usize,
-            tombstone_ttl: args.tombstone_ttl,
-            max_tombstones: args.max_tombstones as usize,
-            conflict_ttl: args.conflict_ttl,
-            max_conflicts: args.max_conflicts as usize,
-            test_corrupt_chunks: args.test_corrupt_chunks,
-            test_crash_after_install: args.test_crash_after_install,
-            ..Self::default()
-        }
-    }
-
     /// The write policy as given (for the start-up check against the pre-shared key).
     pub fn write_policy(&self) -> WritePolicy {
         self.rules.policy

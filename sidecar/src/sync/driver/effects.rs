@@ -10,7 +10,8 @@ use std::sync::atomic::AtomicU64;
 
 use libp2p::PeerId;
 
-use super::{Driver, Input, Paths, Running, inbound};
+use super::inbound;
+use super::state::{Driver, Input, Paths, Running};
 use crate::store::conflicts::{self, KeptAs};
 use crate::store::hash::{self, Hash32};
 use crate::store::install;
@@ -19,9 +20,7 @@ use crate::store::record::{ContentId, SignedVersion};
 use crate::store::{LocalMeta, StoreIndex};
 use crate::sync::announce::Announcement;
 use crate::sync::download::{DownloadTarget, PartialFiles};
-use crate::sync::engine::{
-    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, Replace, Stats,
-};
+use crate::sync::engine::{Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, Replace};
 use crate::sync::metrics::{Direction, KindLabels, ReasonLabels};
 
 impl Driver {
@@ -329,12 +328,6 @@ fn growth<'a, K: Ord>(
 ) -> impl Iterator<Item = (&'a K, u64)> + 'a {
     now.iter()
         .map(move |(key, count)| (key, count - before.get(key).copied().unwrap_or(0)))
-}
-
-/// The engine's counters as last copied to Prometheus.
-#[derive(Default)]
-pub struct StatsMirror {
-    last: Stats,
 }
 
 /// Hashes a file and checks it did not change meanwhile.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
 
-use super::{Input, Shared};
+use super::state::{Input, Shared};
 use crate::store::record::{KeyCache, SignedVersion};
 use crate::sync::announce::{Announcement, WireEntry, decode_entries, verify_records};
 use crate::sync::client::{ClientError, SyncClient};

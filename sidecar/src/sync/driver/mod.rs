@@ -6,29 +6,30 @@
 
 mod effects;
 mod inbound;
+mod state;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use dig_core::record::StoreEntry;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ReplicationConfig;
 use super::download::{DownloadConfig, Downloader, PartialFiles};
-use super::engine::{Engine, EngineConfig, Event, Limits, Millis};
+use super::engine::{Engine, EngineConfig, Event, Limits};
 use super::metrics::SyncMetrics;
 use super::protocol::sync_protocol;
-use super::server::{IndexSource, ServeContext, run_server};
+use super::server::{ServeContext, run_server};
 use super::status::StoreStatus;
 use crate::node::{NodeEvent, NodeHandle};
 use crate::store::StoreIndex;
@@ -38,6 +39,7 @@ use crate::store::index::IndexError;
 use crate::store::name::store_name_from_file_name;
 use crate::store::scan::{ScanResult, scan_data_dir};
 use crate::store::watcher::{FolderWatcher, WatchError, WatchEvent};
+use state::{Clock, Driver, Input, Paths, Shared, StatsMirror};
 
 /// Errors starting the replicator.
 #[derive(Debug, thiserror::Error)]
@@ -66,34 +68,6 @@ pub enum SyncError {
 const TICK: Duration = Duration::from_millis(50);
 /// Inventory exchanges at once.
 const INVENTORY_CONCURRENCY: usize = 8;
-
-/// A running download, as the driver tracks it (for cancelling it and for `/stores` progress).
-struct Running {
-    hash: Hash32,
-    cancel: CancellationToken,
-    progress: Arc<AtomicU64>,
-}
-
-/// What the engine's owner shares with the HTTP API and the sync server: one lock around the
-/// engine (never held across IO or an await), and the running downloads.
-struct Shared {
-    engine: RwLock<Engine>,
-    downloads: Mutex<HashMap<String, Running>>,
-}
-
-impl IndexSource for Shared {
-    fn index(&self) -> MappedRwLockReadGuard<'_, StoreIndex> {
-        RwLockReadGuard::map(self.engine.read(), Engine::index)
-    }
-}
-
-/// What the driver's loop receives from its own tasks and the handle.
-enum Input {
-    Engine(Event),
-    Watch(WatchEvent),
-    Scan(io::Result<ScanResult>),
-    Shutdown(oneshot::Sender<()>),
-}
 
 /// The running replication engine, for the HTTP API and the registry record.
 #[derive(Clone)]
@@ -255,7 +229,7 @@ impl Replicator {
             protocol,
             shared: shared.clone(),
             metrics,
-            mirror: effects::StatsMirror::default(),
+            mirror: StatsMirror::default(),
             downloader,
             inputs: inputs_tx.clone(),
             ignored_logged: HashSet::new(),
@@ -290,38 +264,6 @@ fn supervise(
             tracing::error!(%error, "the replication task died; /health now fails");
         }
     });
-}
-
-/// Where the driver keeps things.
-#[derive(Clone, Debug)]
-struct Paths {
-    data_dir: PathBuf,
-    tmp_dir: PathBuf,
-    conflicts_dir: PathBuf,
-    index_path: PathBuf,
-}
-
-/// The engine's clock: milliseconds that follow the wall clock but never jump (started at the
-/// wall-clock time, advanced by a monotonic clock).
-#[derive(Clone, Copy)]
-struct Clock {
-    wall_at_start: u64,
-    started: Instant,
-}
-
-impl Clock {
-    fn start() -> Self {
-        Self {
-            wall_at_start: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            started: Instant::now(),
-        }
-    }
-
-    fn now(&self) -> Millis {
-        self.wall_at_start + self.started.elapsed().as_millis() as u64
-    }
 }
 
 /// Downloads go to `<state>/tmp` when it is on the data folder's file system (rename must not
@@ -385,23 +327,6 @@ fn forward_bans(
             }
         }
     });
-}
-
-struct Driver {
-    config: ReplicationConfig,
-    paths: Paths,
-    node: NodeHandle,
-    protocol: libp2p::StreamProtocol,
-    shared: Arc<Shared>,
-    metrics: SyncMetrics,
-    mirror: effects::StatsMirror,
-    downloader: Downloader,
-    inputs: mpsc::UnboundedSender<Input>,
-    ignored_logged: HashSet<String>,
-    clock: Clock,
-    free_bytes: Option<u64>,
-    cancel: CancellationToken,
-    _watcher: FolderWatcher,
 }
 
 impl Driver {
@@ -609,6 +534,8 @@ impl Driver {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use super::*;
 
     #[tokio::test]
