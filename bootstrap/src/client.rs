@@ -35,6 +35,8 @@ pub enum ClientError {
         url: String,
         retry_after: Option<Duration>,
     },
+    #[error("registry {url} answered with more than the {limit} bytes this client reads")]
+    ResponseTooLarge { url: String, limit: u64 },
     #[error("registry {url} answered HTTP {status} with an unexpected body: {detail}")]
     BadResponse {
         url: String,
@@ -51,8 +53,12 @@ pub struct RegistryClientBuilder {
     base_url: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    max_response_bytes: u64,
     root_certificates_pem: Vec<Vec<u8>>,
 }
+
+/// Largest answer a client reads unless told otherwise: far above any page a registry sends.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl RegistryClientBuilder {
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -62,6 +68,12 @@ impl RegistryClientBuilder {
 
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Largest answer read; a larger one is refused before it is all in memory.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
         self
     }
 
@@ -105,6 +117,7 @@ impl RegistryClientBuilder {
         Ok(RegistryClient {
             base_url: self.base_url.trim_end_matches('/').to_owned(),
             http,
+            max_response_bytes: self.max_response_bytes,
         })
     }
 }
@@ -114,6 +127,7 @@ impl RegistryClientBuilder {
 pub struct RegistryClient {
     base_url: String,
     http: reqwest::Client,
+    max_response_bytes: u64,
 }
 
 impl RegistryClient {
@@ -127,6 +141,7 @@ impl RegistryClient {
             base_url: base_url.to_owned(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             root_certificates_pem: Vec::new(),
         }
     }
@@ -236,7 +251,7 @@ impl RegistryClient {
             url: url.to_owned(),
             source,
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let retry_after = response
@@ -250,7 +265,7 @@ impl RegistryClient {
                 retry_after,
             });
         }
-        let body = response.bytes().await.map_err(transport)?;
+        let body = self.read_capped(url, &mut response).await?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
                 url: url.to_owned(),
@@ -272,6 +287,41 @@ impl RegistryClient {
                 detail: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             }),
         }
+    }
+
+    /// The body of `response`, refused as soon as it is known to exceed the limit: by its
+    /// Content-Length, or while it arrives.
+    async fn read_capped(
+        &self,
+        url: &str,
+        response: &mut reqwest::Response,
+    ) -> Result<Vec<u8>, ClientError> {
+        let limit = self.max_response_bytes;
+        let too_large = || ClientError::ResponseTooLarge {
+            url: url.to_owned(),
+            limit,
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.to_owned(),
+                source,
+            })?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 

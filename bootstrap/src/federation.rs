@@ -26,12 +26,18 @@ pub struct PullSummary {
     pub accepted: u64,
     pub unchanged: u64,
     pub stale: u64,
+    pub full: u64,
     pub rejected: u64,
 }
 
 impl Sibling {
-    pub fn new(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
-        let mut builder = RegistryClient::builder(url);
+    /// A sibling at `url`, trusting `ca_pem` too, whose answers may be `max_response_bytes` long.
+    pub fn new(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        max_response_bytes: u64,
+    ) -> Result<Self, ClientError> {
+        let mut builder = RegistryClient::builder(url).max_response_bytes(max_response_bytes);
         if let Some(pem) = ca_pem {
             builder = builder.root_certificate_pem(pem);
         }
@@ -82,6 +88,7 @@ fn classify(result: &Result<(), RegistryError>) -> FederationResult {
         Ok(()) => FederationResult::Accepted,
         Err(RegistryError::NotNewer { .. }) => FederationResult::Unchanged,
         Err(RegistryError::StaleTimestamp { .. }) => FederationResult::Stale,
+        Err(e) if e.is_capacity() => FederationResult::Full,
         Err(_) => FederationResult::Rejected,
     }
 }
@@ -95,6 +102,7 @@ fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut 
             FederationResult::Accepted => summary.accepted += 1,
             FederationResult::Unchanged => summary.unchanged += 1,
             FederationResult::Stale => summary.stale += 1,
+            FederationResult::Full => summary.full += 1,
             FederationResult::Rejected => {
                 summary.rejected += 1;
                 if let Err(error) = result {

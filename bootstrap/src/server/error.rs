@@ -83,6 +83,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::WrongNetwork { .. } => {
                 Self::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).with_field(field)
             }
+            // Out of memory for more state: retryable once records expire.
+            RegistryError::MemoryFull { .. } => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, e.code(), e.to_string())
+                    .with_field(field)
+                    .retry_after(30)
+            }
             // A capacity refusal: retryable, like a rate limit (and never a 5xx).
             RegistryError::Full { .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string())

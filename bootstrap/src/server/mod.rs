@@ -1,9 +1,13 @@
 //! The HTTP(S) server: routes, layers, background tasks, TLS and graceful shutdown.
 
 pub mod client_ip;
+pub mod connection;
 pub mod error;
 pub mod extract;
+pub mod limits;
+pub mod listener;
 pub mod middleware;
+pub mod open_connections;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -11,13 +15,10 @@ pub mod state;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
 
 pub use state::AppState;
 
@@ -91,6 +92,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            middleware::request_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             middleware::record_metrics,
         ))
         .with_state(state)
@@ -132,7 +137,6 @@ pub async fn run(
     crate::install_crypto_provider();
     let state = AppState::new(&config);
     let app = router(state.clone());
-    let handle = Handle::new();
 
     let mut tasks = tokio::task::JoinSet::new();
     let sweep_state = state.clone();
@@ -158,13 +162,15 @@ pub async fn run(
         None => None,
     };
     for url in &config.peer_bootstrap {
-        let sibling =
-            crate::federation::Sibling::new(url.as_str(), ca_pem.as_deref()).map_err(|source| {
-                ServerError::Sibling {
-                    url: url.to_string(),
-                    source,
-                }
-            })?;
+        let sibling = crate::federation::Sibling::new(
+            url.as_str(),
+            ca_pem.as_deref(),
+            config.peer_bootstrap_max_bytes,
+        )
+        .map_err(|source| ServerError::Sibling {
+            url: url.to_string(),
+            source,
+        })?;
         tasks.spawn(crate::federation::pull_forever(
             state.clone(),
             sibling,
@@ -172,57 +178,39 @@ pub async fn run(
         ));
     }
 
-    let grace = config.shutdown_grace();
-    let shutdown_handle = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        shutdown_handle.graceful_shutdown(Some(grace));
-    });
-    let listening_handle = handle.clone();
-    let scheme = if config.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    tokio::spawn(async move {
-        if let Some(address) = listening_handle.listening().await {
-            tracing::info!("dig-bootstrap listening on {scheme}://{address}");
-        }
-    });
-
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let listen = config.listen;
-    let served = match (&config.tls_cert, &config.tls_key) {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Serve {
+            listen: config.listen,
+            source,
+        })?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            let tls = RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|source| ServerError::Tls {
+            Some(
+                listener::tls_config(cert, key).map_err(|source| ServerError::Tls {
                     cert: cert.clone(),
                     key: key.clone(),
                     source,
-                })?;
-            let mut server = axum_server::bind_rustls(listen, tls).handle(handle);
-            configure_http(server.http_builder());
-            server.serve(service).await
+                })?,
+            )
         }
-        _ => {
-            let mut server = axum_server::bind(listen).handle(handle);
-            configure_http(server.http_builder());
-            server.serve(service).await
-        }
+        _ => None,
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!("dig-bootstrap listening on {scheme}://{address}");
+    }
+    listener::serve(
+        listener,
+        tls,
+        app,
+        state,
+        config.connection_limits(),
+        shutdown,
+        config.shutdown_grace(),
+    )
+    .await;
     tasks.shutdown().await;
-    served.map_err(|source| ServerError::Serve { listen, source })?;
     tracing::info!("dig-bootstrap stopped");
     Ok(())
-}
-
-/// Bounds how long a client may take to send its headers (slow-loris).
-fn configure_http(
-    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-) {
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
 }
