@@ -69,7 +69,7 @@ pub struct Config {
     /// oldest forgotten first.
     #[arg(long, env = "DIG_BOOTSTRAP_MAX_STATE_BYTES", value_name = "BYTES",
           default_value_t = DEFAULT_MAX_STATE_BYTES as u64,
-          value_parser = clap::value_parser!(u64).range(1024 * 1024..=64 * 1024 * 1024 * 1024))]
+          value_parser = clap::value_parser!(u64).range(64 * 1024..=64 * 1024 * 1024 * 1024))]
     pub max_state_bytes: u64,
 
     /// Most open client connections. At the limit the connection idle the longest is closed to

@@ -54,6 +54,12 @@ impl Feed {
         self.removals.remove(&seq);
     }
 
+    /// Record positions and slots, removal positions and keys.
+    #[cfg(test)]
+    pub(super) fn entries(&self) -> (&BTreeMap<u64, u32>, &BTreeMap<u64, [u8; 32]>) {
+        (&self.records, &self.removals)
+    }
+
     /// The last position at or before `after` that holds a change (0 when none does): a page
     /// after either is the same page, so a cursor between changes can share a rendered page.
     fn settle(&self, after: u64) -> u64 {

@@ -29,6 +29,8 @@ mod tombstones;
 mod views;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod test_support;
 
 pub use error::{RegistryError, Removed, Source, Upserted};

@@ -89,6 +89,15 @@ impl Slots {
             .expect("take of an occupied slot")
     }
 
+    /// Every occupied slot with its number.
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &PeerSlot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| slot.as_ref().map(|slot| (i as u32, slot)))
+    }
+
     /// Forgets the key of the emptied slot `index` and frees its number.
     pub(super) fn release(&mut self, index: u32, key: &[u8; 32]) {
         debug_assert!(self.slots[index as usize].is_none());

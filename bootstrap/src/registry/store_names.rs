@@ -111,6 +111,26 @@ impl StoreNames {
         HolderRemoved::NameFreed
     }
 
+    /// Every live name with its id and holders.
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &str, &[u32])> {
+        self.names.iter().enumerate().filter_map(|(id, entry)| {
+            entry
+                .as_ref()
+                .map(|e| (id as u32, &*e.name, e.holders.as_slice()))
+        })
+    }
+
+    /// The memory estimate counted again from the names held.
+    #[cfg(test)]
+    pub(super) fn recount_bytes(&self) -> usize {
+        self.iter()
+            .map(|(_, name, holders)| {
+                footprint::store_name(name.len()) + holders.len() * footprint::HOLDER
+            })
+            .sum()
+    }
+
     fn entry_mut(&mut self, id: u32) -> &mut StoreName {
         self.names[id as usize]
             .as_mut()

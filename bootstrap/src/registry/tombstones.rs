@@ -109,6 +109,18 @@ impl Tombstones {
         gone
     }
 
+    /// Every tombstone with its key.
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8; 32], &Tombstone)> {
+        self.by_key.iter()
+    }
+
+    /// The memory estimate counted again from the tombstones held.
+    #[cfg(test)]
+    pub(super) fn recount_bytes(&self) -> usize {
+        self.by_key.values().map(Tombstone::bytes).sum()
+    }
+
     /// Removes the tombstone of `key`, if any.
     pub(super) fn remove(&mut self, key: &[u8; 32]) -> Option<Tombstone> {
         self.by_key.contains_key(key).then(|| self.take(key))
