@@ -93,7 +93,8 @@ fn classify(result: &Result<(), RegistryError>) -> FederationResult {
     }
 }
 
-fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut PullSummary) {
+/// Merges one page pulled from the sibling at `url` into `state`, counting each entry in `summary`.
+pub fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut PullSummary) {
     let metrics = state.metrics();
     let mut count = |result: Result<(), RegistryError>, peer_id: &str| {
         let label = classify(&result);

@@ -76,6 +76,12 @@ impl QueryParams {
     pub fn parse(query: Option<&str>, known: &[&str]) -> Result<Self, ApiError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if name.is_empty() {
+                return Err(ApiError::bad_parameter(
+                    "query",
+                    format!("a query parameter has no name; known: {}", known.join(", ")),
+                ));
+            }
             if !known.contains(&name.as_ref()) {
                 let shown: String = name.chars().take(64).collect();
                 return Err(ApiError::bad_parameter(
