@@ -41,7 +41,7 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path == "?" {
+        let field = if path.is_empty() || path == "." || path == "?" {
             "body".to_owned()
         } else {
             path
