@@ -639,7 +639,12 @@ pub fn parse_quantity(text: &str) -> Result<f64, String> {
             ));
         }
     };
-    Ok(value * multiplier)
+    let quantity = value * multiplier;
+    // `1e999` is a quantity by the grammar but no number: it would compare above every limit.
+    if !quantity.is_finite() {
+        return Err(format!("{text:?} is too large to be a resource quantity"));
+    }
+    Ok(quantity)
 }
 
 fn validate_image(image: &str) -> Result<(), String> {
@@ -1524,7 +1529,7 @@ mod tests {
         assert_eq!(parse_quantity("64Mi").unwrap(), 64.0 * 1024.0 * 1024.0);
         assert_eq!(parse_quantity("1e3").unwrap(), 1000.0);
         assert_eq!(parse_quantity(".5").unwrap(), 0.5);
-        for bad in ["", "m", "-1", "1.2.3", "12MB", "1 Gi"] {
+        for bad in ["", "m", "-1", "1.2.3", "12MB", "1 Gi", "1e999", "9e308Ei"] {
             assert!(parse_quantity(bad).is_err(), "{bad:?}");
         }
     }
