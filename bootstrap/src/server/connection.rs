@@ -92,6 +92,8 @@ where
             (None, None) => Instant::now() + limits.idle_timeout,
         };
         let reason = tokio::select! {
+            // The connection first: every read and write wakes this select.
+            biased;
             _ = served.as_mut() => return,
             () = shutdown.now.cancelled() => return,
             () = tokio::time::sleep_until(wake) => {

@@ -127,6 +127,11 @@ pub async fn request_deadline(
     request: Request,
     next: Next,
 ) -> Response {
+    // Only a body can arrive slowly (the headers have their own time-out); the other requests
+    // are answered without waiting on the client and need no timer.
+    if axum::body::HttpBody::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
     let limit = state.request_timeout();
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
