@@ -8,6 +8,8 @@
 use std::mem::size_of;
 
 use super::slots::{PeerSlot, StoredStore};
+use super::store_names::StoreName;
+use super::tombstones::Tombstone;
 
 /// Allocator bookkeeping and rounding of one heap block.
 const BLOCK: usize = 16;
@@ -51,7 +53,7 @@ pub(super) fn record_of(slot: &PeerSlot) -> usize {
 /// (empty) holder list.
 pub(super) fn store_name(len: usize) -> usize {
     let text = BLOCK + 2 * size_of::<usize>() + len;
-    let entry = 8 * size_of::<usize>();
+    let entry = size_of::<Option<StoreName>>();
     let id_entry = size_of::<(usize, usize, u32)>() + HASH_ENTRY;
     text + entry + id_entry + BLOCK
 }
@@ -59,7 +61,7 @@ pub(super) fn store_name(len: usize) -> usize {
 /// A removal of a `peer_id_len` peer id: the tombstone in the key map, its feed entry and its
 /// place in the eviction order.
 pub(super) fn tombstone(peer_id_len: usize, network_len: usize) -> usize {
-    let entry = size_of::<[u8; 32]>() + 8 * size_of::<u64>() + 64 + HASH_ENTRY;
+    let entry = size_of::<([u8; 32], Tombstone)>() + HASH_ENTRY;
     let heap = BLOCK + peer_id_len + BLOCK + 16 + network_len;
     let trees = 2 * (size_of::<(u64, [u8; 32])>() + TREE_ENTRY);
     entry + heap + trees

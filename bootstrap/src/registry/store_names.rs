@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::footprint;
 
 /// One store name and the slots of the peers holding it.
-struct StoreName {
+pub(super) struct StoreName {
     name: Arc<str>,
     holders: Vec<u32>,
 }

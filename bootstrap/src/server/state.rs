@@ -267,3 +267,55 @@ impl AppState {
         expired
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn state() -> AppState {
+        AppState::new(&Config::try_parse_from(["dig-bootstrap"]).expect("defaults parse"))
+    }
+
+    /// Renders view `key` with `reuse`, counting renderings in `renders`.
+    fn view(state: &AppState, key: &str, reuse: Reuse, renders: &Cell<u32>) -> Bytes {
+        state.cached_view(
+            |_| (key.to_owned(), ()),
+            |_, ()| {
+                renders.set(renders.get() + 1);
+                renders.get()
+            },
+            reuse,
+        )
+    }
+
+    #[test]
+    fn a_view_is_rendered_again_after_a_change_unless_reused_for_a_while() {
+        let state = state();
+        let renders = Cell::new(0);
+        let for_a_second = Reuse::For(Duration::from_secs(1));
+        assert_eq!(view(&state, "a", Reuse::UntilChanged, &renders), "1");
+        assert_eq!(view(&state, "a", Reuse::UntilChanged, &renders), "1");
+        assert_eq!(view(&state, "b", for_a_second, &renders), "2");
+        // A change: the view kept until changed is rendered again, the other is not.
+        let keypair = libp2p_identity::Keypair::generate_ed25519();
+        let record = crate::record::PeerRecord {
+            peer_id: keypair.public().to_peer_id().to_base58(),
+            network_id: "testnet".into(),
+            addresses: Vec::new(),
+            stores: Vec::new(),
+            agent_version: "test".into(),
+            timestamp_ms: now_ms(),
+        }
+        .sign(&keypair)
+        .unwrap();
+        state.accept_record(&record, Source::Direct).unwrap();
+        assert_eq!(view(&state, "a", Reuse::UntilChanged, &renders), "3");
+        assert_eq!(view(&state, "b", for_a_second, &renders), "2");
+        assert_eq!(state.metrics().peers.get(), 1);
+        assert!(state.metrics().state_bytes.get() > 0);
+    }
+}
