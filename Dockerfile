@@ -8,9 +8,18 @@
 # The builder compiles all three binaries once (BuildKit cache mounts keep the cargo registry
 # and the target folder between builds); each final image is distroless `cc` (glibc, CA
 # certificates, no shell) running as the non-root user 65532.
+#
+# The final stages take the binaries from the `binaries` stage and start from `runtime-base`; the
+# end-to-end tests build these same stages with buildah from prebuilt binaries and a base made of
+# Debian's own files (e2e/cluster/images.sh):
+#   --build-arg BINARIES=<image with /out/dig-*>  --build-arg RUNTIME_BASE=<image>
 
-ARG RUST_VERSION=1.88
+# At least the highest `rust-version` of the locked crates, and the workspace's `rust-version`
+# (e2e/tests/images_dockerfile.rs fails otherwise).
+ARG RUST_VERSION=1.89
 ARG DEBIAN_RELEASE=bookworm
+ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot
+ARG BINARIES=builder
 
 FROM docker.io/library/rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
@@ -25,7 +34,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && mkdir -p /out /out/data \
     && cp target/dist/dig-bootstrap target/dist/dig-sidecar target/dist/dig-operator /out/
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime-base
+# Where the final stages copy the binaries from: the builder, or an image of prebuilt ones.
+FROM ${BINARIES} AS binaries
+
+FROM ${RUNTIME_BASE} AS runtime-base
 LABEL org.opencontainers.image.source="https://github.com/dig-network/dig-operator" \
       org.opencontainers.image.licenses="Apache-2.0"
 USER 65532:65532
@@ -34,7 +46,7 @@ USER 65532:65532
 FROM runtime-base AS dig-bootstrap
 LABEL org.opencontainers.image.title="dig-bootstrap" \
       org.opencontainers.image.description="DIG Network peer registry"
-COPY --from=builder /out/dig-bootstrap /usr/local/bin/dig-bootstrap
+COPY --from=binaries /out/dig-bootstrap /usr/local/bin/dig-bootstrap
 EXPOSE 3000
 ENTRYPOINT ["/usr/local/bin/dig-bootstrap"]
 
@@ -42,9 +54,9 @@ ENTRYPOINT ["/usr/local/bin/dig-bootstrap"]
 FROM runtime-base AS dig-sidecar
 LABEL org.opencontainers.image.title="dig-sidecar" \
       org.opencontainers.image.description="DIG Network node: replicates a folder of .dig stores"
-COPY --from=builder /out/dig-sidecar /usr/local/bin/dig-sidecar
+COPY --from=binaries /out/dig-sidecar /usr/local/bin/dig-sidecar
 # An empty /data owned by the runtime user, so a fresh Docker volume is writable by it.
-COPY --from=builder --chown=65532:65532 /out/data /data
+COPY --from=binaries --chown=65532:65532 /out/data /data
 ENV DIG_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 4001/tcp 4001/udp 8080
@@ -55,6 +67,6 @@ CMD ["run"]
 FROM runtime-base AS dig-operator
 LABEL org.opencontainers.image.title="dig-operator" \
       org.opencontainers.image.description="Kubernetes operator for DIG Networks"
-COPY --from=builder /out/dig-operator /usr/local/bin/dig-operator
+COPY --from=binaries /out/dig-operator /usr/local/bin/dig-operator
 EXPOSE 8080 9443
 ENTRYPOINT ["/usr/local/bin/dig-operator"]

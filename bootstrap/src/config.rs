@@ -4,17 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use dig_core::logging::LogFormat;
+use dig_core::network_id::parse_network_id;
 
-use crate::record::{RecordLimits, is_valid_network_id};
+use crate::record::RecordLimits;
 use crate::registry::{DEFAULT_MAX_STATE_BYTES, DEFAULT_RECORDS_PAGE_BYTES, RegistryConfig};
 use crate::server::limits::ConnectionLimits;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 fn parse_sibling_url(text: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
@@ -24,17 +20,6 @@ fn parse_sibling_url(text: &str) -> Result<url::Url, String> {
         ));
     }
     Ok(url)
-}
-
-fn parse_network_id(text: &str) -> Result<String, String> {
-    if is_valid_network_id(text) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "{text:?} does not match {}",
-            crate::record::NETWORK_ID_PATTERN
-        ))
-    }
 }
 
 /// DIG Network bootstrap registry: a REST registry of signed peer records.
@@ -219,6 +204,13 @@ pub struct Config {
     #[arg(long, env = "DIG_BOOTSTRAP_SHUTDOWN_GRACE", value_name = "SECONDS",
           default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub shutdown_grace: u64,
+
+    /// Seconds between SIGTERM (or Ctrl-C) and closing the listener, during which `/ready`
+    /// answers 503 and everything else is served: time for Kubernetes or a load balancer to stop
+    /// sending new requests before connections close.
+    #[arg(long, env = "DIG_BOOTSTRAP_SHUTDOWN_DELAY", value_name = "SECONDS",
+          default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_delay: u64,
 }
 
 impl Config {
@@ -259,6 +251,16 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
+    }
+
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_secs(self.shutdown_delay)
+    }
+
+    /// How long unreachable siblings may keep `/ready` at 503 after start: two pull periods,
+    /// at least 5 s.
+    pub fn federation_sync_deadline(&self) -> Duration {
+        (2 * self.federation_interval()).max(Duration::from_secs(5))
     }
 
     /// Burst size of the rate limit, or `None` when it is off.
@@ -306,7 +308,10 @@ mod tests {
                 .unwrap_or_default();
             assert!(help.len() > 10, "--{long} explains itself: {help:?}");
         }
-        assert!(flags >= 8, "the flags of DESIGN 4a at least: {flags}");
+        assert!(
+            flags >= 8,
+            "the flags of docs/DESIGN.md §4a at least: {flags}"
+        );
     }
 
     #[test]

@@ -201,6 +201,12 @@ pub struct PullLabels {
     pub result: PullResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiblingLabels {
+    /// Sibling server URL.
+    pub peer: String,
+}
+
 fn known_list<R: ResultLabel>() -> String {
     R::KNOWN
         .iter()
@@ -244,6 +250,7 @@ pub struct Metrics {
     pub expirations: Counter,
     pub federation_records: Family<ResultLabels<FederationResult>, Counter>,
     pub federation_pulls: Family<PullLabels, Counter>,
+    pub federation_sibling_replicas: Family<SiblingLabels, Gauge>,
     pub rate_limited: Counter,
     pub open_connections: Gauge,
     pub connections_closed: Family<CloseLabels, Counter>,
@@ -312,6 +319,12 @@ impl Metrics {
             ),
             federation_pulls.clone(),
         );
+        let federation_sibling_replicas = Family::<SiblingLabels, Gauge>::default();
+        registry.register(
+            "federation_sibling_replicas",
+            "Replicas behind a sibling URL pulled on their own, this server not counted",
+            federation_sibling_replicas.clone(),
+        );
         let rate_limited = Counter::default();
         registry.register(
             "rate_limited_requests",
@@ -363,6 +376,7 @@ impl Metrics {
             expirations,
             federation_records,
             federation_pulls,
+            federation_sibling_replicas,
             rate_limited,
             open_connections,
             connections_closed,
@@ -390,6 +404,15 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// How many replicas behind the sibling URL `peer` are pulled.
+    pub fn set_sibling_replicas(&self, peer: &str, replicas: usize) {
+        self.federation_sibling_replicas
+            .get_or_create(&SiblingLabels {
+                peer: peer.to_owned(),
+            })
+            .set(i64::try_from(replicas).unwrap_or(i64::MAX));
     }
 
     /// Creates the pull series of the sibling at `peer` at 0, so an alert on its errors sees a

@@ -6,8 +6,9 @@ mod support;
 use std::sync::LazyLock;
 
 use dig_bootstrap::record::{
-    PeerRecord, RecordLimits, SignedPeerRecord, SignedUnregister, StoreEntry, now_ms,
+    PeerRecord, RecordLimits, SignedPeerRecord, SignedUnregister, StoreEntry,
 };
+use dig_core::clock::now_ms;
 use libp2p_identity::Keypair;
 use proptest::prelude::*;
 

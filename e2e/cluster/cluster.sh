@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback for the end-to-end tests: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler and kwok (which plays the kubelet of one fake node).
+# kube-controller-manager, kube-scheduler and kwok (which plays the kubelet of one fake node); or,
+# with --real-node, the same control plane and one real node (kubelet, kube-proxy, containerd,
+# CoreDNS, a volume provisioner) whose pods run as containers (node.sh).
 #
 #   cluster.sh build                 build the tools once from the Go module proxy (cached under
 #                                    ~/.cache/dig-e2e, keyed by versions) and the kubeconform schemas
 #   cluster.sh tools-dir             print the directory holding the built tools (exit 3 if not built)
 #   cluster.sh up                    start a control plane in the run dir, wait until it is ready
+#   cluster.sh up --real-node        the same with a real node instead of kwok; --images DIR also
+#                                    imports the archives of `cluster.sh images` into its containerd
+#   cluster.sh images --binaries DIR build the three images from the Dockerfile with DIR's binaries
+#                                    (images.sh); prints the directory of their archives
+#   cluster.sh load-images DIR|FILE  import image archives into the real node of the run dir
+#                                    (options before the command: cluster.sh --run-dir R load-images D)
 #   cluster.sh down                  stop every process recorded in the run dir
 #   cluster.sh env                   print `export KUBECONFIG=...` lines for a shell
 #   cluster.sh status                show which components of the run dir are alive
@@ -16,7 +24,9 @@
 #
 # Options (before or after the command): --run-dir DIR (or env DIG_E2E_RUN_DIR; default
 # ${TMPDIR:-/tmp}/dig-e2e-cluster). Env DIG_E2E_TOOLS overrides where the tools are looked up,
-# DIG_E2E_CACHE where they are built (default ~/.cache/dig-e2e).
+# DIG_E2E_CACHE where they are built (default ~/.cache/dig-e2e). `build` makes the real node's
+# tools too (CoreDNS, the pause and busybox images); the real node needs root and Debian's
+# containerd, runc, iptables and containernetworking-plugins.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,16 +38,27 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 KUBERNETES_VALIDATE_VERSION=1.37.0   # PyPI package that ships the JSON schemas of 1.25 to 1.37
+COREDNS_VERSION=v1.14.1      # the real node's cluster DNS: the newest on client-go 0.34 (see build_coredns)
 # Bump when the way a tool is built changes, so caches made by an older recipe are not reused.
 BUILD_RECIPE=3
 
 cache=${DIG_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dig-e2e}
 run_dir=${DIG_E2E_RUN_DIR:-${TMPDIR:-/tmp}/dig-e2e-cluster}
+real_node=0
+up_images=""
+images_binaries=""
+# Where the API server listens: loopback, or with a real node the machine's end of its veth.
+API_HOST=127.0.0.1
 
 die() {
   echo "cluster.sh: $*" >&2
   exit 1
 }
+
+# shellcheck source=e2e/cluster/node.sh
+. "$here/node.sh"
+# shellcheck source=e2e/cluster/images.sh
+. "$here/images.sh"
 
 # Go writes its module and build caches under our cache so that CI can keep them between runs,
 # never downloads a toolchain (only the module proxy is reachable) and builds static binaries.
@@ -69,6 +90,9 @@ quiet() {
 
 # The directory of one component's binaries; it holds a `.complete` marker once fully built.
 component_dir() { echo "$cache/build/$1-$2-$go_version-r$BUILD_RECIPE"; }
+# The real node's own components live beside, not in, build/: a cluster.sh of an older recipe
+# prunes build/ of what it does not know, and other worktrees may run one.
+node_component_dir() { echo "$cache/node/$1-$2-$go_version-r$BUILD_RECIPE"; }
 tools_key() {
   echo "k8s-$KUBERNETES_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.helm-$HELM_VERSION.kubeconform-$KUBECONFORM_VERSION.schemas-$KUBERNETES_VALIDATE_VERSION.$go_version.r$BUILD_RECIPE"
 }
@@ -200,6 +224,65 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
 }
 
+# CoreDNS with only the plugins the real node's Corefile uses (node.sh), the way CoreDNS documents
+# building a trimmed server: a main package that sets the directive list and imports the plugins.
+build_coredns() {
+  local out
+  out=$(node_component_dir coredns "$COREDNS_VERSION")
+  if [ -f "$out/.complete" ]; then
+    echo "  cached: CoreDNS $COREDNS_VERSION"
+    return 0
+  fi
+  echo "building CoreDNS $COREDNS_VERSION"
+  local work=$cache/go/work/coredns-$COREDNS_VERSION
+  rm -rf "$work" "$out"
+  mkdir -p "$work" "$out/bin"
+  local gomod
+  gomod=$(go mod download -json "github.com/coredns/coredns@$COREDNS_VERSION" | jq -r .GoMod)
+  {
+    echo "module dig-e2e.local/coredns-build"
+    echo
+    grep -E '^go [0-9.]+$' "$gomod"
+    echo
+    echo "require github.com/coredns/coredns $COREDNS_VERSION"
+    # The Kubernetes build's own API modules: their compiled packages come from the Go build
+    # cache instead of being compiled a second time.
+    echo "require k8s.io/api v0.${KUBERNETES_VERSION#v1.}"
+    echo "require k8s.io/apimachinery v0.${KUBERNETES_VERSION#v1.}"
+    echo "require k8s.io/client-go v0.${KUBERNETES_VERSION#v1.}"
+  } >"$work/go.mod"
+  cat >"$work/main.go" <<'GO'
+// CoreDNS with the plugins of the e2e real node only (their order is CoreDNS's plugin.cfg order).
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+	"github.com/coredns/coredns/coremain"
+)
+
+func init() {
+	dnsserver.Directives = []string{"bind", "ready", "health", "errors", "log", "cache", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+GO
+  (
+    cd "$work"
+    local start=$SECONDS
+    quiet "$work/get.log" nice -n 10 go mod tidy
+    echo "  resolved modules in $((SECONDS - start)) s"
+    timed coredns nice -n 10 go build -trimpath -ldflags "-s -w" -o "$out/bin/coredns" .
+  )
+  touch "$out/.complete"
+}
+
 # kwok's stage definitions ship in its module source (kustomize/stage); `up` feeds them to kwok.
 copy_kwok_stages() {
   local out source stages
@@ -239,15 +322,19 @@ kwok $KWOK_VERSION kwok
 helm $HELM_VERSION helm
 kubeconform $KUBECONFORM_VERSION kubeconform
 kwok $KWOK_VERSION kwok-stages
+kubernetes $KUBERNETES_VERSION kubelet
+kubernetes $KUBERNETES_VERSION kube-proxy
 EOF
+  ln -sfn "$(node_component_dir coredns "$COREDNS_VERSION")/bin/coredns" "$tools/coredns"
+  ln -sfn "$NODE_IMAGES_DIR" "$tools/images"
   touch "$tools/.complete"
 }
 
 # Builds of other versions or recipes are dead weight once the current set is complete.
 prune_old_builds() {
-  local keep=" $(component_dir kubernetes "$KUBERNETES_VERSION") $(component_dir etcd "$ETCD_VERSION") $(component_dir kwok "$KWOK_VERSION") $(component_dir helm "$HELM_VERSION") $(component_dir kubeconform "$KUBECONFORM_VERSION") $(tools_set_dir) "
+  local keep=" $(component_dir kubernetes "$KUBERNETES_VERSION") $(component_dir etcd "$ETCD_VERSION") $(component_dir kwok "$KWOK_VERSION") $(component_dir helm "$HELM_VERSION") $(component_dir kubeconform "$KUBECONFORM_VERSION") $(tools_set_dir) $(node_component_dir coredns "$COREDNS_VERSION") $NODE_IMAGES_DIR "
   local dir
-  for dir in "$cache"/build/* "$cache"/tools/*; do
+  for dir in "$cache"/build/* "$cache"/tools/* "$cache"/node/*; do
     [ -d "$dir" ] || continue
     [[ $keep == *" $dir "* ]] && continue
     echo "  removing outdated build $dir"
@@ -268,6 +355,8 @@ cmd_build() {
   build_helm
   build_installable kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform \
     "-X main.version=$KUBECONFORM_VERSION"
+  build_coredns
+  build_node_images
   link_tools
   prune_old_builds
   local step=$SECONDS
@@ -335,8 +424,10 @@ cmd_kubeconform() {
 
 # --- running a control plane -------------------------------------------------------------------
 
-# Stop order is the reverse of start order: the fake kubelet first, etcd last.
+# Stop order is the reverse of start order: the fake kubelet first, etcd last. A real node's
+# processes are stopped (and its state removed) by node_down, before these.
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+node_components=(containerd coredns volume-provisioner kubelet kube-proxy)
 
 find_tools() {
   local dir
@@ -360,6 +451,9 @@ find_tools() {
     exit 3
   fi
   tools=$dir
+  if [ "$real_node" = 1 ]; then
+    node_tool_check
+  fi
 }
 
 # A TCP port nobody listens on, not already handed out by this run.
@@ -461,7 +555,7 @@ write_pki() {
       echo "basicConstraints=critical,CA:FALSE"
       echo "keyUsage=critical,digitalSignature,keyEncipherment"
       echo "extendedKeyUsage=serverAuth"
-      echo "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+      echo "subjectAltName=IP:$API_HOST,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     } >apiserver.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
       -extfile apiserver.ext -out apiserver.crt
@@ -490,11 +584,16 @@ write_pki() {
 write_tokens() {
   local user token name groups
   (umask 077 && : >"$run_dir/tokens.csv")
-  for user in admin kwok kube-controller-manager kube-scheduler; do
+  local users=(admin kwok kube-controller-manager kube-scheduler)
+  [ "$real_node" = 1 ] && users+=(kubelet kube-proxy coredns)
+  for user in "${users[@]}"; do
     token=$(openssl rand -hex 32)
+    # The node's users are the ones the bootstrap RBAC policy and the Node authorizer know.
     case $user in
       admin) name=dig-e2e-admin groups=system:masters ;;
       kwok) name=kwok groups=system:masters ;;
+      kubelet) name=system:node:$NODE_NAME groups=system:nodes ;;
+      coredns) name=dig-e2e:coredns groups="" ;;
       *) name=system:$user groups="" ;;
     esac
     echo "$token,$name,$name,\"$groups\"" >>"$run_dir/tokens.csv"
@@ -512,7 +611,7 @@ kind: Config
 clusters:
 - name: dig-e2e
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$API_HOST:$API_PORT
     certificate-authority-data: $ca_data
 users:
 - name: dig-e2e
@@ -542,16 +641,27 @@ start_etcd() {
 }
 
 apiserver_ready() {
-  curl -sf --max-time 2 --cacert "$run_dir/pki/ca.crt" "https://127.0.0.1:$API_PORT/readyz"
+  curl -sf --max-time 2 --cacert "$run_dir/pki/ca.crt" "https://$API_HOST:$API_PORT/readyz"
 }
 
 start_apiserver() {
   local pki=$run_dir/pki
-  # The endpoint reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint, which
-  # Endpoints validation rejects; nothing here dials that Service. Without
-  # --shutdown-send-retry-after, SIGTERM waits up to the 60 s request timeout for open watches.
+  # On loopback the endpoint reconciler would publish 127.0.0.1 as the `kubernetes` Service's
+  # endpoint, which Endpoints validation rejects, and no pod dials that Service. With a real node
+  # the API server listens on the machine's end of the node's veth, publishes that for the
+  # `kubernetes` Service (pods reach it through kube-proxy), calls webhooks and services at their
+  # pod addresses (aggregator routing: the machine has a route to the pods, not to Service IPs)
+  # and the kubelet with a client certificate. Without --shutdown-send-retry-after, SIGTERM waits
+  # up to the 60 s request timeout for open watches.
+  local mode_flags=(--endpoint-reconciler-type none)
+  if [ "$real_node" = 1 ]; then
+    mode_flags=(--endpoint-reconciler-type lease --enable-aggregator-routing=true
+      --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt"
+      --kubelet-client-key "$pki/apiserver-kubelet-client.key"
+      --kubelet-preferred-address-types InternalIP)
+  fi
   start_component kube-apiserver "$tools/kube-apiserver" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --bind-address "$API_HOST" --advertise-address "$API_HOST" --secure-port "$API_PORT" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" \
@@ -565,11 +675,11 @@ start_apiserver() {
     --service-account-key-file "$pki/service-account.pub" \
     --service-account-signing-key-file "$pki/service-account.key" \
     --service-cluster-ip-range 10.96.0.0/16 \
-    --endpoint-reconciler-type none \
+    "${mode_flags[@]}" \
     --shutdown-send-retry-after \
     --allow-privileged \
     --profiling=false
-  wait_for "kube-apiserver /readyz on 127.0.0.1:$API_PORT" 120 kube-apiserver apiserver_ready
+  wait_for "kube-apiserver /readyz on $API_HOST:$API_PORT" 120 kube-apiserver apiserver_ready
 }
 
 # Client rate limits: kube-controller-manager's default 20 requests/s (burst 30) per controller
@@ -684,6 +794,35 @@ allowVolumeExpansion: true
 EOF
 }
 
+# A real node's cluster objects: its default StorageClass and what CoreDNS may read.
+apply_real_node_objects() {
+  {
+    node_storage_class
+    cat <<EOF
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: dig-e2e:coredns
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: dig-e2e:coredns
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "dig-e2e:coredns"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "dig-e2e:coredns"}
+EOF
+  } | kubectl_admin apply -f - >/dev/null
+}
+
 component_healthy() {
   curl -sfk --max-time 2 "https://127.0.0.1:$1/healthz"
 }
@@ -714,6 +853,13 @@ cmd_up() {
   mkdir -p "$run_dir/logs" "$run_dir/pids"
   # A failed start leaves nothing running.
   trap 'status=$?; [ $status -eq 0 ] || cmd_down; exit $status' EXIT
+  if [ "$real_node" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "the real node needs root (network namespaces, mounts, cgroups)"
+    # shellcheck source=/dev/null
+    . "$(readlink -f "$tools/images")/images.env"
+    node_network_up
+    API_HOST=$HOST_IP
+  fi
   free_port && ETCD_PORT=$port
   free_port && ETCD_PEER_PORT=$port
   free_port && API_PORT=$port
@@ -728,38 +874,73 @@ API_PORT=$API_PORT
 CONTROLLER_MANAGER_PORT=$CONTROLLER_MANAGER_PORT
 SCHEDULER_PORT=$SCHEDULER_PORT
 KWOK_PORT=$KWOK_PORT
+API_HOST=$API_HOST
+REAL_NODE=$real_node
 EOF
   write_pki
+  [ "$real_node" = 1 ] && write_node_pki
   write_tokens
   start_etcd
   start_apiserver
-  echo "kube-apiserver ready on https://127.0.0.1:$API_PORT after $((SECONDS - start)) s" >&2
-  apply_cluster_objects
+  echo "kube-apiserver ready on https://$API_HOST:$API_PORT after $((SECONDS - start)) s" >&2
+  if [ "$real_node" = 1 ]; then
+    apply_real_node_objects
+  else
+    apply_cluster_objects
+  fi
   start_controller_manager
   start_scheduler
-  start_kwok
+  [ "$real_node" = 1 ] || start_kwok
   wait_for "kube-controller-manager /healthz" 60 kube-controller-manager component_healthy "$CONTROLLER_MANAGER_PORT"
   wait_for "kube-scheduler /healthz" 60 kube-scheduler component_healthy "$SCHEDULER_PORT"
-  wait_for "node kwok-node-0 Ready" 60 kwok \
-    kubectl_admin wait --for=condition=Ready node/kwok-node-0 --timeout=2s
+  if [ "$real_node" = 1 ]; then
+    node_up
+    [ -z "$up_images" ] || cmd_load_images "$up_images"
+  else
+    wait_for "node kwok-node-0 Ready" 60 kwok \
+      kubectl_admin wait --for=condition=Ready node/kwok-node-0 --timeout=2s
+  fi
   wait_for "service account default/default" 60 kube-controller-manager default_service_account_exists
   trap - EXIT
   echo "control plane up in $((SECONDS - start)) s; KUBECONFIG=$run_dir/kubeconfig" >&2
 }
 
+# Imports image archives (a file, or every *.tar of a directory) into the run's real node.
+cmd_load_images() {
+  local source=${1:?load-images needs a directory or an archive}
+  [ -f "$run_dir/node.env" ] || die "no real node in $run_dir (start one with: $0 up --real-node)"
+  # shellcheck source=/dev/null
+  . "$run_dir/node.env"
+  local archives=()
+  if [ -d "$source" ]; then
+    archives=("$source"/*.tar)
+  else
+    archives=("$source")
+  fi
+  [ -f "${archives[0]}" ] || die "no image archives in $source"
+  local start=$SECONDS
+  node_import_images "${archives[@]}"
+  echo "imported ${#archives[@]} images in $((SECONDS - start)) s" >&2
+}
+
 cmd_down() {
   [ -d "$run_dir" ] || return 0
   run_dir=$(cd "$run_dir" && pwd)
+  # Each step of a node's clean-up is tried even when one before it failed.
+  node_down || echo "cluster.sh: the node's clean-up in $run_dir failed part-way; continuing" >&2
   local i
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do
     stop_component "${components[$i]}"
   done
+  node_network_down || echo "cluster.sh: cannot remove the node's network of $run_dir" >&2
 }
 
 existing_run_dir() {
   run_dir=$(cd "$run_dir" 2>/dev/null && pwd) || die "run dir $run_dir does not exist"
   load_run_env
   tools=$TOOLS
+  API_HOST=${API_HOST:-127.0.0.1}
+  real_node=${REAL_NODE:-0}
 }
 
 cmd_restart_apiserver() {
@@ -774,12 +955,19 @@ cmd_env() {
   existing_run_dir
   echo "export KUBECONFIG=$run_dir/kubeconfig"
   echo "export PATH=$TOOLS:\$PATH"
+  if [ "${REAL_NODE:-0}" = 1 ] && [ -f "$run_dir/node.env" ]; then
+    sed 's/^/export DIG_E2E_/' "$run_dir/node.env"
+    echo "export CONTAINERD_ADDRESS=$run_dir/node/containerd.sock CONTAINERD_NAMESPACE=k8s.io"
+  fi
 }
 
 cmd_status() {
   existing_run_dir
-  local name pid all_up=0
-  for name in "${components[@]}"; do
+  local name pid all_up=0 names=("${components[@]}")
+  if [ "${REAL_NODE:-0}" = 1 ]; then
+    names=(etcd kube-apiserver kube-controller-manager kube-scheduler "${node_components[@]}")
+  fi
+  for name in "${names[@]}"; do
     if pid=$(our_pid "$name"); then
       echo "$name: running (pid $pid, log $run_dir/logs/$name.log)"
     else
@@ -787,7 +975,12 @@ cmd_status() {
       all_up=1
     fi
   done
-  echo "kubeconfig: $run_dir/kubeconfig (https://127.0.0.1:$API_PORT)"
+  echo "kubeconfig: $run_dir/kubeconfig (https://${API_HOST:-127.0.0.1}:$API_PORT)"
+  if [ -f "$run_dir/node.env" ]; then
+    # shellcheck source=/dev/null
+    . "$run_dir/node.env"
+    echo "node $NODE_NAME: network namespace $NODE_NETNS, node IP $NODE_IP, pods $POD_CIDR, cgroups $CGROUP_ROOT"
+  fi
   return $all_up
 }
 
@@ -802,14 +995,17 @@ main() {
     case $1 in
       --run-dir) run_dir=${2:?--run-dir needs a directory}; shift 2 ;;
       --run-dir=*) run_dir=${1#--run-dir=}; shift ;;
-      -h | --help | help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      --real-node) real_node=1; shift ;;
+      --images) up_images=${2:?--images needs a directory}; shift 2 ;;
+      --binaries) images_binaries=${2:?--binaries needs a directory}; shift 2 ;;
+      -h | --help | help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       -*) die "unknown option $1 (see --help)" ;;
       *)
         [ -z "$command" ] || die "one command at a time (got $command and $1)"
         command=$1
         shift
-        # Everything after `kubeconform` belongs to kubeconform.
-        [ "$command" = kubeconform ] && break
+        # Everything after `kubeconform` belongs to kubeconform, and so for load-images.
+        case $command in kubeconform | load-images) break ;; esac
         ;;
     esac
   done
@@ -821,6 +1017,9 @@ main() {
     env) cmd_env ;;
     status) cmd_status ;;
     restart-apiserver) cmd_restart_apiserver ;;
+    images) cmd_images ;;
+    load-images) existing_run_dir; cmd_load_images "${1:-}" ;;
+    provision-volumes) cmd_provision_volumes ;;
     kubeconform) cmd_kubeconform "$@" ;;
     "") die "no command given (see --help)" ;;
     *) die "unknown command '$command' (see --help)" ;;

@@ -59,7 +59,7 @@ impl BootstrapServer {
     /// for `localhost`).
     pub async fn start_with(args: &[&str], tls: Option<&TlsFiles>) -> anyhow::Result<Self> {
         // reqwest is built without a default rustls provider: install one before any client.
-        dig_bootstrap::install_crypto_provider();
+        dig_core::crypto::install_crypto_provider();
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let address = free_loopback_addr()?;

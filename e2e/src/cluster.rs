@@ -1,5 +1,8 @@
 //! A real Kubernetes control plane for end-to-end tests: etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler and kwok with one fake node, on loopback.
+//! kube-controller-manager, kube-scheduler and kwok with one fake node, on loopback; or the same
+//! control plane with one real node ([`TestCluster::start_real_node`]: kubelet, kube-proxy,
+//! containerd, CoreDNS, PersistentVolumes) whose pods run as containers in a network namespace
+//! of their own.
 //!
 //! `e2e/cluster/cluster.sh` builds the tools (cached under `~/.cache/dig-e2e`) and starts and
 //! stops the processes; [`TestCluster`] runs it with a fresh run dir per cluster and stops the
@@ -31,9 +34,14 @@ pub const KUBERNETES_VERSION: &str = "v1.34.4";
 pub const FAKE_NODE: &str = "kwok-node-0";
 /// The default StorageClass: kwok creates and binds a PersistentVolume for each of its claims.
 pub const STORAGE_CLASS: &str = "kwok-volume";
+/// The real node's name.
+pub const REAL_NODE: &str = "dig-e2e-node";
+/// The real node's default StorageClass: a directory of the run dir per claim, as a `local`
+/// PersistentVolume (grows on request).
+pub const REAL_NODE_STORAGE_CLASS: &str = "dig-e2e-local";
 
 /// `cluster.sh` exits with this code when the tools are not built.
-const TOOLS_MISSING_EXIT: i32 = 3;
+pub(crate) const TOOLS_MISSING_EXIT: i32 = 3;
 /// The file in a run dir naming the PID of the process that owns that cluster.
 const OWNER_FILE: &str = "owner.pid";
 /// Longest a kubectl command may run (the longest `kubectl wait` of the tests is a few minutes);
@@ -69,8 +77,16 @@ pub enum ClusterError {
         limit: Duration,
         stderr: String,
     },
-    #[error("`kubectl {args}` failed ({status}):\n{stderr}")]
+    #[error("`kubectl {args}` failed ({status}):\n{stdout}{stderr}")]
     Kubectl {
+        args: String,
+        status: String,
+        /// What kubectl printed before failing (`auth can-i` answers `no` there).
+        stdout: String,
+        stderr: String,
+    },
+    #[error("`helm {args}` failed ({status}):\n{stderr}")]
+    Helm {
         args: String,
         status: String,
         stderr: String,
@@ -144,7 +160,70 @@ pub fn tools_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
-fn skip_or_fail(test: &str, reason: &str) {
+/// Runs `cluster.sh kubeconform` (offline schema validation, strict) on the YAML `documents`,
+/// with kubeconform's `flags` (e.g. `["-skip", "ServiceMonitor"]`) and the schemas of the CRD
+/// files `crds` (none: the repository's `crds/*.yaml`). Bounded by [`SCRIPT_TIME_LIMIT`]; the
+/// output is kubeconform's, whatever its verdict.
+pub fn kubeconform(
+    tools: &Path,
+    crds: &[&Path],
+    flags: &[&str],
+    documents: &str,
+) -> Result<Output, ClusterError> {
+    let crd_list = crds
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = Command::new(cluster_script());
+    command
+        .args(["kubeconform", "-output", "text"])
+        .args(flags)
+        .arg("-")
+        .env(TOOLS_ENV, tools)
+        .env("DIG_E2E_CRDS", crd_list);
+    output_within(
+        command,
+        "cluster.sh kubeconform",
+        documents,
+        SCRIPT_TIME_LIMIT,
+    )
+}
+
+/// Runs the tools' kubectl with `kubeconfig` and `stdin` as its standard input, at most
+/// [`KUBECTL_TIME_LIMIT`]; returns its standard output, or an error with its error output.
+pub fn kubectl<I, S>(
+    tools: &Path,
+    kubeconfig: &Path,
+    args: I,
+    stdin: &str,
+) -> Result<String, ClusterError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (args, shown) = owned_and_shown(args);
+    let mut command = Command::new(tools.join("kubectl"));
+    command.arg("--kubeconfig").arg(kubeconfig).args(&args);
+    let output = output_within(
+        command,
+        &format!("kubectl {shown}"),
+        stdin,
+        KUBECTL_TIME_LIMIT,
+    )?;
+    if !output.status.success() {
+        return Err(ClusterError::Kubectl {
+            args: shown,
+            status: output.status.to_string(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Prints why `test` is skipped, or panics with it when `DIG_E2E_REQUIRE_CLUSTER=1`.
+pub fn skip_or_fail(test: &str, reason: &str) {
     match missing_tools_verdict(test, reason, cluster_required()) {
         Ok(skip) => eprintln!("{skip}"),
         Err(failure) => panic!("{failure}"),
@@ -201,7 +280,7 @@ fn clean_up_abandoned_runs() {
 
 /// Runs `command` with `stdin` as its input until it exits, at most `limit`; one still running
 /// then is killed by its PID and reported with what it wrote to its error output so far.
-fn output_within(
+pub(crate) fn output_within(
     mut command: Command,
     shown: &str,
     stdin: &str,
@@ -278,12 +357,30 @@ fn output_within(
 }
 
 fn run_script(command: &str, run_dir: &Path) -> Result<Output, ClusterError> {
+    run_script_with(command, &[], run_dir)
+}
+
+/// `cluster.sh --run-dir RUN_DIR command extra...`.
+fn run_script_with(
+    command: &str,
+    extra: &[&OsStr],
+    run_dir: &Path,
+) -> Result<Output, ClusterError> {
     let script = cluster_script();
     let mut invocation = Command::new(&script);
-    invocation.arg(command).arg("--run-dir").arg(run_dir);
+    invocation
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg(command)
+        .args(extra);
+    let shown_extra: Vec<_> = extra.iter().map(|a| a.to_string_lossy()).collect();
     let output = output_within(
         invocation,
-        &format!("cluster.sh {command} --run-dir {}", run_dir.display()),
+        &format!(
+            "cluster.sh --run-dir {} {command} {}",
+            run_dir.display(),
+            shown_extra.join(" ")
+        ),
         "",
         SCRIPT_TIME_LIMIT,
     )?;
@@ -305,10 +402,100 @@ fn run_script(command: &str, run_dir: &Path) -> Result<Output, ClusterError> {
 /// How often [`TestCluster::start`] tries when a port it picked was taken meanwhile.
 const START_ATTEMPTS: u32 = 3;
 
+/// The real node of a cluster started by [`TestCluster::start_real_node`], as `cluster.sh`
+/// recorded it (RUN_DIR/node.env).
+#[derive(Clone, Debug)]
+pub struct RealNode {
+    /// The Node object's name ([`REAL_NODE`]).
+    pub name: String,
+    /// The network namespace holding the kubelet, kube-proxy, containerd, CoreDNS and the pods.
+    pub netns: String,
+    /// The node's address (kubelet, cluster DNS); the machine routes the pod range to it.
+    pub node_ip: std::net::Ipv4Addr,
+    /// The machine's end of the node's link, where the API server listens.
+    pub host_ip: std::net::Ipv4Addr,
+    /// The pods' addresses, reachable from the machine (and so from the tests).
+    pub pod_cidr: String,
+    /// Where the volume provisioner puts each claim's directory (`pvc-<claim uid>`).
+    pub volumes_dir: PathBuf,
+}
+
+impl RealNode {
+    fn read(run_dir: &Path) -> Option<RealNode> {
+        let text = std::fs::read_to_string(run_dir.join("node.env")).ok()?;
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{key}=")))
+                .map(str::to_owned)
+        };
+        Some(RealNode {
+            name: value("NODE_NAME")?,
+            netns: value("NODE_NETNS")?,
+            node_ip: value("NODE_IP")?.parse().ok()?,
+            host_ip: value("HOST_IP")?.parse().ok()?,
+            pod_cidr: value("POD_CIDR")?,
+            volumes_dir: run_dir.join("node/volumes"),
+        })
+    }
+
+    /// The directory behind the PersistentVolumeClaim whose uid is `claim_uid`.
+    pub fn volume_dir(&self, claim_uid: &str) -> PathBuf {
+        self.volumes_dir.join(format!("pvc-{claim_uid}"))
+    }
+}
+
 impl TestCluster {
     /// Starts a control plane in a fresh run dir whose name starts with `name`, and waits until
     /// the API server is ready, the fake node is Ready and the default service account exists.
     pub fn start(name: &str) -> Result<TestCluster, ClusterError> {
+        Self::start_with(name, &[])
+    }
+
+    /// Starts a control plane and a real node (`cluster.sh up --real-node`), and waits until the
+    /// node is Ready with kube-proxy and CoreDNS serving. `images`: a directory of image archives
+    /// ([`crate::images::Images::build`]) imported into the node's containerd before returning.
+    /// Needs root and Debian's containerd, runc, iptables and CNI plugins: without them this is
+    /// [`ClusterError::ToolsMissing`] naming what lacks.
+    pub fn start_real_node(name: &str, images: Option<&Path>) -> Result<TestCluster, ClusterError> {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("--real-node")];
+        if let Some(dir) = images {
+            args.extend([OsStr::new("--images"), dir.as_os_str()]);
+        }
+        Self::start_with(name, &args)
+    }
+
+    /// [`TestCluster::start_real_node`] with the skip-or-fail rule of
+    /// [`TestCluster::start_or_skip`].
+    pub fn start_real_node_or_skip(name: &str, images: Option<&Path>) -> Option<TestCluster> {
+        match TestCluster::start_real_node(name, images) {
+            Ok(cluster) => Some(cluster),
+            Err(ClusterError::ToolsMissing { reason }) => {
+                skip_or_fail(name, &reason);
+                None
+            }
+            Err(error) => panic!("cannot start test cluster {name} with a real node: {error}"),
+        }
+    }
+
+    /// The real node, when this cluster has one.
+    pub fn real_node(&self) -> Option<RealNode> {
+        RealNode::read(&self.run_dir)
+    }
+
+    /// Imports image archives (a directory of `*.tar`, or one archive) into the real node.
+    pub fn load_images(&self, archives: &Path) -> Result<(), ClusterError> {
+        run_script_with("load-images", &[archives.as_os_str()], &self.run_dir).map(drop)
+    }
+
+    /// The images every real node has: `PAUSE_IMAGE` and `BUSYBOX_IMAGE` (the chart's test pod).
+    pub fn node_image(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.tools.join("images/images.env")).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+    }
+
+    fn start_with(name: &str, up_args: &[&OsStr]) -> Result<TestCluster, ClusterError> {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
         clean_up_abandoned_runs();
         let tools = tools_dir()?;
@@ -337,7 +524,7 @@ impl TestCluster {
         };
         let started = std::time::Instant::now();
         let mut attempt = 1;
-        while let Err(error) = run_script("up", &cluster.run_dir) {
+        while let Err(error) = run_script_with("up", up_args, &cluster.run_dir) {
             // `up` picks free ports before the components bind them; another process on the
             // machine can take one in between. Such a start is tried again on fresh ports.
             let port_taken = matches!(&error, ClusterError::Script { stderr, .. }
@@ -397,14 +584,15 @@ impl TestCluster {
     }
 
     /// The log file of one component: etcd, kube-apiserver, kube-controller-manager,
-    /// kube-scheduler or kwok.
+    /// kube-scheduler or kwok; with a real node also containerd, kubelet, kube-proxy, coredns and
+    /// volume-provisioner.
     pub fn log_path(&self, component: &str) -> PathBuf {
         self.run_dir.join("logs").join(format!("{component}.log"))
     }
 
     /// A client for the admin user, built from the kubeconfig file as any user's would be.
     pub async fn client(&self) -> Result<kube::Client, ClusterError> {
-        install_crypto_provider();
+        dig_core::crypto::install_crypto_provider();
         let path = self.kubeconfig.clone();
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|source| {
             ClusterError::Kubeconfig {
@@ -439,36 +627,41 @@ impl TestCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<_> = args
+        let cache = self.run_dir.join("kubectl-cache");
+        let cache_args = [OsStr::new("--cache-dir"), cache.as_os_str()];
+        let args = cache_args
             .into_iter()
-            .map(|arg| arg.as_ref().to_owned())
-            .collect();
-        let shown = args
-            .iter()
-            .map(|arg| arg.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut command = Command::new(self.tool("kubectl"));
+            .map(OsStr::to_owned)
+            .chain(args.into_iter().map(|arg| arg.as_ref().to_owned()));
+        kubectl(&self.tools, &self.kubeconfig, args, stdin)
+    }
+
+    /// Runs helm against this cluster, with a home of its own in the run dir (no user config or
+    /// repositories leak in); returns its standard output.
+    pub fn helm<I, S>(&self, args: I) -> Result<String, ClusterError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (args, shown) = owned_and_shown(args);
+        let home = self.run_dir.join("helm-home");
+        let mut command = Command::new(self.tool("helm"));
         command
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.run_dir.join("kubectl-cache"))
-            .args(&args);
-        let output = output_within(
-            command,
-            &format!("kubectl {shown}"),
-            stdin,
-            KUBECTL_TIME_LIMIT,
-        )?;
+            .args(&args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"));
+        let output = output_within(command, &format!("helm {shown}"), "", KUBECTL_TIME_LIMIT)?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
-            return Err(ClusterError::Kubectl {
+            return Err(ClusterError::Helm {
                 args: shown,
                 status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                stderr: format!("{}{stdout}", String::from_utf8_lossy(&output.stderr)),
             });
         }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(stdout)
     }
 
     /// Stops kube-apiserver and starts it again on the same port with the same state; returns
@@ -509,12 +702,22 @@ impl Drop for TestCluster {
     }
 }
 
-/// kube's rustls needs a process-wide crypto provider when more than one is compiled in.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race against another thread installing one is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+/// Arguments as owned strings, and as one line for messages.
+fn owned_and_shown<I, S>(args: I) -> (Vec<std::ffi::OsString>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args
+        .into_iter()
+        .map(|arg| arg.as_ref().to_owned())
+        .collect();
+    let shown = args
+        .iter()
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (args, shown)
 }
 
 #[cfg(test)]

@@ -2,9 +2,14 @@
 //! locating the workspace binaries, starting them as real processes, and stopping them by PID.
 
 pub mod bootstrap;
+pub mod browser;
 pub mod cluster;
+pub mod images;
 pub mod netns;
 pub mod network;
 pub mod operator;
 pub mod process;
+pub mod prometheus;
 pub mod replication;
+pub mod wait;
+pub mod walkthrough;

@@ -149,3 +149,51 @@ pub fn sidecar_status_in(namespace: &str) -> Option<serde_json::Value> {
         .ok()?;
     serde_json::from_slice(&output.stdout).ok()
 }
+
+/// A network namespace with only its loopback, whose `/etc/hosts` (for processes started with
+/// [`LoopbackNamespace::command`], which is `ip netns exec`) maps names to chosen loopback
+/// addresses: several servers behind one name, without touching the machine's resolver.
+pub struct LoopbackNamespace {
+    pub name: String,
+    hosts_dir: std::path::PathBuf,
+}
+
+impl LoopbackNamespace {
+    /// Creates `<tag>-<pid>` with `lo` up and `hosts` (name, address) in its hosts file.
+    pub fn create(tag: &str, hosts: &[(&str, Ipv4Addr)]) -> Result<Self, NetnsError> {
+        if let Some(reason) = why_unavailable() {
+            return Err(NetnsError::Unavailable(reason));
+        }
+        let name = format!("{tag}-{}", std::process::id() % 100_000);
+        ip(&["netns", "add", &name])?;
+        let namespace = Self {
+            hosts_dir: std::path::Path::new("/etc/netns").join(&name),
+            name,
+        };
+        ip(&["-n", &namespace.name, "link", "set", "lo", "up"])?;
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (host, address) in hosts {
+            text.push_str(&format!("{address} {host}\n"));
+        }
+        std::fs::create_dir_all(&namespace.hosts_dir)
+            .and_then(|()| std::fs::write(namespace.hosts_dir.join("hosts"), text))
+            .map_err(|e| {
+                NetnsError::Unavailable(format!("writing {:?}: {e}", namespace.hosts_dir))
+            })?;
+        Ok(namespace)
+    }
+
+    /// `ip netns exec <name> <program>`: the program runs in the namespace with its hosts file.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+}
+
+impl Drop for LoopbackNamespace {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = std::fs::remove_dir_all(&self.hosts_dir);
+    }
+}

@@ -109,7 +109,7 @@ impl SidecarNode {
     pub async fn start_on(spec: NodeSpec, api: SocketAddr) -> anyhow::Result<Self> {
         // reqwest is built without a default TLS crypto back end; tests talk plain HTTP but the
         // client still needs one installed.
-        dig_bootstrap::install_crypto_provider();
+        dig_core::crypto::install_crypto_provider();
         std::fs::create_dir_all(&spec.data_dir)
             .with_context(|| format!("creating {}", spec.data_dir.display()))?;
         let binary = match &spec.binary {

@@ -3,10 +3,9 @@
 //! read and parsed; the repository's CRDs applied; bounded polling for the tests and the bench.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -93,7 +92,7 @@ impl OperatorProcess {
         options: OperatorOptions,
     ) -> Result<OperatorProcess, OperatorError> {
         let (process, metrics_addr) = spawn(kubeconfig, &options)?;
-        dig_bootstrap::install_crypto_provider();
+        dig_core::crypto::install_crypto_provider();
         let operator = OperatorProcess {
             process,
             metrics_addr,
@@ -473,25 +472,6 @@ pub fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
 pub fn is_ready(object: &Value) -> bool {
     condition(object, "Ready").is_some_and(|ready| ready["status"] == "True")
         && object["status"]["observedGeneration"] == object["metadata"]["generation"]
-}
-
-/// Polls `probe` every 300 ms until it yields a value, for at most `timeout`; panics naming
-/// `what` and the last thing observed.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(observed) if Instant::now() >= deadline => {
-                panic!("{what}: not reached within {timeout:?}; last seen: {observed}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -356,7 +356,7 @@ impl Drop for TestProcess {
 /// Polls `url` with GET until it answers 2xx, for at most `timeout`. Returns the last error.
 pub async fn wait_for_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
     // reqwest is built without a default rustls provider: install one before any client.
-    dig_bootstrap::install_crypto_provider();
+    dig_core::crypto::install_crypto_provider();
     wait_for_http_ok_with(&reqwest::Client::new(), url, timeout).await
 }
 

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use dig_bootstrap::api::{PeersResponse, RecordsResponse, StorePeersQuery, TopologyResponse};
-use dig_bootstrap::record::{RecordLimits, UnregisterRequest, now_ms};
+use dig_bootstrap::record::{RecordLimits, UnregisterRequest};
 use dig_bootstrap::{ClientError, PeersQuery};
+use dig_core::clock::now_ms;
 use dig_e2e::bootstrap::{BootstrapServer, metric_value, record, signed_record};
 use libp2p_identity::Keypair;
 use serde_json::{Value, json};

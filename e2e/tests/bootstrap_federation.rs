@@ -1,30 +1,17 @@
 //! Federation between real dig-bootstrap servers, and a fake sibling relaying a tampered record.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dig_bootstrap::PeersQuery;
 use dig_bootstrap::api::RecordsResponse;
-use dig_bootstrap::record::{UnregisterRequest, now_ms};
+use dig_bootstrap::record::UnregisterRequest;
+use dig_core::clock::now_ms;
 use dig_e2e::bootstrap::{BootstrapServer, metric_value, signed_record};
+use dig_e2e::wait::eventually;
 use libp2p_identity::Keypair;
 
-/// Polls `check` every 200 ms for at most `timeout`.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("{what} did not happen within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a change at one server may take to reach its sibling (pulled every second).
+const RELAY_WAIT: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
@@ -46,10 +33,12 @@ async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
         .register(&signed_record(&keypair, "testnet", &[("alpha", 3)], now))
         .await?;
 
-    eventually("record relayed to B", Duration::from_secs(15), || async {
-        Ok(client_b.peers(&PeersQuery::default()).await?.total == 1)
+    eventually("record relayed to B", RELAY_WAIT, || async {
+        let total = client_b.peers(&PeersQuery::default()).await?.total;
+        anyhow::ensure!(total == 1, "B lists {total} peers");
+        Ok(())
     })
-    .await?;
+    .await;
     let seen = client_b.peers_with_store("alpha").await?;
     assert_eq!(seen.peers[0].peer_id, peer_id);
     assert_eq!(seen.peers[0].stores.as_ref().unwrap()[0].lamport, 3);
@@ -63,23 +52,26 @@ async fn siblings_share_records_and_removals() -> anyhow::Result<()> {
             now + 1,
         ))
         .await?;
-    eventually("newer record relayed", Duration::from_secs(15), || async {
+    eventually("newer record relayed", RELAY_WAIT, || async {
         let peers = client_b.peers_with_store("alpha").await?;
-        Ok(peers
+        let lamport = peers
             .peers
             .first()
             .and_then(|p| p.stores.as_ref())
-            .map(|s| s[0].lamport)
-            == Some(4))
+            .map(|s| s[0].lamport);
+        anyhow::ensure!(lamport == Some(4), "B holds lamport {lamport:?}");
+        Ok(())
     })
-    .await?;
+    .await;
 
     // A removal at A is relayed too.
     client_a.unregister(&keypair, "testnet").await?;
-    eventually("removal relayed to B", Duration::from_secs(15), || async {
-        Ok(client_b.stats().await?.total_peers == 0)
+    eventually("removal relayed to B", RELAY_WAIT, || async {
+        let total = client_b.stats().await?.total_peers;
+        anyhow::ensure!(total == 0, "B holds {total} peers");
+        Ok(())
     })
-    .await?;
+    .await;
     let metrics = b.metrics().await?;
     assert!(
         metric_value(
@@ -149,20 +141,17 @@ async fn a_tampered_relayed_record_is_dropped_and_counted() -> anyhow::Result<()
         "1",
     ])
     .await?;
-    eventually(
-        "relayed records processed",
-        Duration::from_secs(15),
-        || async {
-            let metrics = server.metrics().await?;
-            let rejected = metric_value(
-                &metrics,
-                "dig_bootstrap_federation_records_total",
-                &["result=\"rejected\""],
-            );
-            Ok(rejected.unwrap_or(0.0) >= 2.0)
-        },
-    )
-    .await?;
+    eventually("relayed records processed", RELAY_WAIT, || async {
+        let metrics = server.metrics().await?;
+        let rejected = metric_value(
+            &metrics,
+            "dig_bootstrap_federation_records_total",
+            &["result=\"rejected\""],
+        );
+        anyhow::ensure!(rejected.unwrap_or(0.0) >= 2.0, "rejected: {rejected:?}");
+        Ok(())
+    })
+    .await;
     let peers = server.client()?.peers(&PeersQuery::default()).await?;
     let ids: Vec<_> = peers.peers.iter().map(|p| p.peer_id.clone()).collect();
     assert_eq!(
@@ -182,5 +171,128 @@ async fn a_tampered_relayed_record_is_dropped_and_counted() -> anyhow::Result<()
     );
     assert!(server.process.output().contains("dropped relayed record"));
     fake.abort();
+    Ok(())
+}
+
+/// `curl` inside `namespace`: the body of `url` (POST `json` when given), or why not.
+fn curl_in(
+    namespace: &dig_e2e::netns::LoopbackNamespace,
+    url: &str,
+    json: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut command = namespace.command("curl");
+    command.args(["-sS", "--fail-with-body", "--max-time", "5"]);
+    if let Some(body) = json {
+        command.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let output = command.arg(url).output()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        anyhow::bail!(
+            "curl {url}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(text)
+}
+
+#[tokio::test]
+async fn replicas_behind_one_name_pull_each_other_and_never_themselves() -> anyhow::Result<()> {
+    use std::net::Ipv4Addr;
+    // Two replicas behind the name `registry`, as a headless Service resolves to every replica:
+    // each is pointed at that one name, so it resolves to itself too.
+    let replicas = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
+    let namespace = match dig_e2e::netns::LoopbackNamespace::create(
+        "dig-fed",
+        &[("registry", replicas[0]), ("registry", replicas[1])],
+    ) {
+        Ok(namespace) => namespace,
+        Err(dig_e2e::netns::NetnsError::Unavailable(reason)) => {
+            eprintln!("SKIPPED replicas_behind_one_name: {reason}");
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let binary = dig_e2e::process::binary_path("dig-bootstrap")?;
+    let mut servers = Vec::new();
+    for address in replicas {
+        let mut spec = dig_e2e::process::ProcessSpec::new("ip")
+            .name(format!("dig-bootstrap@{address}"))
+            .args(["netns", "exec", &namespace.name])
+            .arg(binary.display().to_string());
+        spec = spec.args([
+            "--listen",
+            &format!("{address}:3000"),
+            "--peer-bootstrap",
+            "http://registry:3000",
+            "--federation-interval",
+            "1",
+            "--rate-limit",
+            "0",
+        ]);
+        servers.push(spec.spawn()?);
+    }
+    eventually("both replicas ready", Duration::from_secs(30), || async {
+        match replicas
+            .iter()
+            .find(|a| curl_in(&namespace, &format!("http://{a}:3000/ready"), None).is_err())
+        {
+            Some(address) => Err(format!("{address} not ready")),
+            None => Ok(()),
+        }
+    })
+    .await;
+
+    // One node registers at each replica.
+    let mut ids = Vec::new();
+    for address in replicas {
+        let keypair = Keypair::generate_ed25519();
+        ids.push(keypair.public().to_peer_id().to_base58());
+        let record = signed_record(&keypair, "testnet", &[("s", 1)], now_ms());
+        curl_in(
+            &namespace,
+            &format!("http://{address}:3000/register"),
+            Some(&serde_json::to_string(&record)?),
+        )?;
+    }
+    eventually(
+        "each replica lists both nodes",
+        Duration::from_secs(30),
+        || async {
+            match replicas.iter().find(|a| {
+                !curl_in(&namespace, &format!("http://{a}:3000/peers"), None)
+                    .is_ok_and(|body| ids.iter().all(|id| body.contains(id.as_str())))
+            }) {
+                Some(address) => Err(format!("{address} does not list both nodes yet")),
+                None => Ok(()),
+            }
+        },
+    )
+    .await;
+    for address in replicas {
+        let metrics = curl_in(&namespace, &format!("http://{address}:3000/metrics"), None)?;
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "dig_bootstrap_federation_sibling_replicas",
+                &["peer=\"http://registry:3000\""]
+            ),
+            Some(1.0),
+            "{address} pulls the other replica and not itself:\n{metrics}"
+        );
+    }
+    for server in &servers {
+        assert!(
+            server.output().contains("this address is this server"),
+            "{}: {}",
+            server.name(),
+            server.output()
+        );
+    }
     Ok(())
 }

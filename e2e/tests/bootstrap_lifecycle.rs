@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use dig_bootstrap::record::now_ms;
+use dig_core::clock::now_ms;
 use dig_e2e::bootstrap::{BootstrapServer, TlsFiles, metric_value, signed_record};
 use libp2p_identity::Keypair;
 use serde_json::Value;
@@ -245,5 +245,100 @@ async fn ctrl_c_shuts_down_gracefully_with_exit_code_0() -> anyhow::Result<()> {
         .expect("dig-bootstrap did not exit within 15 s of SIGINT");
     assert!(status.success(), "exit status {status}");
     assert!(server.process.output().contains("Ctrl-C received"));
+    Ok(())
+}
+
+/// `GET /ready`: its status code and `status` field.
+async fn ready(server: &BootstrapServer) -> anyhow::Result<(u16, Value)> {
+    let response = server.http()?.get(server.url("/ready")).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test]
+async fn ready_waits_for_siblings_but_not_forever() -> anyhow::Result<()> {
+    // A sibling nobody serves: the registry is not ready at first, then ready after the
+    // deadline (two federation intervals, at least 5 s) rather than never.
+    let nobody = dig_e2e::process::free_loopback_addr()?;
+    let sibling = format!("http://{nobody}");
+    let started = Instant::now();
+    let server =
+        BootstrapServer::start(&["--peer-bootstrap", &sibling, "--federation-interval", "2"])
+            .await?;
+    let (status, body) = ready(&server).await?;
+    if started.elapsed() < Duration::from_secs(4) {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["status"], "syncing", "{body}");
+        assert_eq!(body["siblings"][0], sibling, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = ready(&server).await?;
+        if status == 200 {
+            assert_eq!(body["status"], "ready");
+            assert!(
+                started.elapsed() >= Duration::from_secs(4),
+                "ready too early"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // /health never depended on it, and /ready is not rate limited (probes call it often).
+    assert_eq!(server.client()?.health().await?.status, "ok");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ready_follows_the_first_pull_of_a_live_sibling() -> anyhow::Result<()> {
+    let sibling = BootstrapServer::start(&[]).await?;
+    let server = BootstrapServer::start(&["--peer-bootstrap", &sibling.base_url]).await?;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let (status, body) = ready(&server).await?;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 4 s of a sibling answering: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_makes_ready_fail_while_still_serving_for_the_shutdown_delay() -> anyhow::Result<()>
+{
+    let mut server = BootstrapServer::start(&["--shutdown-delay", "3"]).await?;
+    assert_eq!(ready(&server).await?.0, 200);
+    server.process.terminate()?;
+    let signalled = Instant::now();
+    let deadline = signalled + Duration::from_secs(2);
+    let mut draining = None;
+    while Instant::now() < deadline {
+        let (status, body) = ready(&server).await?;
+        if status == 503 {
+            draining = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = draining.expect("/ready answers 503 soon after SIGTERM");
+    assert_eq!(body["status"], "draining", "{body}");
+    // Everything else is still served during the delay.
+    assert_eq!(server.client()?.health().await?.status, "ok");
+    let status = server
+        .process
+        .wait_timeout_async(Duration::from_secs(20))
+        .await?
+        .expect("dig-bootstrap exits after the delay");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "the listener stayed open for --shutdown-delay"
+    );
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dig_bootstrap::api::RecordsResponse;
-use dig_bootstrap::record::now_ms;
+use dig_core::clock::now_ms;
 use dig_e2e::bootstrap::{BootstrapServer, TlsFiles, metric_value, signed_record};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

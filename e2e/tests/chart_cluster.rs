@@ -9,23 +9,21 @@
 
 mod chart_support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chart_support::{
     Helm, NAMESPACE, RELEASE, Rendered, SeriesCheck, alert_expressions, chart_dir, check_series,
     dashboard_expressions, exposed_series_names, strings, tools_or_skip,
 };
-use dig_e2e::cluster::{TOOLS_ENV, TestCluster, cluster_script};
+use dig_e2e::cluster::{TestCluster, kubeconform, kubectl};
 use dig_e2e::process::{ProcessSpec, TestProcess, free_loopback_addr};
+use dig_e2e::wait::{CLUSTER_WAIT, eventually};
 use serde_json::Value;
 
 const FULLNAME: &str = "dig-operator";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:dig-system:dig-operator";
 /// Every wait below is bounded by this (a loaded two-core machine).
-const WAIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn rendered_chart_passes_kubeconform() {
@@ -52,28 +50,13 @@ fn rendered_chart_passes_kubeconform() {
         };
         // The cert-manager and Prometheus Operator kinds have no offline schema here; the
         // apiserver dry run below and the chart_render assertions cover them.
-        let mut child = Command::new(cluster_script())
-            .args([
-                "kubeconform",
-                "-output",
-                "text",
-                "-skip",
-                "ServiceMonitor,PrometheusRule,Certificate,Issuer",
-                "-",
-            ])
-            .env(TOOLS_ENV, &tools)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running cluster.sh kubeconform");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(rendered.as_bytes())
-            .expect("writing the rendered chart");
-        let output = child.wait_with_output().expect("kubeconform output");
+        let output = kubeconform(
+            &tools,
+            &[],
+            &["-skip", "ServiceMonitor,PrometheusRule,Certificate,Issuer"],
+            &rendered,
+        )
+        .expect("cluster.sh kubeconform runs");
         assert!(
             output.status.success(),
             "kubeconform rejects the chart rendered with {extra:?}:\n{}{}",
@@ -83,58 +66,14 @@ fn rendered_chart_passes_kubeconform() {
     }
 }
 
-/// kubectl against the test cluster; `Err` carries stdout and stderr.
+/// kubectl against the test cluster; `Err` says which command failed and what kubectl wrote.
 fn run_kubectl(
     kubeconfig: &Path,
     tools: &Path,
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<String, String> {
-    let mut child = Command::new(tools.join("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("kubectl stdin");
-    }
-    let output = child.wait_with_output().expect("kubectl output");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "`kubectl {}`: {stdout}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-/// Polls `probe` (a blocking check) until it returns `Some`, for at most `WAIT`.
-async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match probe() {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not reached within {WAIT:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+    kubectl(tools, kubeconfig, args, stdin.unwrap_or_default()).map_err(|e| e.to_string())
 }
 
 /// Applies the DigNetwork `name` of namespace `chart-net` with `spec_yaml` (indented under
@@ -157,7 +96,8 @@ async fn assert_network_reconciled(
     for object in objects {
         eventually(
             &format!("the operator with {permissions} creates {object}"),
-            || {
+            CLUSTER_WAIT,
+            || async move {
                 run_kubectl(
                     kubeconfig,
                     tools,
@@ -234,7 +174,7 @@ async fn start_operator(
         .build()
         .expect("HTTP client");
     let base = format!("http://{metrics}");
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + CLUSTER_WAIT;
     loop {
         let ready = http.get(format!("{base}/readyz")).send().await;
         if ready.is_ok_and(|r| r.status().is_success()) {
@@ -303,7 +243,7 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     let Some(cluster) = TestCluster::start_or_skip("chart_cluster") else {
         return;
     };
-    dig_bootstrap::install_crypto_provider();
+    dig_core::crypto::install_crypto_provider();
     let tools = cluster.tools_dir().to_path_buf();
     let kubeconfig = cluster.kubeconfig_path().to_path_buf();
     let kubeconfig_arg = kubeconfig.to_str().expect("UTF-8 path").to_string();
@@ -451,24 +391,29 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         .timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client");
-    eventually("the operator holds the chart's Lease", || {
-        let holder = kubectl(&[
-            "get",
-            "lease",
-            &format!("{FULLNAME}-leader"),
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])?;
-        (holder == "dig-operator-test-0")
-            .then_some(())
-            .ok_or(holder)
-    })
+    eventually(
+        "the operator holds the chart's Lease",
+        CLUSTER_WAIT,
+        || async move {
+            let holder = kubectl(&[
+                "get",
+                "lease",
+                &format!("{FULLNAME}-leader"),
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])?;
+            (holder == "dig-operator-test-0")
+                .then_some(())
+                .ok_or(holder)
+        },
+    )
     .await;
     eventually(
         "the operator patches the caBundle of the chart's webhook",
-        || {
+        CLUSTER_WAIT,
+        || async move {
             let bundle = kubectl(&[
                 "get",
                 "mutatingwebhookconfiguration",
@@ -662,7 +607,8 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
     .expect("applying a third DigNetwork");
     eventually(
         "the operator (cert-manager mode) creates statefulset/third-node",
-        || {
+        CLUSTER_WAIT,
+        || async move {
             kubectl(&[
                 "get",
                 "statefulset/third-node",

@@ -746,7 +746,11 @@ fn monitoring_objects_follow_the_capability_and_the_values() {
         "DigNodeWithoutPeers",
         "DigReplicationLagging",
         "DigVerificationFailures",
+        "DigStoresUnderReplicated",
+        "DigDownloadsFailing",
+        "DigPeerBanned",
         "DigOperatorReconcileErrors",
+        "DigOperatorWebhookCertificateExpiring",
         "DigOperatorDown",
     ] {
         assert!(

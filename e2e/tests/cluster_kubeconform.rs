@@ -3,11 +3,10 @@
 //!
 //! Skipped with a message when the tools are not built, unless DIG_E2E_REQUIRE_CLUSTER=1.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use dig_e2e::cluster::{TOOLS_ENV, cluster_script, tools_or_skip};
+use dig_e2e::cluster::tools_or_skip;
 
 /// A small CRD with the shapes the converter must handle: nested objects, int-or-string,
 /// nullable, and a subtree that keeps unknown fields.
@@ -39,28 +38,9 @@ spec:
               extra: { type: object, x-kubernetes-preserve-unknown-fields: true }
 "#;
 
+/// Validates `documents` with the offline schemas (and those of `crds`).
 fn kubeconform(tools: &Path, crds: &[&Path], documents: &str) -> Output {
-    let crd_list = crds
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(cluster_script())
-        .args(["kubeconform", "-output", "text", "-"])
-        .env(TOOLS_ENV, tools)
-        .env("DIG_E2E_CRDS", crd_list)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cluster.sh kubeconform");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(documents.as_bytes())
-        .expect("write documents to kubeconform");
-    child.wait_with_output().expect("kubeconform finishes")
+    dig_e2e::cluster::kubeconform(tools, crds, &[], documents).expect("cluster.sh kubeconform runs")
 }
 
 fn text(output: &Output) -> String {

@@ -135,3 +135,125 @@ fn abandoned_clusters_are_stopped_and_dropped_clusters_leave_no_process() {
     drop(abandoned_run);
     assert!(!abandoned.exists(), "the abandoned run dir is removed");
 }
+
+/// What of a real node is visible on the machine: its network namespace and veth, mounts under
+/// the run dir, its cgroups, processes naming the run dir, and containerd's shim sockets named
+/// in its state.
+fn real_node_traces(run_dir: &Path, node: &dig_e2e::cluster::RealNode) -> Vec<String> {
+    let mut traces = Vec::new();
+    if Path::new("/run/netns").join(&node.netns).exists() {
+        traces.push(format!("network namespace {}", node.netns));
+    }
+    let routes = Command::new("ip").args(["route", "show"]).output().unwrap();
+    let prefix = node.pod_cidr.split('/').next().unwrap().to_owned();
+    if String::from_utf8_lossy(&routes.stdout).contains(&prefix) {
+        traces.push(format!("route to {}", node.pod_cidr));
+    }
+    let run = format!("{}/", run_dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    traces.extend(
+        mounts
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|mount| mount.starts_with(&run))
+            .map(|mount| format!("mount {mount}")),
+    );
+    let env = std::fs::read_to_string(run_dir.join("node.env")).unwrap_or_default();
+    if let Some(root) = env.lines().find_map(|l| l.strip_prefix("CGROUP_ROOT=")) {
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let dir = hierarchy.path().join(root.trim_start_matches('/'));
+            if dir.exists() {
+                traces.push(format!("cgroup {}", dir.display()));
+            }
+        }
+    }
+    for process in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = process.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
+            continue;
+        }
+        let cmdline = std::fs::read(process.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&run) && running(name.parse().unwrap()) {
+            traces.push(format!("process {name}: {cmdline}"));
+        }
+    }
+    traces
+}
+
+#[test]
+fn a_real_node_leaves_nothing_behind() {
+    let Some(mut cluster) = TestCluster::start_real_node_or_skip("real-node-lifecycle", None)
+    else {
+        return;
+    };
+    let run_dir = cluster.run_dir().to_owned();
+    let node = cluster.real_node().expect("the node's record");
+    // A pod with a claim: a container, its sandbox, a netns, overlay and volume mounts.
+    let busybox = cluster
+        .node_image("BUSYBOX_IMAGE")
+        .expect("the busybox image");
+    let manifest = format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: scratch}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: sleeper}}\nspec:\n  securityContext: {{runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532}}\n  containers:\n  - name: sleeper\n    image: {busybox}\n    command: [sh, -c, 'echo hello > /scratch/file && sleep 3600']\n    volumeMounts: [{{name: scratch, mountPath: /scratch}}]\n  volumes:\n  - name: scratch\n    persistentVolumeClaim: {{claimName: scratch}}\n"
+    );
+    cluster
+        .kubectl_with_stdin(["apply", "-f", "-"], &manifest)
+        .unwrap();
+    cluster
+        .kubectl([
+            "wait",
+            "--for=condition=Ready",
+            "pod/sleeper",
+            "--timeout=120s",
+        ])
+        .unwrap();
+    let claim_uid = cluster
+        .kubectl(["get", "pvc", "scratch", "-o", "jsonpath={.metadata.uid}"])
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(node.volume_dir(claim_uid.trim()).join("file")).unwrap(),
+        "hello\n",
+        "the pod, as user 65532 with fsGroup, wrote into its root-owned volume"
+    );
+    // A grown claim gets its new size (a directory has none to grow).
+    cluster
+        .kubectl([
+            "patch",
+            "pvc",
+            "scratch",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+        ])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let capacity = cluster
+            .kubectl([
+                "get",
+                "pvc",
+                "scratch",
+                "-o",
+                "jsonpath={.status.capacity.storage}",
+            ])
+            .unwrap();
+        if capacity == "2Gi" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim never reported 2Gi (now {capacity:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let before = real_node_traces(&run_dir, &node);
+    assert!(
+        before.iter().any(|t| t.starts_with("mount "))
+            && before.iter().any(|t| t.starts_with("cgroup ")),
+        "a running node has mounts and cgroups: {before:?}"
+    );
+
+    cluster.stop().expect("cluster.sh down");
+    let after = real_node_traces(&run_dir, &node);
+    assert!(after.is_empty(), "left behind by down: {after:?}");
+}

@@ -5,10 +5,10 @@
 //! Skipped with a message when the control-plane tools are not built, unless
 //! DIG_E2E_REQUIRE_CLUSTER=1 (as `e2e/test-all.sh` sets), which makes that a failure.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dig_e2e::cluster::{FAKE_NODE, KUBERNETES_VERSION, STORAGE_CLASS, TestCluster};
+use dig_e2e::wait::{CLUSTER_WAIT, eventually};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -18,39 +18,6 @@ use kube::{Api, Client};
 use serde_json::json;
 
 const NAMESPACE: &str = "smoke";
-/// Long enough for a loaded two-core machine; every wait below is bounded by it.
-const WAIT: Duration = Duration::from_secs(90);
-const POLL: Duration = Duration::from_millis(300);
-/// Longest one poll may take.
-const PROBE_LIMIT: Duration = Duration::from_secs(15);
-
-/// Polls `probe` until it yields a value, at most `WAIT`; panics naming `what` and the last
-/// thing observed.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + WAIT;
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        // A probe that hangs (an API server gone quiet) counts as one failed attempt.
-        let attempt = tokio::time::timeout(PROBE_LIMIT, probe())
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {PROBE_LIMIT:?}")));
-        match attempt {
-            Ok(value) => return value,
-            Err(observed) if Instant::now() >= deadline => {
-                panic!(
-                    "{what}: not reached within {WAIT:?} ({attempts} attempts); last seen: {observed}"
-                )
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
-}
-
 fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("test manifest matches its Kubernetes type")
 }
@@ -74,6 +41,7 @@ async fn wait_pods_running(client: &Client, selector: &str, count: usize) -> Vec
     let list = ListParams::default().labels(selector);
     eventually(
         &format!("{count} pods {selector} Running and Ready"),
+        CLUSTER_WAIT,
         || {
             let (pods, list) = (pods.clone(), list.clone());
             async move {
@@ -104,22 +72,26 @@ where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
     let list = ListParams::default().labels(selector);
-    eventually(&format!("{what} {selector} garbage-collected"), || {
-        let (api, list) = (api.clone(), list.clone());
-        async move {
-            let left = api
-                .list(&list)
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .len();
-            if left == 0 {
-                Ok(())
-            } else {
-                Err(format!("{left} left"))
+    eventually(
+        &format!("{what} {selector} garbage-collected"),
+        CLUSTER_WAIT,
+        || {
+            let (api, list) = (api.clone(), list.clone());
+            async move {
+                let left = api
+                    .list(&list)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .len();
+                if left == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{left} left"))
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -180,21 +152,25 @@ async fn check_deployment_and_garbage_collection(cluster: &TestCluster, client: 
         .await
         .expect("create Deployment web");
     wait_pods_running(client, "app=web", 2).await;
-    eventually("Deployment web reports 2 ready replicas", || {
-        let deployments = deployments.clone();
-        async move {
-            let status = deployments
-                .get("web")
-                .await
-                .map_err(|e| e.to_string())?
-                .status
-                .unwrap_or_default();
-            match status.ready_replicas {
-                Some(2) => Ok(()),
-                other => Err(format!("readyReplicas {other:?}")),
+    eventually(
+        "Deployment web reports 2 ready replicas",
+        CLUSTER_WAIT,
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let status = deployments
+                    .get("web")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .unwrap_or_default();
+                match status.ready_replicas {
+                    Some(2) => Ok(()),
+                    other => Err(format!("readyReplicas {other:?}")),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 
     // Deleting the owner leaves the ReplicaSet and its Pods to the garbage collector.
@@ -316,7 +292,7 @@ async fn check_unbound_claim_blocks_scheduling(client: &Client) {
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("create pod orphan");
-    let message = eventually("pod orphan reported unschedulable", || {
+    let message = eventually("pod orphan reported unschedulable", CLUSTER_WAIT, || {
         let pods = pods.clone();
         async move {
             let pod = pods.get("orphan").await.map_err(|e| e.to_string())?;
@@ -410,10 +386,14 @@ async fn check_service_account_tokens_and_rbac(cluster: &TestCluster) {
             NAMESPACE,
         ])
         .expect("create rolebinding");
-    eventually("the bound service account lists configmaps", || {
-        let result = as_reader(&token).map_err(|e| e.to_string());
-        async move { result.map(drop) }
-    })
+    eventually(
+        "the bound service account lists configmaps",
+        CLUSTER_WAIT,
+        || {
+            let result = as_reader(&token).map_err(|e| e.to_string());
+            async move { result.map(drop) }
+        },
+    )
     .await;
 }
 
@@ -421,7 +401,7 @@ async fn check_apiserver_restart(cluster: &TestCluster, client: &Client) {
     cluster.restart_apiserver().expect("restart kube-apiserver");
     // The same client reconnects; the data is in etcd, so the namespace is still there.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    eventually("the client lists namespaces again", || {
+    eventually("the client lists namespaces again", CLUSTER_WAIT, || {
         let namespaces = namespaces.clone();
         async move {
             let names: Vec<_> = namespaces
@@ -489,7 +469,7 @@ async fn control_plane_runs_workloads_and_survives_an_apiserver_restart() {
         .await
         .expect("create namespace");
     // The namespace's default service account must exist before Pods are admitted.
-    eventually("service account smoke/default", || {
+    eventually("service account smoke/default", CLUSTER_WAIT, || {
         let client = client.clone();
         async move {
             Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client, NAMESPACE)

@@ -175,3 +175,56 @@ fn dig_node_args_parse() {
         ]
     );
 }
+
+/// The bootstrap Deployment's probes against a real `dig-bootstrap` started with the Deployment's
+/// own arguments: each probe names the container's `http` port and its path answers 200, so the
+/// registry's pods become Ready and its Service gets endpoints. (One replica: with two, `/ready`
+/// first waits to pull the other, which `kubernetes_walkthrough` checks on a real node.)
+#[tokio::test]
+async fn bootstrap_probes_are_answered_by_dig_bootstrap() {
+    let net = network("networkId: testnet\nbootstrap:\n  replicas: 1");
+    let children = build_with(&net, NetworkFacts::default());
+    let container = bootstrap_container(&children);
+    let config = parse_bootstrap(container);
+    let port = &container.ports.as_ref().expect("the container's ports")[0];
+    assert_eq!(port.name.as_deref(), Some("http"));
+    assert_eq!(
+        i64::from(port.container_port),
+        i64::from(config.listen.port())
+    );
+
+    // The Deployment's arguments, on a loopback port of the test's choosing.
+    let args = container.args.clone().unwrap();
+    let listen = args.iter().position(|a| a == "--listen").unwrap();
+    let args: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != listen && *i != listen + 1)
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let server = dig_e2e::bootstrap::BootstrapServer::start(&args)
+        .await
+        .expect("dig-bootstrap starts with the Deployment's arguments");
+    let http = server.http().unwrap();
+    for (kind, probe) in [
+        ("liveness", container.liveness_probe.as_ref()),
+        ("readiness", container.readiness_probe.as_ref()),
+    ] {
+        let get = probe
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("the {kind} probe is an HTTP GET"));
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into()),
+            "the {kind} probe targets the http port"
+        );
+        let path = get.path.as_deref().expect("a probe path");
+        let response = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "dig-bootstrap answers the {kind} probe's GET {path} with {}",
+            response.status()
+        );
+    }
+}

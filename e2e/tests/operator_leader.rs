@@ -9,9 +9,8 @@
 use std::time::{Duration, Instant};
 
 use dig_e2e::cluster::TestCluster;
-use dig_e2e::operator::{
-    NETWORK_KIND, OperatorOptions, OperatorProcess, eventually, get_object, install_crds,
-};
+use dig_e2e::operator::{NETWORK_KIND, OperatorOptions, OperatorProcess, get_object, install_crds};
+use dig_e2e::wait::{CLUSTER_WAIT, eventually};
 use serde_json::json;
 
 const NAMESPACE: &str = "apps";
@@ -19,7 +18,6 @@ const LEASE_NAMESPACE: &str = "dig-system";
 const LEASE: &str = "dig-operator-leader";
 /// The operator's Lease duration (leader.rs `LeaseConfig::new`).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
-const WAIT: Duration = Duration::from_secs(120);
 
 fn create_network(cluster: &TestCluster, name: &str) {
     let manifest = json!({
@@ -41,7 +39,7 @@ fn wait_ready(cluster: &TestCluster, name: &str) {
             &format!("dignetwork/{name}"),
             "-n",
             NAMESPACE,
-            &format!("--timeout={}s", WAIT.as_secs()),
+            &format!("--timeout={}s", CLUSTER_WAIT.as_secs()),
         ])
         .unwrap_or_else(|e| panic!("DigNetwork {name} is not Ready: {e}"));
 }
@@ -76,7 +74,7 @@ async fn one_replica_leads_and_the_other_takes_over() {
         second.expect("start replica-b"),
     ];
 
-    let holder = eventually("a replica holds the Lease", WAIT, || {
+    let holder = eventually("a replica holds the Lease", CLUSTER_WAIT, || {
         let holder = lease_holder(&cluster);
         async move { holder.ok_or("no holder yet".to_string()) }
     })
@@ -116,7 +114,7 @@ async fn one_replica_leads_and_the_other_takes_over() {
     replicas[leader].kill();
     let killed = Instant::now();
     create_network(&cluster, "second");
-    let new_holder = eventually("the follower takes the Lease", WAIT, || {
+    let new_holder = eventually("the follower takes the Lease", CLUSTER_WAIT, || {
         let holder = lease_holder(&cluster);
         let expected = replicas[follower].name().to_string();
         async move {

@@ -6,11 +6,9 @@
 //! Skipped with a message when the control-plane tools are not built, unless
 //! DIG_E2E_REQUIRE_CLUSTER=1 (set by e2e/test-all.sh).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 
-use dig_e2e::cluster::{ClusterError, TOOLS_ENV, TestCluster, cluster_script};
+use dig_e2e::cluster::{ClusterError, TestCluster, kubeconform};
 use dig_e2e::operator::{NETWORK_KIND, NODE_KIND, crds_dir, dig_manifest, install_crds};
 use dig_e2e::process::workspace_root;
 use serde_json::{Value, json};
@@ -70,31 +68,13 @@ fn examples_pass_kubeconform_with_our_crds() {
     else {
         return;
     };
-    let crds = yaml_files(&crds_dir())
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let crds = yaml_files(&crds_dir());
+    let crds: Vec<&Path> = crds.iter().map(PathBuf::as_path).collect();
     let examples = yaml_files(&workspace_root().join("examples"));
     assert!(!examples.is_empty(), "no manifests in examples/");
     for example in examples {
         let text = std::fs::read_to_string(&example).expect("read example");
-        let mut child = Command::new(cluster_script())
-            .args(["kubeconform", "-output", "text", "-"])
-            .env(TOOLS_ENV, &tools)
-            .env("DIG_E2E_CRDS", &crds)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run cluster.sh kubeconform");
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(text.as_bytes())
-            .expect("write the example to kubeconform");
-        let output = child.wait_with_output().expect("kubeconform finishes");
+        let output = kubeconform(&tools, &crds, &[], &text).expect("cluster.sh kubeconform runs");
         assert!(
             output.status.success(),
             "kubeconform rejects {}:\n{}{}",
@@ -217,6 +197,19 @@ fn examples_apply_and_cel_rules_refuse_bad_specs() {
     for (spec, expected) in &refused_on_create {
         assert_refused(&cluster, &network("refused", spec.clone()), true, expected);
     }
+    // A name Kubernetes accepts but that cannot be a network id needs spec.networkId.
+    assert_refused(
+        &cluster,
+        &network("eu.prod", json!({})),
+        true,
+        &["without spec.networkId the name is the network id"],
+    );
+    apply(
+        &cluster,
+        &network("eu.prod", json!({"networkId": "eu-prod"})),
+        true,
+    )
+    .expect("a dotted name with a network id is accepted");
     // The same specs fixed are accepted: the refusals above are for the reason named.
     for spec in [
         json!({"dns": {"hostnames": ["a.example.com"], "setIdentifier": "eu", "weight": 10}}),

@@ -1,5 +1,5 @@
 //! The `dig-operator` binary reconciling DigNetworks and DigNodes on a real control plane (kwok
-//! reports the pods Running and binds their claims): every child of DESIGN section 5 with owner
+//! reports the pods Running and binds their claims): every child of docs/DESIGN.md §5 with owner
 //! references and the `dig-operator` field manager, `kubectl wait --for=condition=Ready`, spec
 //! changes rolled out, children deleted or edited by hand put back, an invalid spec Degraded
 //! without a requeue storm, ServiceMonitors and PodMonitors only where the API exists and pruned
@@ -16,15 +16,14 @@ use std::time::{Duration, Instant};
 
 use dig_e2e::cluster::TestCluster;
 use dig_e2e::operator::{
-    NETWORK_KIND, NODE_KIND, OperatorOptions, OperatorProcess, condition, dig_manifest, eventually,
-    get_object, install_crds, install_prometheus_operator_crd, is_ready,
+    NETWORK_KIND, NODE_KIND, OperatorOptions, OperatorProcess, condition, dig_manifest, get_object,
+    install_crds, install_prometheus_operator_crd, is_ready,
 };
 use dig_e2e::process::workspace_root;
+use dig_e2e::wait::{CLUSTER_WAIT, eventually};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "apps";
-/// Every wait below is bounded by this (a loaded two-core machine).
-const WAIT: Duration = Duration::from_secs(120);
 const NODE_IMAGE_1: &str = "registry.local/dig-sidecar:1";
 const NODE_IMAGE_2: &str = "registry.local/dig-sidecar:2";
 const NODE_IMAGE_3: &str = "registry.local/dig-sidecar:3";
@@ -71,7 +70,7 @@ fn kubectl_wait_ready(cluster: &TestCluster, kind_name: &str) {
             kind_name,
             "-n",
             NAMESPACE,
-            &format!("--timeout={}s", WAIT.as_secs()),
+            &format!("--timeout={}s", CLUSTER_WAIT.as_secs()),
         ])
         .unwrap_or_else(|e| panic!("{kind_name} is not Ready: {e}"));
 }
@@ -84,7 +83,7 @@ async fn ready_with(
     name: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    eventually(&format!("{kind} {name} Ready"), WAIT, || {
+    eventually(&format!("{kind} {name} Ready"), CLUSTER_WAIT, || {
         let result = match get(cluster, kind, name) {
             Some(object) if is_ready(&object) && check(&object) => Ok(object),
             other => Err(format!("{other:?}")),
@@ -128,16 +127,20 @@ fn assert_owned_child(child: &Value, owner_uid: &str) {
 
 /// Waits until no object of `kinds` is labelled `app.kubernetes.io/instance=<instance>`.
 async fn until_none_labelled(cluster: &TestCluster, kinds: &str, instance: &str) {
-    eventually(&format!("no {kinds} of {instance} left"), WAIT, || {
-        let left = labelled(cluster, kinds, instance);
-        async move {
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
+    eventually(
+        &format!("no {kinds} of {instance} left"),
+        CLUSTER_WAIT,
+        || {
+            let left = labelled(cluster, kinds, instance);
+            async move {
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?}"))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -401,7 +404,7 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
     cluster
         .kubectl(["delete", "configmap", "alpha-node", "-n", NAMESPACE])
         .expect("delete the ConfigMap");
-    eventually("the deleted children are recreated", WAIT, || {
+    eventually("the deleted children are recreated", CLUSTER_WAIT, || {
         let service = get(&cluster, "service", "alpha-node");
         let config_map = get(&cluster, "configmap", "alpha-node");
         let old_uid = old_uid.clone();
@@ -436,7 +439,7 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
             "external-dns.alpha.kubernetes.io/hostname=hijacked.example.com",
         ])
         .expect("annotate the bootstrap Service by hand");
-    eventually("the hand edits are put back", WAIT, || {
+    eventually("the hand edits are put back", CLUSTER_WAIT, || {
         let deployment = get(&cluster, "deployment", "alpha-bootstrap");
         let service = get(&cluster, "service", "alpha-bootstrap");
         async move {
@@ -462,7 +465,7 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
                    "privateNetwork": {"pskSecretRef": {"name": "no-such-secret"}}}),
         ),
     );
-    let broken = eventually("broken is Degraded", WAIT, || {
+    let broken = eventually("broken is Degraded", CLUSTER_WAIT, || {
         let object = get(&cluster, "dignetwork", "broken");
         async move {
             let object = object.ok_or("not found")?;
@@ -543,15 +546,19 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
         "dignetwork/alpha",
         json!({"spec": {"nodes": {"image": NODE_IMAGE_3}}}),
     );
-    eventually("alpha's new image reaches the DigNode", WAIT, || {
-        let set = get(&cluster, "statefulset", "dignode-solo");
-        async move {
-            let image = set.as_ref().map(node_image);
-            (image.as_deref() == Some(NODE_IMAGE_3))
-                .then_some(())
-                .ok_or(format!("{image:?}"))
-        }
-    })
+    eventually(
+        "alpha's new image reaches the DigNode",
+        CLUSTER_WAIT,
+        || {
+            let set = get(&cluster, "statefulset", "dignode-solo");
+            async move {
+                let image = set.as_ref().map(node_image);
+                (image.as_deref() == Some(NODE_IMAGE_3))
+                    .then_some(())
+                    .ok_or(format!("{image:?}"))
+            }
+        },
+    )
     .await;
     ready_with(&cluster, "dignode", "solo", |n| {
         n["status"]["ready"] == true
@@ -582,7 +589,7 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
             json!({"bootstrap": {"replicas": 1}, "nodes": {"replicas": 2}}),
         ),
     );
-    eventually("the operator starts on beta", WAIT, || {
+    eventually("the operator starts on beta", CLUSTER_WAIT, || {
         let deployment = get(&cluster, "deployment", "beta-bootstrap");
         async move {
             deployment
@@ -608,7 +615,7 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
         ("podmonitor", "beta-injected"),
         ("podmonitor", "beta-dignodes"),
     ] {
-        let monitor = eventually("beta's monitors", WAIT, || {
+        let monitor = eventually("beta's monitors", CLUSTER_WAIT, || {
             let object = get(&cluster, kind, name);
             async move { object.ok_or(format!("no {kind} {name}")) }
         })
@@ -649,14 +656,18 @@ async fn operator_reconciles_networks_and_nodes_on_a_real_cluster() {
     assert_job_relabelled(&dignodes, "alpha-node");
     // The API server's own selection: alpha's DigNode pod, and none of alpha's StatefulSet pods
     // (the ServiceMonitor alpha-node scrapes those).
-    let selected = eventually("the DigNode pod carries its network's label", WAIT, || {
-        let pods = pods_selected_by(&cluster, &dignodes["spec"]["selector"]);
-        async move {
-            (pods == ["dignode-solo-0"])
-                .then_some(pods.clone())
-                .ok_or(format!("{pods:?}"))
-        }
-    })
+    let selected = eventually(
+        "the DigNode pod carries its network's label",
+        CLUSTER_WAIT,
+        || {
+            let pods = pods_selected_by(&cluster, &dignodes["spec"]["selector"]);
+            async move {
+                (pods == ["dignode-solo-0"])
+                    .then_some(pods.clone())
+                    .ok_or(format!("{pods:?}"))
+            }
+        },
+    )
     .await;
     assert!(!selected.iter().any(|p| p.starts_with("alpha-node-")));
     let solo_pod = must_get(&cluster, "pod", "dignode-solo-0");

@@ -8,12 +8,12 @@
 //! Skipped with a message when the control-plane tools are not built, unless
 //! DIG_E2E_REQUIRE_CLUSTER=1 (as `e2e/test-all.sh` sets), which makes that a failure.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dig_e2e::cluster::{ClusterError, TestCluster};
 use dig_e2e::process::{ProcessSpec, free_loopback_addr, workspace_root};
+use dig_e2e::wait::{CLUSTER_WAIT, eventually};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{Api, Client};
@@ -24,33 +24,6 @@ const OPERATOR_NAMESPACE: &str = "dig-system";
 /// What the chart names its configuration when released as `dig-operator` in `dig-system`.
 const CONFIG_NAME: &str = "dig-system-dig-operator-inject";
 const SECRET_NAME: &str = "dig-e2e-webhook-tls";
-const WAIT: Duration = Duration::from_secs(90);
-const POLL: Duration = Duration::from_millis(300);
-/// Longest one poll may take.
-const PROBE_LIMIT: Duration = Duration::from_secs(15);
-
-/// Polls `probe` until it yields a value, at most `WAIT`; panics naming `what` and the last
-/// thing observed.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        // A probe that hangs (an API server gone quiet) counts as one failed attempt.
-        let attempt = tokio::time::timeout(PROBE_LIMIT, probe())
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {PROBE_LIMIT:?}")));
-        match attempt {
-            Ok(value) => return value,
-            Err(observed) if Instant::now() >= deadline => {
-                panic!("{what}: not reached within {WAIT:?}; last seen: {observed}")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
-}
 
 /// The chart's MutatingWebhookConfiguration, rendered by `helm template` as the release
 /// `dig-operator` in the operator's namespace.
@@ -220,7 +193,7 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
 
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let ca_bundle = eventually("the operator writes the caBundle", || {
+    let ca_bundle = eventually("the operator writes the caBundle", CLUSTER_WAIT, || {
         let configs = configs.clone();
         async move {
             let config = configs.get(CONFIG_NAME).await.map_err(|e| e.to_string())?;
@@ -249,7 +222,7 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
     }
 
     // The webhook answers over TLS with a certificate the written CA vouches for.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    dig_core::crypto::install_crypto_provider();
     let https = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&ca_bundle).expect("PEM CA bundle"))
@@ -260,6 +233,7 @@ async fn webhook_injects_labelled_pods_and_denies_bad_ones() {
         let healthz = format!("https://127.0.0.1:{}/healthz", addr.port());
         eventually(
             &format!("the webhook on {addr} serves /healthz over TLS"),
+            CLUSTER_WAIT,
             || {
                 let (https, healthz) = (https.clone(), healthz.clone());
                 async move {

@@ -2,16 +2,10 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use dig_core::logging::LogFormat;
 
 use crate::webhook::WebhookArgs;
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Kubernetes operator for DIG Networks (DigNetwork and DigNode) and the sidecar-injection webhook.
 ///

@@ -28,13 +28,17 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use crate::{
-    context::{Context, DNS_ENDPOINT_API, MONITORING_API},
-    crd::{DigNetwork, DigNode},
-    error::Error,
+    crd::{
+        DigNetwork, DigNode,
+        labels::{MANAGED_BY_LABEL, MANAGER},
+    },
     reconcile::{
-        dns::dns_endpoint_resource,
-        meta,
-        monitors::{pod_monitor_resource, service_monitor_resource},
+        apis::{
+            DNS_ENDPOINT_API, MONITORING_API, dns_endpoint_resource, pod_monitor_resource,
+            service_monitor_resource,
+        },
+        context::Context,
+        error::Error,
         network, node,
     },
 };
@@ -147,7 +151,7 @@ fn watch_config() -> watcher::Config {
 }
 
 fn children_config() -> watcher::Config {
-    watch_config().labels(&format!("app.kubernetes.io/managed-by={}", meta::MANAGER))
+    watch_config().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
 }
 
 /// Pause of a controller's merged watch streams after a watch error. kube-runtime's default

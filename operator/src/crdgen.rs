@@ -84,6 +84,26 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_is_the_network_id_follows_the_network_id_rule() {
+        let schema = schema_of(&DigNetwork::crd());
+        let rules = schema["x-kubernetes-validations"]
+            .as_array()
+            .expect("root rules");
+        let rule = rules
+            .iter()
+            .filter_map(|rule| rule["rule"].as_str())
+            .find(|rule| rule.contains("self.metadata.name.matches"))
+            .expect("a rule on the name");
+        assert_eq!(
+            rule,
+            format!(
+                "has(self.spec.networkId) || self.metadata.name.matches('{}')",
+                crate::crd::NETWORK_ID_PATTERN
+            )
+        );
+    }
+
+    #[test]
     fn network_schema_has_defaults_descriptions_and_rules() {
         let schema = schema_of(&DigNetwork::crd());
         let spec = &schema["properties"]["spec"];

@@ -1,12 +1,10 @@
 //! DIG Network operator: CRD types, reconcilers and the sidecar-injection webhook.
 
 pub mod cli;
-pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod crd_check;
 pub mod crdgen;
-pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -9,45 +9,22 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
+use dig_core::logging::{LogOutput, init_tracing};
 use dig_operator::{
-    cli::{Args, LogFormat},
-    context::{Context, registry_stats_fetcher},
+    cli::Args,
     controller, crd_check,
     http::{self, Health},
     leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
-    reconcile::validate::DefaultImages,
+    reconcile::{
+        context::{Context, registry_stats_fetcher},
+        validate::DefaultImages,
+    },
     webhook,
 };
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
 
 /// How long the controllers get to finish once told to stop.
 const CONTROLLER_STOP_GRACE: Duration = Duration::from_secs(20);
@@ -78,9 +55,8 @@ async fn run_controllers(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // kube, reqwest and axum-server may each pull a rustls back end in: choose one for all.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    init_tracing(args.log_format);
+    dig_core::crypto::install_crypto_provider();
+    init_tracing(args.log_format, "info,kube=warn", LogOutput::Stdout);
 
     let client = kube::Client::try_default()
         .await
@@ -106,8 +82,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let webhook_stop = stop_tx.clone();
     tokio::spawn(async move {
-        termination().await;
-        tracing::info!("termination signal: shutting down");
+        dig_core::shutdown::shutdown_signal().await;
         stop_tx.send_replace(true);
     });
 

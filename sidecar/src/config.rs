@@ -14,7 +14,9 @@ use std::{
     time::Duration,
 };
 
-use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use dig_core::logging::LogFormat;
+use dig_core::network_id::parse_network_id;
 use libp2p::Multiaddr;
 
 pub const DEFAULT_P2P_PORT: u16 = 4001;
@@ -51,13 +53,6 @@ pub enum Command {
     Identity(IdentityArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 /// Options of `dig-sidecar run`. Public so that the operator's tests can check the pod arguments
 /// they generate against the real parser.
 #[derive(Clone, Debug, Args)]
@@ -70,7 +65,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
 
-    /// Network id; nodes of different networks never connect. Letters, digits, '.', '_', '-'.
+    /// Network id; nodes of different networks never connect. 1 to 63 lowercase letters, digits
+    /// and '-', starting and ending with a letter or digit.
     #[arg(long, value_name = "ID", default_value = "mainnet", value_parser = parse_network_id)]
     pub network: String,
 
@@ -202,8 +198,14 @@ pub struct StatusArgs {
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", env = "DIG_API", value_parser = parse_http_url)]
     pub api: String,
     /// Print the raw JSON of /health, /ready and /connections instead of a summary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Redraw peers, downloads (with progress bars) and stores until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Redraw period of --watch (e.g. 1s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "watch")]
+    pub interval: Duration,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -478,17 +480,6 @@ pub fn expand_home(path: &Path) -> PathBuf {
     }
 }
 
-fn parse_network_id(value: &str) -> Result<String, String> {
-    if dig_bootstrap::record::is_valid_network_id(value) {
-        Ok(value.to_string())
-    } else {
-        Err(format!(
-            "must match {} (letters, digits, '.', '_', '-'; at most 64 characters)",
-            dig_bootstrap::record::NETWORK_ID_PATTERN
-        ))
-    }
-}
-
 fn parse_http_url(value: &str) -> Result<String, String> {
     let url = url::Url::parse(value).map_err(|error| format!("not a URL: {error}"))?;
     match url.scheme() {
@@ -716,7 +707,17 @@ mod tests {
     #[test]
     fn network_ids_and_urls_are_checked() {
         assert!(run(&["run", "--network", "bad net"], &[]).is_err());
-        assert!(run(&["run", "--network", "dig-test_1.a"], &[]).is_ok());
+        assert!(run(&["run", "--network", "dig-test-1"], &[]).is_ok());
+        // The ids accepted before the one rule (docs/DESIGN.md §9) that it refuses now.
+        for old in ["dig-test_1.a", "Mainnet", "net-", &"a".repeat(64)] {
+            let text = run(&["run", "--network", old], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains("--network") && text.contains("is invalid"),
+                "{text}"
+            );
+        }
         assert!(run(&["run", "--bootstrap", "ftp://x"], &[]).is_err());
         let args = run(&["run", "--bootstrap", "http://registry:3000/"], &[]).unwrap();
         assert_eq!(args.bootstrap, vec!["http://registry:3000"]);

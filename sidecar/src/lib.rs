@@ -1,5 +1,6 @@
 //! DIG Network node: identity, discovery, replication and the HTTP API.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod discovery;

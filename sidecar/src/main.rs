@@ -1,20 +1,9 @@
 use anyhow::Context;
+use dig_core::logging::{LogOutput, init_tracing};
 use dig_sidecar::{
     cli,
-    config::{self, Command, LogFormat},
+    config::{self, Command},
 };
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let cli = match config::resolve(std::env::args_os().collect(), &|name| {
@@ -27,7 +16,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    dig_sidecar::run::install_crypto_provider()?;
+    dig_core::crypto::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -35,7 +24,8 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     match cli.command {
         Command::Run(args) => {
-            init_tracing(args.log_format);
+            // Logs go to stderr: the other commands print their results on stdout.
+            init_tracing(args.log_format, "info", LogOutput::Stderr);
             runtime.block_on(dig_sidecar::run::run(*args))?;
         }
         Command::VerifyDns(args) => {
@@ -44,6 +34,9 @@ fn main() -> anyhow::Result<()> {
             if !report.all_ok() {
                 std::process::exit(1);
             }
+        }
+        Command::Status(args) if args.watch => {
+            runtime.block_on(cli::watch::watch(&args))?;
         }
         Command::Status(args) => {
             let status = runtime

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use dig_bootstrap::client::{ClientError, RegistryClient};
+use dig_core::client::{ClientError, RegistryClient};
 use libp2p::pnet::PreSharedKey;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -50,8 +50,6 @@ pub enum RunError {
     Replication(#[source] Box<SyncError>),
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("installing the TLS crypto provider failed")]
-    CryptoProvider,
 }
 
 pub fn read_psk(path: &std::path::Path) -> Result<PreSharedKey, RunError> {
@@ -67,40 +65,8 @@ pub fn read_psk(path: &std::path::Path) -> Result<PreSharedKey, RunError> {
         })
 }
 
-/// Installs the ring crypto provider for rustls (reqwest, QUIC) once per process.
-pub fn install_crypto_provider() -> Result<(), RunError> {
-    if rustls::crypto::CryptoProvider::get_default().is_some() {
-        return Ok(());
-    }
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .or_else(|_| {
-            rustls::crypto::CryptoProvider::get_default()
-                .map(|_| ())
-                .ok_or(RunError::CryptoProvider)
-        })
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
-
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    install_crypto_provider()?;
+    dig_core::crypto::install_crypto_provider();
     let started = Instant::now();
     let data_dir = args.data_dir();
     let state_dir = args.state_dir();
@@ -191,13 +157,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         stores: stores_view,
         started,
         identity_loaded: true,
+        state_dir: state_dir.clone(),
+        live: Arc::default(),
     };
     let mut api_shutdown = shutdown.clone();
     let api = tokio::spawn(http::serve(listener, api_state, async move {
         let _ = api_shutdown.changed().await;
     }));
 
-    shutdown_signal().await;
+    dig_core::shutdown::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_sender.send(true);
     if let Some(task) = registry_task {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dig_bootstrap::record::now_ms;
+use dig_core::clock::now_ms;
 use libp2p_identity::Keypair;
 use tokio::runtime::Runtime;
 
@@ -96,7 +96,7 @@ fn main() {
         connections: env_usize("DIG_BENCH_CONNECTIONS", 32),
         seconds: env_usize("DIG_BENCH_SECONDS", 5) as u64,
     };
-    dig_bootstrap::install_crypto_provider();
+    dig_core::crypto::install_crypto_provider();
     let binary = dig::server_binary();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

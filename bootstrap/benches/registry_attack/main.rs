@@ -43,7 +43,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dig_bootstrap::record::now_ms;
+use dig_core::clock::now_ms;
 use libp2p_identity::Keypair;
 
 use attackers::{Flood, Honest, LOOKUP, SlowBodies};
@@ -72,7 +72,7 @@ struct Settings {
 }
 
 fn main() {
-    dig_bootstrap::install_crypto_provider();
+    dig_core::crypto::install_crypto_provider();
     if !namespace::inside() {
         if let Some(why) = namespace::why_unavailable() {
             println!("registry attack bench skipped: it needs its own network namespace ({why}).");

@@ -297,7 +297,7 @@ mod tests {
 
     use super::super::test_support::{accept, removal, remove, signed, signed_at};
     use super::super::{Registry, RegistryConfig, Removed, Source, Upserted};
-    use crate::record::now_ms;
+    use dig_core::clock::now_ms;
 
     #[test]
     fn upsert_refresh_and_replay() {

@@ -33,7 +33,7 @@ mod tests {
 
     use super::super::test_support::{accept, signed};
     use super::super::{Registry, RegistryConfig};
-    use crate::record::now_ms;
+    use dig_core::clock::now_ms;
 
     #[test]
     fn records_expire_after_ttl_and_indexes_follow() {

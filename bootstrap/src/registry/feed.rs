@@ -205,7 +205,8 @@ mod tests {
 
     use super::super::test_support::{accept, removal, remove, signed, signed_at};
     use super::super::{Registry, RegistryConfig};
-    use crate::record::{RecordLimits, now_ms};
+    use crate::record::RecordLimits;
+    use dig_core::clock::now_ms;
 
     #[test]
     fn records_feed_relays_verifiable_records_in_pages() {

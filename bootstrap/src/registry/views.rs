@@ -249,7 +249,7 @@ mod tests {
 
     use super::super::test_support::{accept, signed};
     use super::super::{Registry, RegistryConfig};
-    use crate::record::now_ms;
+    use dig_core::clock::now_ms;
 
     #[test]
     fn peers_are_newest_first_and_filtered_by_network() {

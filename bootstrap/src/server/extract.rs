@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::api::MAX_PEERS_LIMIT;
-use crate::record::{NETWORK_ID_PATTERN, is_valid_network_id};
+use dig_core::network_id::check_network_id;
 
 /// Maps a body read failure (most often the body limit) to JSON.
 pub fn body_rejection(rejection: BytesRejection, max_body_bytes: u64) -> ApiError {
@@ -151,11 +151,10 @@ impl QueryParams {
     pub fn network(&self, name: &str) -> Result<Option<&str>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(text) if is_valid_network_id(text) => Ok(Some(text)),
-            Some(text) => Err(ApiError::bad_parameter(
-                name,
-                format!("{name}={text:?} does not match {NETWORK_ID_PATTERN}"),
-            )),
+            Some(text) => match check_network_id(text) {
+                Ok(()) => Ok(Some(text)),
+                Err(invalid) => Err(ApiError::bad_parameter(name, format!("{name}: {invalid}"))),
+            },
         }
     }
 }

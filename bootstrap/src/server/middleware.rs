@@ -20,7 +20,7 @@ use crate::metrics::{RequestLabels, RouteLabels};
 pub struct RouteTemplate(pub &'static str);
 
 fn static_route(matched: &str) -> &'static str {
-    super::ROUTES
+    super::routes::ROUTES
         .iter()
         .map(|(path, _)| *path)
         .find(|path| *path == matched)
@@ -85,7 +85,7 @@ pub async fn record_metrics(
 }
 
 /// Routes that probes and scrapers call; never rate limited.
-const UNLIMITED_ROUTES: &[&str] = &["/health", "/metrics"];
+const UNLIMITED_ROUTES: &[&str] = &["/health", "/ready", "/metrics"];
 
 /// Per-client-IP rate limit: 429 with `Retry-After` beyond the quota.
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {

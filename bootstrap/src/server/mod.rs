@@ -1,14 +1,19 @@
-//! The HTTP(S) server: routes, layers, background tasks, TLS and graceful shutdown.
+//! The HTTP(S) server: routes, layers, background tasks (expiry sweep, federation pulls), TLS and
+//! graceful shutdown.
 
 pub mod client_ip;
 pub mod connection;
 pub mod error;
 pub mod extract;
+pub mod federation;
+pub mod federation_status;
 pub mod limits;
 pub mod listener;
 pub mod middleware;
 pub mod open_connections;
 pub mod openapi;
+pub mod page;
+pub mod readiness;
 pub mod routes;
 pub mod state;
 
@@ -20,23 +25,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+pub use routes::ROUTES;
 pub use state::AppState;
 
 use crate::config::Config;
-
-/// Every route served, as (path template, method). The OpenAPI test checks each is documented.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/health", "GET"),
-    ("/stats", "GET"),
-    ("/register", "POST"),
-    ("/unregister", "POST"),
-    ("/peers", "GET"),
-    ("/peers/store/{store}", "GET"),
-    ("/topology", "GET"),
-    ("/records", "GET"),
-    ("/metrics", "GET"),
-    ("/openapi.json", "GET"),
-];
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +64,9 @@ pub enum ServerError {
 pub fn router(state: AppState) -> Router {
     let max_body = usize::try_from(state.max_body_bytes()).unwrap_or(usize::MAX);
     Router::new()
+        .route("/", get(routes::page))
         .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
         .route("/stats", get(routes::stats))
         .route("/register", post(routes::register))
         .route("/unregister", post(routes::unregister))
@@ -80,8 +74,9 @@ pub fn router(state: AppState) -> Router {
         .route("/peers/store/{store}", get(routes::peers_with_store))
         .route("/topology", get(routes::topology))
         .route("/records", get(routes::records))
+        .route("/federation", get(routes::federation))
         .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
+        .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
@@ -101,40 +96,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Waits for SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
-}
-
 /// Runs the server until `shutdown` completes, then drains connections for the grace period.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    crate::install_crypto_provider();
+    dig_core::crypto::install_crypto_provider();
     let state = AppState::new(&config);
     let app = router(state.clone());
 
@@ -162,16 +129,13 @@ pub async fn run(
         None => None,
     };
     for url in &config.peer_bootstrap {
-        let sibling = crate::federation::Sibling::new(
-            url.as_str(),
-            ca_pem.as_deref(),
-            config.peer_bootstrap_max_bytes,
-        )
-        .map_err(|source| ServerError::Sibling {
-            url: url.to_string(),
-            source,
-        })?;
-        tasks.spawn(crate::federation::pull_forever(
+        let sibling =
+            federation::SiblingSet::new(url, ca_pem.as_deref(), config.peer_bootstrap_max_bytes)
+                .map_err(|source| ServerError::Sibling {
+                    url: url.to_string(),
+                    source,
+                })?;
+        tasks.spawn(federation::pull_forever(
             state.clone(),
             sibling,
             config.federation_interval(),
@@ -184,6 +148,18 @@ pub async fn run(
             listen: config.listen,
             source,
         })?;
+    let delay = config.shutdown_delay();
+    let draining_state = state.clone();
+    // Not ready first, so load balancers stop sending; then `delay` more of serving before the
+    // listener closes.
+    let draining = async move {
+        shutdown.await;
+        draining_state.readiness().start_draining();
+        if !delay.is_zero() {
+            tracing::info!("not ready; serving {delay:?} more before closing the listener");
+            tokio::time::sleep(delay).await;
+        }
+    };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             Some(
@@ -206,7 +182,7 @@ pub async fn run(
         app,
         state,
         config.connection_limits(),
-        shutdown,
+        draining,
         config.shutdown_grace(),
     )
     .await;

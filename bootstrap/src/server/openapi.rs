@@ -2,9 +2,12 @@
 
 use std::sync::LazyLock;
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
 use super::routes;
+use crate::api::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +17,9 @@ use super::routes;
                        JSON {error, detail, field} body."
     ),
     paths(
+        routes::page,
         routes::health,
+        routes::ready,
         routes::stats,
         routes::register,
         routes::unregister,
@@ -22,8 +27,9 @@ use super::routes;
         routes::peers_with_store,
         routes::topology,
         routes::records,
+        routes::federation,
         routes::metrics,
-        routes::openapi,
+        serve,
     )
 )]
 pub struct ApiDoc;
@@ -39,6 +45,20 @@ pub fn document_json() -> String {
     DOCUMENT.clone()
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses(
+        (status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn serve() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,7 +67,7 @@ mod tests {
     fn document_lists_every_route_with_its_method() {
         let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-        for (path, method) in super::super::ROUTES {
+        for (path, method) in routes::ROUTES {
             assert!(
                 doc["paths"][path][method.to_lowercase()].is_object(),
                 "{method} {path} missing from the OpenAPI document"

@@ -6,22 +6,39 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use dig_core::clock::now_ms;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::error::ApiError;
 use super::extract::{PEERS_LIMIT_CAP, QueryParams, body_bytes, json_body};
+use super::readiness::ReadyState;
 use super::state::{AppState, Reuse};
 use crate::api::{
     DEFAULT_PEERS_LIMIT, DEFAULT_RECORDS_LIMIT, ErrorBody, HealthResponse, MAX_RECORDS_LIMIT,
-    PeersQuery, PeersResponse, RecordsQuery, RecordsResponse, RegisterResponse, StatsResponse,
-    StorePeersQuery, TopologyResponse, UnregisterResponse,
+    PeersQuery, PeersResponse, ReadyResponse, RecordsQuery, RecordsResponse, RegisterResponse,
+    StatsResponse, StorePeersQuery, TopologyResponse, UnregisterResponse,
 };
 use crate::metrics::{Metrics, RegisterResult, ResultLabel, ResultLabels, UnregisterResult};
-use crate::record::{
-    STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name, now_ms,
-};
+use crate::record::{STORE_NAME_PATTERN, SignedPeerRecord, SignedUnregister, is_valid_store_name};
 use crate::registry::{Removed, Source, Upserted};
+
+/// Every route served, as (path template, method). The OpenAPI test checks each is documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/", "GET"),
+    ("/health", "GET"),
+    ("/ready", "GET"),
+    ("/stats", "GET"),
+    ("/register", "POST"),
+    ("/unregister", "POST"),
+    ("/peers", "GET"),
+    ("/peers/store/{store}", "GET"),
+    ("/topology", "GET"),
+    ("/records", "GET"),
+    ("/federation", "GET"),
+    ("/metrics", "GET"),
+    ("/openapi.json", "GET"),
+];
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -36,6 +53,40 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
         peers,
         uptime_seconds: state.uptime_seconds(),
     })
+}
+
+/// Whether to send this server traffic: 503 while it drains after SIGTERM, or before it pulled
+/// each sibling once (at most two federation intervals after start).
+#[utoipa::path(get, path = "/ready", tag = "registry",
+    responses(
+        (status = 200, description = "Ready for traffic", body = ReadyResponse),
+        (status = 503, description = "Draining, or siblings not pulled yet", body = ReadyResponse),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let (code, body) = match state.readiness().state(std::time::Instant::now()) {
+        ReadyState::Ready => (
+            StatusCode::OK,
+            ReadyResponse {
+                status: "ready".to_owned(),
+                siblings: Vec::new(),
+            },
+        ),
+        ReadyState::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReadyResponse {
+                status: "draining".to_owned(),
+                siblings: Vec::new(),
+            },
+        ),
+        ReadyState::Syncing { siblings } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReadyResponse {
+                status: "syncing".to_owned(),
+                siblings,
+            },
+        ),
+    };
+    (code, Json(body)).into_response()
 }
 
 /// Totals: peers, active peers, stores, registrations, uptime.
@@ -222,6 +273,28 @@ pub async fn topology(State(state): State<AppState>) -> Response {
     json_response(body)
 }
 
+/// The siblings this server pulls records from (`--peer-bootstrap`) and how their pulls went.
+#[utoipa::path(get, path = "/federation", tag = "federation",
+    responses(
+        (status = 200, description = "Federation state, one entry per sibling", body = super::federation_status::FederationResponse),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn federation(
+    State(state): State<AppState>,
+) -> Json<super::federation_status::FederationResponse> {
+    Json(state.federation().response())
+}
+
+/// The network page: networks, peers, replicas per store, under-replicated stores, federation.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses(
+        (status = 200, description = "HTML page that reads /stats, /topology, /peers and /federation", content_type = "text/html"),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn page() -> Response {
+    super::page::page()
+}
+
 /// Federation feed: signed records and removals in acceptance order, for sibling servers. A page
 /// holds at most `limit` entries and about 1 MiB (always at least one entry), and may be up to a
 /// second old.
@@ -266,20 +339,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics().encode(),
-    )
-        .into_response()
-}
-
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses(
-        (status = 200, description = "OpenAPI 3 document", content_type = "application/json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-    ))]
-pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document_json(),
     )
         .into_response()
 }

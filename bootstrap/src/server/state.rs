@@ -12,10 +12,13 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::RwLock;
 
 use super::client_ip::{ClientAddress, ClientPrefix};
+use super::federation_status::FederationStatus;
+use super::readiness::Readiness;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::record::{SignedPeerRecord, SignedUnregister, now_ms};
+use crate::record::{SignedPeerRecord, SignedUnregister};
 use crate::registry::{Registry, RegistryError, Removed, Source, Upserted};
+use dig_core::clock::now_ms;
 
 /// Shared state of a running server. Cheap to clone.
 #[derive(Clone)]
@@ -35,6 +38,8 @@ struct Inner {
     request_timeout: Duration,
     peer_bootstrap_max_bytes: u64,
     views: Mutex<RenderedViews>,
+    federation: FederationStatus,
+    readiness: Readiness,
 }
 
 #[derive(Default)]
@@ -90,6 +95,17 @@ impl AppState {
                 .allow_burst(burst.try_into().expect("burst > 0"));
             DefaultKeyedRateLimiter::dashmap(quota)
         });
+        let readiness = if config.peer_bootstrap.is_empty() {
+            Readiness::ready()
+        } else {
+            Readiness::waiting_for(
+                config
+                    .peer_bootstrap
+                    .iter()
+                    .map(super::federation_status::sibling_label),
+                Instant::now() + config.federation_sync_deadline(),
+            )
+        };
         Self {
             inner: Arc::new(Inner {
                 registry: RwLock::new(Registry::new(config.registry_config())),
@@ -107,6 +123,8 @@ impl AppState {
                 request_timeout: Duration::from_secs(config.request_timeout),
                 peer_bootstrap_max_bytes: config.peer_bootstrap_max_bytes,
                 views: Mutex::new(RenderedViews::default()),
+                federation: FederationStatus::default(),
+                readiness,
             }),
         }
     }
@@ -148,6 +166,15 @@ impl AppState {
 
     pub fn epoch(&self) -> &str {
         &self.inner.epoch
+    }
+
+    /// How the pulls of each `--peer-bootstrap` sibling went.
+    pub fn federation(&self) -> &FederationStatus {
+        &self.inner.federation
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
     }
 
     pub fn max_body_bytes(&self) -> u64 {

@@ -8,8 +8,9 @@ pub use json_mutation::json_mutation;
 
 use std::sync::LazyLock;
 
-use dig_bootstrap::record::{PeerRecord, StoreEntry, UnregisterRequest, now_ms};
+use dig_bootstrap::record::{PeerRecord, StoreEntry, UnregisterRequest};
 use dig_bootstrap::{SignedPeerRecord, SignedUnregister};
+use dig_core::clock::now_ms;
 use libp2p_identity::Keypair;
 
 pub static KEYPAIR: LazyLock<Keypair> = LazyLock::new(Keypair::generate_ed25519);

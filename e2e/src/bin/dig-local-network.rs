@@ -161,9 +161,10 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let network = LocalNetwork::start(&root, &args.network, args.nodes as usize).await?;
     println!(
-        "bootstrap: {} (pid {})",
+        "bootstrap: {} (pid {}; its page: {}/)",
         network.bootstrap.base_url,
-        network.bootstrap.process.pid()
+        network.bootstrap.process.pid(),
+        network.bootstrap.base_url
     );
     for node in &network.nodes {
         println!(
@@ -175,6 +176,10 @@ async fn main() -> anyhow::Result<()> {
             node.peer_id
         );
     }
+    println!(
+        "Open a node's api address in a browser for its page, or watch it in a terminal: \
+         dig-sidecar status --watch --api <api>"
+    );
     println!("Ctrl-C stops every process above.\n");
 
     let expected = network.nodes.len().saturating_sub(1) as u64;
@@ -183,11 +188,11 @@ async fn main() -> anyhow::Result<()> {
     let mut demo: Option<(String, Instant)> = None;
     let mut demo_done = args.no_demo;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = dig_core::shutdown::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            () = &mut shutdown => break,
             _ = tick.tick() => {}
         }
         let mut table = format!(

@@ -2,6 +2,7 @@
 //! with `kubectl explain`; `crdgen` writes them to `crds/`.
 
 pub mod common;
+pub mod labels;
 pub mod network;
 pub mod node;
 pub mod status;

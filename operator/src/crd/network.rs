@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::common::{Exposure, Scheduling, SecretKeyRef, Storage};
 use super::status::DigNetworkStatus;
 
-/// Pattern of a network id: it is part of every libp2p protocol id, so it stays short and plain.
-pub const NETWORK_ID_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// Pattern of a network id: the one rule of `dig_core::network_id` (docs/DESIGN.md §9).
+pub use dig_core::network_id::NETWORK_ID_PATTERN;
 
 /// A DIG Network: the bootstrap registry, a StatefulSet of nodes that replicate `.dig` stores, and
 /// the Services, DNS records and monitoring around them.
@@ -29,6 +29,7 @@ pub const NETWORK_ID_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
     shortname = "dignet",
     category = "dig",
     doc = "A DIG Network: bootstrap registry, nodes, Services, DNS and monitoring in one namespace.",
+    validation = Rule::new("has(self.spec.networkId) || self.metadata.name.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')").message("without spec.networkId the name is the network id: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit; rename the DigNetwork or set spec.networkId"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -71,7 +72,7 @@ pub struct DigNetworkSpec {
     /// Id of the network, part of every P2P protocol id; nodes of another network id are refused.
     /// Immutable. Defaults to the name of the DigNetwork.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    #[schemars(pattern(NETWORK_ID_PATTERN))]
     pub network_id: Option<String>,
     /// The bootstrap registry (dig-bootstrap) that nodes register with and discover peers from.
     #[serde(default)]

@@ -8,8 +8,9 @@ use kube::{
     api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
 };
 
+use super::error::{Error, Result};
 use super::{applied::AppliedChildren, build::ChildObject, meta};
-use crate::error::{Error, Result};
+use crate::crd::labels::MANAGER;
 
 fn dynamic_api(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, resource)
@@ -34,7 +35,7 @@ pub async fn apply_all(
     owner: &str,
     children: &[ChildObject],
 ) -> Result<Vec<Option<DynamicObject>>> {
-    let params = PatchParams::apply(meta::MANAGER).force();
+    let params = PatchParams::apply(MANAGER).force();
     let applies: Vec<_> = children
         .iter()
         .map(|child| apply_one(client, applied, namespace, owner, &params, child))

@@ -1,4 +1,4 @@
-//! Command lines of the containers (DESIGN 4a) and the node's `--config` YAML file.
+//! Command lines of the containers (docs/DESIGN.md §4a) and the node's `--config` YAML file.
 
 use serde::Serialize;
 
@@ -118,6 +118,10 @@ pub fn node_args(announce: &[String]) -> Vec<String> {
 }
 
 /// Args of the bootstrap registry container.
+/// Seconds a terminating registry keeps serving with `/ready` at 503, so the endpoint controller
+/// and kube-proxy take it out of the Service before its connections close.
+pub const BOOTSTRAP_SHUTDOWN_DELAY_SECONDS: u32 = 5;
+
 pub fn bootstrap_args(
     port: i32,
     peer_ttl_seconds: i64,
@@ -132,7 +136,12 @@ pub fn bootstrap_args(
     if let Some(url) = federation_url {
         args.extend(["--peer-bootstrap".to_string(), url.to_string()]);
     }
-    args.extend(["--log-format".to_string(), "json".to_string()]);
+    args.extend([
+        "--shutdown-delay".to_string(),
+        BOOTSTRAP_SHUTDOWN_DELAY_SECONDS.to_string(),
+        "--log-format".to_string(),
+        "json".to_string(),
+    ]);
     args
 }
 
@@ -255,6 +264,8 @@ mod tests {
                 "0.0.0.0:3000",
                 "--peer-ttl",
                 "180",
+                "--shutdown-delay",
+                "5",
                 "--log-format",
                 "json"
             ]

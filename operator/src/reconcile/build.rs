@@ -25,13 +25,14 @@ use kube::api::{ApiResource, DynamicObject};
 use serde_json::json;
 
 use super::{
+    apis,
     args::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, NodeConfig, NodeConfigInputs, PSK_DIR},
     dns,
-    meta::{self, CONFIG_HASH_ANNOTATION, Component, names},
+    meta::{self, Component, names},
     monitors, pod,
     validate::ValidNetwork,
 };
-use crate::crd::{DnsMode, ExposureType, Scheduling, Storage};
+use crate::crd::{DnsMode, ExposureType, Scheduling, Storage, labels::CONFIG_HASH_ANNOTATION};
 
 /// Name of the volume (and PVC template) holding a node's `.dig` folder.
 pub const DATA_VOLUME: &str = "dig-data";
@@ -109,7 +110,10 @@ impl NetworkChildren {
         out.push(ChildObject::typed(&self.node_statefulset));
         out.extend(self.disruption_budgets.iter().map(ChildObject::typed));
         if let Some(endpoint) = &self.dns_endpoint {
-            out.push(ChildObject::dynamic(endpoint, dns::dns_endpoint_resource()));
+            out.push(ChildObject::dynamic(
+                endpoint,
+                apis::dns_endpoint_resource(),
+            ));
         }
         out.extend(
             self.service_monitors
@@ -119,14 +123,14 @@ impl NetworkChildren {
         out.extend(
             self.pod_monitors
                 .iter()
-                .map(|m| ChildObject::dynamic(m, monitors::pod_monitor_resource())),
+                .map(|m| ChildObject::dynamic(m, apis::pod_monitor_resource())),
         );
         out
     }
 }
 
 // Where the controller finds it.
-pub use super::monitors::service_monitor_resource;
+pub use super::apis::service_monitor_resource;
 
 /// In-cluster URL of the registry Service.
 pub fn bootstrap_url(network: &str, namespace: &str, port: i32) -> String {

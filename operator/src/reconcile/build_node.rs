@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use dig_core::network_id::check_network_id;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -22,7 +23,7 @@ use super::{
     meta::{self, Component, names},
     validate::{self, DefaultImages, InvalidSpec, PskSecret},
 };
-use crate::crd::{DigNetwork, DigNode, ExposureType};
+use crate::crd::{DigNetwork, DigNode, ExposureType, labels::NETWORK_REF_LABEL};
 
 /// Everything a DigNode owns.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,10 +87,10 @@ pub fn validate_node<'a>(
         .network_id
         .clone()
         .unwrap_or_else(|| network_name.clone());
-    if !validate::is_valid_network_id(&network_id) {
+    if let Err(invalid) = check_network_id(&network_id) {
         return Err(InvalidSpec {
             reason: "InvalidNetworkId",
-            message: format!("network id {network_id:?} of DigNetwork {network_name} is not valid"),
+            message: format!("DigNetwork {network_name}: {invalid}"),
         });
     }
     let image = node
@@ -142,7 +143,7 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
     // cannot change.
     let claim_labels = meta::labels(&child, Component::StandaloneNode, &valid.network_id);
     let with_network_ref = |mut labels: BTreeMap<String, String>| {
-        labels.insert(meta::NETWORK_REF_LABEL.to_string(), network_name.clone());
+        labels.insert(NETWORK_REF_LABEL.to_string(), network_name.clone());
         labels
     };
     let labels = with_network_ref(claim_labels.clone());

@@ -2,12 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use kube::{
-    api::{ApiResource, DynamicObject, GroupVersionKind},
-    core::ObjectMeta,
-};
+use kube::{api::DynamicObject, core::ObjectMeta};
 use serde_json::json;
 
+use super::apis::dns_endpoint_resource;
 use crate::crd::DnsSpec;
 
 /// Both prefixes, because external-dns 0.22 moved from the first to the second.
@@ -15,14 +13,6 @@ pub const DEFAULT_PREFIXES: [&str; 2] = [
     "external-dns.alpha.kubernetes.io/",
     "external-dns.kubernetes.io/",
 ];
-
-/// The `DNSEndpoint` API of external-dns.
-pub fn dns_endpoint_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("externaldns.k8s.io", "v1alpha1", "DNSEndpoint"),
-        "dnsendpoints",
-    )
-}
 
 fn prefixes(dns: &DnsSpec) -> Vec<&str> {
     match &dns.annotation_prefix {

@@ -10,10 +10,9 @@ use k8s_openapi::api::{
 use super::{
     build::{NetworkChildren, build_network},
     build_node::{NodeChildren, build_node, validate_node},
-    meta::CONFIG_HASH_ANNOTATION,
     validate::{DefaultImages, NetworkFacts, validate_network},
 };
-use crate::crd::{DigNetwork, DigNode};
+use crate::crd::{DigNetwork, DigNode, labels::CONFIG_HASH_ANNOTATION};
 
 /// A container's args as the kubelet runs them in pod `pod` whose IP is `pod_ip`: the
 /// downward-API variables of the node containers (`pod::node_env`) expanded.

@@ -4,16 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-/// Field manager of every server-side apply, and the `managed-by` label value.
-pub const MANAGER: &str = "dig-operator";
-/// Annotation on pod templates whose change rolls the pods out.
-pub const CONFIG_HASH_ANNOTATION: &str = "dig.net/config-hash";
-/// Label carrying the network id on every child.
-pub const NETWORK_LABEL: &str = "dig.net/network";
-/// Label on every child of a DigNode naming the DigNetwork it joins (`spec.networkRef.name`):
-/// the network's PodMonitor selects the DigNode pods by it. The network id is not enough, two
-/// DigNetworks of a namespace may share one.
-pub const NETWORK_REF_LABEL: &str = "dig.net/network-ref";
+use crate::crd::labels::{
+    COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, NAME_LABEL, NETWORK_LABEL,
+};
 
 /// What a pod or Service is part of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,39 +50,24 @@ pub fn selector_labels(instance: &str, component: Component) -> BTreeMap<String,
         other => other,
     };
     BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            component.app_name().to_string(),
-        ),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            instance.to_string(),
-        ),
-        (
-            "app.kubernetes.io/component".to_string(),
-            component.as_str().to_string(),
-        ),
+        (NAME_LABEL.to_string(), component.app_name().to_string()),
+        (INSTANCE_LABEL.to_string(), instance.to_string()),
+        (COMPONENT_LABEL.to_string(), component.as_str().to_string()),
     ])
 }
 
 /// Every label of a child object.
 pub fn labels(instance: &str, component: Component, network_id: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(instance, component);
-    labels.insert(
-        "app.kubernetes.io/component".to_string(),
-        component.as_str().to_string(),
-    );
-    labels.insert(
-        "app.kubernetes.io/managed-by".to_string(),
-        MANAGER.to_string(),
-    );
+    labels.insert(COMPONENT_LABEL.to_string(), component.as_str().to_string());
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGER.to_string());
     labels.insert(NETWORK_LABEL.to_string(), network_id.to_string());
     labels
 }
 
 /// The label selector (as a string) of every child a DigNetwork or DigNode owns, used to prune.
 pub fn owned_selector(instance: &str) -> String {
-    format!("app.kubernetes.io/instance={instance},app.kubernetes.io/managed-by={MANAGER}")
+    format!("{INSTANCE_LABEL}={instance},{MANAGED_BY_LABEL}={MANAGER}")
 }
 
 /// Metadata of a child object.

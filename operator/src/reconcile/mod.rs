@@ -1,12 +1,15 @@
 //! Reconciliation: dereference -> validate -> build (pure) -> apply -> status.
 
+pub mod apis;
 pub mod applied;
 pub mod apply;
 pub mod args;
 pub mod build;
 pub mod build_node;
 pub mod conditions;
+pub mod context;
 pub mod dns;
+pub mod error;
 pub mod fixtures;
 pub mod meta;
 #[cfg(test)]

@@ -16,14 +16,15 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
 use super::{
-    meta::{self, Component, NETWORK_REF_LABEL, names},
+    apis::{pod_monitor_resource, service_monitor_resource},
+    meta::{self, Component, names},
     validate::ValidNetwork,
 };
-use crate::webhook::patch::INJECT_LABEL;
+use crate::crd::labels::{INJECT_LABEL, MANAGER, NETWORK_REF_LABEL};
 
 /// Name of the API port the webhook gives an injected sidecar container.
 pub const INJECTED_API_PORT: &str = "dig-api";
@@ -31,22 +32,6 @@ pub const INJECTED_API_PORT: &str = "dig-api";
 pub const NODE_API_PORT: &str = "api";
 /// How often Prometheus scrapes each target.
 const SCRAPE_INTERVAL: &str = "30s";
-
-/// The ServiceMonitor API of the Prometheus operator.
-pub fn service_monitor_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
-        crate::context::SERVICE_MONITORS,
-    )
-}
-
-/// The PodMonitor API of the Prometheus operator.
-pub fn pod_monitor_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor"),
-        crate::context::POD_MONITORS,
-    )
-}
 
 /// Metadata of a monitor: the network's labels plus `spec.monitoring.labels` (which the
 /// Prometheus resource's `serviceMonitorSelector` / `podMonitorSelector` usually match).
@@ -73,7 +58,7 @@ pub fn service_monitors(valid: &ValidNetwork<'_>) -> Vec<DynamicObject> {
         let mut match_labels = meta::selector_labels(&valid.name, component);
         match_labels.insert(
             "app.kubernetes.io/managed-by".to_string(),
-            meta::MANAGER.to_string(),
+            MANAGER.to_string(),
         );
         monitor(
             valid,
@@ -143,7 +128,7 @@ pub fn dignode_pod_labels(network: &str) -> BTreeMap<String, String> {
         ),
         (
             "app.kubernetes.io/managed-by".to_string(),
-            meta::MANAGER.to_string(),
+            MANAGER.to_string(),
         ),
         (NETWORK_REF_LABEL.to_string(), network.to_string()),
     ])

@@ -16,21 +16,24 @@ use kube::{
 };
 
 use super::{
+    apis::{
+        self, DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, SERVICE_MONITORS,
+        pod_monitor_resource, service_monitor_resource,
+    },
+    context::{Context, RegistryStats},
+    error::{Error, Result},
+};
+use super::{
     apply,
     build::{self, ChildObject, build_network},
     conditions::{self, Desired},
-    dns::{self, DnsTarget},
+    dns::DnsTarget,
     meta::names,
-    monitors::{pod_monitor_resource, service_monitor_resource},
     status::{self, describe},
     validate::{NetworkFacts, PskSecret, validate_network},
 };
-use crate::{
-    context::{
-        Context, DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, RegistryStats, SERVICE_MONITORS,
-    },
-    crd::{BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode, network::PrivateNetwork},
-    error::{Error, Result},
+use crate::crd::{
+    BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode, network::PrivateNetwork,
 };
 
 /// Kind label of metrics and logs.
@@ -308,7 +311,7 @@ async fn prune_unwanted(
     };
     let mut prunable = vec![ApiResource::erase::<Service>(&())];
     if valid.facts.dns_endpoint_api {
-        prunable.push(dns::dns_endpoint_resource());
+        prunable.push(apis::dns_endpoint_resource());
     }
     if valid.facts.service_monitor_api {
         prunable.push(service_monitor_resource());

@@ -11,15 +11,15 @@ use serde_json::{Value, json};
 use super::reconcile;
 use crate::reconcile::mock_api::MockApi;
 use crate::{
-    context::{
-        Capabilities, Context, DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, RegistryStats,
-        SERVICE_MONITORS, StatsFetcher,
-    },
     controller::{Backoff, error_action},
     crd::DigNetwork,
-    error::Error,
     metrics::Metrics,
-    reconcile::validate::DefaultImages,
+    reconcile::{
+        apis::{DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, SERVICE_MONITORS},
+        context::{Capabilities, Context, RegistryStats, StatsFetcher},
+        error::Error,
+        validate::DefaultImages,
+    },
 };
 
 const NS: &str = "/api/v1/namespaces/ns";

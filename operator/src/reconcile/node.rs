@@ -21,11 +21,11 @@ use super::{
     network::read_psk,
     status::{self, describe},
 };
-use crate::{
+use super::{
     context::Context,
-    crd::{DigNetwork, DigNode, DigNodeStatus},
     error::{Error, Result},
 };
+use crate::crd::{DigNetwork, DigNode, DigNodeStatus};
 
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNode";

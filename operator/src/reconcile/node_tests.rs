@@ -9,11 +9,14 @@ use serde_json::{Value, json};
 
 use super::reconcile;
 use crate::{
-    context::{Capabilities, Context},
     crd::DigNode,
-    error::Error,
     metrics::Metrics,
-    reconcile::{mock_api::MockApi, validate::DefaultImages},
+    reconcile::{
+        context::{Capabilities, Context, StatsFetcher},
+        error::Error,
+        mock_api::MockApi,
+        validate::DefaultImages,
+    },
 };
 
 const STATUS: &str = "/apis/dig.net/v1alpha1/namespaces/ns/dignodes/edge/status";
@@ -24,8 +27,7 @@ fn context(client: kube::Client) -> Arc<Context> {
         sidecar: "sidecar:1".into(),
         bootstrap: "bootstrap:1".into(),
     };
-    let fetcher: crate::context::StatsFetcher =
-        Arc::new(|_| Box::pin(async { Err("unused".to_string()) }));
+    let fetcher: StatsFetcher = Arc::new(|_| Box::pin(async { Err("unused".to_string()) }));
     let mut ctx = Context::new(client.clone(), images, metrics, "test-operator", fetcher);
     ctx.capabilities = Capabilities::new(client, Duration::from_secs(60));
     Arc::new(ctx)

@@ -14,12 +14,13 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
-use super::{conditions, meta, validate::InvalidSpec};
-use crate::{
+use super::{
+    conditions,
     context::Context,
-    crd::{DigNetworkStatus, DigNodeStatus},
     error::{Error, Result},
+    validate::InvalidSpec,
 };
+use crate::crd::{DigNetworkStatus, DigNodeStatus, labels::MANAGER};
 
 /// The parts of a status every reconciler writes the same way.
 pub trait ObservedStatus: Clone + PartialEq + Serialize {
@@ -81,7 +82,7 @@ where
     });
     api.patch_status(
         &object.name_any(),
-        &PatchParams::apply(meta::MANAGER).force(),
+        &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&body),
     )
     .await

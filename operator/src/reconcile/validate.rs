@@ -2,15 +2,12 @@
 //! rules catch most mistakes at `kubectl apply`; these checks also hold when the schema was
 //! bypassed (an old CRD) and cover what the schema cannot see (a missing Secret or API).
 
+use dig_core::network_id::check_network_id;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
-use crate::{
-    context::MONITORING_API,
-    crd::{DigNetwork, DnsMode, Exposure, ExposureType, Storage},
-};
-
-use super::dns::DnsTarget;
+use super::{apis::MONITORING_API, dns::DnsTarget};
+use crate::crd::{DigNetwork, DnsMode, Exposure, ExposureType, Storage};
 
 /// Images used when a spec names none (operator flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,18 +132,6 @@ pub fn identity<K: Resource<DynamicType = ()>>(
     Ok((name, namespace, owner))
 }
 
-/// A DNS label: lowercase alphanumerics and `-`, not at the ends, 1 to 63 characters.
-pub fn is_valid_network_id(id: &str) -> bool {
-    let bytes = id.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-}
-
 /// A Kubernetes quantity such as `10Gi`, `500M` or `1e9`, greater than zero.
 pub fn is_positive_quantity(value: &str) -> bool {
     let digits_end = value
@@ -260,12 +245,10 @@ pub fn validate_network<'a>(
     let (name, namespace, owner) = identity(network)?;
     let spec = &network.spec;
     let network_id = spec.network_id.clone().unwrap_or_else(|| name.clone());
-    if !is_valid_network_id(&network_id) {
+    if let Err(invalid) = check_network_id(&network_id) {
         return Err(InvalidSpec::new(
             "InvalidNetworkId",
-            format!(
-                "network id {network_id:?} (spec.networkId, or the name) must be lowercase letters, digits and '-', at most 63"
-            ),
+            format!("{invalid} (spec.networkId, or the name when it is unset)"),
         ));
     }
     check_range(
@@ -418,13 +401,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn network_ids() {
-        assert!(is_valid_network_id("mainnet"));
-        assert!(is_valid_network_id("dig-test-1"));
-        assert!(!is_valid_network_id("Main"));
-        assert!(!is_valid_network_id("-a"));
-        assert!(!is_valid_network_id(""));
-        assert!(!is_valid_network_id(&"a".repeat(64)));
+    fn a_network_id_off_the_shared_rule_is_refused_with_its_reason() {
+        use crate::reconcile::fixtures::{images, network};
+        for (spec, reason) in [
+            ("networkId: Main_Net", "uppercase 'M' at byte 0"),
+            ("networkId: dig.test", "'.' at byte 3"),
+        ] {
+            let invalid =
+                validate_network(&network(spec), &images(), NetworkFacts::default()).unwrap_err();
+            assert_eq!(invalid.reason, "InvalidNetworkId");
+            assert!(invalid.message.contains(reason), "{spec}: {invalid}");
+        }
+        validate_network(
+            &network("networkId: dig-test-1"),
+            &images(),
+            NetworkFacts::default(),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -511,7 +511,7 @@ mod tests {
 
     /// The leaf certificate a fresh TLS connection to `port` is served (DER), trusting `ca_pem`.
     async fn served_certificate(port: u16, ca_pem: &str) -> Vec<u8> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        dig_core::crypto::install_crypto_provider();
         // A new client each time: a pooled connection would keep the old handshake.
         let client = reqwest::Client::builder()
             .tls_built_in_root_certs(false)

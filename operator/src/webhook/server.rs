@@ -601,7 +601,7 @@ mod tests {
     }
 
     fn https_client(ca_pem: &str) -> reqwest::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        dig_core::crypto::install_crypto_provider();
         reqwest::Client::builder()
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())

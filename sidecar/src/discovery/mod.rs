@@ -1,6 +1,4 @@
-//! Peer discovery helpers: the bootstrap registry client loop, address rules and backoff.
-//! (Kademlia and mDNS run inside the swarm, see `node`.)
+//! Peer discovery from outside the swarm: the bootstrap registry client loop. (Kademlia and mDNS
+//! run inside the swarm, see `node`.)
 
-pub mod addresses;
-pub mod backoff;
 pub mod registry;

@@ -4,18 +4,19 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use dig_bootstrap::{
+use dig_core::{
     api::PeersQuery,
     client::{ClientError, RegistryClient},
+    clock::now_ms,
     record::{PeerRecord, StoreEntry},
 };
 use libp2p::{Multiaddr, PeerId, identity::Keypair};
 use tokio::sync::watch;
 
-use super::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::node::{DiscoverySource, NodeHandle, RegistryOutcome};
 
 /// Supplies the stores this node holds, for the signed record.
@@ -64,16 +65,9 @@ impl RegistrySettings {
             stores,
             poll_interval: Duration::from_secs(30),
             register_interval: Duration::from_secs(60),
-            peers_limit: dig_bootstrap::api::MAX_PEERS_LIMIT,
+            peers_limit: dig_core::api::MAX_PEERS_LIMIT,
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs until `shutdown` turns true, then removes the record from every server.
@@ -126,7 +120,7 @@ pub async fn run(
                 addresses: addresses.clone(),
                 stores: stores.clone(),
                 agent_version: format!("dig-sidecar/{}", env!("CARGO_PKG_VERSION")),
-                timestamp_ms: unix_ms(),
+                timestamp_ms: now_ms(),
             };
             match record.sign(&settings.keypair) {
                 Ok(signed) => {

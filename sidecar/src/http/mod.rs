@@ -1,7 +1,15 @@
-//! The node's HTTP API: `/health`, `/ready`, `/connections`, `/peers`, `/stores`, `/metrics`.
+//! The node's HTTP API: `/health`, `/ready`, `/connections`, `/peers`, `/stores`, `/transfers`,
+//! `/overview`, `/events`, `/metrics`, and the page at `/`.
+
+pub mod conflicts;
+pub mod live;
+pub mod overview;
+pub mod page;
+pub mod transfers;
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -30,6 +38,10 @@ pub struct ApiState {
     pub started: Instant,
     /// The identity key was loaded or created (checked by `/ready`).
     pub identity_loaded: bool,
+    /// The node's state folder (its `conflicts/` are listed by `/overview`).
+    pub state_dir: PathBuf,
+    /// Transfer rates and open event streams.
+    pub live: Arc<live::LiveViews>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +62,15 @@ pub enum ApiError {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(page::page))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/connections", get(connections))
         .route("/peers", get(peers))
         .route("/stores", get(stores))
+        .route("/transfers", get(transfers))
+        .route("/overview", get(overview::overview))
+        .route("/events", get(overview::events))
         .route("/metrics", get(metrics))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -166,6 +182,7 @@ async fn connections(State(state): State<ApiState>) -> Response {
         "discoveredPeers": snapshot.discovered,
         "discoveredPeerCount": snapshot.discovered.len(),
         "discovery": snapshot.discovery,
+        "bannedPeers": snapshot.banned,
     }))
     .into_response()
 }
@@ -184,6 +201,11 @@ async fn peers(State(state): State<ApiState>) -> Response {
 async fn stores(State(state): State<ApiState>) -> Response {
     let stores = (state.stores)();
     Json(json!({ "count": stores.len(), "stores": stores })).into_response()
+}
+
+async fn transfers(State(state): State<ApiState>) -> Response {
+    let transfers = state.live.transfers(&(state.stores)());
+    Json(json!({ "count": transfers.len(), "transfers": transfers })).into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
@@ -224,6 +246,7 @@ mod tests {
             connected: Vec::new(),
             discovered: Vec::new(),
             discovery,
+            banned: Vec::new(),
         }
     }
 

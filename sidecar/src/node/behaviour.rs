@@ -8,7 +8,7 @@ use libp2p::{
     identity::Keypair, kad, mdns, ping, swarm::NetworkBehaviour, swarm::behaviour::toggle::Toggle,
 };
 
-use super::NodeConfig;
+use super::config::NodeConfig;
 
 /// The network-scoped names of one DIG network.
 #[derive(Clone, Debug)]

@@ -20,7 +20,7 @@ use libp2p::{
     },
 };
 
-use crate::discovery::addresses;
+use super::addresses;
 
 /// Why a dial was refused; the swarm reports it as a denied connection.
 #[derive(Debug, thiserror::Error)]

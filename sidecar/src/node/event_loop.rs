@@ -3,9 +3,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+use dig_core::clock::now_ms;
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, autonat,
@@ -22,15 +23,16 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
+    addresses,
     behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
     handle::{Command, NodeError, NodeEvent},
     status::{
-        ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
+        BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
         RegistryOutcome,
     },
 };
 use crate::{
-    discovery::{addresses, backoff::Backoff},
+    backoff::Backoff,
     metrics::{NodeMetrics, ResultLabels},
 };
 
@@ -111,6 +113,14 @@ impl KnownPeer {
     }
 }
 
+/// A peer refused for [`BAN_DURATION`], and why.
+struct Ban {
+    until: Instant,
+    since_ms: u64,
+    until_ms: u64,
+    reason: String,
+}
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -123,7 +133,7 @@ pub(crate) struct EventLoop {
     connected: HashMap<PeerId, ConnectedState>,
     known: HashMap<PeerId, KnownPeer>,
     quarantined: HashMap<PeerId, Instant>,
-    banned: HashMap<PeerId, Instant>,
+    banned: HashMap<PeerId, Ban>,
     listen_addresses: Vec<Multiaddr>,
     discovery: DiscoveryStats,
     dht_bootstrapped: bool,
@@ -140,12 +150,12 @@ pub(crate) struct EventLoop {
 fn redundant_quic_connections(
     connections: &HashMap<ConnectionId, OpenConnection>,
 ) -> Vec<ConnectionId> {
-    if connections.values().all(|c| super::is_quic(&c.remote)) {
+    if connections.values().all(|c| addresses::is_quic(&c.remote)) {
         return Vec::new();
     }
     connections
         .iter()
-        .filter(|(_, c)| super::is_quic(&c.remote))
+        .filter(|(_, c)| addresses::is_quic(&c.remote))
         .map(|(id, _)| *id)
         .collect()
 }
@@ -162,13 +172,6 @@ fn describe_dial_error(error: &DialError) -> String {
             None => other.to_string(),
         },
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl EventLoop {
@@ -281,7 +284,7 @@ impl EventLoop {
                         confirmed: false,
                         established: Instant::now(),
                         connections: HashMap::new(),
-                        since_ms: unix_ms(),
+                        since_ms: now_ms(),
                         agent_version: None,
                         protocol_version: None,
                         listen_addresses: Vec::new(),
@@ -573,7 +576,7 @@ impl EventLoop {
 
     fn record_dht_success(&mut self) {
         self.discovery.dht.successes += 1;
-        self.discovery.dht.last_success_ms = Some(unix_ms());
+        self.discovery.dht.last_success_ms = Some(now_ms());
         self.refresh_dht_count();
     }
 
@@ -603,7 +606,7 @@ impl EventLoop {
             mdns::Event::Discovered(found) => {
                 self.discovery.mdns.answered = true;
                 self.discovery.mdns.successes += 1;
-                self.discovery.mdns.last_success_ms = Some(unix_ms());
+                self.discovery.mdns.last_success_ms = Some(now_ms());
                 for (peer, address) in found {
                     self.add_source_address(peer, DiscoverySource::Mdns, address);
                 }
@@ -757,7 +760,7 @@ impl EventLoop {
         let expired: Vec<PeerId> = self
             .banned
             .iter()
-            .filter(|(_, until)| **until <= now)
+            .filter(|(_, ban)| ban.until <= now)
             .map(|(peer, _)| *peer)
             .collect();
         for peer in expired {
@@ -850,7 +853,14 @@ impl EventLoop {
             } => {
                 tracing::warn!(%peer, %reason, "banning peer for {} s", BAN_DURATION.as_secs());
                 self.metrics.peers_banned.inc();
-                self.banned.insert(peer, Instant::now() + BAN_DURATION);
+                let since_ms = now_ms();
+                let ban = Ban {
+                    until: Instant::now() + BAN_DURATION,
+                    since_ms,
+                    until_ms: since_ms + BAN_DURATION.as_millis() as u64,
+                    reason,
+                };
+                self.banned.insert(peer, ban);
                 let behaviour = self.swarm.behaviour_mut();
                 behaviour.blocked.block_peer(peer);
                 if let Some(kad) = behaviour.kad.as_mut() {
@@ -903,7 +913,7 @@ impl EventLoop {
             RegistryOutcome::Registered { server } => {
                 stats.answered = true;
                 *stats.registrations.get_or_insert(0) += 1;
-                stats.last_success_ms = Some(unix_ms());
+                stats.last_success_ms = Some(now_ms());
                 count(
                     self.metrics
                         .registry_registrations
@@ -925,7 +935,7 @@ impl EventLoop {
             RegistryOutcome::Polled { server, peers } => {
                 stats.answered = true;
                 stats.successes += 1;
-                stats.last_success_ms = Some(unix_ms());
+                stats.last_success_ms = Some(now_ms());
                 count(
                     self.metrics
                         .registry_polls
@@ -1015,6 +1025,17 @@ impl EventLoop {
             .filter(|address| !self.settings.announce.contains(address))
             .map(ToString::to_string)
             .collect();
+        let mut banned: Vec<BannedPeer> = self
+            .banned
+            .iter()
+            .map(|(peer, ban)| BannedPeer {
+                peer_id: peer.to_string(),
+                reason: ban.reason.clone(),
+                since_ms: ban.since_ms,
+                until_ms: ban.until_ms,
+            })
+            .collect();
+        banned.sort_by_key(|ban| std::cmp::Reverse(ban.since_ms));
         NodeSnapshot {
             peer_id: *self.swarm.local_peer_id(),
             network_id: self.protocols.network_id.clone(),
@@ -1024,6 +1045,7 @@ impl EventLoop {
             connected,
             discovered,
             discovery,
+            banned,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! The libp2p node: one swarm owned by one event loop task, driven through [`NodeHandle`].
 
+mod addresses;
 #[cfg(test)]
 mod autonat_tests;
 mod behaviour;
+mod config;
 mod dial_policy;
 mod event_loop;
 mod handle;
 mod status;
 mod transport;
 
-use libp2p::{Multiaddr, identity::Keypair, multiaddr::Protocol, pnet::PreSharedKey};
 use prometheus_client::registry::Registry;
 use tokio::{
     sync::{broadcast, mpsc},
@@ -17,36 +18,14 @@ use tokio::{
 };
 
 pub use behaviour::{MAX_GOSSIP_MESSAGE_BYTES, NetworkProtocols};
+pub use config::NodeConfig;
 pub use handle::{NodeError, NodeEvent, NodeHandle};
 pub use status::{
-    AutonatStats, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
-    RegistryOutcome, SourceStats,
+    AutonatStats, BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats,
+    NodeSnapshot, RegistryOutcome, SourceStats,
 };
 
 use crate::metrics::NodeMetrics;
-
-/// Everything the node needs to start; `config::RunArgs` is turned into this.
-#[derive(Clone)]
-pub struct NodeConfig {
-    pub keypair: Keypair,
-    pub network_id: String,
-    pub listen: Vec<Multiaddr>,
-    pub announce: Vec<Multiaddr>,
-    pub registry_enabled: bool,
-    pub enable_dht: bool,
-    pub enable_mdns: bool,
-    pub allow_loopback: bool,
-    /// Confirm external addresses with AutoNAT v2 (client) and dial peers back for theirs (server).
-    pub enable_autonat: bool,
-    pub psk: Option<PreSharedKey>,
-    pub max_connections: u32,
-}
-
-pub(crate) fn is_quic(address: &Multiaddr) -> bool {
-    address
-        .iter()
-        .any(|part| matches!(part, Protocol::QuicV1 | Protocol::Quic))
-}
 
 /// Builds the swarm, starts listening and spawns the event loop. Needs a tokio runtime.
 pub fn start(
@@ -59,7 +38,7 @@ pub fn start(
     let mut swarm = transport::build_swarm(&config, &protocols, registry)?;
 
     for address in &config.listen {
-        if config.psk.is_some() && is_quic(address) {
+        if config.psk.is_some() && addresses::is_quic(address) {
             tracing::warn!(
                 %address,
                 "QUIC is disabled on a private network (--psk-file works over TCP only); not listening"

@@ -71,6 +71,19 @@ pub struct DiscoveredPeer {
     pub failed_dials: u32,
 }
 
+/// A peer this node refuses (no connection, no dial) until `untilMs`, for example for serving
+/// data that failed verification.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BannedPeer {
+    pub peer_id: String,
+    pub reason: String,
+    /// Unix milliseconds of the ban.
+    pub since_ms: u64,
+    /// Unix milliseconds when the ban ends.
+    pub until_ms: u64,
+}
+
 /// Per-source discovery figures for `/connections` and readiness.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,6 +155,8 @@ pub struct NodeSnapshot {
     pub connected: Vec<ConnectedPeer>,
     pub discovered: Vec<DiscoveredPeer>,
     pub discovery: DiscoveryStats,
+    /// Peers banned now, most recent first.
+    pub banned: Vec<BannedPeer>,
 }
 
 impl NodeSnapshot {

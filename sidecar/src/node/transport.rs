@@ -7,8 +7,9 @@ use libp2p::{Swarm, SwarmBuilder, Transport, core::upgrade::Version, noise, pnet
 use prometheus_client::registry::Registry;
 
 use super::{
-    NodeConfig, NodeError,
     behaviour::{Behaviour, NetworkProtocols},
+    config::NodeConfig,
+    handle::NodeError,
 };
 
 /// How long a connection without any active protocol stays open; long because peers of one

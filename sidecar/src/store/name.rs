@@ -1,5 +1,5 @@
-//! Store names: `<name>.dig` directly in the data folder, with `name` matching DESIGN's pattern
-//! `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. Every name that comes from the wire or the folder goes
+//! Store names: `<name>.dig` directly in the data folder, with `name` matching the pattern of
+//! docs/DESIGN.md §4, `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. Every name that comes from the wire or the folder goes
 //! through here before it becomes part of a path.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ pub const MAX_STORE_NAME_LEN: usize = 128;
 /// the node and the registry agree). A valid name never contains a path separator and never is
 /// `.` or `..`, so joining it to a folder cannot leave that folder.
 pub fn is_valid_store_name(name: &str) -> bool {
-    name.len() <= MAX_STORE_NAME_LEN && dig_bootstrap::record::is_valid_store_name(name)
+    name.len() <= MAX_STORE_NAME_LEN && dig_core::record::is_valid_store_name(name)
 }
 
 /// The store name of a folder entry, or `None` when the entry is not a store file

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dig_bootstrap::record::StoreEntry;
+use dig_core::record::StoreEntry;
 use libp2p::PeerId;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;

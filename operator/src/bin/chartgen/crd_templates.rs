@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-use crate::ChartgenError;
+use crate::error::ChartgenError;
+use crate::json::canonical;
 
 /// The template's file name and text for one CRD.
 pub fn render(crd: &CustomResourceDefinition) -> Result<(String, String), ChartgenError> {
@@ -19,7 +20,7 @@ pub fn render(crd: &CustomResourceDefinition) -> Result<(String, String), Chartg
         crd: name.clone(),
         source,
     })?;
-    let spec = yaml_serde::to_string(&crate::canonical(spec_value)).map_err(yaml_error)?;
+    let spec = yaml_serde::to_string(&canonical(spec_value)).map_err(yaml_error)?;
     let mut annotations = crd.metadata.annotations.clone().unwrap_or_default();
     annotations.insert("helm.sh/resource-policy".into(), "keep".into());
     let labels = crd.metadata.labels.clone().unwrap_or_default();

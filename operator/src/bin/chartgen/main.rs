@@ -8,54 +8,17 @@
 //! checked-in file differs from what the code generates.
 
 mod crd_templates;
+mod error;
+mod json;
 mod values;
 mod values_table;
 
 use std::path::{Path, PathBuf};
 
+use error::ChartgenError;
+use json::canonical;
 use kube::CustomResourceExt;
 use schemars::generate::SchemaSettings;
-
-/// What can go wrong while generating the chart files.
-#[derive(Debug, thiserror::Error)]
-pub enum ChartgenError {
-    #[error("serialising the CRD {crd} to YAML failed")]
-    CrdYaml {
-        crd: String,
-        #[source]
-        source: yaml_serde::Error,
-    },
-    #[error("converting the CRD {crd} to JSON failed")]
-    CrdJson {
-        crd: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("the CRD {crd} contains `{{{{` or `}}}}`, which Helm would read as a template action")]
-    TemplateDelimiter { crd: String },
-    #[error("serialising the values schema failed")]
-    SchemaJson(#[source] serde_json::Error),
-    #[error("reading {path} failed")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("writing {path} failed")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} does not parse as the chart's values")]
-    Values {
-        path: PathBuf,
-        #[source]
-        source: yaml_serde::Error,
-    },
-    #[error("{path} has no `{marker}` line to place the values table at")]
-    MissingMarker { path: PathBuf, marker: &'static str },
-}
 
 /// The chart folder, found from this crate's manifest so the bin works from any directory.
 pub fn chart_dir() -> PathBuf {
@@ -103,28 +66,6 @@ pub fn values_schema() -> Result<String, ChartgenError> {
         serde_json::to_string_pretty(&canonical(value)).map_err(ChartgenError::SchemaJson)?;
     text.push('\n');
     Ok(text)
-}
-
-/// The same JSON with every object's keys in sorted order. serde_json keeps insertion order when
-/// a dependency turns on its `preserve_order` feature (test builds of this crate do), so without
-/// this the generated files would depend on how the generator was built.
-pub fn canonical(value: serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut entries: Vec<_> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            serde_json::Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(key, value)| (key, canonical(value)))
-                    .collect(),
-            )
-        }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.into_iter().map(canonical).collect())
-        }
-        other => other,
-    }
 }
 
 fn read(path: &Path) -> Result<String, ChartgenError> {

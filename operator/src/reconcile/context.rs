@@ -14,10 +14,8 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
-use crate::{
-    metrics::Metrics,
-    reconcile::{applied::AppliedChildren, validate::DefaultImages},
-};
+use super::{applied::AppliedChildren, validate::DefaultImages};
+use crate::{crd::labels::MANAGER, metrics::Metrics};
 
 /// Totals read from a bootstrap registry's `/stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +28,11 @@ pub struct RegistryStats {
 pub type StatsFetcher =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<RegistryStats, String>> + Send + Sync>;
 
-/// `/stats` through `dig_bootstrap::client::RegistryClient`, with short timeouts: an unreachable
+/// `/stats` through `dig_core::client::RegistryClient`, with short timeouts: an unreachable
 /// registry must not hold a reconciliation up. One client (and connection pool) per registry URL
 /// is kept, so reconciles reuse connections instead of building a TLS-capable client each time.
 pub fn registry_stats_fetcher(timeout: Duration) -> StatsFetcher {
-    let clients: Arc<Mutex<HashMap<String, dig_bootstrap::client::RegistryClient>>> =
-        Arc::default();
+    let clients: Arc<Mutex<HashMap<String, dig_core::client::RegistryClient>>> = Arc::default();
     Arc::new(move |url: String| {
         let clients = clients.clone();
         Box::pin(async move {
@@ -47,7 +44,7 @@ pub fn registry_stats_fetcher(timeout: Duration) -> StatsFetcher {
             let client = match cached {
                 Some(client) => client,
                 None => {
-                    let client = dig_bootstrap::client::RegistryClient::builder(&url)
+                    let client = dig_core::client::RegistryClient::builder(&url)
                         .connect_timeout(timeout)
                         .request_timeout(timeout)
                         .build()
@@ -80,15 +77,6 @@ pub struct Capabilities {
     /// Resource names (plurals) served per group/version, with the time the answer expires.
     cache: Mutex<HashMap<String, (Instant, Vec<String>)>>,
 }
-
-/// Group/version of the Prometheus operator's API.
-pub const MONITORING_API: &str = "monitoring.coreos.com/v1";
-/// Plural of the Prometheus operator's ServiceMonitor resource.
-pub const SERVICE_MONITORS: &str = "servicemonitors";
-/// Plural of the Prometheus operator's PodMonitor resource.
-pub const POD_MONITORS: &str = "podmonitors";
-/// Group/version of external-dns's DNSEndpoint API.
-pub const DNS_ENDPOINT_API: &str = "externaldns.k8s.io/v1alpha1";
 
 impl Capabilities {
     pub fn new(client: Client, ttl: Duration) -> Self {
@@ -185,7 +173,7 @@ impl Context {
         registry_stats: StatsFetcher,
     ) -> Self {
         let reporter = Reporter {
-            controller: crate::reconcile::meta::MANAGER.to_string(),
+            controller: MANAGER.to_string(),
             instance: Some(identity.to_string()),
         };
         Self {
@@ -232,6 +220,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::reconcile::apis::{
+        DNS_ENDPOINT_API, MONITORING_API, POD_MONITORS, SERVICE_MONITORS,
+    };
     use crate::reconcile::mock_api::MockApi;
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The operator's error type. Each variant has a metric label and an event reason. Kubernetes
 //! client errors are boxed: they are large and errors are the rare path.
 
-use crate::reconcile::validate::InvalidSpec;
+use super::validate::InvalidSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

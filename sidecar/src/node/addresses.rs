@@ -6,6 +6,13 @@
 
 use libp2p::{Multiaddr, multiaddr::Protocol};
 
+/// True when the address is a QUIC one.
+pub fn is_quic(address: &Multiaddr) -> bool {
+    address
+        .iter()
+        .any(|part| matches!(part, Protocol::QuicV1 | Protocol::Quic))
+}
+
 /// True when the address names the loopback interface (127.0.0.0/8, ::1).
 pub fn is_loopback(address: &Multiaddr) -> bool {
     address.iter().any(|part| match part {

@@ -1,4 +1,5 @@
-//! HTTP client of the registry, used by dig-sidecar, dig-operator, federation and the tests.
+//! HTTP client of the registry, used by dig-sidecar, dig-operator, the registry's federation and
+//! the tests.
 
 use std::time::Duration;
 
@@ -55,6 +56,7 @@ pub struct RegistryClientBuilder {
     request_timeout: Duration,
     max_response_bytes: u64,
     root_certificates_pem: Vec<Vec<u8>>,
+    address: Option<std::net::SocketAddr>,
 }
 
 /// Largest answer a client reads unless told otherwise: far above any page a registry sends.
@@ -74,6 +76,13 @@ impl RegistryClientBuilder {
     /// Largest answer read; a larger one is refused before it is all in memory.
     pub fn max_response_bytes(mut self, bytes: u64) -> Self {
         self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Connects to `address` instead of what the URL's host name resolves to, keeping the name
+    /// for TLS and the Host header: one replica of several behind one name.
+    pub fn connect_to(mut self, address: std::net::SocketAddr) -> Self {
+        self.address = Some(address);
         self
     }
 
@@ -101,7 +110,7 @@ impl RegistryClientBuilder {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(invalid("must not carry a query or fragment".to_owned()));
         }
-        crate::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)
@@ -110,6 +119,9 @@ impl RegistryClientBuilder {
             let cert = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| invalid(format!("root certificate is not PEM: {e}")))?;
             builder = builder.add_root_certificate(cert);
+        }
+        if let (Some(address), Some(host)) = (self.address, parsed.host_str()) {
+            builder = builder.resolve(host, address);
         }
         let http = builder
             .build()
@@ -143,6 +155,7 @@ impl RegistryClient {
             request_timeout: Duration::from_secs(15),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             root_certificates_pem: Vec::new(),
+            address: None,
         }
     }
 

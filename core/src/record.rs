@@ -14,10 +14,11 @@ use libp2p_identity::{Keypair, PeerId, PublicKey};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
+use crate::network_id::check_network_id;
+
 /// Pattern of a store name (a file `<name>.dig` in the data folder).
 pub const STORE_NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
-/// Pattern of a network id; it becomes part of libp2p protocol ids, so no `/`.
-pub const NETWORK_ID_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 
 /// Domain-separation prefix of a peer record signature.
 pub const PEER_RECORD_DOMAIN: &[u8] = b"dig-bootstrap/peer-record/v1\n";
@@ -33,21 +34,15 @@ pub const MAX_ENCODED_KEY_LEN: usize = 128;
 
 static STORE_NAME_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(STORE_NAME_PATTERN).expect("STORE_NAME_PATTERN compiles"));
-static NETWORK_ID_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(NETWORK_ID_PATTERN).expect("NETWORK_ID_PATTERN compiles"));
 
 /// True when `name` is a valid store name ([`STORE_NAME_PATTERN`]).
 pub fn is_valid_store_name(name: &str) -> bool {
     STORE_NAME_RE.is_match(name)
 }
 
-/// True when `id` is a valid network id ([`NETWORK_ID_PATTERN`]).
-pub fn is_valid_network_id(id: &str) -> bool {
-    NETWORK_ID_RE.is_match(id)
-}
-
 /// One store a peer holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StoreEntry {
     /// Store name ([`STORE_NAME_PATTERN`]).
@@ -61,12 +56,13 @@ pub struct StoreEntry {
 }
 
 /// What a node says about itself. Signed as a whole by the node's identity key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerRecord {
     /// libp2p PeerId, base58.
     pub peer_id: String,
-    /// Network id ([`NETWORK_ID_PATTERN`]).
+    /// Network id ([`crate::network_id`]).
     pub network_id: String,
     /// Dialable multiaddrs WITHOUT the `/p2p/<id>` suffix.
     pub addresses: Vec<String>,
@@ -80,7 +76,8 @@ pub struct PeerRecord {
 
 /// A peer record with the key and signature that prove who wrote it. The body of `POST /register`,
 /// and what `GET /records` relays between servers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignedPeerRecord {
     pub record: PeerRecord,
@@ -91,7 +88,8 @@ pub struct SignedPeerRecord {
 }
 
 /// A request to remove a peer's record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UnregisterRequest {
     pub peer_id: String,
@@ -101,7 +99,8 @@ pub struct UnregisterRequest {
 }
 
 /// An unregister request signed by the peer's identity key. The body of `POST /unregister`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignedUnregister {
     pub request: UnregisterRequest,
@@ -277,13 +276,7 @@ pub fn parse_peer_id(field: &str, peer_id: &str) -> Result<PeerId, RecordError> 
 }
 
 fn validate_network_id(field: &str, network_id: &str) -> Result<(), RecordError> {
-    if !is_valid_network_id(network_id) {
-        return Err(RecordError::invalid(
-            field,
-            format!("{network_id:?} does not match {NETWORK_ID_PATTERN}"),
-        ));
-    }
-    Ok(())
+    check_network_id(network_id).map_err(|invalid| RecordError::invalid(field, invalid.to_string()))
 }
 
 fn validate_timestamp(field: &str, timestamp_ms: u64) -> Result<(), RecordError> {
@@ -523,14 +516,6 @@ impl SignedUnregister {
         self.request.validate()?;
         self.verify()
     }
-}
-
-/// Current unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Encodes bytes with the base64 alphabet used for keys and signatures.

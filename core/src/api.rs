@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use crate::record::{SignedPeerRecord, SignedUnregister, StoreEntry};
 
@@ -17,9 +16,9 @@ pub const DEFAULT_RECORDS_LIMIT: usize = 1000;
 pub const MAX_RECORDS_LIMIT: usize = 5000;
 
 /// Query of `GET /peers`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
 pub struct PeersQuery {
     /// Most peers to return (default 100, capped at 1000).
     pub limit: Option<usize>,
@@ -48,9 +47,9 @@ impl PeersQuery {
 }
 
 /// Query of `GET /peers/store/{store}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
 pub struct StorePeersQuery {
     /// Most peers to return (default 100, capped at 1000).
     pub limit: Option<usize>,
@@ -59,7 +58,8 @@ pub struct StorePeersQuery {
 }
 
 /// One live peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PeerInfo {
     pub peer_id: String,
@@ -81,7 +81,8 @@ pub struct PeerInfo {
 }
 
 /// Answer of `GET /peers` and `GET /peers/store/{store}`: live peers, newest first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PeersResponse {
     pub peers: Vec<PeerInfo>,
@@ -95,7 +96,8 @@ pub struct PeersResponse {
 }
 
 /// Answer of `GET /health`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HealthResponse {
     /// `ok` while serving.
@@ -106,8 +108,21 @@ pub struct HealthResponse {
     pub uptime_seconds: u64,
 }
 
+/// Answer of `GET /ready`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyResponse {
+    /// `ready` (200), `draining` (503: shutting down) or `syncing` (503: siblings not pulled yet).
+    pub status: String,
+    /// Sibling URLs (`--peer-bootstrap`) not pulled in full yet, while `syncing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub siblings: Vec<String>,
+}
+
 /// Answer of `GET /stats`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StatsResponse {
     /// Live (unexpired) peers.
@@ -127,7 +142,8 @@ pub struct StatsResponse {
 }
 
 /// Answer of `POST /register`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterResponse {
     /// `registered` for a new peer, `refreshed` for a heartbeat.
@@ -140,7 +156,8 @@ pub struct RegisterResponse {
 }
 
 /// Answer of `POST /unregister`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UnregisterResponse {
     /// `unregistered`, or `notFound` when no record was held (the removal is still remembered).
@@ -149,7 +166,8 @@ pub struct UnregisterResponse {
 }
 
 /// Replication of one store within a network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StoreReplication {
     pub name: String,
@@ -166,7 +184,8 @@ pub struct StoreReplication {
 }
 
 /// Replication within one network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkTopology {
     pub network_id: String,
@@ -178,7 +197,8 @@ pub struct NetworkTopology {
 }
 
 /// Answer of `GET /topology`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TopologyResponse {
     pub total_peers: u64,
@@ -188,9 +208,9 @@ pub struct TopologyResponse {
 }
 
 /// Query of `GET /records` (federation feed).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
     /// Return changes after this cursor (the `nextCursor` of the previous page). 0 or absent: all.
     pub after: Option<u64>,
@@ -200,7 +220,8 @@ pub struct RecordsQuery {
 
 /// Answer of `GET /records`: signed records and removals, in the order this server accepted
 /// them, so a sibling can pull only what changed. Each entry verifies on its own.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RecordsResponse {
     /// Identifies this server process; when it changes, cursors restart from 0.
@@ -214,7 +235,8 @@ pub struct RecordsResponse {
 }
 
 /// Body of every error answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// Machine-readable code, e.g. `invalid_field`, `stale_timestamp`, `rate_limited`.
