@@ -9,7 +9,8 @@ use dig_core::logging::LogFormat;
 use dig_core::network_id::parse_network_id;
 
 use crate::record::RecordLimits;
-use crate::registry::RegistryConfig;
+use crate::registry::{DEFAULT_MAX_STATE_BYTES, DEFAULT_RECORDS_PAGE_BYTES, RegistryConfig};
+use crate::server::limits::ConnectionLimits;
 
 fn parse_sibling_url(text: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
@@ -47,6 +48,43 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_peers: u64,
 
+    /// Most memory the registry's state may take: records, store names and remembered removals,
+    /// as estimated per entry. Registrations that do not fit get 507 (heartbeats that do not grow
+    /// a record always fit); removals of keys never registered use at most an eighth of it,
+    /// oldest forgotten first.
+    #[arg(long, env = "DIG_BOOTSTRAP_MAX_STATE_BYTES", value_name = "BYTES",
+          default_value_t = DEFAULT_MAX_STATE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(64 * 1024..=64 * 1024 * 1024 * 1024))]
+    pub max_state_bytes: u64,
+
+    /// Most open client connections. At the limit the connection idle the longest is closed to
+    /// make room; when none is idle, new connections are closed at once.
+    #[arg(long, env = "DIG_BOOTSTRAP_MAX_CONNECTIONS", value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Seconds a connection (HTTP/1 keep-alive or HTTP/2, whatever PINGs it sends) may stay open
+    /// without a request in flight; then it is closed (HTTP/2: GOAWAY).
+    #[arg(long, env = "DIG_BOOTSTRAP_IDLE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+
+    /// Seconds an HTTP/1 client gets to send a request's headers (slow-loris).
+    #[arg(long, env = "DIG_BOOTSTRAP_HEADER_TIMEOUT", value_name = "SECONDS",
+          default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub header_timeout: u64,
+
+    /// Seconds a request may take from its headers to its answer, reading its body included;
+    /// slower requests get 408 and their connection is closed (slow-body clients).
+    #[arg(long, env = "DIG_BOOTSTRAP_REQUEST_TIMEOUT", value_name = "SECONDS",
+          default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout: u64,
+
+    /// Seconds a client gets to finish the TLS handshake (with --tls-cert).
+    #[arg(long, env = "DIG_BOOTSTRAP_TLS_HANDSHAKE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub tls_handshake_timeout: u64,
+
     /// Requests per second allowed per client IP (all routes but /health and /metrics);
     /// beyond it the answer is 429 with Retry-After. 0 turns the limit off.
     #[arg(long, env = "DIG_BOOTSTRAP_RATE_LIMIT", value_name = "PER_SECOND", default_value_t = 20,
@@ -57,6 +95,17 @@ pub struct Config {
     #[arg(long, env = "DIG_BOOTSTRAP_RATE_LIMIT_BURST", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub rate_limit_burst: Option<u32>,
+
+    /// IPv6 clients share one rate-limit quota per prefix of this many bits: one host commonly
+    /// holds a whole /64, so a quota per address would be no limit at all.
+    #[arg(long, env = "DIG_BOOTSTRAP_RATE_LIMIT_IPV6_PREFIX", value_name = "BITS",
+          default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub rate_limit_ipv6_prefix: u8,
+
+    /// IPv4 clients share one rate-limit quota per prefix of this many bits (32: per address).
+    #[arg(long, env = "DIG_BOOTSTRAP_RATE_LIMIT_IPV4_PREFIX", value_name = "BITS",
+          default_value_t = 32, value_parser = clap::value_parser!(u8).range(1..=32))]
+    pub rate_limit_ipv4_prefix: u8,
 
     /// Proxy or load balancer whose X-Forwarded-For header names the client for the rate limit:
     /// a CIDR range or an address (repeatable; comma-separated in the environment variable).
@@ -74,6 +123,13 @@ pub struct Config {
     /// Extra PEM CA (or self-signed certificate) trusted for https:// siblings.
     #[arg(long, env = "DIG_BOOTSTRAP_PEER_BOOTSTRAP_CA", value_name = "FILE")]
     pub peer_bootstrap_ca: Option<PathBuf>,
+
+    /// Largest /records answer read from a sibling, in bytes; a larger one is refused unread
+    /// (the pull fails and is counted as an error).
+    #[arg(long, env = "DIG_BOOTSTRAP_PEER_BOOTSTRAP_MAX_BYTES", value_name = "BYTES",
+          default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(64 * 1024..=1024 * 1024 * 1024))]
+    pub peer_bootstrap_max_bytes: u64,
 
     /// Seconds between pulls of each sibling's /records.
     #[arg(long, env = "DIG_BOOTSTRAP_FEDERATION_INTERVAL", value_name = "SECONDS",
@@ -162,6 +218,7 @@ impl Config {
         RegistryConfig {
             ttl_ms: self.peer_ttl * 1000,
             max_peers: self.max_peers as usize,
+            max_state_bytes: usize::try_from(self.max_state_bytes).unwrap_or(usize::MAX),
             limits: RecordLimits {
                 max_stores: self.max_stores_per_peer as usize,
                 max_addresses: self.max_addresses as usize,
@@ -169,6 +226,18 @@ impl Config {
             max_clock_skew_ms: self.max_clock_skew * 1000,
             active_window_ms: self.active_window * 1000,
             allowed_networks: self.network.clone(),
+            records_page_bytes: DEFAULT_RECORDS_PAGE_BYTES,
+        }
+    }
+
+    /// How long connections may take and how many may be open.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections as usize,
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            header_timeout: Duration::from_secs(self.header_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
         }
     }
 
@@ -252,6 +321,16 @@ mod tests {
         assert_eq!(config.peer_ttl, 180);
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.rate_limit_quota(), Some((20, 40)));
+        assert_eq!(config.max_state_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.rate_limit_ipv6_prefix, 64);
+        assert_eq!(config.rate_limit_ipv4_prefix, 32);
+        assert_eq!(config.peer_bootstrap_max_bytes, 16 * 1024 * 1024);
+        let limits = config.connection_limits();
+        assert_eq!(limits.max_connections, 4096);
+        assert_eq!(limits.idle_timeout, Duration::from_secs(30));
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.request_timeout, Duration::from_secs(10));
+        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -265,6 +344,18 @@ mod tests {
             (vec!["--max-body-bytes", "10"], "--max-body-bytes"),
             (vec!["--log-format", "xml"], "--log-format"),
             (vec!["--tls-cert", "/x"], "--tls-key"),
+            (vec!["--max-state-bytes", "1000"], "--max-state-bytes"),
+            (vec!["--max-connections", "0"], "--max-connections"),
+            (vec!["--idle-timeout", "0"], "--idle-timeout"),
+            (vec!["--request-timeout", "x"], "--request-timeout"),
+            (
+                vec!["--rate-limit-ipv6-prefix", "129"],
+                "--rate-limit-ipv6-prefix",
+            ),
+            (
+                vec!["--rate-limit-ipv4-prefix", "33"],
+                "--rate-limit-ipv4-prefix",
+            ),
         ] {
             let mut argv = vec!["dig-bootstrap"];
             argv.extend(args);

@@ -86,18 +86,27 @@ pub enum FederationResult {
     Unchanged,
     /// Verified but older than the freshness window.
     Stale,
+    /// Verified, but no room for it (`--max-peers` or `--max-state-bytes`).
+    Full,
     /// Forged, tampered, out of bounds or of another network: dropped.
     Rejected,
 }
 
 impl ResultLabel for FederationResult {
-    const KNOWN: &'static [Self] = &[Self::Accepted, Self::Unchanged, Self::Stale, Self::Rejected];
+    const KNOWN: &'static [Self] = &[
+        Self::Accepted,
+        Self::Unchanged,
+        Self::Stale,
+        Self::Full,
+        Self::Rejected,
+    ];
 
     fn as_str(&self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
             Self::Unchanged => "unchanged",
             Self::Stale => "stale",
+            Self::Full => "full",
             Self::Rejected => "rejected",
         }
     }
@@ -124,6 +133,52 @@ impl ResultLabel for PullResult {
 impl EncodeLabelValue for PullResult {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
         EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// `reason` of `connections_closed_total`: why the server closed (or refused) a connection.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No request in flight for `--idle-timeout`.
+    Idle,
+    /// Idle the longest when `--max-connections` was reached: closed to make room.
+    Evicted,
+    /// Refused at once: `--max-connections` reached and every connection busy.
+    Refused,
+    /// TLS handshake not finished within `--tls-handshake-timeout`, or failed.
+    TlsHandshake,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    const KNOWN: [Self; 5] = [
+        Self::Idle,
+        Self::Evicted,
+        Self::Refused,
+        Self::TlsHandshake,
+        Self::Shutdown,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Evicted => "evicted",
+            Self::Refused => "refused",
+            Self::TlsHandshake => "tls_handshake",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct CloseLabels {
+    pub reason: CloseReason,
+}
+
+impl EncodeLabelSet for CloseLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        EncodeLabelSet::encode(&[("reason", self.reason.as_str())], encoder)
     }
 }
 
@@ -197,6 +252,10 @@ pub struct Metrics {
     pub federation_pulls: Family<PullLabels, Counter>,
     pub federation_sibling_replicas: Family<SiblingLabels, Gauge>,
     pub rate_limited: Counter,
+    pub open_connections: Gauge,
+    pub connections_closed: Family<CloseLabels, Counter>,
+    pub state_bytes: Gauge,
+    pub removals: Gauge,
 }
 
 impl Default for Metrics {
@@ -248,8 +307,8 @@ impl Metrics {
             &mut registry,
             "federation_records",
             "Records and removals pulled from sibling servers by result: {known} (accepted: \
-             merged; unchanged: not newer than held; stale: too old; rejected: forged, tampered \
-             or out of bounds)",
+             merged; unchanged: not newer than held; stale: too old; full: no room under \
+             --max-peers or --max-state-bytes; rejected: forged, tampered or out of bounds)",
         );
         let federation_pulls = Family::<PullLabels, Counter>::default();
         registry.register(
@@ -272,6 +331,40 @@ impl Metrics {
             "Requests answered 429 by the per-client rate limit",
             rate_limited.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open (bounded by --max-connections)",
+            open_connections.clone(),
+        );
+        let connections_closed = Family::<CloseLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Client connections the server closed or refused, by reason: idle (no request for \
+             --idle-timeout), evicted (idle the longest at --max-connections), refused (at \
+             --max-connections with every connection busy), tls_handshake (timed out or failed), \
+             shutdown",
+            connections_closed.clone(),
+        );
+        for reason in CloseReason::KNOWN {
+            connections_closed
+                .get_or_create(&CloseLabels { reason })
+                .inc_by(0);
+        }
+        let state_bytes = Gauge::default();
+        registry.register_with_unit(
+            "state",
+            "Estimated memory of the records, store names and removals held (bounded by \
+             --max-state-bytes)",
+            prometheus_client::registry::Unit::Bytes,
+            state_bytes.clone(),
+        );
+        let removals = Gauge::default();
+        registry.register(
+            "removals",
+            "Removals remembered to block older records of removed peers",
+            removals.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -285,7 +378,18 @@ impl Metrics {
             federation_pulls,
             federation_sibling_replicas,
             rate_limited,
+            open_connections,
+            connections_closed,
+            state_bytes,
+            removals,
         }
+    }
+
+    /// Counts a connection the server closed or refused.
+    pub fn count_close(&self, reason: CloseReason) {
+        self.connections_closed
+            .get_or_create(&CloseLabels { reason })
+            .inc();
     }
 
     pub fn count_result<R: ResultLabel>(family: &Family<ResultLabels<R>, Counter>, result: R) {
@@ -359,7 +463,7 @@ mod tests {
             zero_series::<FederationResult>("federation_records"),
         ]
         .concat();
-        assert_eq!(expected.len(), 8);
+        assert_eq!(expected.len(), 9);
         for series in &expected {
             assert!(
                 text.contains(series.as_str()),

@@ -1,5 +1,7 @@
-//! Properties of signed records: any change to a signed field or to the signature makes
-//! verification fail, and no input bytes make the decoder or the verifier panic.
+//! Properties of signed records and removals: any change to a signed field or to the signature
+//! makes verification fail, and no input bytes make the decoder or the verifier panic.
+
+mod support;
 
 use std::sync::LazyLock;
 
@@ -206,6 +208,30 @@ proptest! {
             signature,
         };
         prop_assert!(record.validate_and_verify(&RecordLimits::default()).is_err());
+    }
+
+    #[test]
+    fn mutated_removals_never_verify_unless_unchanged(mutation in support::json_mutation()) {
+        let original = support::signed_removal();
+        let json = mutation.apply(&serde_json::to_vec(&original).unwrap());
+        if let Ok(decoded) = serde_json::from_slice::<SignedUnregister>(&json)
+            && decoded != original
+        {
+            prop_assert!(decoded.validate_and_verify().is_err());
+        }
+    }
+
+    #[test]
+    fn structurally_mutated_records_never_verify_unless_unchanged(
+        mutation in support::json_mutation(),
+    ) {
+        let original = signed();
+        let json = mutation.apply(&serde_json::to_vec(&original).unwrap());
+        if let Ok(decoded) = serde_json::from_slice::<SignedPeerRecord>(&json)
+            && decoded != original
+        {
+            prop_assert!(decoded.validate_and_verify(&RecordLimits::default()).is_err());
+        }
     }
 
     #[test]

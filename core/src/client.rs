@@ -36,6 +36,8 @@ pub enum ClientError {
         url: String,
         retry_after: Option<Duration>,
     },
+    #[error("registry {url} answered with more than the {limit} bytes this client reads")]
+    ResponseTooLarge { url: String, limit: u64 },
     #[error("registry {url} answered HTTP {status} with an unexpected body: {detail}")]
     BadResponse {
         url: String,
@@ -52,9 +54,13 @@ pub struct RegistryClientBuilder {
     base_url: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    max_response_bytes: u64,
     root_certificates_pem: Vec<Vec<u8>>,
     address: Option<std::net::SocketAddr>,
 }
+
+/// Largest answer a client reads unless told otherwise: far above any page a registry sends.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl RegistryClientBuilder {
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -64,6 +70,12 @@ impl RegistryClientBuilder {
 
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Largest answer read; a larger one is refused before it is all in memory.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
         self
     }
 
@@ -117,6 +129,7 @@ impl RegistryClientBuilder {
         Ok(RegistryClient {
             base_url: self.base_url.trim_end_matches('/').to_owned(),
             http,
+            max_response_bytes: self.max_response_bytes,
         })
     }
 }
@@ -126,6 +139,7 @@ impl RegistryClientBuilder {
 pub struct RegistryClient {
     base_url: String,
     http: reqwest::Client,
+    max_response_bytes: u64,
 }
 
 impl RegistryClient {
@@ -139,6 +153,7 @@ impl RegistryClient {
             base_url: base_url.to_owned(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             root_certificates_pem: Vec::new(),
             address: None,
         }
@@ -249,7 +264,7 @@ impl RegistryClient {
             url: url.to_owned(),
             source,
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let retry_after = response
@@ -263,7 +278,7 @@ impl RegistryClient {
                 retry_after,
             });
         }
-        let body = response.bytes().await.map_err(transport)?;
+        let body = self.read_capped(url, &mut response).await?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
                 url: url.to_owned(),
@@ -285,6 +300,41 @@ impl RegistryClient {
                 detail: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             }),
         }
+    }
+
+    /// The body of `response`, refused as soon as it is known to exceed the limit: by its
+    /// Content-Length, or while it arrives.
+    async fn read_capped(
+        &self,
+        url: &str,
+        response: &mut reqwest::Response,
+    ) -> Result<Vec<u8>, ClientError> {
+        let limit = self.max_response_bytes;
+        let too_large = || ClientError::ResponseTooLarge {
+            url: url.to_owned(),
+            limit,
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.to_owned(),
+                source,
+            })?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 

@@ -21,6 +21,23 @@ pub struct TlsFiles {
     pub ca_pem: Vec<u8>,
 }
 
+impl TlsFiles {
+    /// A self-signed certificate for `localhost`, written as `tls.crt` and `tls.key` in `dir`.
+    pub fn self_signed_localhost(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let cert = dir.join("tls.crt");
+        let key = dir.join("tls.key");
+        let cert_pem = certified.cert.pem();
+        std::fs::write(&cert, &cert_pem)?;
+        std::fs::write(&key, certified.key_pair.serialize_pem())?;
+        Ok(Self {
+            cert,
+            key,
+            ca_pem: cert_pem.into_bytes(),
+        })
+    }
+}
+
 /// A running `dig-bootstrap`, killed when dropped.
 pub struct BootstrapServer {
     pub process: TestProcess,

@@ -163,18 +163,8 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_quota() -> any
 
 #[tokio::test]
 async fn serves_https_with_a_self_signed_certificate() -> anyhow::Result<()> {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     let dir = tempfile::tempdir()?;
-    let cert = dir.path().join("tls.crt");
-    let key = dir.path().join("tls.key");
-    let cert_pem = certified.cert.pem();
-    std::fs::write(&cert, &cert_pem)?;
-    std::fs::write(&key, certified.key_pair.serialize_pem())?;
-    let tls = TlsFiles {
-        cert,
-        key,
-        ca_pem: cert_pem.into_bytes(),
-    };
+    let tls = TlsFiles::self_signed_localhost(dir.path())?;
     let server = BootstrapServer::start_with(&["--rate-limit", "0"], Some(&tls)).await?;
     assert!(server.base_url.starts_with("https://"));
     let client = server.client()?;

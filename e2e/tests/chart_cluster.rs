@@ -316,6 +316,8 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         ("delete", "deployments.apps", Some("team-a"), true),
         ("patch", "configmaps", Some("team-a"), true),
         ("get", "secrets", Some("team-a"), true),
+        ("list", "secrets", Some("team-a"), false),
+        ("watch", "secrets", Some("team-a"), false),
         ("create", "secrets", Some("team-a"), false),
         ("delete", "persistentvolumeclaims", Some("team-a"), false),
         ("create", "pods", Some("team-a"), false),
@@ -351,6 +353,27 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
             can(verb, resource, namespace),
             allowed,
             "can the operator {verb} {resource} in {namespace:?}?"
+        );
+    }
+
+    // Secrets are read by name only: the operator cannot enumerate them in any namespace.
+    for verb in ["list", "watch"] {
+        let answer = kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            "secrets",
+            "-A",
+            "--as",
+            SERVICE_ACCOUNT,
+        ]);
+        let denied = match &answer {
+            Ok(out) => out.trim() == "no",
+            Err(out) => out.trim_end().ends_with("no"),
+        };
+        assert!(
+            denied,
+            "kubectl auth can-i {verb} secrets -A as the operator: {answer:?}"
         );
     }
 
@@ -419,6 +442,39 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         ],
     )
     .await;
+
+    // A private network: the operator reads its PSK Secret by name with that grant alone.
+    run_kubectl(
+        &kubeconfig,
+        &tools,
+        &["apply", "-f", "-"],
+        Some(concat!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: chart-psk\n  namespace: chart-net\n",
+            "stringData:\n  swarm.key: |\n    /key/swarm/psk/1.0.0/\n    /base16/\n",
+            "    0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+        )),
+    )
+    .expect("the PSK Secret");
+    assert_network_reconciled(
+        &kubeconfig,
+        &tools,
+        &operator,
+        "the chart's permissions (a named Secret read)",
+        "private",
+        "  privateNetwork:\n    pskSecretRef:\n      name: chart-psk\n      key: swarm.key\n",
+        &["statefulset/private-node"],
+    )
+    .await;
+    let psk_volume = kubectl(&[
+        "get",
+        "statefulset/private-node",
+        "-n",
+        "chart-net",
+        "-o",
+        "jsonpath={.spec.template.spec.volumes[*].secret.secretName}",
+    ])
+    .expect("the private network's StatefulSet");
+    assert!(psk_volume.contains("chart-psk"), "{psk_volume}");
 
     // Every operator series the dashboards, the alerts and the helm test pod use is exported.
     let text = http

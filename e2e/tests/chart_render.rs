@@ -196,10 +196,14 @@ fn cluster_wide_rbac_is_only_what_must_be_cluster_wide() {
     let manage = set(&["get", "list", "watch", "create", "patch", "delete"]);
     // Pods are only read: the exposed nodes' IPs, to ask them their peer ids (_dnsaddr records).
     assert_eq!(verbs_on(workloads, "", "pods"), set(&["get", "list"]));
+    // The code reads a network's PSK Secret by name and never lists or watches Secrets.
     assert_eq!(
-        verbs_on(workloads, "", "secrets"),
-        read,
-        "secrets are read only"
+        all.iter()
+            .filter(|(g, r, _, _)| g.is_empty() && r == "secrets")
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([grant("", "secrets", "get")]),
+        "secrets are only read, by name"
     );
     assert_eq!(verbs_on(workloads, "", "persistentvolumeclaims"), read);
     for (group, resource) in [
@@ -257,6 +261,83 @@ fn cluster_wide_rbac_is_only_what_must_be_cluster_wide() {
         rendered.of_kind("Role").len() == 1,
         "no per-namespace Roles by default"
     );
+}
+
+/// Whether any rule of `rendered` lets the operator list or watch Secrets not named in it.
+fn can_enumerate_secrets(rendered: &Rendered) -> Vec<String> {
+    rendered
+        .of_kind("ClusterRole")
+        .into_iter()
+        .chain(rendered.of_kind("Role"))
+        .flat_map(|role| {
+            let name = role["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            grants(role)
+                .into_iter()
+                .filter(|(g, r, verb, names)| {
+                    g.is_empty()
+                        && r == "secrets"
+                        && ["list", "watch", "*"].contains(&verb.as_str())
+                        && names.is_empty()
+                })
+                .map(move |grant| format!("{name}: {grant:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn secrets_are_read_by_name_only_and_optionally_only_the_named_ones() {
+    let Some(helm) =
+        Helm::or_skip("secrets_are_read_by_name_only_and_optionally_only_the_named_ones")
+    else {
+        return;
+    };
+    for extra in [
+        vec![],
+        vec!["--set", "watchNamespaces={team-a,team-b}"],
+        vec!["--set", "webhook.certManager.enabled=true"],
+    ] {
+        let rendered = helm.template(&extra);
+        assert_eq!(
+            can_enumerate_secrets(&rendered),
+            Vec::<String>::new(),
+            "with {extra:?}"
+        );
+    }
+    let rendered = helm.template(&["--set", "pskSecretNames={prod-psk,staging.psk}"]);
+    let workloads = rendered.get("ClusterRole", &format!("{FULLNAME}-workloads"));
+    let secrets: Vec<_> = grants(workloads)
+        .into_iter()
+        .filter(|(g, r, _, _)| g.is_empty() && r == "secrets")
+        .collect();
+    assert_eq!(
+        secrets,
+        vec![(
+            String::new(),
+            "secrets".to_string(),
+            "get".to_string(),
+            vec!["prod-psk".to_string(), "staging.psk".to_string()]
+        )]
+    );
+    let per_namespace = helm.template(&[
+        "--set",
+        "watchNamespaces={team-a}",
+        "--set",
+        "pskSecretNames={prod-psk}",
+    ]);
+    let role = per_namespace
+        .of_kind("Role")
+        .into_iter()
+        .find(|r| r["metadata"]["namespace"] == "team-a")
+        .expect("the Role in team-a");
+    assert!(grants(role).contains(&(
+        String::new(),
+        "secrets".to_string(),
+        "get".to_string(),
+        vec!["prod-psk".to_string()]
+    )));
 }
 
 #[test]

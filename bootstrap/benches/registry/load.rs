@@ -42,7 +42,7 @@ impl Rate {
     }
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+pub type Sender = SendRequest<Full<Bytes>>;
 
 /// Opens one keep-alive HTTP/1.1 connection (after a TLS handshake for a TLS target).
 pub async fn connect(target: &Target) -> Sender {
@@ -63,7 +63,8 @@ pub async fn connect(target: &Target) -> Sender {
     }
 }
 
-async fn handshake<T>(io: TokioIo<T>) -> Sender
+/// An HTTP/1.1 client connection over `io`.
+pub async fn handshake<T>(io: TokioIo<T>) -> Sender
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {

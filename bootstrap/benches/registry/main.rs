@@ -246,7 +246,10 @@ fn bench_dig(
         peers_rate.get_or_insert(measured);
     }
     let resident = server.resident_mib();
-    println!("  resident memory after lookups: {resident:.1} MB");
+    println!(
+        "  resident memory after lookups: {resident:.1} MB (peak {:.1} MB)",
+        server.peak_resident_mib()
+    );
     Row {
         server: "dig-bootstrap",
         transport,

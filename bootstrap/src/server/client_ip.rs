@@ -5,11 +5,14 @@
 //! trusted proxy, `X-Forwarded-For` is read from the right: proxies append the address they saw,
 //! and the first hop that is not a trusted proxy is the client. Anything to its left was written
 //! by the client itself and cannot be believed.
+//!
+//! Clients share a rate-limit quota per address prefix ([`ClientPrefix`]): an IPv6 host is
+//! usually given a whole /64, so per address it would have unlimited quota.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
@@ -55,6 +58,34 @@ impl ClientAddress {
             }
         }
         client
+    }
+}
+
+/// How many leading bits of a client's address name the client for the rate limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientPrefix {
+    pub ipv4_bits: u8,
+    pub ipv6_bits: u8,
+}
+
+impl Default for ClientPrefix {
+    fn default() -> Self {
+        Self {
+            ipv4_bits: 32,
+            ipv6_bits: 64,
+        }
+    }
+}
+
+impl ClientPrefix {
+    /// The rate-limit key of `address`: its prefix, the other bits zero.
+    pub fn key(&self, address: IpAddr) -> IpAddr {
+        match canonical(address) {
+            IpAddr::V4(v4) => Ipv4Net::new(v4, self.ipv4_bits.min(32))
+                .map_or(IpAddr::V4(v4), |net| IpAddr::V4(net.network())),
+            IpAddr::V6(v6) => Ipv6Net::new(v6, self.ipv6_bits.min(128))
+                .map_or(IpAddr::V6(v6), |net| IpAddr::V6(net.network())),
+        }
     }
 }
 
@@ -171,6 +202,34 @@ mod tests {
             resolver.resolve(ip("::ffff:10.0.0.1"), &chain),
             ip("203.0.113.7")
         );
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_quota_per_prefix() {
+        let default = ClientPrefix::default();
+        let key = |prefix: ClientPrefix, text: &str| prefix.key(ip(text));
+        assert_eq!(
+            key(default, "2001:db8:1:2:aaaa::1"),
+            key(default, "2001:db8:1:2:ffff:1:2:3")
+        );
+        assert_eq!(key(default, "2001:db8:1:2::7"), ip("2001:db8:1:2::"));
+        assert_ne!(
+            key(default, "2001:db8:1:2::1"),
+            key(default, "2001:db8:1:3::1")
+        );
+        assert_ne!(key(default, "192.0.2.1"), key(default, "192.0.2.2"));
+        assert_eq!(key(default, "::ffff:192.0.2.1"), ip("192.0.2.1"));
+        let wide = ClientPrefix {
+            ipv4_bits: 24,
+            ipv6_bits: 48,
+        };
+        assert_eq!(key(wide, "2001:db8:1:7::1"), ip("2001:db8:1::"));
+        assert_eq!(key(wide, "192.0.2.200"), ip("192.0.2.0"));
+        let exact = ClientPrefix {
+            ipv4_bits: 32,
+            ipv6_bits: 128,
+        };
+        assert_eq!(key(exact, "2001:db8::5"), ip("2001:db8::5"));
     }
 
     #[test]

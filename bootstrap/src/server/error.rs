@@ -83,6 +83,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::WrongNetwork { .. } => {
                 Self::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).with_field(field)
             }
+            // Out of memory for more state: retryable once records expire.
+            RegistryError::MemoryFull { .. } => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, e.code(), e.to_string())
+                    .with_field(field)
+                    .retry_after(30)
+            }
             // A capacity refusal: retryable, like a rate limit (and never a 5xx).
             RegistryError::Full { .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string())
@@ -93,12 +99,29 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// Longest `detail` and `field` answered, in bytes: both may quote the client's input (an
+/// unknown member name, a value of the wrong type), which must not come back at any length.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with an ellipsis when cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: self.error.to_owned(),
-            detail: self.detail,
-            field: self.field,
+            detail: bounded(self.detail, MAX_DETAIL_BYTES),
+            field: self.field.map(|field| bounded(field, MAX_DETAIL_BYTES / 4)),
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_seconds {
@@ -107,5 +130,22 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short".into(), 10), "short");
+        let cut = bounded("é".repeat(1000), MAX_DETAIL_BYTES);
+        assert!(
+            cut.len() <= MAX_DETAIL_BYTES && cut.ends_with('…'),
+            "{}",
+            cut.len()
+        );
+        assert_eq!(bounded("abcdef".into(), 4), "a…");
     }
 }

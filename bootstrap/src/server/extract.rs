@@ -41,7 +41,7 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path == "?" {
+        let field = if path.is_empty() || path == "." || path == "?" {
             "body".to_owned()
         } else {
             path
@@ -76,6 +76,12 @@ impl QueryParams {
     pub fn parse(query: Option<&str>, known: &[&str]) -> Result<Self, ApiError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if name.is_empty() {
+                return Err(ApiError::bad_parameter(
+                    "query",
+                    format!("a query parameter has no name; known: {}", known.join(", ")),
+                ));
+            }
             if !known.contains(&name.as_ref()) {
                 let shown: String = name.chars().take(64).collect();
                 return Err(ApiError::bad_parameter(

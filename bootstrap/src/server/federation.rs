@@ -32,8 +32,13 @@ pub struct Sibling {
 }
 
 impl Sibling {
-    pub fn new(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
-        Self::with_address(url, None, ca_pem)
+    /// A sibling at `url`, trusting `ca_pem` too, whose answers may be `max_response_bytes` long.
+    pub fn new(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        max_response_bytes: u64,
+    ) -> Result<Self, ClientError> {
+        Self::with_address(url, None, ca_pem, max_response_bytes)
     }
 
     pub fn url(&self) -> &str {
@@ -45,8 +50,9 @@ impl Sibling {
         url: &str,
         address: Option<SocketAddr>,
         ca_pem: Option<&[u8]>,
+        max_response_bytes: u64,
     ) -> Result<Self, ClientError> {
-        let mut builder = RegistryClient::builder(url);
+        let mut builder = RegistryClient::builder(url).max_response_bytes(max_response_bytes);
         if let Some(address) = address {
             builder = builder.connect_to(address);
         }
@@ -108,18 +114,26 @@ pub struct SiblingSet {
     url: url::Url,
     label: String,
     ca_pem: Option<Vec<u8>>,
+    max_response_bytes: u64,
     replicas: BTreeMap<SocketAddr, Sibling>,
     own: BTreeSet<SocketAddr>,
 }
 
 impl SiblingSet {
-    pub fn new(url: &url::Url, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+    /// The replicas behind `url`, trusting `ca_pem` too, whose answers may be
+    /// `max_response_bytes` long.
+    pub fn new(
+        url: &url::Url,
+        ca_pem: Option<&[u8]>,
+        max_response_bytes: u64,
+    ) -> Result<Self, ClientError> {
         // Checks the URL and the CA once, before any name is resolved.
-        Sibling::new(url.as_str(), ca_pem)?;
+        Sibling::new(url.as_str(), ca_pem, max_response_bytes)?;
         Ok(Self {
             label: sibling_label(url),
             url: url.clone(),
             ca_pem: ca_pem.map(<[u8]>::to_vec),
+            max_response_bytes,
             replicas: BTreeMap::new(),
             own: BTreeSet::new(),
         })
@@ -173,6 +187,7 @@ impl SiblingSet {
                     self.url.as_str(),
                     Some(*address),
                     self.ca_pem.as_deref(),
+                    self.max_response_bytes,
                 )?;
                 self.replicas.insert(*address, sibling);
             }
@@ -183,6 +198,7 @@ impl SiblingSet {
                     round.merged.accepted += summary.accepted;
                     round.merged.unchanged += summary.unchanged;
                     round.merged.stale += summary.stale;
+                    round.merged.full += summary.full;
                     round.merged.rejected += summary.rejected;
                     state.metrics().count_pull(&self.label, PullResult::Ok);
                 }
@@ -215,11 +231,13 @@ fn classify(result: &Result<(), RegistryError>) -> FederationResult {
         Ok(()) => FederationResult::Accepted,
         Err(RegistryError::NotNewer { .. }) => FederationResult::Unchanged,
         Err(RegistryError::StaleTimestamp { .. }) => FederationResult::Stale,
+        Err(e) if e.is_capacity() => FederationResult::Full,
         Err(_) => FederationResult::Rejected,
     }
 }
 
-fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut PullSummary) {
+/// Merges one page pulled from the sibling at `url` into `state`, counting each entry in `summary`.
+pub fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut PullSummary) {
     let metrics = state.metrics();
     let mut count = |result: Result<(), RegistryError>, peer_id: &str| {
         let label = classify(&result);
@@ -228,6 +246,7 @@ fn merge_page(state: &AppState, url: &str, page: RecordsResponse, summary: &mut 
             FederationResult::Accepted => summary.accepted += 1,
             FederationResult::Unchanged => summary.unchanged += 1,
             FederationResult::Stale => summary.stale += 1,
+            FederationResult::Full => summary.full += 1,
             FederationResult::Rejected => {
                 summary.rejected += 1;
                 if let Err(error) = result {

@@ -20,6 +20,8 @@ pub struct PullSummary {
     pub accepted: u64,
     pub unchanged: u64,
     pub stale: u64,
+    /// Refused because this registry's memory budget (`--max-state-bytes`) or `--max-peers` is full.
+    pub full: u64,
     pub rejected: u64,
 }
 
@@ -56,6 +58,8 @@ pub struct SiblingStatus {
     pub accepted: u64,
     pub unchanged: u64,
     pub stale: u64,
+    /// Refused because this registry was full (`--max-state-bytes` or `--max-peers`).
+    pub full: u64,
     pub rejected: u64,
 }
 
@@ -119,6 +123,7 @@ impl FederationStatus {
                 status.accepted += round.merged.accepted;
                 status.unchanged += round.merged.unchanged;
                 status.stale += round.merged.stale;
+                status.full += round.merged.full;
                 status.rejected += round.merged.rejected;
                 if round.failed == 0 {
                     status.last_success_ms = Some(now);

@@ -1,4 +1,5 @@
-//! Cross-cutting request handling: route tagging, metrics, per-client rate limiting.
+//! Cross-cutting request handling: route tagging, metrics, per-client rate limiting, and the
+//! request deadline.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -100,7 +101,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| state.client_address().resolve(c.0.ip(), request.headers()));
     if let (false, Some(ip)) = (exempt, client)
-        && let Err(not_until) = limiter.check_key(&ip)
+        && let Err(not_until) = limiter.check_key(&state.client_prefix().key(ip))
     {
         state.metrics().rate_limited.inc();
         let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -117,4 +118,40 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         .into_response();
     }
     next.run(request).await
+}
+
+/// Answers 408 (and closes the connection) when a request is not read and answered within
+/// `--request-timeout`: a client that sends its body slowly holds nothing for longer.
+pub async fn request_deadline(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Only a body can arrive slowly (the headers have their own time-out); the other requests
+    // are answered without waiting on the client and need no timer.
+    if axum::body::HttpBody::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
+    let limit = state.request_timeout();
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request was not received and answered within {} s (--request-timeout)",
+                    limit.as_secs()
+                ),
+            )
+            .with_field("body")
+            .into_response();
+            // Its body is left half read: the connection cannot carry another request.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }

@@ -2,11 +2,15 @@
 //! graceful shutdown.
 
 pub mod client_ip;
+pub mod connection;
 pub mod error;
 pub mod extract;
 pub mod federation;
 pub mod federation_status;
+pub mod limits;
+pub mod listener;
 pub mod middleware;
+pub mod open_connections;
 pub mod openapi;
 pub mod page;
 pub mod readiness;
@@ -16,13 +20,10 @@ pub mod state;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
 
 pub use routes::ROUTES;
 pub use state::AppState;
@@ -86,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            middleware::request_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             middleware::record_metrics,
         ))
         .with_state(state)
@@ -99,7 +104,6 @@ pub async fn run(
     dig_core::crypto::install_crypto_provider();
     let state = AppState::new(&config);
     let app = router(state.clone());
-    let handle = Handle::new();
 
     let mut tasks = tokio::task::JoinSet::new();
     let sweep_state = state.clone();
@@ -125,12 +129,12 @@ pub async fn run(
         None => None,
     };
     for url in &config.peer_bootstrap {
-        let sibling = federation::SiblingSet::new(url, ca_pem.as_deref()).map_err(|source| {
-            ServerError::Sibling {
-                url: url.to_string(),
-                source,
-            }
-        })?;
+        let sibling =
+            federation::SiblingSet::new(url, ca_pem.as_deref(), config.peer_bootstrap_max_bytes)
+                .map_err(|source| ServerError::Sibling {
+                    url: url.to_string(),
+                    source,
+                })?;
         tasks.spawn(federation::pull_forever(
             state.clone(),
             sibling,
@@ -138,64 +142,51 @@ pub async fn run(
         ));
     }
 
-    let grace = config.shutdown_grace();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Serve {
+            listen: config.listen,
+            source,
+        })?;
     let delay = config.shutdown_delay();
-    let shutdown_handle = handle.clone();
     let draining_state = state.clone();
-    tokio::spawn(async move {
+    // Not ready first, so load balancers stop sending; then `delay` more of serving before the
+    // listener closes.
+    let draining = async move {
         shutdown.await;
         draining_state.readiness().start_draining();
         if !delay.is_zero() {
             tracing::info!("not ready; serving {delay:?} more before closing the listener");
             tokio::time::sleep(delay).await;
         }
-        shutdown_handle.graceful_shutdown(Some(grace));
-    });
-    let listening_handle = handle.clone();
-    let scheme = if config.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
     };
-    tokio::spawn(async move {
-        if let Some(address) = listening_handle.listening().await {
-            tracing::info!("dig-bootstrap listening on {scheme}://{address}");
-        }
-    });
-
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let listen = config.listen;
-    let served = match (&config.tls_cert, &config.tls_key) {
+    let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            let tls = RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|source| ServerError::Tls {
+            Some(
+                listener::tls_config(cert, key).map_err(|source| ServerError::Tls {
                     cert: cert.clone(),
                     key: key.clone(),
                     source,
-                })?;
-            let mut server = axum_server::bind_rustls(listen, tls).handle(handle);
-            configure_http(server.http_builder());
-            server.serve(service).await
+                })?,
+            )
         }
-        _ => {
-            let mut server = axum_server::bind(listen).handle(handle);
-            configure_http(server.http_builder());
-            server.serve(service).await
-        }
+        _ => None,
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!("dig-bootstrap listening on {scheme}://{address}");
+    }
+    listener::serve(
+        listener,
+        tls,
+        app,
+        state,
+        config.connection_limits(),
+        draining,
+        config.shutdown_grace(),
+    )
+    .await;
     tasks.shutdown().await;
-    served.map_err(|source| ServerError::Serve { listen, source })?;
     tracing::info!("dig-bootstrap stopped");
     Ok(())
-}
-
-/// Bounds how long a client may take to send its headers (slow-loris).
-fn configure_http(
-    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-) {
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
 }

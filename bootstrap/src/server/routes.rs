@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use super::error::ApiError;
 use super::extract::{PEERS_LIMIT_CAP, QueryParams, body_bytes, json_body};
 use super::readiness::ReadyState;
-use super::state::AppState;
+use super::state::{AppState, Reuse};
 use crate::api::{
     DEFAULT_PEERS_LIMIT, DEFAULT_RECORDS_LIMIT, ErrorBody, HealthResponse, MAX_RECORDS_LIMIT,
     PeersQuery, PeersResponse, ReadyResponse, RecordsQuery, RecordsResponse, RegisterResponse,
@@ -113,7 +113,9 @@ pub async fn stats(State(state): State<AppState>) -> Response {
         (status = 403, description = "Key does not match peerId, or network not served", body = ErrorBody),
         (status = 409, description = "Timestamp not newer than the record held (replay)", body = ErrorBody),
         (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
-        (status = 429, description = "Rate limited or registry full; see Retry-After", body = ErrorBody),
+        (status = 408, description = "Body not received within --request-timeout", body = ErrorBody),
+        (status = 429, description = "Rate limited or registry full (--max-peers); see Retry-After", body = ErrorBody),
+        (status = 507, description = "No memory left for the record (--max-state-bytes); see Retry-After", body = ErrorBody),
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -153,6 +155,7 @@ fn register_signed(
         (status = 400, description = "Malformed request or stale timestamp", body = ErrorBody),
         (status = 401, description = "Signature does not verify", body = ErrorBody),
         (status = 403, description = "Key does not match peerId", body = ErrorBody),
+        (status = 408, description = "Body not received within --request-timeout", body = ErrorBody),
         (status = 409, description = "Not newer than the record held", body = ErrorBody),
         (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
@@ -292,7 +295,9 @@ pub async fn page() -> Response {
     super::page::page()
 }
 
-/// Federation feed: signed records and removals in acceptance order, for sibling servers.
+/// Federation feed: signed records and removals in acceptance order, for sibling servers. A page
+/// holds at most `limit` entries and about 1 MiB (always at least one entry), and may be up to a
+/// second old.
 #[utoipa::path(get, path = "/records", tag = "federation", params(RecordsQuery),
     responses(
         (status = 200, description = "One page of changes", body = RecordsResponse),
@@ -302,18 +307,27 @@ pub async fn page() -> Response {
 pub async fn records(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> ApiResult<RecordsResponse> {
+) -> Result<Response, ApiError> {
     let params = QueryParams::parse(query.as_deref(), &["after", "limit"])?;
     let after = params.u64("after")?.unwrap_or(0);
     let limit = params
         .limit("limit", DEFAULT_RECORDS_LIMIT, MAX_RECORDS_LIMIT)?
         .max(1);
-    let page = state
-        .registry()
-        .read()
-        .records_page(after, limit, now_ms(), state.epoch());
-    Ok(Json(page))
+    // A cursor between two changes gives the page of the change before it: one rendering
+    // serves every cursor in between, and is reused for a second whatever changes meanwhile.
+    let body = state.cached_view(
+        |registry| {
+            let from = registry.settled_cursor(after);
+            (format!("records|{from}|{limit}"), from)
+        },
+        |registry, from| registry.records_page(from, limit, now_ms(), state.epoch()),
+        Reuse::For(RECORDS_REUSE),
+    );
+    Ok(json_response(body))
 }
+
+/// How long a rendered `/records` page is served again.
+const RECORDS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Prometheus / OpenMetrics text.
 #[utoipa::path(get, path = "/metrics", tag = "operations",

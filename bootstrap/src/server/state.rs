@@ -11,15 +11,14 @@ use parking_lot::Mutex;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use parking_lot::RwLock;
 
-use super::client_ip::ClientAddress;
+use super::client_ip::{ClientAddress, ClientPrefix};
 use super::federation_status::FederationStatus;
 use super::readiness::Readiness;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use dig_core::clock::now_ms;
-
 use crate::record::{SignedPeerRecord, SignedUnregister};
-use crate::registry::{Registry, RegistryConfig, RegistryError, Removed, Source, Upserted};
+use crate::registry::{Registry, RegistryError, Removed, Source, Upserted};
+use dig_core::clock::now_ms;
 
 /// Shared state of a running server. Cheap to clone.
 #[derive(Clone)]
@@ -34,7 +33,10 @@ struct Inner {
     epoch: String,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     client_address: ClientAddress,
+    client_prefix: ClientPrefix,
     max_body_bytes: u64,
+    request_timeout: Duration,
+    peer_bootstrap_max_bytes: u64,
     views: Mutex<RenderedViews>,
     federation: FederationStatus,
     readiness: Readiness,
@@ -44,6 +46,22 @@ struct Inner {
 struct RenderedViews {
     by_key: HashMap<String, RenderedView>,
     bytes: usize,
+}
+
+impl RenderedViews {
+    /// Drops the views too old to be served again by any rule, so that clients asking for many
+    /// distinct views do not flush the ones still in use.
+    fn forget_old(&mut self) {
+        let mut freed = 0;
+        self.by_key.retain(|_, view| {
+            let keep = view.rendered_at.elapsed() < VIEW_MAX_AGE;
+            if !keep {
+                freed += view.body.len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
 }
 
 /// A rendered response body, valid while the registry generation is unchanged.
@@ -60,6 +78,16 @@ const VIEW_MAX_AGE: Duration = Duration::from_secs(1);
 const MAX_VIEWS: usize = 1024;
 const MAX_VIEW_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a rendered view may be reused.
+#[derive(Clone, Copy, Debug)]
+pub enum Reuse {
+    /// While the registry is unchanged, and at most [`VIEW_MAX_AGE`].
+    UntilChanged,
+    /// For this long, changed or not: for the federation feed, which siblings pull every few
+    /// seconds and which is correct a second late, but not cheap to render after every change.
+    For(Duration),
+}
+
 impl AppState {
     pub fn new(config: &Config) -> Self {
         let limiter = config.rate_limit_quota().map(|(per_second, burst)| {
@@ -67,46 +95,36 @@ impl AppState {
                 .allow_burst(burst.try_into().expect("burst > 0"));
             DefaultKeyedRateLimiter::dashmap(quota)
         });
-        let mut state = Self::with_parts(
-            config.registry_config(),
-            limiter,
-            ClientAddress::new(config.trusted_proxy.clone()),
-            config.max_body_bytes,
-        );
-        if !config.peer_bootstrap.is_empty() {
-            let readiness = Readiness::waiting_for(
+        let readiness = if config.peer_bootstrap.is_empty() {
+            Readiness::ready()
+        } else {
+            Readiness::waiting_for(
                 config
                     .peer_bootstrap
                     .iter()
                     .map(super::federation_status::sibling_label),
                 Instant::now() + config.federation_sync_deadline(),
-            );
-            Arc::get_mut(&mut state.inner)
-                .expect("a new state is not shared yet")
-                .readiness = readiness;
-        }
-        state
-    }
-
-    pub fn with_parts(
-        registry: RegistryConfig,
-        limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
-        client_address: ClientAddress,
-        max_body_bytes: u64,
-    ) -> Self {
+            )
+        };
         Self {
             inner: Arc::new(Inner {
-                registry: RwLock::new(Registry::new(registry)),
+                registry: RwLock::new(Registry::new(config.registry_config())),
                 metrics: Metrics::new(),
                 started: Instant::now(),
                 // Identifies this process in the federation feed, so siblings restart their cursor.
                 epoch: format!("{:016x}", rand::random::<u64>()),
                 limiter,
-                client_address,
-                max_body_bytes,
+                client_address: ClientAddress::new(config.trusted_proxy.clone()),
+                client_prefix: ClientPrefix {
+                    ipv4_bits: config.rate_limit_ipv4_prefix,
+                    ipv6_bits: config.rate_limit_ipv6_prefix,
+                },
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: Duration::from_secs(config.request_timeout),
+                peer_bootstrap_max_bytes: config.peer_bootstrap_max_bytes,
                 views: Mutex::new(RenderedViews::default()),
                 federation: FederationStatus::default(),
-                readiness: Readiness::ready(),
+                readiness,
             }),
         }
     }
@@ -125,6 +143,21 @@ impl AppState {
 
     pub fn client_address(&self) -> &ClientAddress {
         &self.inner.client_address
+    }
+
+    /// Which client addresses share a rate-limit quota.
+    pub fn client_prefix(&self) -> ClientPrefix {
+        self.inner.client_prefix
+    }
+
+    /// How long a request may take, body included (`--request-timeout`).
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// Largest `/records` answer read from a sibling (`--peer-bootstrap-max-bytes`).
+    pub fn peer_bootstrap_max_bytes(&self) -> u64 {
+        self.inner.peer_bootstrap_max_bytes
     }
 
     pub fn uptime_seconds(&self) -> u64 {
@@ -155,18 +188,42 @@ impl AppState {
         key: String,
         render: impl FnOnce(&Registry) -> T,
     ) -> Bytes {
+        self.cached_view(
+            |_| (key, ()),
+            |registry, ()| render(registry),
+            Reuse::UntilChanged,
+        )
+    }
+
+    /// Like [`Self::rendered_view`], with the key (and what `render` needs besides) computed
+    /// from the registry under the same read lock as the rendering, and reuse as `reuse` says.
+    pub fn cached_view<A, T: serde::Serialize>(
+        &self,
+        key: impl FnOnce(&Registry) -> (String, A),
+        render: impl FnOnce(&Registry, A) -> T,
+        reuse: Reuse,
+    ) -> Bytes {
         let registry = self.inner.registry.read();
         let generation = registry.generation();
-        if let Some(view) = self.inner.views.lock().by_key.get(&key)
-            && view.generation == generation
-            && view.rendered_at.elapsed() < VIEW_MAX_AGE
-        {
-            return view.body.clone();
+        let (key, input) = key(&registry);
+        if let Some(view) = self.inner.views.lock().by_key.get(&key) {
+            let fresh = match reuse {
+                Reuse::UntilChanged => {
+                    view.generation == generation && view.rendered_at.elapsed() < VIEW_MAX_AGE
+                }
+                Reuse::For(age) => view.rendered_at.elapsed() < age,
+            };
+            if fresh {
+                return view.body.clone();
+            }
         }
-        let value = render(&registry);
+        let value = render(&registry, input);
         drop(registry);
         let body = Bytes::from(serde_json::to_vec(&value).expect("API types serialise"));
         let mut views = self.inner.views.lock();
+        if views.by_key.len() >= MAX_VIEWS || views.bytes + body.len() > MAX_VIEW_BYTES {
+            views.forget_old();
+        }
         if views.by_key.len() >= MAX_VIEWS || views.bytes + body.len() > MAX_VIEW_BYTES {
             views.by_key.clear();
             views.bytes = 0;
@@ -186,8 +243,11 @@ impl AppState {
     }
 
     fn update_gauges(&self, registry: &Registry) {
-        self.inner.metrics.peers.set(registry.len() as i64);
-        self.inner.metrics.stores.set(registry.store_count() as i64);
+        let metrics = &self.inner.metrics;
+        metrics.peers.set(registry.len() as i64);
+        metrics.stores.set(registry.store_count() as i64);
+        metrics.state_bytes.set(registry.state_bytes() as i64);
+        metrics.removals.set(registry.removal_count() as i64);
     }
 
     /// Validates, verifies and stores a record; the same rules for /register and federation.
@@ -232,5 +292,57 @@ impl AppState {
             limiter.shrink_to_fit();
         }
         expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn state() -> AppState {
+        AppState::new(&Config::try_parse_from(["dig-bootstrap"]).expect("defaults parse"))
+    }
+
+    /// Renders view `key` with `reuse`, counting renderings in `renders`.
+    fn view(state: &AppState, key: &str, reuse: Reuse, renders: &Cell<u32>) -> Bytes {
+        state.cached_view(
+            |_| (key.to_owned(), ()),
+            |_, ()| {
+                renders.set(renders.get() + 1);
+                renders.get()
+            },
+            reuse,
+        )
+    }
+
+    #[test]
+    fn a_view_is_rendered_again_after_a_change_unless_reused_for_a_while() {
+        let state = state();
+        let renders = Cell::new(0);
+        let for_a_second = Reuse::For(Duration::from_secs(1));
+        assert_eq!(view(&state, "a", Reuse::UntilChanged, &renders), "1");
+        assert_eq!(view(&state, "a", Reuse::UntilChanged, &renders), "1");
+        assert_eq!(view(&state, "b", for_a_second, &renders), "2");
+        // A change: the view kept until changed is rendered again, the other is not.
+        let keypair = libp2p_identity::Keypair::generate_ed25519();
+        let record = crate::record::PeerRecord {
+            peer_id: keypair.public().to_peer_id().to_base58(),
+            network_id: "testnet".into(),
+            addresses: Vec::new(),
+            stores: Vec::new(),
+            agent_version: "test".into(),
+            timestamp_ms: now_ms(),
+        }
+        .sign(&keypair)
+        .unwrap();
+        state.accept_record(&record, Source::Direct).unwrap();
+        assert_eq!(view(&state, "a", Reuse::UntilChanged, &renders), "3");
+        assert_eq!(view(&state, "b", for_a_second, &renders), "2");
+        assert_eq!(state.metrics().peers.get(), 1);
+        assert!(state.metrics().state_bytes.get() > 0);
     }
 }

@@ -257,6 +257,10 @@ pub async fn review_pod(
     }
 }
 
+/// The only review the webhook answers (the API server sends what the configuration asks for).
+const ADMISSION_REVIEW_KIND: &str = "AdmissionReview";
+const ADMISSION_REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+
 async fn mutate(
     State(context): State<Arc<AdmissionContext>>,
     body: Bytes,
@@ -280,6 +284,24 @@ async fn mutate(
             );
         }
     };
+    // The answer echoes the request's kind and version: only the one the webhook is registered
+    // for (`admissionReviewVersions: [v1]`) is answered in kind.
+    if (
+        request.types.kind.as_str(),
+        request.types.api_version.as_str(),
+    ) != (ADMISSION_REVIEW_KIND, ADMISSION_REVIEW_API_VERSION)
+    {
+        let shown = |text: &str| text.chars().take(64).collect::<String>();
+        return Json(
+            AdmissionResponse::invalid(format!(
+                "not an {ADMISSION_REVIEW_API_VERSION} {ADMISSION_REVIEW_KIND}: kind {:?}, \
+                 apiVersion {:?}",
+                shown(&request.types.kind),
+                shown(&request.types.api_version),
+            ))
+            .into_review(),
+        );
+    }
     let verdict = review_pod(&request, &context.settings, context.networks.as_ref()).await;
     let pod_name = request
         .object
@@ -539,6 +561,28 @@ mod tests {
             text.contains("webhook_admission_duration_seconds_count 5"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_review_of_another_kind_or_version_is_answered_as_invalid_in_v1() {
+        let (context, _registry) = context();
+        for (field, value) in [
+            ("kind", "{AdmissionReview"),
+            ("apiVersion", "admission.k8s.io/v1beta1"),
+        ] {
+            let mut odd = review(
+                "apps",
+                json!({"dig.net/inject": "prod"}),
+                json!({"dig.net/volume": "stores"}),
+            );
+            odd[field] = json!(value);
+            let answered = answer(&context, &odd).await;
+            assert_eq!(answered["kind"], "AdmissionReview", "{answered}");
+            assert_eq!(answered["apiVersion"], "admission.k8s.io/v1", "{answered}");
+            assert_eq!(answered["response"]["allowed"], false);
+            let message = answered["response"]["status"]["message"].as_str().unwrap();
+            assert!(message.contains(&format!("{value:?}")), "{message}");
+        }
     }
 
     #[test]

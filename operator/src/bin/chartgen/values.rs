@@ -37,6 +37,10 @@ pub struct ChartValues {
     /// Namespaces the operator watches. Empty: every namespace, with a ClusterRole. Set: only
     /// these namespaces, with a Role and RoleBinding in each.
     pub watch_namespaces: Vec<KubernetesName>,
+    /// Names of the pre-shared key Secrets (`privateNetwork.pskSecretRef.name`) the operator may
+    /// read. Empty: any Secret of the watched namespaces, by name only (`get`; the operator can
+    /// never list or watch Secrets). Set: only Secrets of these names.
+    pub psk_secret_names: Vec<SecretName>,
     /// How the operator runs.
     pub operator: OperatorSettings,
     /// The operator's ServiceAccount.
@@ -85,6 +89,16 @@ pub struct ChartValues {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct KubernetesName(
     #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))] pub String,
+);
+
+/// A Secret name (RFC 1123 subdomain).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SecretName(
+    #[schemars(
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
+    pub String,
 );
 
 /// A Prometheus duration such as `30s` or `1m30s`.

@@ -187,5 +187,10 @@ pub fn parse_quantity(text: &str) -> Result<f64, String> {
             ));
         }
     };
-    Ok(value * multiplier)
+    let quantity = value * multiplier;
+    // `1e999` is a quantity by the grammar but no number: it would compare above every limit.
+    if !quantity.is_finite() {
+        return Err(format!("{text:?} is too large to be a resource quantity"));
+    }
+    Ok(quantity)
 }
