@@ -10,7 +10,6 @@ use dig_core::network_id::parse_network_id;
 
 use crate::record::RecordLimits;
 use crate::registry::{DEFAULT_MAX_STATE_BYTES, DEFAULT_RECORDS_PAGE_BYTES, RegistryConfig};
-use crate::server::limits::ConnectionLimits;
 
 fn parse_sibling_url(text: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
@@ -230,17 +229,6 @@ impl Config {
         }
     }
 
-    /// How long connections may take and how many may be open.
-    pub fn connection_limits(&self) -> ConnectionLimits {
-        ConnectionLimits {
-            max_connections: self.max_connections as usize,
-            idle_timeout: Duration::from_secs(self.idle_timeout),
-            header_timeout: Duration::from_secs(self.header_timeout),
-            request_timeout: Duration::from_secs(self.request_timeout),
-            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
-        }
-    }
-
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_secs(self.sweep_interval)
     }
@@ -325,12 +313,6 @@ mod tests {
         assert_eq!(config.rate_limit_ipv6_prefix, 64);
         assert_eq!(config.rate_limit_ipv4_prefix, 32);
         assert_eq!(config.peer_bootstrap_max_bytes, 16 * 1024 * 1024);
-        let limits = config.connection_limits();
-        assert_eq!(limits.max_connections, 4096);
-        assert_eq!(limits.idle_timeout, Duration::from_secs(30));
-        assert_eq!(limits.header_timeout, Duration::from_secs(10));
-        assert_eq!(limits.request_timeout, Duration::from_secs(10));
-        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::Registry;
 use super::error::{RegistryError, Removed, Source, Upserted};
 use super::footprint;
 use super::slots::{PeerSlot, StoredStore};
-use super::store_names::StoreNames;
+use super::store_names::{self, StoreNames};
 use super::tombstones::{Tombstone, TombstoneLimits};
 use crate::record::{
     PeerRecord, RecordError, SignedPeerRecord, SignedUnregister, decode_signature_bytes, parse_hash,
@@ -29,7 +29,7 @@ fn record_cost(record: &PeerRecord, names: &StoreNames) -> usize {
         .stores
         .iter()
         .filter(|s| names.id(&s.name).is_none())
-        .map(|s| footprint::store_name(s.name.len()))
+        .map(|s| store_names::store_name_bytes(s.name.len()))
         .sum();
     footprint::record(
         record.peer_id.len(),

@@ -2,8 +2,6 @@
 //! removal at the position of its last change, re-encoded as the signed wire types (each still
 //! verifies), in pages bounded by count and by encoded size.
 
-use std::collections::BTreeMap;
-
 use libp2p_identity::{PublicKey, ed25519};
 
 use super::Registry;
@@ -12,63 +10,6 @@ use crate::api::RecordsResponse;
 use crate::record::{
     PeerRecord, SignedPeerRecord, SignedUnregister, StoreEntry, UnregisterRequest, encode_base64,
 };
-
-/// Feed positions: record slots and removal keys by the sequence number of their last change.
-pub(super) struct Feed {
-    records: BTreeMap<u64, u32>,
-    removals: BTreeMap<u64, [u8; 32]>,
-    next_seq: u64,
-}
-
-impl Default for Feed {
-    fn default() -> Self {
-        Self {
-            records: BTreeMap::new(),
-            removals: BTreeMap::new(),
-            next_seq: 1,
-        }
-    }
-}
-
-impl Feed {
-    /// The position of the next change.
-    pub(super) fn next(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
-    }
-
-    pub(super) fn insert_record(&mut self, seq: u64, slot: u32) {
-        self.records.insert(seq, slot);
-    }
-
-    pub(super) fn remove_record(&mut self, seq: u64) {
-        self.records.remove(&seq);
-    }
-
-    pub(super) fn insert_removal(&mut self, seq: u64, key: [u8; 32]) {
-        self.removals.insert(seq, key);
-    }
-
-    pub(super) fn remove_removal(&mut self, seq: u64) {
-        self.removals.remove(&seq);
-    }
-
-    /// Record positions and slots, removal positions and keys.
-    #[cfg(test)]
-    pub(super) fn entries(&self) -> (&BTreeMap<u64, u32>, &BTreeMap<u64, [u8; 32]>) {
-        (&self.records, &self.removals)
-    }
-
-    /// The last position at or before `after` that holds a change (0 when none does): a page
-    /// after either is the same page, so a cursor between changes can share a rendered page.
-    fn settle(&self, after: u64) -> u64 {
-        let last = |map: Option<u64>| map.unwrap_or(0);
-        last(self.records.range(..=after).next_back().map(|(s, _)| *s)).max(last(
-            self.removals.range(..=after).next_back().map(|(s, _)| *s),
-        ))
-    }
-}
 
 /// Bytes of the JSON around the variable texts of one signed record or removal (member names,
 /// quotes, key and signature, numbers at their longest): an upper bound for the page size.
@@ -83,7 +24,7 @@ fn encoded_public_key(bytes: &[u8; 32]) -> String {
 }
 
 impl Registry {
-    /// The cursor a page after `after` is rendered from (see [`Feed::settle`]).
+    /// The cursor a page after `after` is rendered from (see `FeedPositions::settle`).
     pub fn settled_cursor(&self, after: u64) -> u64 {
         self.feed.settle(after)
     }

@@ -8,15 +8,13 @@
 use std::mem::size_of;
 
 use super::slots::{PeerSlot, StoredStore};
-use super::store_names::StoreName;
-use super::tombstones::Tombstone;
 
 /// Allocator bookkeeping and rounding of one heap block.
-const BLOCK: usize = 16;
+pub(super) const BLOCK: usize = 16;
 /// Control bytes and spare capacity of a hash map entry (load factor at most 7/8, growth x2).
-const HASH_ENTRY: usize = 24;
+pub(super) const HASH_ENTRY: usize = 24;
 /// Share of a B-tree node's spare room and child pointers, per entry.
-const TREE_ENTRY: usize = 16;
+pub(super) const TREE_ENTRY: usize = 16;
 
 /// One slot number in a store's holder list (doubling growth: up to twice the length).
 pub(super) const HOLDER: usize = 2 * size_of::<u32>();
@@ -49,24 +47,6 @@ pub(super) fn record_of(slot: &PeerSlot) -> usize {
     )
 }
 
-/// A store name of `len` bytes: its shared text, its table entry, its id map entry and the
-/// (empty) holder list.
-pub(super) fn store_name(len: usize) -> usize {
-    let text = BLOCK + 2 * size_of::<usize>() + len;
-    let entry = size_of::<Option<StoreName>>();
-    let id_entry = size_of::<(usize, usize, u32)>() + HASH_ENTRY;
-    text + entry + id_entry + BLOCK
-}
-
-/// A removal of a `peer_id_len` peer id: the tombstone in the key map, its feed entry and its
-/// place in the eviction order.
-pub(super) fn tombstone(peer_id_len: usize, network_len: usize) -> usize {
-    let entry = size_of::<([u8; 32], Tombstone)>() + HASH_ENTRY;
-    let heap = BLOCK + peer_id_len + BLOCK + 16 + network_len;
-    let trees = 2 * (size_of::<(u64, [u8; 32])>() + TREE_ENTRY);
-    entry + heap + trees
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,7 +58,5 @@ mod tests {
         assert!(record(53, 60, 10, 7, 17) > base);
         assert!(record(52, 61, 10, 7, 17) > base);
         assert!(record(52, 60, 11, 7, 17) >= base + size_of::<StoredStore>());
-        assert!(store_name(10) > store_name(9));
-        assert!(tombstone(52, 7) < record(52, 0, 0, 7, 0) + 200);
     }
 }

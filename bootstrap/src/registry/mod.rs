@@ -11,7 +11,7 @@
 //! - `index`: putting a record into every index and taking it out again.
 //! - `expiry`: the TTL sweep.
 //! - `views`: `/peers`, `/peers/store/{store}`, `/stats`, `/topology`.
-//! - `feed`: the change feed siblings pull (`/records`).
+//! - `feed`: the change feed siblings pull (`/records`); `feed_positions`: where each change sits.
 //! - `slots`, `store_names`, `recency`, `tombstones`, `interner`: the storage and its indexes.
 //! - `footprint`: the memory estimates.
 
@@ -19,6 +19,7 @@ mod admission;
 mod error;
 mod expiry;
 mod feed;
+mod feed_positions;
 mod footprint;
 mod index;
 mod interner;
@@ -36,7 +37,7 @@ mod test_support;
 pub use error::{RegistryError, Removed, Source, Upserted};
 
 use crate::record::RecordLimits;
-use feed::Feed;
+use feed_positions::FeedPositions;
 use interner::Interner;
 use recency::Recency;
 use slots::Slots;
@@ -93,7 +94,7 @@ pub struct Registry {
     slots: Slots,
     recency: Recency,
     store_names: StoreNames,
-    feed: Feed,
+    feed: FeedPositions,
     tombstones: Tombstones,
     interner: Interner,
     /// Estimated memory of the records in `slots` and their index entries.
@@ -112,7 +113,7 @@ impl Registry {
             slots: Slots::default(),
             recency: Recency::default(),
             store_names: StoreNames::default(),
-            feed: Feed::default(),
+            feed: FeedPositions::default(),
             tombstones: Tombstones::default(),
             interner: Interner::default(),
             record_bytes: 0,

@@ -2,6 +2,7 @@
 //! hold it (so `/peers/store/{store}` never scans every record).
 
 use std::collections::HashMap;
+use std::mem::size_of;
 use std::sync::Arc;
 
 use super::footprint;
@@ -65,7 +66,7 @@ impl StoreNames {
             return id;
         }
         let name: Arc<str> = Arc::from(name);
-        self.bytes += footprint::store_name(name.len());
+        self.bytes += store_name_bytes(name.len());
         let entry = StoreName {
             name: name.clone(),
             holders: Vec::new(),
@@ -105,13 +106,12 @@ impl StoreNames {
             return HolderRemoved::Nothing;
         }
         let freed = self.names[id as usize].take().expect("live store name");
-        self.bytes -= footprint::store_name(freed.name.len());
+        self.bytes -= store_name_bytes(freed.name.len());
         self.ids.remove(&freed.name);
         self.free_ids.push(id);
         HolderRemoved::NameFreed
     }
 
-    /// Every live name with its id and holders.
     #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &str, &[u32])> {
         self.names.iter().enumerate().filter_map(|(id, entry)| {
@@ -126,7 +126,7 @@ impl StoreNames {
     pub(super) fn recount_bytes(&self) -> usize {
         self.iter()
             .map(|(_, name, holders)| {
-                footprint::store_name(name.len()) + holders.len() * footprint::HOLDER
+                store_name_bytes(name.len()) + holders.len() * footprint::HOLDER
             })
             .sum()
     }
@@ -136,6 +136,16 @@ impl StoreNames {
             .as_mut()
             .expect("stored ids point at live store names")
     }
+}
+
+/// Every live name with its id and holders.
+/// A store name of `len` bytes: its shared text, its table entry, its id map entry and the
+/// (empty) holder list.
+pub(super) fn store_name_bytes(len: usize) -> usize {
+    let text = footprint::BLOCK + 2 * size_of::<usize>() + len;
+    let entry = size_of::<Option<StoreName>>();
+    let id_entry = size_of::<(usize, usize, u32)>() + footprint::HASH_ENTRY;
+    text + entry + id_entry + footprint::BLOCK
 }
 
 #[cfg(test)]

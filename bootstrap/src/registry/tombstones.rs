@@ -7,6 +7,7 @@
 //! bounded part of the memory budget, oldest forgotten first; they never crowd out records.
 
 use std::collections::{BTreeMap, HashMap};
+use std::mem::size_of;
 use std::sync::Arc;
 
 use super::footprint;
@@ -25,7 +26,7 @@ pub(super) struct Tombstone {
 
 impl Tombstone {
     fn bytes(&self) -> usize {
-        footprint::tombstone(self.peer_id.len(), self.network.len())
+        tombstone_bytes(self.peer_id.len(), self.network.len())
     }
 }
 
@@ -66,7 +67,7 @@ impl Tombstones {
     /// The estimated memory a tombstone of these lengths takes.
     #[cfg(test)]
     pub(super) fn bytes_of(peer_id_len: usize, network_len: usize) -> usize {
-        footprint::tombstone(peer_id_len, network_len)
+        tombstone_bytes(peer_id_len, network_len)
     }
 
     /// Keeps `tombstone` for `key` (replacing any held). Returns the feed positions of the
@@ -147,6 +148,15 @@ impl Tombstones {
             .collect();
         expired.iter().map(|key| self.take(key).seq).collect()
     }
+}
+
+/// A removal of a `peer_id_len` peer id: the tombstone in the key map, its feed entry and its
+/// place in the eviction order.
+pub(super) fn tombstone_bytes(peer_id_len: usize, network_len: usize) -> usize {
+    let entry = size_of::<([u8; 32], Tombstone)>() + footprint::HASH_ENTRY;
+    let heap = footprint::BLOCK + peer_id_len + footprint::BLOCK + 16 + network_len;
+    let trees = 2 * (size_of::<(u64, [u8; 32])>() + footprint::TREE_ENTRY);
+    entry + heap + trees
 }
 
 #[cfg(test)]

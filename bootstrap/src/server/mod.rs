@@ -181,7 +181,7 @@ pub async fn run(
         tls,
         app,
         state,
-        config.connection_limits(),
+        limits::ConnectionLimits::from_config(&config),
         draining,
         config.shutdown_grace(),
     )
