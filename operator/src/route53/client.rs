@@ -4,7 +4,11 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
-use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_config::{
+    BehaviorVersion, Region, environment::region::EnvironmentVariableRegionProvider,
+    meta::region::RegionProviderChain, profile::ProfileFileRegionProvider, retry::RetryConfig,
+    timeout::TimeoutConfig,
+};
 use aws_sdk_cloudwatch::types::{
     AlarmType, ComparisonOperator, Dimension, Statistic as CwStatistic,
 };
@@ -206,9 +210,17 @@ impl AwsClient {
                     .operation_timeout(Duration::from_secs(60))
                     .build(),
             );
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
+        // Route53 is global: without a region set, the environment or a profile may name one,
+        // else us-east-1. The instance metadata service is not asked: on a cluster that is not
+        // on AWS it answers with a warning at every start, and its region means nothing here.
+        loader = match &settings.region {
+            Some(region) => loader.region(Region::new(region.clone())),
+            None => loader.region(
+                RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                    .or_else(ProfileFileRegionProvider::new())
+                    .or_else(Region::new("us-east-1")),
+            ),
+        };
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url.clone());
         }
