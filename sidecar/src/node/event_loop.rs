@@ -2,7 +2,7 @@
 //! peer's network through identify before trusting it, and redials known peers with backoff.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
@@ -26,23 +26,11 @@ use super::{
     addresses,
     behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
     handle::{Command, NodeError, NodeEvent},
-    status::{
-        BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats, NodeSnapshot,
-        RegistryOutcome,
-    },
+    peer_book::{BAN_DURATION, PeerBook},
+    status::{ConnectedPeer, DiscoverySource, DiscoveryStats, NodeSnapshot, RegistryOutcome},
 };
-use crate::{
-    backoff::Backoff,
-    metrics::{NodeMetrics, ResultLabels},
-};
+use crate::metrics::{NodeMetrics, ResultLabels};
 
-const DIAL_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
-const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A peer known only from a connection or the DHT is forgotten after this many failed dials.
-const MAX_FAILED_DIALS_WITHOUT_LISTING: u32 = 10;
-/// A peer of another network is not dialed again for this long.
-const FOREIGN_PEER_QUARANTINE: Duration = Duration::from_secs(600);
-const BAN_DURATION: Duration = Duration::from_secs(3600);
 const RANDOM_WALK_INTERVAL: Duration = Duration::from_secs(60);
 /// A peer that has not shown through identify that it belongs to our network by then is dropped.
 const IDENTIFY_DEADLINE: Duration = Duration::from_secs(30);
@@ -82,47 +70,6 @@ struct ConnectedState {
     latency: Option<Duration>,
 }
 
-struct KnownPeer {
-    sources: BTreeMap<DiscoverySource, Vec<Multiaddr>>,
-    backoff: Backoff,
-    next_dial: Option<Instant>,
-}
-
-impl KnownPeer {
-    fn new() -> Self {
-        Self {
-            sources: BTreeMap::new(),
-            backoff: Backoff::new(DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX),
-            next_dial: Some(Instant::now()),
-        }
-    }
-
-    fn addresses(&self) -> Vec<Multiaddr> {
-        let mut out: Vec<Multiaddr> = Vec::new();
-        for address in self.sources.values().flatten() {
-            if !out.contains(address) {
-                out.push(address.clone());
-            }
-        }
-        out
-    }
-
-    /// Listed by a source that keeps its list current (the registry, DNS or mDNS).
-    fn is_listed(&self) -> bool {
-        self.sources.contains_key(&DiscoverySource::Registry)
-            || self.sources.contains_key(&DiscoverySource::Dns)
-            || self.sources.contains_key(&DiscoverySource::Mdns)
-    }
-}
-
-/// A peer refused for [`BAN_DURATION`], and why.
-struct Ban {
-    until: Instant,
-    since_ms: u64,
-    until_ms: u64,
-    reason: String,
-}
-
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -133,9 +80,7 @@ pub(crate) struct EventLoop {
     settings: LoopSettings,
     topic: gossipsub::IdentTopic,
     connected: HashMap<PeerId, ConnectedState>,
-    known: HashMap<PeerId, KnownPeer>,
-    quarantined: HashMap<PeerId, Instant>,
-    banned: HashMap<PeerId, Ban>,
+    peers: PeerBook,
     listen_addresses: Vec<Multiaddr>,
     discovery: DiscoveryStats,
     dht_bootstrapped: bool,
@@ -205,9 +150,7 @@ impl EventLoop {
             settings,
             topic,
             connected: HashMap::new(),
-            known: HashMap::new(),
-            quarantined: HashMap::new(),
-            banned: HashMap::new(),
+            peers: PeerBook::default(),
             listen_addresses: Vec::new(),
             discovery,
             dht_bootstrapped: false,
@@ -276,10 +219,7 @@ impl EventLoop {
                 if dialer {
                     self.metrics.count_dial("connected");
                 }
-                if let Some(known) = self.known.get_mut(&peer_id) {
-                    known.backoff.reset();
-                    known.next_dial = None;
-                }
+                self.peers.on_connected(peer_id);
                 let state = self
                     .connected
                     .entry(peer_id)
@@ -340,9 +280,7 @@ impl EventLoop {
                         let _ = self.events.send(NodeEvent::PeerDisconnected(peer_id));
                     }
                     self.update_connected_gauge();
-                    if let Some(known) = self.known.get_mut(&peer_id) {
-                        known.next_dial = Some(Instant::now() + known.backoff.next_delay());
-                    }
+                    self.peers.on_disconnected(peer_id, Instant::now());
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -469,8 +407,7 @@ impl EventLoop {
                 "peer belongs to another network; disconnecting"
             );
             self.metrics.foreign_peers_rejected.inc();
-            self.quarantined
-                .insert(peer_id, Instant::now() + FOREIGN_PEER_QUARANTINE);
+            self.peers.quarantine(peer_id, Instant::now());
             // Blocked, not only left undialed: AutoNAT's protocol names cannot carry the network
             // id, so nothing else stops a foreign peer from reconnecting to ask for dial-backs,
             // or a dial-back it asked for before identify from reaching it.
@@ -491,13 +428,8 @@ impl EventLoop {
         let newly_confirmed = !state.confirmed;
         state.confirmed = true;
 
-        if !listen.is_empty() {
-            let known = self.known.entry(peer_id).or_insert_with(KnownPeer::new);
-            known
-                .sources
-                .insert(DiscoverySource::Direct, listen.clone());
-            known.next_dial = None;
-        }
+        self.peers
+            .on_identified(peer_id, listen.clone(), Instant::now());
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
             for address in &listen {
                 kad.add_address(&peer_id, address.clone());
@@ -616,14 +548,8 @@ impl EventLoop {
             }
             mdns::Event::Expired(gone) => {
                 for (peer, address) in gone {
-                    if let Some(known) = self.known.get_mut(&peer)
-                        && let Some(list) = known.sources.get_mut(&DiscoverySource::Mdns)
-                    {
-                        list.retain(|kept| kept != &address);
-                        if list.is_empty() {
-                            known.sources.remove(&DiscoverySource::Mdns);
-                        }
-                    }
+                    self.peers
+                        .remove_address(peer, DiscoverySource::Mdns, &address);
                 }
             }
         }
@@ -640,14 +566,8 @@ impl EventLoop {
         else {
             return;
         };
-        let known = self.known.entry(peer).or_insert_with(KnownPeer::new);
-        let list = known.sources.entry(source).or_default();
-        if !list.contains(&address) {
-            list.push(address);
-            if !self.connected.contains_key(&peer) && known.next_dial.is_none() {
-                known.next_dial = Some(Instant::now());
-            }
-        }
+        self.peers
+            .add_address(peer, source, address, Instant::now());
         if source != DiscoverySource::Dht {
             self.refresh_source_count(source);
         }
@@ -663,34 +583,12 @@ impl EventLoop {
                 listed.entry(peer).or_default().extend(addrs);
             }
         }
-        for (peer, known) in self.known.iter_mut() {
-            if !listed.contains_key(peer) {
-                known.sources.remove(&source);
-            }
-        }
-        let now = Instant::now();
-        for (peer, addrs) in listed {
-            let connected = self.connected.contains_key(&peer);
-            let known = self.known.entry(peer).or_insert_with(KnownPeer::new);
-            let previous = known.sources.insert(source, addrs.clone());
-            // A new peer, or one that came back on new addresses, is dialed at once.
-            if !connected && previous.as_ref() != Some(&addrs) {
-                known.backoff.reset();
-                known.next_dial = Some(now);
-            }
-        }
-        let connected = &self.connected;
-        self.known
-            .retain(|peer, known| !known.sources.is_empty() || connected.contains_key(peer));
+        self.peers.replace_source(source, listed, Instant::now());
         self.refresh_source_count(source);
     }
 
     fn refresh_source_count(&mut self, source: DiscoverySource) {
-        let count = self
-            .known
-            .values()
-            .filter(|known| known.sources.contains_key(&source))
-            .count();
+        let count = self.peers.source_count(source);
         match source {
             DiscoverySource::Registry => self.discovery.registry.peers = count,
             DiscoverySource::Mdns => self.discovery.mdns.peers = count,
@@ -702,41 +600,11 @@ impl EventLoop {
     }
 
     fn dial_due_peers(&mut self) {
-        let now = Instant::now();
-        let mut forget = Vec::new();
-        let mut due = Vec::new();
-        for (peer, known) in self.known.iter_mut() {
-            if self.connected.contains_key(peer)
-                || self.quarantined.contains_key(peer)
-                || self.banned.contains_key(peer)
-            {
-                continue;
-            }
-            match known.next_dial {
-                Some(at) if at <= now => {}
-                Some(_) => continue,
-                None => {
-                    // Disconnected without a scheduled dial (e.g. quarantine ended): dial now.
-                    known.next_dial = Some(now);
-                    continue;
-                }
-            }
-            if !known.is_listed() && known.backoff.failures() >= MAX_FAILED_DIALS_WITHOUT_LISTING {
-                forget.push(*peer);
-                continue;
-            }
-            let addrs = known.addresses();
-            if addrs.is_empty() {
-                continue;
-            }
-            known.next_dial = Some(now + known.backoff.next_delay());
-            due.push((*peer, addrs));
-        }
-        for peer in forget {
+        let due = self.peers.take_due_dials(Instant::now());
+        for peer in due.forgotten {
             tracing::debug!(%peer, "forgetting a peer no source lists any more");
-            self.known.remove(&peer);
         }
-        for (peer, addrs) in due {
+        for (peer, addrs) in due.dial {
             let options = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -748,31 +616,13 @@ impl EventLoop {
     }
 
     fn expire_quarantine_and_bans(&mut self) {
-        let now = Instant::now();
-        let released: Vec<PeerId> = self
-            .quarantined
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in released {
-            self.quarantined.remove(&peer);
-            if !self.banned.contains_key(&peer) {
-                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-            }
+        let released = self.peers.expire(Instant::now());
+        let blocked = &mut self.swarm.behaviour_mut().blocked;
+        for peer in released.quarantine_ended {
+            blocked.unblock_peer(peer);
         }
-        let expired: Vec<PeerId> = self
-            .banned
-            .iter()
-            .filter(|(_, ban)| ban.until <= now)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in expired {
-            self.banned.remove(&peer);
-            if self.quarantined.contains_key(&peer) {
-                continue;
-            }
-            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        for peer in released.ban_ended {
+            blocked.unblock_peer(peer);
             tracing::info!(%peer, "ban expired");
         }
     }
@@ -857,14 +707,7 @@ impl EventLoop {
             } => {
                 tracing::warn!(%peer, %reason, "banning peer for {} s", BAN_DURATION.as_secs());
                 self.metrics.peers_banned.inc();
-                let since_ms = now_ms();
-                let ban = Ban {
-                    until: Instant::now() + BAN_DURATION,
-                    since_ms,
-                    until_ms: since_ms + BAN_DURATION.as_millis() as u64,
-                    reason,
-                };
-                self.banned.insert(peer, ban);
+                self.peers.ban(peer, reason, Instant::now(), now_ms());
                 let behaviour = self.swarm.behaviour_mut();
                 behaviour.blocked.block_peer(peer);
                 if let Some(kad) = behaviour.kad.as_mut() {
@@ -903,13 +746,7 @@ impl EventLoop {
             Command::Dial { address, reply } => {
                 if let Some(Protocol::P2p(peer)) = address.iter().last() {
                     let plain = addresses::without_peer_id(&address);
-                    let known = self.known.entry(peer).or_insert_with(KnownPeer::new);
-                    known
-                        .sources
-                        .entry(DiscoverySource::Direct)
-                        .or_default()
-                        .push(plain);
-                    known.next_dial = None;
+                    self.peers.on_operator_dial(peer, plain, Instant::now());
                 }
                 let result = self
                     .swarm
@@ -1016,49 +853,18 @@ impl EventLoop {
             })
             .collect();
         connected.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        let mut discovered: Vec<DiscoveredPeer> = self
-            .known
-            .iter()
-            .filter(|(_, known)| {
-                known
-                    .sources
-                    .keys()
-                    .any(|source| *source != DiscoverySource::Direct)
-            })
-            .map(|(peer, known)| DiscoveredPeer {
-                peer_id: peer.to_string(),
-                addresses: known.addresses().iter().map(ToString::to_string).collect(),
-                sources: known
-                    .sources
-                    .keys()
-                    .copied()
-                    .filter(|source| *source != DiscoverySource::Direct)
-                    .collect(),
-                connected: self
-                    .connected
-                    .get(peer)
-                    .is_some_and(|state| state.confirmed),
-                failed_dials: known.backoff.failures(),
-            })
-            .collect();
-        discovered.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let discovered = self.peers.discovered_peers(|peer| {
+            self.connected
+                .get(peer)
+                .is_some_and(|state| state.confirmed)
+        });
         let mut discovery = self.discovery.clone();
         discovery.autonat.confirmed_addresses = external
             .iter()
             .filter(|address| !self.settings.announce.contains(address))
             .map(ToString::to_string)
             .collect();
-        let mut banned: Vec<BannedPeer> = self
-            .banned
-            .iter()
-            .map(|(peer, ban)| BannedPeer {
-                peer_id: peer.to_string(),
-                reason: ban.reason.clone(),
-                since_ms: ban.since_ms,
-                until_ms: ban.until_ms,
-            })
-            .collect();
-        banned.sort_by_key(|ban| std::cmp::Reverse(ban.since_ms));
+        let banned = self.peers.banned_peers();
         NodeSnapshot {
             peer_id: *self.swarm.local_peer_id(),
             network_id: self.protocols.network_id.clone(),

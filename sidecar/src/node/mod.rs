@@ -8,6 +8,7 @@ mod config;
 mod dial_policy;
 mod event_loop;
 mod handle;
+mod peer_book;
 mod status;
 mod transport;
 
