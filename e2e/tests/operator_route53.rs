@@ -885,15 +885,19 @@ async fn exposed_nodes_reach_the_dnsaddr_records_a_node_joins_through() {
         values.iter().any(|v| v.contains("/quic-v1/p2p/")),
         "the QUIC twin: {values:?}"
     );
-    let status = network(&cluster, "dnsaddr").unwrap();
-    assert!(
-        status["status"]["dns"]["dnsaddr"]
+    // The status is patched after the records are written: wait for it too.
+    eventually("the _dnsaddr entries in the status", WAIT, || async {
+        let status = network(&cluster, "dnsaddr").ok_or_else(|| "no network".to_string())?;
+        let listed = status["status"]["dns"]["dnsaddr"]
             .as_array()
-            .unwrap()
-            .iter()
-            .any(|v| v == tcp_entry.as_str()),
-        "{status}"
-    );
+            .is_some_and(|entries| entries.iter().any(|v| v == tcp_entry.as_str()));
+        if listed {
+            Ok(())
+        } else {
+            Err(format!("{status}"))
+        }
+    })
+    .await;
 
     let dns_zone = Zone::default();
     dns_zone.a(
