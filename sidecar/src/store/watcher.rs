@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
@@ -31,6 +32,16 @@ pub struct WatchError {
     source: notify::Error,
 }
 
+/// False for an open or a read: every chunk a peer downloads opens the file, and none of them
+/// changes it. The close of a file opened for writing stays (a write ends there).
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 impl FolderWatcher {
     /// Watches `data_dir` (not recursively) and sends debounced events to `events`.
     pub fn start(
@@ -47,6 +58,7 @@ impl FolderWatcher {
                     } else {
                         let mut paths: Vec<PathBuf> = events
                             .into_iter()
+                            .filter(|e| may_change_content(&e.event.kind))
                             .flat_map(|e| e.event.paths)
                             .filter(|p| p.parent() == Some(dir.as_path()))
                             .collect();
@@ -106,6 +118,31 @@ mod tests {
             {
                 break;
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn reading_a_file_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().canonicalize().unwrap();
+        std::fs::write(data.join("held.dig"), b"bytes").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = FolderWatcher::start(&data, Duration::from_millis(50), tx).unwrap();
+        for _ in 0..20 {
+            assert_eq!(std::fs::read(data.join("held.dig")).unwrap(), b"bytes");
+        }
+        // A write afterwards is reported, and it is the first report.
+        std::fs::write(data.join("other.dig"), b"x").unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("watcher reported nothing within 10 s")
+            .expect("watcher channel closed");
+        match event {
+            WatchEvent::Changed(paths) => assert!(
+                !paths.contains(&data.join("held.dig")),
+                "reads were reported as changes: {paths:?}"
+            ),
+            WatchEvent::Rescan => panic!("unexpected rescan"),
         }
     }
 }

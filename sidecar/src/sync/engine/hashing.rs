@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::io::Millis;
+use crate::store::LocalMeta;
 
 pub const HASH_CONCURRENCY: usize = 2;
 pub const HASH_BATCH_FILES: usize = 64;
@@ -15,8 +16,10 @@ pub struct HashQueue {
     queue: VecDeque<(String, u64)>,
     /// Queued or being hashed.
     pending: BTreeSet<String>,
-    /// Changed again while being hashed: hash once more when done.
-    again: BTreeSet<String>,
+    /// Seen changed while being hashed, with the metadata last seen (`None`: unknown). Hashed once
+    /// more unless the pass ended on that metadata: reading a file (this node's own hashing, a
+    /// peer's download) notifies the watcher too, and must not start another pass.
+    again: BTreeMap<String, Option<LocalMeta>>,
     running: usize,
     /// Files that changed while being read, looked at again at the given time.
     rechecks: BTreeMap<Millis, Vec<String>>,
@@ -25,8 +28,13 @@ pub struct HashQueue {
 impl HashQueue {
     /// Asks for `name` to be hashed (`size`: its size when seen, for batching).
     pub fn request(&mut self, name: &str, size: u64) {
+        self.request_seen(name, size, None);
+    }
+
+    /// As [`Self::request`], for a file seen with `meta`.
+    pub fn request_seen(&mut self, name: &str, size: u64, meta: Option<LocalMeta>) {
         if self.pending.contains(name) {
-            self.again.insert(name.to_owned());
+            self.again.insert(name.to_owned(), meta);
         } else {
             self.pending.insert(name.to_owned());
             self.queue.push_back((name.to_owned(), size));
@@ -64,10 +72,15 @@ impl HashQueue {
         self.running = self.running.saturating_sub(1);
     }
 
-    /// `name` was hashed; true when it changed meanwhile and must be looked at again.
-    pub fn finished(&mut self, name: &str) -> bool {
+    /// `name` was hashed (`hashed`: the metadata the pass saw unchanged from start to end, if
+    /// it did); true when it was seen different meanwhile and must be looked at again.
+    pub fn finished(&mut self, name: &str, hashed: Option<&LocalMeta>) -> bool {
         self.pending.remove(name);
-        self.again.remove(name)
+        match self.again.remove(name) {
+            None => false,
+            Some(Some(seen)) => hashed != Some(&seen),
+            Some(None) => true,
+        }
     }
 
     pub fn recheck_at(&mut self, name: &str, at: Millis) {
@@ -119,15 +132,46 @@ mod tests {
         );
     }
 
+    fn meta(size: u64, mtime_ns: i64) -> LocalMeta {
+        LocalMeta {
+            size,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            inode: 7,
+        }
+    }
+
     #[test]
     fn a_change_during_hashing_asks_for_another_pass() {
         let mut queue = HashQueue::default();
         queue.request("s", 1);
         queue.start_batches();
         queue.request("s", 2);
-        assert!(queue.finished("s"), "changed meanwhile");
+        assert!(queue.finished("s", Some(&meta(1, 1))), "changed meanwhile");
         queue.request("s", 2);
-        assert!(!queue.finished("s"));
+        assert!(!queue.finished("s", Some(&meta(2, 2))));
+    }
+
+    #[test]
+    fn a_file_only_read_during_hashing_is_not_hashed_again() {
+        let mut queue = HashQueue::default();
+        queue.request_seen("s", 1, Some(meta(1, 1)));
+        queue.start_batches();
+        // The pass's own open and a peer's reads notify the watcher: same metadata.
+        queue.request_seen("s", 1, Some(meta(1, 1)));
+        assert!(!queue.finished("s", Some(&meta(1, 1))));
+
+        queue.request_seen("s", 1, Some(meta(1, 1)));
+        queue.start_batches();
+        queue.request_seen("s", 2, Some(meta(2, 2)));
+        assert!(
+            queue.finished("s", Some(&meta(1, 1))),
+            "written after the pass's last look"
+        );
+        queue.request_seen("s", 2, Some(meta(2, 2)));
+        queue.start_batches();
+        queue.request_seen("s", 2, Some(meta(2, 2)));
+        assert!(queue.finished("s", None), "the pass saw the file change");
     }
 
     #[test]

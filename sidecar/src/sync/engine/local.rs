@@ -33,7 +33,7 @@ impl Engine {
         for (name, meta) in &stores {
             if !self.accounts_for(name, meta) {
                 to_hash += 1;
-                self.hashing.request(name, meta.size);
+                self.hashing.request_seen(name, meta.size, Some(*meta));
             }
         }
         for name in missing {
@@ -59,7 +59,9 @@ impl Engine {
     pub(super) fn on_file_changed(&mut self, name: &str, meta: Option<LocalMeta>, now: Millis) {
         match meta {
             None => self.on_missing(name, now),
-            Some(meta) if !self.accounts_for(name, &meta) => self.hashing.request(name, meta.size),
+            Some(meta) if !self.accounts_for(name, &meta) => {
+                self.hashing.request_seen(name, meta.size, Some(meta))
+            }
             Some(_) => {}
         }
     }
@@ -67,7 +69,11 @@ impl Engine {
     pub(super) fn on_hashed(&mut self, results: Vec<(String, HashOutcome)>, now: Millis) {
         self.hashing.batch_done();
         for (name, outcome) in results {
-            let again = self.hashing.finished(&name);
+            let hashed = match &outcome {
+                HashOutcome::Hashed { meta, .. } => Some(*meta),
+                _ => None,
+            };
+            let again = self.hashing.finished(&name, hashed.as_ref());
             match outcome {
                 HashOutcome::Hashed { meta, digest } => {
                     self.on_local_content(&name, meta, digest, now)
