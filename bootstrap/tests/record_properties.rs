@@ -3,45 +3,13 @@
 
 mod support;
 
-use std::sync::LazyLock;
-
 use dig_bootstrap::record::{
     PeerRecord, RecordLimits, SignedPeerRecord, SignedUnregister, StoreEntry,
 };
-use dig_core::clock::now_ms;
 use libp2p_identity::Keypair;
 use proptest::prelude::*;
 
-static KEYPAIR: LazyLock<Keypair> = LazyLock::new(Keypair::generate_ed25519);
-
-fn signed() -> SignedPeerRecord {
-    PeerRecord {
-        peer_id: KEYPAIR.public().to_peer_id().to_base58(),
-        network_id: "testnet".into(),
-        addresses: vec![
-            "/ip4/127.0.0.1/tcp/4001".into(),
-            "/ip6/::1/udp/4001/quic-v1".into(),
-        ],
-        stores: vec![
-            StoreEntry {
-                name: "alpha".into(),
-                size: 10,
-                hash: "0a".repeat(32),
-                lamport: 1,
-            },
-            StoreEntry {
-                name: "beta".into(),
-                size: 20,
-                hash: "0b".repeat(32),
-                lamport: 2,
-            },
-        ],
-        agent_version: "dig-sidecar/0.1.0".into(),
-        timestamp_ms: now_ms(),
-    }
-    .sign(&KEYPAIR)
-    .unwrap()
-}
+use support::signed_record as signed;
 
 /// One change to a signed record.
 #[derive(Clone, Debug)]

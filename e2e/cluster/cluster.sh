@@ -456,12 +456,21 @@ find_tools() {
   fi
 }
 
-# A TCP port nobody listens on, not already handed out by this run.
+# A TCP port nobody listens on, not already handed out by this run, and outside the kernel's
+# ephemeral range: a port picked inside it can be taken by any outgoing connection before the
+# component binds it (kwok then exits with "address already in use").
 taken_ports=()
 free_port() {
-  local attempt
+  local attempt ephemeral_low ephemeral_high low=10000 high
+  read -r ephemeral_low ephemeral_high </proc/sys/net/ipv4/ip_local_port_range
+  if [ "$ephemeral_low" -gt 20000 ]; then
+    high=$ephemeral_low
+  else
+    low=$((ephemeral_high + 1)) high=65536
+  fi
+  [ "$high" -gt "$((low + 1000))" ] || die "no room for ports outside the ephemeral range $ephemeral_low-$ephemeral_high"
   for attempt in $(seq 1 200); do
-    port=$((20000 + (RANDOM * 32768 + RANDOM) % 30000))
+    port=$((low + (RANDOM * 32768 + RANDOM) % (high - low)))
     [[ " ${taken_ports[*]} " == *" $port "* ]] && continue
     if [ -z "$(ss -Htan "sport = :$port")" ]; then
       taken_ports+=("$port")

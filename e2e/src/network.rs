@@ -245,6 +245,20 @@ impl LocalNetwork {
         Self::start_with_binary(root, network_id, count, None).await
     }
 
+    /// Like [`LocalNetwork::start`], and waits (up to 60 s) until every node is connected to
+    /// every other.
+    pub async fn start_connected(
+        root: &Path,
+        network_id: &str,
+        count: usize,
+    ) -> anyhow::Result<Self> {
+        let network = Self::start(root, network_id, count).await?;
+        network
+            .wait_fully_connected(Duration::from_secs(60))
+            .await?;
+        Ok(network)
+    }
+
     /// Like [`LocalNetwork::start`], with the nodes running `sidecar_binary` (e.g. a build of
     /// another cargo profile) instead of the workspace build.
     pub async fn start_with_binary(

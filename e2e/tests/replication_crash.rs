@@ -31,11 +31,7 @@ async fn versions(node: &dig_e2e::network::SidecarNode) -> BTreeMap<String, Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_between_install_and_index_save_loses_nothing_and_invents_no_version() {
     let root = tempfile::tempdir().unwrap();
-    let mut network = LocalNetwork::start(root.path(), "repl-crash", 2)
-        .await
-        .unwrap();
-    network
-        .wait_fully_connected(Duration::from_secs(60))
+    let mut network = LocalNetwork::start_connected(root.path(), "repl-crash", 2)
         .await
         .unwrap();
     let mut expected = BTreeMap::new();

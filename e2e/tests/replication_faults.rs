@@ -51,11 +51,7 @@ async fn progress(node: &SidecarNode, name: &str) -> Option<f64> {
 async fn a_receiver_killed_during_a_large_transfer_never_shows_a_partial_file_and_resumes() {
     const SIZE: u64 = 768 << 20;
     let root = tempfile::tempdir().unwrap();
-    let mut network = LocalNetwork::start(root.path(), "repl-kill", 2)
-        .await
-        .unwrap();
-    network
-        .wait_fully_connected(Duration::from_secs(60))
+    let mut network = LocalNetwork::start_connected(root.path(), "repl-kill", 2)
         .await
         .unwrap();
     let hash = write_store(&network.nodes[0].spec.data_dir, "big", SIZE, 42).unwrap();

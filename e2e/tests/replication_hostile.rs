@@ -37,11 +37,7 @@ fn rejected(metrics: &str, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostile_peer_changes_nothing_is_banned_and_honest_transfers_go_on_with_memory_flat() {
     let root = tempfile::tempdir().unwrap();
-    let network = LocalNetwork::start(root.path(), "repl-hostile", 2)
-        .await
-        .unwrap();
-    network
-        .wait_fully_connected(Duration::from_secs(60))
+    let network = LocalNetwork::start_connected(root.path(), "repl-hostile", 2)
         .await
         .unwrap();
     let (source, receiver) = (&network.nodes[0], &network.nodes[1]);

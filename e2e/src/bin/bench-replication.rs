@@ -233,7 +233,12 @@ async fn large_file(
     Ok(())
 }
 
-async fn small_files(network: &LocalNetwork, count: usize, bytes: usize) -> anyhow::Result<()> {
+async fn small_files(
+    network: &LocalNetwork,
+    count: usize,
+    bytes: usize,
+    print_logs: bool,
+) -> anyhow::Result<()> {
     let source = &network.nodes[0];
     let staging = source.spec.data_dir.join(".staging");
     std::fs::create_dir_all(&staging)?;
@@ -261,13 +266,28 @@ async fn small_files(network: &LocalNetwork, count: usize, bytes: usize) -> anyh
     let want = already + count as f64;
     let mut indexed: Option<Duration> = None;
     let mut times: Vec<Option<Duration>> = vec![None; receivers.len()];
+    // When each receiver held its first store and half of them: tells a slow start (announcing)
+    // from a slow stream of downloads and installs.
+    let mut first: Vec<Option<Duration>> = vec![None; receivers.len()];
+    let mut half: Vec<Option<Duration>> = vec![None; receivers.len()];
     while times.iter().any(Option::is_none) {
         if indexed.is_none() && metric_sum(&source.metrics().await?, "dig_sync_stores") >= want {
             indexed = Some(started.elapsed());
         }
         for (i, node) in receivers.iter().enumerate() {
-            if times[i].is_none() && metric_sum(&node.metrics().await?, "dig_sync_stores") >= want {
-                times[i] = Some(started.elapsed());
+            if times[i].is_some() {
+                continue;
+            }
+            let held = metric_sum(&node.metrics().await?, "dig_sync_stores") - already;
+            let now = Some(started.elapsed());
+            if first[i].is_none() && held >= 1.0 {
+                first[i] = now;
+            }
+            if half[i].is_none() && held >= (count / 2) as f64 {
+                half[i] = now;
+            }
+            if held >= count as f64 {
+                times[i] = now;
             }
         }
         if started.elapsed() > TIMEOUT {
@@ -300,6 +320,14 @@ async fn small_files(network: &LocalNetwork, count: usize, bytes: usize) -> anyh
         "  source hashed and indexed every store after {} s",
         seconds(indexed)
     );
+    for (i, node) in receivers.iter().enumerate() {
+        println!(
+            "  {}: first store after {} s, half after {} s",
+            node.spec.name,
+            seconds(first[i]),
+            seconds(half[i])
+        );
+    }
     for node in &receivers {
         let held = stores(node)
             .await?
@@ -307,6 +335,12 @@ async fn small_files(network: &LocalNetwork, count: usize, bytes: usize) -> anyh
             .filter(|(state, _)| state == "synced")
             .count();
         println!("  {} holds {held} stores", node.spec.name);
+    }
+    if print_logs {
+        for node in &network.nodes {
+            println!("----- small stores: log of {}", node.spec.name);
+            print!("{}", node.process.output());
+        }
     }
     Ok(())
 }
@@ -328,7 +362,13 @@ async fn main() -> anyhow::Result<()> {
     {
         let network = start_network(&root.join("three"), "bench-repl-3", 3, &args).await?;
         large_file(&network, size, "3 nodes", args.print_logs).await?;
-        small_files(&network, args.small_count, args.small_bytes).await?;
+        small_files(
+            &network,
+            args.small_count,
+            args.small_bytes,
+            args.print_logs,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -7,9 +7,10 @@
 //! a tag byte. The encoding is unambiguous (no two records share bytes), independent of any JSON
 //! formatting, and cheap to rebuild from the fields kept in the index.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use ed25519_dalek::VerifyingKey;
 use libp2p::PeerId;
 use libp2p::identity::{Keypair, PublicKey};
 
@@ -70,7 +71,7 @@ pub enum RecordError {
         value: String,
     },
     #[error(
-        "origin {origin} of store {name} is not an ed25519 peer id carrying its public key, so its signature cannot be checked"
+        "origin {origin} of store {name} is not an ed25519 peer id carrying a usable public key, so its signature cannot be checked"
     )]
     NoPublicKey { name: String, origin: String },
     #[error("signature of version {version} of store {name} does not verify with its origin's key")]
@@ -167,17 +168,52 @@ impl VersionRecord {
 impl SignedVersion {
     /// Checks the fields and that the signature was made by the origin's key.
     pub fn verify(&self, keys: &mut KeyCache) -> Result<(), RecordError> {
-        self.record.validate()?;
-        let key = keys.key_of(&self.record.name, &self.record.version.origin)?;
-        if key.verify(&self.record.signing_bytes(), &self.signature) {
+        let key = keys.checked_key(self)?;
+        if self.signature_holds(&key) {
             Ok(())
         } else {
-            Err(RecordError::BadSignature {
-                name: self.record.name.clone(),
-                version: self.record.version.clone(),
-            })
+            Err(self.bad_signature())
         }
     }
+
+    /// True when the signature was made over this record by `key` (the origin's, from
+    /// [`KeyCache::checked_key`]).
+    pub fn signature_holds(&self, key: &VerifyingKey) -> bool {
+        use ed25519_dalek::Verifier as _;
+        key.verify(
+            &self.record.signing_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&self.signature),
+        )
+        .is_ok()
+    }
+
+    pub fn bad_signature(&self) -> RecordError {
+        RecordError::BadSignature {
+            name: self.record.name.clone(),
+            version: self.record.version.clone(),
+        }
+    }
+}
+
+/// True when every record's signature was made by its key, checked in one batch (about half the
+/// work of checking them one by one). `false` says that at least one fails, not which one.
+///
+/// The batch equation accepts every signature the single check accepts; it can differ from it
+/// only on signatures built with small-order components, which only the holder of the origin's
+/// key can make (weak keys are refused by [`KeyCache`]) and which therefore affect only that
+/// origin's own stores.
+pub fn signatures_hold(records: &[(SignedVersion, VerifyingKey)]) -> bool {
+    let messages: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(s, _)| s.record.signing_bytes())
+        .collect();
+    let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let signatures: Vec<ed25519_dalek::Signature> = records
+        .iter()
+        .map(|(s, _)| ed25519_dalek::Signature::from_bytes(&s.signature))
+        .collect();
+    let keys: Vec<VerifyingKey> = records.iter().map(|(_, key)| *key).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }
 
 impl fmt::Display for VersionRecord {
@@ -239,33 +275,90 @@ pub fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
     }
 }
 
-/// Decoded origin keys, so a burst of records from one origin decodes its key (a curve point
-/// decompression) once. Bounded: cleared when full.
+/// Decoded origin keys and peer ids already found canonical, so a burst of records from one
+/// origin decodes its key (a curve point decompression) and re-encodes its ids once. Bounded:
+/// each map is cleared when full.
 #[derive(Default)]
 pub struct KeyCache {
-    keys: HashMap<String, PublicKey>,
+    keys: HashMap<String, VerifyingKey>,
+    canonical: HashSet<String>,
 }
 
 const KEY_CACHE_LIMIT: usize = 4096;
 
 impl KeyCache {
-    fn key_of(&mut self, name: &str, origin: &str) -> Result<&PublicKey, RecordError> {
-        if !self.keys.contains_key(origin) {
-            let peer = parse_canonical_peer_id(origin).ok_or_else(|| RecordError::PeerId {
-                name: name.to_owned(),
-                field: "origin",
-                value: origin.chars().take(80).collect(),
-            })?;
-            let key = public_key_of(&peer).ok_or_else(|| RecordError::NoPublicKey {
+    /// Splits records into those whose fields check out, each with its origin's key, and the
+    /// errors of the others.
+    pub fn checked_keys(
+        &mut self,
+        records: Vec<SignedVersion>,
+    ) -> (Vec<(SignedVersion, VerifyingKey)>, Vec<RecordError>) {
+        let mut keyed = Vec::with_capacity(records.len());
+        let mut failed = Vec::new();
+        for signed in records {
+            match self.checked_key(&signed) {
+                Ok(key) => keyed.push((signed, key)),
+                Err(error) => failed.push(error),
+            }
+        }
+        (keyed, failed)
+    }
+
+    /// Checks the fields a peer controls ([`VersionRecord::validate`]) and returns the origin's
+    /// key, which a good signature must have been made with.
+    pub fn checked_key(&mut self, signed: &SignedVersion) -> Result<VerifyingKey, RecordError> {
+        let record = &signed.record;
+        if !is_valid_store_name(&record.name) {
+            return Err(RecordError::Name(record.name.clone()));
+        }
+        let key = self.key_of(&record.name, &record.version.origin)?;
+        self.check_canonical(record, "owner", &record.owner)?;
+        if let Some(previous) = &record.replaces {
+            self.check_canonical(record, "replaced origin", &previous.origin)?;
+        }
+        Ok(key)
+    }
+
+    fn check_canonical(
+        &mut self,
+        record: &VersionRecord,
+        field: &'static str,
+        value: &str,
+    ) -> Result<(), RecordError> {
+        if self.keys.contains_key(value) || self.canonical.contains(value) {
+            return Ok(());
+        }
+        record.check_peer_id(field, value)?;
+        if self.canonical.len() >= KEY_CACHE_LIMIT {
+            self.canonical.clear();
+        }
+        self.canonical.insert(value.to_owned());
+        Ok(())
+    }
+
+    fn key_of(&mut self, name: &str, origin: &str) -> Result<VerifyingKey, RecordError> {
+        if let Some(key) = self.keys.get(origin) {
+            return Ok(*key);
+        }
+        let peer = parse_canonical_peer_id(origin).ok_or_else(|| RecordError::PeerId {
+            name: name.to_owned(),
+            field: "origin",
+            value: origin.chars().take(80).collect(),
+        })?;
+        let key = public_key_of(&peer)
+            .and_then(|key| key.try_into_ed25519().ok())
+            .and_then(|key| VerifyingKey::from_bytes(&key.to_bytes()).ok())
+            // A small-order key proves nothing: signatures "by" it can be made without a secret.
+            .filter(|key| !key.is_weak())
+            .ok_or_else(|| RecordError::NoPublicKey {
                 name: name.to_owned(),
                 origin: origin.to_owned(),
             })?;
-            if self.keys.len() >= KEY_CACHE_LIMIT {
-                self.keys.clear();
-            }
-            self.keys.insert(origin.to_owned(), key);
+        if self.keys.len() >= KEY_CACHE_LIMIT {
+            self.keys.clear();
         }
-        Ok(&self.keys[origin])
+        self.keys.insert(origin.to_owned(), key);
+        Ok(key)
     }
 }
 
@@ -345,6 +438,47 @@ pub(crate) mod tests {
             signed.verify(&mut KeyCache::default()),
             Err(RecordError::NoPublicKey { .. })
         ));
+    }
+
+    #[test]
+    fn an_origin_with_a_small_order_key_cannot_sign() {
+        // The identity point: any signature "by" it can be made without a secret key.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = libp2p::identity::ed25519::PublicKey::try_from_bytes(&identity).unwrap();
+        let origin = PeerId::from_public_key(&PublicKey::from(weak)).to_base58();
+        let key = Keypair::generate_ed25519();
+        let mut record = record(&key, "s", 1);
+        record.version.origin = origin.clone();
+        record.owner = origin;
+        let signed = record.sign(&key).unwrap();
+        assert!(matches!(
+            signed.verify(&mut KeyCache::default()),
+            Err(RecordError::NoPublicKey { .. })
+        ));
+    }
+
+    #[test]
+    fn a_batch_holds_only_when_every_signature_does() {
+        let origins: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
+        let records: Vec<SignedVersion> = (0..60)
+            .map(|i| {
+                let key = &origins[i % 3];
+                record(key, &format!("s{i}"), i as u64 + 1)
+                    .sign(key)
+                    .unwrap()
+            })
+            .collect();
+        let mut keys = KeyCache::default();
+        let (mut keyed, failed) = keys.checked_keys(records);
+        assert!(failed.is_empty());
+        assert!(signatures_hold(&keyed));
+        keyed[41].0.record.version.lamport += 1;
+        assert!(!signatures_hold(&keyed));
+        let bad: Vec<usize> = (0..keyed.len())
+            .filter(|&i| !keyed[i].0.signature_holds(&keyed[i].1))
+            .collect();
+        assert_eq!(bad, vec![41]);
     }
 
     #[test]

@@ -191,17 +191,22 @@ pub fn verify_records(
     keys: &mut KeyCache,
     rejected: &mut Vec<(Reject, u32)>,
 ) -> Vec<VerifiedVersion> {
-    let mut verified = Vec::with_capacity(records.len());
-    for signed in records {
-        match VerifiedVersion::check(signed, keys) {
-            Ok(record) => verified.push(record),
-            Err(RecordError::BadSignature { .. } | RecordError::NoPublicKey { .. }) => {
+    let (keyed, mut failed) = keys.checked_keys(records);
+    let verified = VerifiedVersion::check_signatures(keyed, &mut failed);
+    count_failures(rejected, &failed);
+    verified
+}
+
+/// Adds records that failed verification to `rejected`, by reason.
+pub fn count_failures(rejected: &mut Vec<(Reject, u32)>, failed: &[RecordError]) {
+    for error in failed {
+        match error {
+            RecordError::BadSignature { .. } | RecordError::NoPublicKey { .. } => {
                 count(rejected, Reject::BadSignature)
             }
-            Err(_) => count(rejected, Reject::Malformed),
+            _ => count(rejected, Reject::Malformed),
         }
     }
-    verified
 }
 
 fn count(rejected: &mut Vec<(Reject, u32)>, reason: Reject) {
@@ -264,6 +269,20 @@ mod tests {
         assert_eq!(entry.owner.as_deref(), Some(owner.as_str()));
         assert_eq!(entry.hash, None);
         assert_eq!(entry.decode().unwrap(), signed);
+    }
+
+    #[test]
+    fn one_forged_record_in_a_large_batch_is_the_only_one_refused() {
+        let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate_ed25519()).collect();
+        let mut records: Vec<SignedVersion> = (0..200)
+            .map(|i| signed(&keys[i % 4], &format!("store-{i}")))
+            .collect();
+        records[137].record.content.as_mut().unwrap().size += 1;
+        let mut rejected = Vec::new();
+        let verified = verify_records(records.clone(), &mut KeyCache::default(), &mut rejected);
+        assert_eq!(rejected, vec![(Reject::BadSignature, 1)]);
+        assert_eq!(verified.len(), 199);
+        assert!(verified.iter().all(|v| v.signed() != &records[137]));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
 
 use super::state::{Input, Shared};
-use crate::store::record::{KeyCache, SignedVersion};
-use crate::sync::announce::{Announcement, WireEntry, decode_entries, verify_records};
+use crate::store::record::SignedVersion;
+use crate::sync::announce::{Announcement, WireEntry, count_failures, decode_entries};
 use crate::sync::client::{ClientError, SyncClient};
 use crate::sync::engine::{Event, Reject, VerifiedVersion, Via};
 
@@ -50,28 +50,27 @@ async fn checked(
             .partition(|record| engine.knows(record))
     };
     let mut records: Vec<VerifiedVersion> = known.into_iter().map(VerifiedVersion::known).collect();
-    if unknown.len() <= INLINE_VERIFY {
-        records.extend(verify_records(
-            unknown,
-            &mut KeyCache::default(),
-            &mut rejected,
-        ));
+    let (keyed, mut failed) = shared.keys.lock().checked_keys(unknown);
+    if keyed.len() <= INLINE_VERIFY {
+        records.extend(VerifiedVersion::check_signatures(keyed, &mut failed));
     } else {
-        let (verified, more) = tokio::task::spawn_blocking(move || {
-            let mut rejected = Vec::new();
-            let verified = verify_records(unknown, &mut KeyCache::default(), &mut rejected);
-            (verified, rejected)
+        let checked = tokio::task::spawn_blocking(move || {
+            let verified = VerifiedVersion::check_signatures(keyed, &mut failed);
+            (verified, failed)
         })
-        .await
-        .unwrap_or_default();
-        records.extend(verified);
-        for (reason, count) in more {
-            match rejected.iter_mut().find(|(r, _)| *r == reason) {
-                Some((_, n)) => *n += count,
-                None => rejected.push((reason, count)),
+        .await;
+        match checked {
+            Ok((verified, more_failed)) => {
+                records.extend(verified);
+                failed = more_failed;
+            }
+            Err(error) => {
+                tracing::warn!(%from, %error, "verifying signatures failed");
+                failed = Vec::new();
             }
         }
     }
+    count_failures(&mut rejected, &failed);
     let mut events = Vec::new();
     if !rejected.is_empty() {
         events.push(Event::Rejected {

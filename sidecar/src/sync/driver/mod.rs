@@ -176,6 +176,7 @@ impl Replicator {
         let shared = Arc::new(Shared {
             engine: RwLock::new(engine),
             downloads: Mutex::new(HashMap::new()),
+            keys: Mutex::new(Default::default()),
         });
 
         let protocol = sync_protocol(node.network_id());

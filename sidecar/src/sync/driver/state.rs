@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::node::NodeHandle;
 use crate::store::StoreIndex;
 use crate::store::hash::Hash32;
+use crate::store::record::KeyCache;
 use crate::store::scan::ScanResult;
 use crate::store::watcher::{FolderWatcher, WatchEvent};
 use crate::sync::config::ReplicationConfig;
@@ -35,6 +36,8 @@ pub(super) struct Running {
 pub(super) struct Shared {
     pub(super) engine: RwLock<Engine>,
     pub(super) downloads: Mutex<HashMap<String, Running>>,
+    /// Origin keys of the records peers send, decoded once.
+    pub(super) keys: Mutex<KeyCache>,
 }
 
 impl IndexSource for Shared {

@@ -26,6 +26,31 @@ impl VerifiedVersion {
         Ok(Self(signed))
     }
 
+    /// Verifies the signatures of records whose fields and keys were checked
+    /// ([`KeyCache::checked_keys`]): all in one batch, one by one only when the batch fails.
+    /// Adds the errors of those that fail to `failed`.
+    ///
+    /// [`KeyCache::checked_keys`]: crate::store::record::KeyCache::checked_keys
+    pub fn check_signatures(
+        keyed: Vec<(SignedVersion, ed25519_dalek::VerifyingKey)>,
+        failed: &mut Vec<crate::store::record::RecordError>,
+    ) -> Vec<Self> {
+        if keyed.len() > 1 && crate::store::record::signatures_hold(&keyed) {
+            return keyed.into_iter().map(|(signed, _)| Self(signed)).collect();
+        }
+        keyed
+            .into_iter()
+            .filter_map(|(signed, key)| {
+                if signed.signature_holds(&key) {
+                    Some(Self(signed))
+                } else {
+                    failed.push(signed.bad_signature());
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// A record identical to one the index holds ([`super::Engine::knows`]): it was verified
     /// when it was accepted, so it is not verified again.
     pub(crate) fn known(signed: SignedVersion) -> Self {
