@@ -491,7 +491,10 @@ our_pid() {
   pid=$(cat "$file")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$run_dir/" || return 1
+  # The component's arguments name a path in the run dir. Until the forked shell has exec'd the
+  # component, the process is that shell, whose arguments name the run dir itself (`--run-dir
+  # <dir>`): a component checked in that window is not taken for one that exited.
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -e "$run_dir/" -e "$run_dir " || return 1
   # An exited child not yet reaped by its parent is a zombie: it is gone for our purposes.
   [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
   echo "$pid"
