@@ -49,7 +49,12 @@ impl Driver {
                 name,
                 content,
                 replace,
-            } => return Some(self.install(name, content.hash, replace).await),
+            } => {
+                return self
+                    .install_all(vec![(name, content.hash, replace)])
+                    .await
+                    .pop();
+            }
             Action::Remove {
                 name,
                 version,
@@ -186,29 +191,43 @@ impl Driver {
         }
     }
 
-    async fn install(&mut self, name: String, hash: Hash32, replace: Replace) -> Event {
+    /// Installs fetched versions, in order, on one blocking thread (a burst of small stores is
+    /// released by one index save), and returns the events that report them.
+    pub(super) async fn install_all(
+        &mut self,
+        installs: Vec<(String, Hash32, Replace)>,
+    ) -> Vec<Event> {
         let paths = self.paths.clone();
         let crash = self.config.test_crash_after_install;
-        let store = name.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let applied = install_download(&paths, &store, &hash, &replace)?;
-            if crash {
-                // The test hook of a power cut between the install and the index save.
-                tracing::error!(store = %store, "TEST MODE: aborting right after an install (--test-crash-after-install)");
-                std::process::abort();
-            }
-            Ok(applied)
+        let events = tokio::task::spawn_blocking(move || {
+            installs
+                .into_iter()
+                .map(|(name, hash, replace)| {
+                    let outcome = install_download(&paths, &name, &hash, &replace);
+                    if crash && outcome.is_ok() {
+                        // The test hook of a power cut between the install and the index save.
+                        tracing::error!(store = %name, "TEST MODE: aborting right after an install (--test-crash-after-install)");
+                        std::process::abort();
+                    }
+                    Event::Installed {
+                        name,
+                        hash,
+                        outcome,
+                    }
+                })
+                .collect::<Vec<_>>()
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        if outcome.is_ok() {
-            self.metrics.add_file(Direction::Received);
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "the install task failed; the downloads are installed again later");
+            Vec::new()
+        });
+        for event in &events {
+            if matches!(event, Event::Installed { outcome: Ok(_), .. }) {
+                self.metrics.add_file(Direction::Received);
+            }
         }
-        Event::Installed {
-            name,
-            hash,
-            outcome,
-        }
+        events
     }
 
     fn save(&self, index: Box<StoreIndex>, generation: u64, sync_data_dir: bool) {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ReplicationConfig;
 use super::download::{DownloadConfig, Downloader, PartialFiles};
-use super::engine::{Engine, EngineConfig, Event, Limits};
+use super::engine::{Action, Engine, EngineConfig, Event, Limits};
 use super::metrics::SyncMetrics;
 use super::protocol::sync_protocol;
 use super::server::{ServeContext, run_server};
@@ -68,6 +68,8 @@ pub enum SyncError {
 const TICK: Duration = Duration::from_millis(50);
 /// Inventory exchanges at once.
 const INVENTORY_CONCURRENCY: usize = 8;
+/// Finished downloads handled (and installed) together at most.
+const FINISHED_BATCH: usize = 256;
 
 /// The running replication engine, for the HTTP API and the registry record.
 #[derive(Clone)]
@@ -252,6 +254,24 @@ impl Replicator {
     }
 }
 
+/// Downloads that finished while the loop was busy are handled together: `first` and those of the
+/// inputs waiting right behind it (at most [`FINISHED_BATCH`]). Returns them, and the first other
+/// input taken from the queue, which is handled next.
+fn finished_downloads(
+    first: Event,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+) -> (Vec<Event>, Option<Input>) {
+    let mut finished = vec![first];
+    while finished.len() < FINISHED_BATCH {
+        match inputs.try_recv() {
+            Ok(Input::Engine(event @ Event::DownloadDone { .. })) => finished.push(event),
+            Ok(other) => return (finished, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (finished, None)
+}
+
 /// Runs the loop and marks the replicator stopped when it ends, whether it returned or panicked.
 fn supervise(
     run: impl std::future::Future<Output = ()> + Send + 'static,
@@ -338,20 +358,30 @@ impl Driver {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        'events: loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                input = inputs.recv() => match input {
-                    Some(Input::Shutdown(reply)) => {
-                        self.save_now().await;
-                        let _ = reply.send(());
-                        break;
+                input = inputs.recv() => {
+                    let Some(input) = input else { break };
+                    let mut next = Some(input);
+                    while let Some(input) = next.take() {
+                        match input {
+                            Input::Shutdown(reply) => {
+                                self.save_now().await;
+                                let _ = reply.send(());
+                                break 'events;
+                            }
+                            Input::Engine(event @ Event::DownloadDone { .. }) => {
+                                let (finished, after) = finished_downloads(event, &mut inputs);
+                                self.feed_all(finished).await;
+                                next = after;
+                            }
+                            Input::Engine(event) => self.feed(event).await,
+                            Input::Watch(event) => self.on_watch(event).await,
+                            Input::Scan(scan) => self.on_scan(scan).await,
+                        }
                     }
-                    Some(Input::Engine(event)) => self.feed(event).await,
-                    Some(Input::Watch(event)) => self.on_watch(event).await,
-                    Some(Input::Scan(scan)) => self.on_scan(scan).await,
-                    None => break,
-                },
+                }
                 event = node_events.recv() => match event {
                     Ok(event) => self.on_node_event(event).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -373,20 +403,49 @@ impl Driver {
         self.cancel.cancel();
     }
 
-    /// Feeds one event and carries out the actions, and the events those produce, in order.
+    /// Feeds one event and carries out the actions, and the events those produce.
     async fn feed(&mut self, event: Event) {
-        let mut queue = VecDeque::from([event]);
-        while let Some(event) = queue.pop_front() {
-            if let Event::DownloadDone { name, hash, .. } = &event {
-                self.download_ended(name, hash);
-            }
-            let now = self.clock.now();
-            let actions = self.shared.engine.write().handle(event, now);
-            for action in actions {
-                if let Some(follow) = self.execute(action).await {
-                    queue.push_back(follow);
+        self.feed_all(vec![event]).await;
+    }
+
+    /// Feeds events and carries out the actions, and the events those produce, in order; the
+    /// installs they ask for run together once the events are handled (one blocking call for a
+    /// burst of small stores instead of one thread hand-off each), and complete before anything
+    /// else is read, so the engine knows about its installs before the watcher reports them.
+    async fn feed_all(&mut self, events: Vec<Event>) {
+        let mut queue = VecDeque::from(events);
+        let mut installed = false;
+        while !queue.is_empty() {
+            let mut installs = Vec::new();
+            while let Some(event) = queue.pop_front() {
+                if let Event::DownloadDone { name, hash, .. } = &event {
+                    self.download_ended(name, hash);
+                }
+                let now = self.clock.now();
+                let actions = self.shared.engine.write().handle(event, now);
+                for action in actions {
+                    match action {
+                        Action::Install {
+                            name,
+                            content,
+                            replace,
+                        } => installs.push((name, content.hash, replace)),
+                        action => {
+                            if let Some(follow) = self.execute(action).await {
+                                queue.push_back(follow);
+                            }
+                        }
+                    }
                 }
             }
+            if !installs.is_empty() {
+                installed = true;
+                queue.extend(self.install_all(installs).await);
+            }
+        }
+        if installed {
+            // `/metrics` shows a received store at once, not at the next tick.
+            self.mirror_stats();
         }
     }
 
