@@ -23,10 +23,22 @@ use crate::sync::download::{DownloadTarget, PartialFiles};
 use crate::sync::engine::{Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, Replace};
 use crate::sync::metrics::{Direction, KindLabels, ReasonLabels};
 
+/// A fetched version to move into the data folder.
+pub(super) struct PendingInstall {
+    name: String,
+    hash: Hash32,
+    replace: Replace,
+}
+
 impl Driver {
-    /// Carries out one action. Installs and removals complete here and return the event that
-    /// reports them; everything else runs in its own task and reports back later.
-    pub(super) async fn execute(&mut self, action: Action) -> Option<Event> {
+    /// Carries out one action. An install joins `installs`, which the caller runs as one batch
+    /// ([`Driver::install_all`]); a removal completes here and returns the event that reports it;
+    /// everything else runs in its own task and reports back later.
+    pub(super) async fn execute(
+        &mut self,
+        action: Action,
+        installs: &mut Vec<PendingInstall>,
+    ) -> Option<Event> {
         match action {
             Action::Hash(batch) => self.hash(batch),
             Action::Rescan => self.start_scan(),
@@ -49,12 +61,11 @@ impl Driver {
                 name,
                 content,
                 replace,
-            } => {
-                return self
-                    .install_all(vec![(name, content.hash, replace)])
-                    .await
-                    .pop();
-            }
+            } => installs.push(PendingInstall {
+                name,
+                hash: content.hash,
+                replace,
+            }),
             Action::Remove {
                 name,
                 version,
@@ -192,17 +203,17 @@ impl Driver {
     }
 
     /// Installs fetched versions, in order, on one blocking thread (a burst of small stores is
-    /// released by one index save), and returns the events that report them.
-    pub(super) async fn install_all(
-        &mut self,
-        installs: Vec<(String, Hash32, Replace)>,
-    ) -> Vec<Event> {
+    /// released by one index save), and returns the events that report them: one per install,
+    /// even when the blocking task fails, so the engine never waits for an install forever.
+    pub(super) async fn install_all(&mut self, installs: Vec<PendingInstall>) -> Vec<Event> {
         let paths = self.paths.clone();
         let crash = self.config.test_crash_after_install;
+        let attempted: Vec<(String, Hash32)> =
+            installs.iter().map(|i| (i.name.clone(), i.hash)).collect();
         let events = tokio::task::spawn_blocking(move || {
             installs
                 .into_iter()
-                .map(|(name, hash, replace)| {
+                .map(|PendingInstall { name, hash, replace }| {
                     let outcome = install_download(&paths, &name, &hash, &replace);
                     if crash && outcome.is_ok() {
                         // The test hook of a power cut between the install and the index save.
@@ -219,8 +230,14 @@ impl Driver {
         })
         .await
         .unwrap_or_else(|error| {
-            tracing::error!(%error, "the install task failed; the downloads are installed again later");
-            Vec::new()
+            attempted
+                .into_iter()
+                .map(|(name, hash)| Event::Installed {
+                    name,
+                    hash,
+                    outcome: Err(format!("the install task failed: {error}")),
+                })
+                .collect()
         });
         for event in &events {
             if matches!(event, Event::Installed { outcome: Ok(_), .. }) {

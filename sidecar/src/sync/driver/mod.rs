@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ReplicationConfig;
 use super::download::{DownloadConfig, Downloader, PartialFiles};
-use super::engine::{Action, Engine, EngineConfig, Event, Limits};
+use super::engine::{Engine, EngineConfig, Event, Limits};
 use super::metrics::SyncMetrics;
 use super::protocol::sync_protocol;
 use super::server::{ServeContext, run_server};
@@ -424,17 +424,8 @@ impl Driver {
                 let now = self.clock.now();
                 let actions = self.shared.engine.write().handle(event, now);
                 for action in actions {
-                    match action {
-                        Action::Install {
-                            name,
-                            content,
-                            replace,
-                        } => installs.push((name, content.hash, replace)),
-                        action => {
-                            if let Some(follow) = self.execute(action).await {
-                                queue.push_back(follow);
-                            }
-                        }
+                    if let Some(follow) = self.execute(action, &mut installs).await {
+                        queue.push_back(follow);
                     }
                 }
             }
