@@ -1,6 +1,7 @@
 //! The open client connections: how many, whether each has a request in flight and since when
 //! it has been idle, so that at `--max-connections` the longest-idle one can make room.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -110,11 +111,13 @@ impl OpenConnections {
         let mut admitted = Admitted::Room;
         // Connections already told to close still count until they have gone.
         if table.len() >= self.max {
+            // Idle times are in whole milliseconds: on a tie the older connection goes, never one
+            // just opened whose first request is still being read.
             let victim = table
-                .values()
-                .filter(|a| !a.evicted.load(Ordering::Relaxed))
-                .filter_map(|a| a.idle_for().map(|idle| (idle, a)))
-                .max_by_key(|(idle, _)| *idle)
+                .iter()
+                .filter(|(_, a)| !a.evicted.load(Ordering::Relaxed))
+                .filter_map(|(id, a)| a.idle_for().map(|idle| ((idle, Reverse(*id)), a)))
+                .max_by_key(|(rank, _)| *rank)
                 .map(|(_, a)| a.clone())?;
             victim.evicted.store(true, Ordering::Relaxed);
             victim.evict.notify_one();
@@ -193,5 +196,31 @@ mod tests {
         drop((second, third));
         assert!(connections.is_empty());
         assert_eq!(open.get(), 0);
+    }
+
+    #[test]
+    fn connections_idle_for_the_same_millisecond_make_room_oldest_first() {
+        let connections = OpenConnections::new(8, Gauge::default());
+        let admitted: Vec<Connection> = (0..8).map(|_| connections.admit().unwrap().0).collect();
+        // One just opened, its first request not yet read, ties with an older keep-alive one.
+        let at = admitted[0]
+            .activity()
+            .last_active_ms
+            .load(Ordering::Relaxed);
+        for connection in &admitted {
+            connection
+                .activity()
+                .last_active_ms
+                .store(at, Ordering::Relaxed);
+        }
+        let _new = connections.admit().unwrap();
+        let evicted: Vec<bool> = admitted
+            .iter()
+            .map(|c| c.activity().evicted.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(
+            evicted,
+            [true, false, false, false, false, false, false, false]
+        );
     }
 }
