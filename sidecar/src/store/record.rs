@@ -125,13 +125,19 @@ impl VersionRecord {
     /// Checks the fields a peer controls: the name and every peer id. A valid record still has to
     /// carry a good signature ([`SignedVersion::verify`]) and be authorised.
     pub fn validate(&self) -> Result<(), RecordError> {
+        self.validate_with(&mut CanonicalIds::default())
+    }
+
+    /// [`Self::validate`], skipping the peer ids `checked` already holds (the records of one
+    /// message mostly share their origin and owner, and parsing an id is the costly part).
+    pub fn validate_with(&self, checked: &mut CanonicalIds) -> Result<(), RecordError> {
         if !is_valid_store_name(&self.name) {
             return Err(RecordError::Name(self.name.clone()));
         }
-        self.check_peer_id("origin", &self.version.origin)?;
-        self.check_peer_id("owner", &self.owner)?;
+        checked.check(self, "origin", &self.version.origin)?;
+        checked.check(self, "owner", &self.owner)?;
         if let Some(previous) = &self.replaces {
-            self.check_peer_id("replaced origin", &previous.origin)?;
+            checked.check(self, "replaced origin", &previous.origin)?;
         }
         Ok(())
     }
@@ -259,6 +265,31 @@ pub fn parse_canonical_peer_id(text: &str) -> Option<PeerId> {
     }
     let peer: PeerId = text.parse().ok()?;
     (peer.to_base58() == text).then_some(peer)
+}
+
+/// Peer id texts found canonical while checking one batch of records; bounded, since a batch may
+/// name many origins.
+#[derive(Debug, Default)]
+pub struct CanonicalIds(HashSet<String>);
+
+impl CanonicalIds {
+    const LIMIT: usize = 64;
+
+    fn check(
+        &mut self,
+        record: &VersionRecord,
+        field: &'static str,
+        value: &str,
+    ) -> Result<(), RecordError> {
+        if self.0.contains(value) {
+            return Ok(());
+        }
+        record.check_peer_id(field, value)?;
+        if self.0.len() < Self::LIMIT {
+            self.0.insert(value.to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// The public key an ed25519 peer id carries inline.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::engine::{Reject, VerifiedVersion};
 use crate::store::hash::{self, Hash32};
 use crate::store::record::{
-    ContentId, KeyCache, RecordError, SignedVersion, VersionRecord, decode_signature,
+    CanonicalIds, ContentId, KeyCache, RecordError, SignedVersion, VersionRecord, decode_signature,
     encode_signature,
 };
 use crate::store::{Version, is_valid_store_name};
@@ -82,6 +82,11 @@ impl WireEntry {
 
     /// The signed record this entry carries (fields checked, signature not yet verified).
     pub fn decode(&self) -> Result<SignedVersion, Reject> {
+        self.decode_with(&mut CanonicalIds::default())
+    }
+
+    /// [`Self::decode`], with the peer ids already found canonical in this batch.
+    fn decode_with(&self, checked: &mut CanonicalIds) -> Result<SignedVersion, Reject> {
         if !is_valid_store_name(&self.name) {
             return Err(Reject::Malformed);
         }
@@ -105,7 +110,9 @@ impl WireEntry {
             content,
             replaces,
         };
-        record.validate().map_err(|_| Reject::Malformed)?;
+        record
+            .validate_with(checked)
+            .map_err(|_| Reject::Malformed)?;
         let signature = self.signature.as_deref().ok_or(Reject::Unsigned)?;
         let signature = decode_signature(signature).ok_or(Reject::BadSignature)?;
         Ok(SignedVersion { record, signature })
@@ -176,8 +183,9 @@ pub struct Decoded {
 /// Decodes wire entries; malformed and unsigned ones are counted, not kept.
 pub fn decode_entries(entries: &[WireEntry]) -> Decoded {
     let mut decoded = Decoded::default();
+    let mut checked = CanonicalIds::default();
     for entry in entries {
-        match entry.decode() {
+        match entry.decode_with(&mut checked) {
             Ok(signed) => decoded.records.push(signed),
             Err(reason) => count(&mut decoded.rejected, reason),
         }
