@@ -29,9 +29,9 @@ pub struct Scheduling {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {
-    /// Size of the volume, as a Kubernetes quantity (e.g. `10Gi`). It may grow, never shrink. A
-    /// DigNetwork's existing claims are grown when their StorageClass allows volume expansion
-    /// (condition `VolumesResized`).
+    /// Size of the volume, as a Kubernetes quantity (e.g. `10Gi`). It may grow, never shrink:
+    /// existing claims are grown when their StorageClass allows volume expansion (condition
+    /// `VolumesResized`).
     #[serde(default = "default_storage_size")]
     #[x_kube(
         validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("storage.size must be a positive quantity such as 10Gi"),
