@@ -426,9 +426,12 @@ node_network_down() {
 
 VOLUME_PROVISIONER=dig-e2e.local/local-volume
 STORAGE_CLASS_REAL=dig-e2e-local
+# The same volumes without allowVolumeExpansion: the API server refuses to grow its claims.
+STORAGE_CLASS_FIXED=dig-e2e-local-fixed
 
 # The default StorageClass of the real node: each claim gets a directory under RUN_DIR/node/volumes
 # as a `local` PersistentVolume of the node (the kubelet applies fsGroup to it, as to a cloud disk).
+# A second class of the same volumes does not allow expansion.
 node_storage_class() {
   cat <<EOF
 apiVersion: storage.k8s.io/v1
@@ -441,18 +444,29 @@ provisioner: $VOLUME_PROVISIONER
 reclaimPolicy: Delete
 volumeBindingMode: WaitForFirstConsumer
 allowVolumeExpansion: true
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $STORAGE_CLASS_FIXED
+provisioner: $VOLUME_PROVISIONER
+reclaimPolicy: Delete
+volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: false
 EOF
 }
 
 # One pass of the provisioner: claims waiting for a volume get one, released volumes are deleted
 # with their directory, and a grown claim gets the capacity it asks for (a directory has no size).
+# The last stands in for a CSI driver's external-resizer and the kubelet's file system expansion:
+# without a CSI driver nothing else moves the volume's and the claim's capacity.
 provision_volumes_once() {
   local volumes
   volumes=$(node_dir)/volumes
   local claims
   claims=$(kubectl_admin get pvc --all-namespaces -o json) || return 0
-  local ns name uid size modes
-  while IFS=$'\t' read -r ns name uid size modes; do
+  local ns name uid size modes class
+  while IFS=$'\t' read -r ns name uid size modes class; do
     [ -n "$uid" ] || continue
     # Root-owned like a fresh disk: the kubelet gives it the pod's fsGroup.
     mkdir -p -m 0755 "$volumes/pvc-$uid"
@@ -466,7 +480,7 @@ spec:
   capacity: {storage: $size}
   accessModes: [$modes]
   persistentVolumeReclaimPolicy: Delete
-  storageClassName: $STORAGE_CLASS_REAL
+  storageClassName: $class
   volumeMode: Filesystem
   claimRef: {namespace: $ns, name: $name, uid: $uid}
   local: {path: $volumes/pvc-$uid}
@@ -482,8 +496,9 @@ EOF
       | select(.metadata.annotations["volume.kubernetes.io/storage-provisioner"] == $p)
       | select(.metadata.annotations["volume.kubernetes.io/selected-node"] != null)
       | [.metadata.namespace, .metadata.name, .metadata.uid, .spec.resources.requests.storage,
-         (.spec.accessModes | join(","))] | @tsv' <<<"$claims")
-  # Grown claims: the volume and the claim's status report the new size.
+         (.spec.accessModes | join(",")), .spec.storageClassName] | @tsv' <<<"$claims")
+  # Grown claims (the API server lets only the expandable class's grow): the volume and the
+  # claim's status report the new size.
   local volume
   while IFS=$'\t' read -r ns name size volume; do
     [ -n "$volume" ] || continue
@@ -497,8 +512,9 @@ EOF
       | [.metadata.namespace, .metadata.name, .spec.resources.requests.storage, .spec.volumeName]
       | @tsv' <<<"$claims")
   local released path
-  released=$(kubectl_admin get pv -o json | jq -r --arg c "$STORAGE_CLASS_REAL" '.items[]
-      | select(.spec.storageClassName == $c and .spec.persistentVolumeReclaimPolicy == "Delete")
+  released=$(kubectl_admin get pv -o json | jq -r --arg p "$VOLUME_PROVISIONER" '.items[]
+      | select(.metadata.annotations["pv.kubernetes.io/provisioned-by"] == $p)
+      | select(.spec.persistentVolumeReclaimPolicy == "Delete")
       | select(.status.phase == "Released" or .status.phase == "Failed")
       | [.metadata.name, .spec.local.path] | @tsv') || return 0
   while IFS=$'\t' read -r name path; do
@@ -512,7 +528,7 @@ cmd_provision_volumes() {
   existing_run_dir
   # shellcheck source=/dev/null
   . "$run_dir/node.env"
-  echo "volume provisioner for $STORAGE_CLASS_REAL in $(node_dir)/volumes"
+  echo "volume provisioner for $STORAGE_CLASS_REAL and $STORAGE_CLASS_FIXED in $(node_dir)/volumes"
   while true; do
     provision_volumes_once
     sleep 1

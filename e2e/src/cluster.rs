@@ -39,6 +39,8 @@ pub const REAL_NODE: &str = "dig-e2e-node";
 /// The real node's default StorageClass: a directory of the run dir per claim, as a `local`
 /// PersistentVolume (grows on request).
 pub const REAL_NODE_STORAGE_CLASS: &str = "dig-e2e-local";
+/// The real node's StorageClass of the same volumes without `allowVolumeExpansion`.
+pub const REAL_NODE_FIXED_STORAGE_CLASS: &str = "dig-e2e-local-fixed";
 
 /// `cluster.sh` exits with this code when the tools are not built.
 pub(crate) const TOOLS_MISSING_EXIT: i32 = 3;

@@ -155,6 +155,10 @@ fn cluster_wide_rbac_is_only_what_must_be_cluster_wide() {
         grant("apiextensions.k8s.io", "customresourcedefinitions", "get"),
         grant("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         grant("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        // Whether a claim's class lets the operator grow it (cluster-scoped objects).
+        grant("storage.k8s.io", "storageclasses", "get"),
+        grant("storage.k8s.io", "storageclasses", "list"),
+        grant("storage.k8s.io", "storageclasses", "watch"),
     ]
     .into_iter()
     .chain(["get", "list", "watch", "patch"].map(|verb| {
@@ -192,7 +196,6 @@ fn cluster_wide_rbac_is_only_what_must_be_cluster_wide() {
             "{resource} is not something the operator touches"
         );
     }
-    let read = set(&["get", "list", "watch"]);
     let manage = set(&["get", "list", "watch", "create", "patch", "delete"]);
     // Pods are only read: the exposed nodes' IPs, to ask them their peer ids (_dnsaddr records).
     assert_eq!(verbs_on(workloads, "", "pods"), set(&["get", "list"]));
@@ -205,7 +208,11 @@ fn cluster_wide_rbac_is_only_what_must_be_cluster_wide() {
         BTreeSet::from([grant("", "secrets", "get")]),
         "secrets are only read, by name"
     );
-    assert_eq!(verbs_on(workloads, "", "persistentvolumeclaims"), read);
+    // Claims are grown (patched) when storage.size grows, never created or deleted.
+    assert_eq!(
+        verbs_on(workloads, "", "persistentvolumeclaims"),
+        set(&["get", "list", "watch", "patch"])
+    );
     for (group, resource) in [
         ("apps", "deployments"),
         ("apps", "statefulsets"),
@@ -361,7 +368,9 @@ fn watch_namespaces_turns_workload_rules_into_roles() {
     assert!(
         cluster_grants
             .iter()
-            .all(|(g, _, _, _)| g == "apiextensions.k8s.io" || g == "admissionregistration.k8s.io"),
+            .all(|(g, _, _, _)| g == "apiextensions.k8s.io"
+                || g == "admissionregistration.k8s.io"
+                || g == "storage.k8s.io"),
         "{cluster_grants:?}"
     );
     for namespace in ["team-a", "team-b"] {

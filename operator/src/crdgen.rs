@@ -84,6 +84,36 @@ mod tests {
     }
 
     #[test]
+    fn network_nodes_scale_through_the_scale_subresource() {
+        let crd = DigNetwork::crd();
+        let scale = crd.spec.versions[0]
+            .subresources
+            .as_ref()
+            .unwrap()
+            .scale
+            .clone()
+            .expect("a scale subresource");
+        assert_eq!(scale.spec_replicas_path, ".spec.nodes.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.replicas");
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
+        let status = &schema_of(&crd)["properties"]["status"]["properties"];
+        assert_eq!(status["replicas"]["type"], "integer");
+        assert_eq!(status["selector"]["type"], "string");
+        // One node per DigNode: nothing to scale.
+        assert!(
+            DigNode::crd().spec.versions[0]
+                .subresources
+                .as_ref()
+                .unwrap()
+                .scale
+                .is_none()
+        );
+    }
+
+    #[test]
     fn a_name_that_is_the_network_id_follows_the_network_id_rule() {
         let schema = schema_of(&DigNetwork::crd());
         let rules = schema["x-kubernetes-validations"]
@@ -122,6 +152,19 @@ mod tests {
                 .to_string()
                 .contains("isQuantity")
         );
+        let size_rules =
+            nodes["storage"]["properties"]["size"]["x-kubernetes-validations"].to_string();
+        assert!(
+            size_rules.contains("quantity(self).compareTo(quantity(oldSelf)) >= 0")
+                && size_rules.contains("storage.size cannot shrink"),
+            "{size_rules}"
+        );
+        let retention = &nodes["persistentVolumeClaimRetentionPolicy"]["properties"];
+        assert_eq!(
+            retention["whenDeleted"]["enum"],
+            serde_json::json!(["Retain", "Delete"])
+        );
+        assert_eq!(retention["whenScaled"]["default"], "Retain");
         let dns_rules = spec["properties"]["dns"]["x-kubernetes-validations"].to_string();
         assert!(dns_rules.contains("has(self.setIdentifier)"), "{dns_rules}");
         assert!(

@@ -29,9 +29,14 @@ pub struct Scheduling {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {
-    /// Size of the volume, as a Kubernetes quantity (e.g. `10Gi`).
+    /// Size of the volume, as a Kubernetes quantity (e.g. `10Gi`). It may grow, never shrink:
+    /// existing claims are grown when their StorageClass allows volume expansion (condition
+    /// `VolumesResized`).
     #[serde(default = "default_storage_size")]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("storage.size must be a positive quantity such as 10Gi"))]
+    #[x_kube(
+        validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("storage.size must be a positive quantity such as 10Gi"),
+        validation = Rule::new("!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0").message("storage.size cannot shrink: a volume can only grow; set a size at least the current one")
+    )]
     pub size: String,
     /// StorageClass of the volume; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +54,41 @@ impl Default for Storage {
 
 fn default_storage_size() -> String {
     "10Gi".to_string()
+}
+
+/// What happens to a claim when its pod goes away (`StatefulSetPersistentVolumeClaimRetentionPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ClaimRetention {
+    /// The claim and its data stay.
+    #[default]
+    Retain,
+    /// The claim is deleted, and with it the volume when its reclaim policy is `Delete`.
+    Delete,
+}
+
+impl ClaimRetention {
+    /// The StatefulSet's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retain => "Retain",
+            Self::Delete => "Delete",
+        }
+    }
+}
+
+/// Whether the nodes' claims outlive their pods, copied into the StatefulSet's
+/// `persistentVolumeClaimRetentionPolicy`. Both `Retain` by default: a node's data and identity
+/// survive a scale-down and the deletion of its owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRetentionPolicy {
+    /// The claims when the StatefulSet is deleted (the DigNetwork or DigNode deleted): `Retain`
+    /// (default) or `Delete`.
+    #[serde(default)]
+    pub when_deleted: ClaimRetention,
+    /// The claims of the pods a scale-down removes: `Retain` (default) or `Delete`.
+    #[serde(default)]
+    pub when_scaled: ClaimRetention,
 }
 
 /// How a node is reached from outside the cluster.

@@ -8,7 +8,9 @@ pub mod node;
 pub mod route53;
 pub mod status;
 
-pub use common::{Exposure, ExposureType, Scheduling, SecretKeyRef, Storage};
+pub use common::{
+    ClaimRetention, ClaimRetentionPolicy, Exposure, ExposureType, Scheduling, SecretKeyRef, Storage,
+};
 pub use network::{
     BootstrapSpec, DigNetwork, DigNetworkSpec, DnsMode, DnsSpec, Failover, NETWORK_ID_PATTERN,
     NodesSpec, Replication, ServiceType, WRITER_PATTERN, WritePolicy,

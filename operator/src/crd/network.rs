@@ -11,7 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Exposure, Scheduling, SecretKeyRef, Storage};
+use super::common::{ClaimRetentionPolicy, Exposure, Scheduling, SecretKeyRef, Storage};
 use super::route53::{HealthCheckSpec, Route53Spec};
 use super::status::DigNetworkStatus;
 
@@ -27,6 +27,11 @@ pub use dig_core::network_id::NETWORK_ID_PATTERN;
     kind = "DigNetwork",
     namespaced,
     status = "DigNetworkStatus",
+    scale(
+        spec_replicas_path = ".spec.nodes.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     shortname = "dignet",
     category = "dig",
     doc = "A DIG Network: bootstrap registry, nodes, Services, DNS and monitoring in one namespace.",
@@ -192,7 +197,8 @@ pub struct BootstrapService {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodesSpec {
-    /// Number of nodes; every node holds every store.
+    /// Number of nodes; every node holds every store. Also set through the scale subresource
+    /// (`kubectl scale dignetwork NAME --replicas N`, or a HorizontalPodAutoscaler).
     #[serde(default = "default_node_replicas")]
     #[schemars(range(min = 0, max = 500))]
     pub replicas: i32,
@@ -210,6 +216,10 @@ pub struct NodesSpec {
     /// The volume of each node (a PVC per pod).
     #[serde(default)]
     pub storage: Storage,
+    /// Whether the nodes' claims are kept (`Retain`, default) or deleted (`Delete`) when the
+    /// network is deleted (`whenDeleted`) or scaled down (`whenScaled`).
+    #[serde(default)]
+    pub persistent_volume_claim_retention_policy: ClaimRetentionPolicy,
     /// How nodes find each other.
     #[serde(default)]
     pub discovery: Discovery,
@@ -232,6 +242,7 @@ impl Default for NodesSpec {
             p2p_port: default_p2p_port(),
             api_port: default_api_port(),
             storage: Storage::default(),
+            persistent_volume_claim_retention_policy: ClaimRetentionPolicy::default(),
             discovery: Discovery::default(),
             exposure: Exposure::default(),
             resources: None,

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Exposure, Scheduling, Storage};
+use super::common::{ClaimRetentionPolicy, Exposure, Scheduling, Storage};
 use super::status::DigNodeStatus;
 
 /// One DIG node bound to a DigNetwork of the same namespace, with its own volume: a new PVC from
@@ -59,6 +59,10 @@ pub struct DigNodeSpec {
     /// nor `existingClaim` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Storage>,
+    /// Whether the claim made from `storage` is kept (`Retain`, default) or deleted (`Delete`)
+    /// when the DigNode is deleted (`whenDeleted`; `whenScaled` never applies to one node).
+    #[serde(default)]
+    pub persistent_volume_claim_retention_policy: ClaimRetentionPolicy,
     /// Name of an existing PersistentVolumeClaim to use as the node's volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]

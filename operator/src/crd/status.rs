@@ -22,7 +22,8 @@ pub struct DigNetworkStatus {
     /// `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Progressing` and `Degraded`; `VolumesResized` after `spec.nodes.storage.size`
+    /// grew.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -38,6 +39,14 @@ pub struct DigNetworkStatus {
     /// Node pods wanted (`spec.nodes.replicas`).
     #[serde(default)]
     pub nodes: i32,
+    /// Node pods the StatefulSet has (its `status.replicas`): the current replicas of the scale
+    /// subresource, which `kubectl scale` and HorizontalPodAutoscalers read.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Label selector of the node pods, as a string (`app.kubernetes.io/name=dig-node,...`): the
+    /// scale subresource's selector, by which a HorizontalPodAutoscaler finds the pods' metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Where the bootstrap registry answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_endpoint: Option<BootstrapEndpoint>,
@@ -105,7 +114,7 @@ pub struct DigNodeStatus {
     /// `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Progressing` and `Degraded`; `VolumesResized` after `spec.storage.size` grew.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -6,7 +6,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{
             Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
-            StatefulSetSpec,
+            StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
         },
         core::v1::{
             ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
@@ -32,7 +32,10 @@ use super::{
     monitors, pod,
     validate::ValidNetwork,
 };
-use crate::crd::{DnsMode, ExposureType, Scheduling, Storage, labels::CONFIG_HASH_ANNOTATION};
+use crate::crd::{
+    ClaimRetentionPolicy, DnsMode, ExposureType, Scheduling, Storage,
+    labels::CONFIG_HASH_ANNOTATION,
+};
 
 /// Name of the volume (and PVC template) holding a node's `.dig` folder.
 pub const DATA_VOLUME: &str = "dig-data";
@@ -561,7 +564,14 @@ pub fn node_statefulset_object(
     selector: BTreeMap<String, String>,
     template: PodTemplateSpec,
     claim_templates: Vec<PersistentVolumeClaim>,
+    retention: &ClaimRetentionPolicy,
 ) -> StatefulSet {
+    // Without claim templates (a DigNode's existing claim) there is nothing to retain.
+    let retention =
+        (!claim_templates.is_empty()).then(|| StatefulSetPersistentVolumeClaimRetentionPolicy {
+            when_deleted: Some(retention.when_deleted.as_str().to_string()),
+            when_scaled: Some(retention.when_scaled.as_str().to_string()),
+        });
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
@@ -575,6 +585,7 @@ pub fn node_statefulset_object(
             },
             template,
             volume_claim_templates: (!claim_templates.is_empty()).then_some(claim_templates),
+            persistent_volume_claim_retention_policy: retention,
             ..StatefulSetSpec::default()
         }),
         status: None,
@@ -622,6 +633,7 @@ fn node_statefulset(valid: &ValidNetwork<'_>, config_hash: &str) -> StatefulSet 
             &nodes.storage,
             labels(valid, Component::Node),
         )],
+        &nodes.persistent_volume_claim_retention_policy,
     )
 }
 

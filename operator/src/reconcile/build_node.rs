@@ -285,6 +285,7 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
             selector,
             template,
             claim_templates,
+            &spec.persistent_volume_claim_retention_policy,
         ),
         service,
         exposure_service,

@@ -88,6 +88,22 @@ fn defaults() {
         .as_ref()
         .unwrap()["storage"];
     assert_eq!(size.0, "10Gi");
+    let retention = c
+        .node_statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Retain"), Some("Retain")),
+        "claims outlive their pods by default"
+    );
     assert!(c.exposure_services.is_empty());
     assert!(c.dns_endpoint.is_none());
     assert!(c.service_monitors.is_empty());
@@ -948,6 +964,45 @@ fn dig_node_with_its_own_volume() {
         "DigNode"
     );
     assert!(c.exposure_service.is_none());
+}
+
+#[test]
+fn claim_retention_policy_reaches_the_statefulsets() {
+    let c = build(
+        "nodes:\n  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Delete\n    whenScaled: Retain",
+    );
+    let retention = c
+        .node_statefulset
+        .spec
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+    assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+
+    let net = network("{}");
+    let edge = build_edge_node(
+        &net,
+        "networkRef:\n  name: net\npersistentVolumeClaimRetentionPolicy:\n  whenDeleted: Delete",
+    );
+    let retention = edge
+        .statefulset
+        .spec
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+    assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    // An existing claim is not the StatefulSet's: no policy.
+    let restored = build_edge_node(&net, "networkRef:\n  name: net\nexistingClaim: restored");
+    assert!(
+        restored
+            .statefulset
+            .spec
+            .unwrap()
+            .persistent_volume_claim_retention_policy
+            .is_none()
+    );
 }
 
 #[test]

@@ -42,6 +42,34 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    #[error("growing PersistentVolumeClaim {claim} to {size} for {object} failed: {source}")]
+    Resize {
+        claim: String,
+        size: String,
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error(
+        "deleting StatefulSet {name} (pods orphaned) to re-create it with grown claims for {object} failed: {source}"
+    )]
+    Recreate {
+        name: String,
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error(
+        "StatefulSet {name} of {object}, deleted to be re-created with grown claims, was still there after {waited:?}"
+    )]
+    RecreateTimeout {
+        name: String,
+        object: String,
+        waited: std::time::Duration,
+    },
+
     #[error("the {kind} {name} returned by the API server does not decode: {source}")]
     Decode {
         kind: String,
@@ -63,6 +91,8 @@ impl Error {
             Self::Prune { .. } => "prune".to_string(),
             Self::Status { .. } => "status".to_string(),
             Self::Decode { .. } => "decode".to_string(),
+            Self::Resize { .. } => "resize".to_string(),
+            Self::Recreate { .. } | Self::RecreateTimeout { .. } => "recreate".to_string(),
         }
     }
 
@@ -75,6 +105,8 @@ impl Error {
             Self::Prune { .. } => "PruneFailed",
             Self::Status { .. } => "StatusUpdateFailed",
             Self::Decode { .. } => "DecodeFailed",
+            Self::Resize { .. } => "ResizeFailed",
+            Self::Recreate { .. } | Self::RecreateTimeout { .. } => "RecreateFailed",
         }
     }
 }

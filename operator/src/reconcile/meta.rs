@@ -56,6 +56,15 @@ pub fn selector_labels(instance: &str, component: Component) -> BTreeMap<String,
     ])
 }
 
+/// [`selector_labels`] as a label selector string (`k=v,k=v`), as the scale subresource wants it.
+pub fn selector_string(instance: &str, component: Component) -> String {
+    selector_labels(instance, component)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Every label of a child object.
 pub fn labels(instance: &str, component: Component, network_id: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(instance, component);

@@ -20,5 +20,7 @@ pub mod monitors;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod resize;
 pub mod status;
 pub mod validate;
+pub mod volumes;

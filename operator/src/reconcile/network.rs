@@ -29,9 +29,11 @@ use super::{
     conditions::{self, Desired},
     dns::DnsTarget,
     dnsaddr,
-    meta::names,
+    meta::{self, Component, names},
+    resize::{self, NodeVolumes},
     status::{self, describe},
     validate::{NetworkFacts, PskSecret, validate_network},
+    volumes,
 };
 use crate::{
     crd::{BootstrapEndpoint, DigNetwork, DigNetworkStatus, DnsMode, network::PrivateNetwork},
@@ -40,6 +42,9 @@ use crate::{
 
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNetwork";
+
+/// How soon a network whose claims are growing is looked at again.
+const RESIZE_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Reads the PSK Secret a network refers to (`None`: the network is not private). A hash of its
 /// value goes into the pod template, so a rotated key rolls the nodes out.
@@ -239,6 +244,28 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
             return Err(status::reject_invalid(&ctx, network.as_ref(), &previous, invalid).await);
         }
     };
+    // Before the apply: a grown claim template cannot be applied to the StatefulSet there.
+    let node_statefulset = names::node(&valid.name);
+    let node_selector = meta::selector_string(&valid.name, Component::Node);
+    let last_resize = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == volumes::VOLUMES_RESIZED);
+    let volume_plan = resize::grow_volumes(
+        &ctx,
+        &NodeVolumes {
+            namespace: &valid.namespace,
+            statefulset: &node_statefulset,
+            template: build::DATA_VOLUME,
+            selector: &node_selector,
+            size: &network.spec.nodes.storage.size,
+            last: last_resize.map(|c| c.status == "True"),
+            last_reason: last_resize.map(|c| c.reason.as_str()),
+        },
+        &object,
+        &reference,
+    )
+    .await?;
     let children = build_network(&valid);
     let to_apply = children.to_apply();
     let applied = apply::apply_all(
@@ -291,6 +318,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         &[("bootstrap", bootstrap_rollout), ("nodes", node_rollout)],
         &notes,
     );
+    desired.extend(volume_plan.condition.clone());
     // After the children: an AWS outage never holds the network's own objects back.
     let dns_facts = route53::DnsFacts {
         targets: aws_targets(&valid.facts.bootstrap_targets),
@@ -308,6 +336,12 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
     } else {
         dns.requeue
     };
+    // Claims are not watched: look again soon while they grow.
+    let requeue = match (dns_requeue, volume_plan.waiting()) {
+        (Some(d), true) => Some(d.min(RESIZE_POLL)),
+        (None, true) => Some(RESIZE_POLL),
+        (d, false) => d,
+    };
     let status = DigNetworkStatus {
         observed_generation: network.metadata.generation,
         conditions: conditions::merge(
@@ -320,6 +354,8 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         bootstrap_ready_replicas: bootstrap_rollout.ready,
         ready_nodes: node_rollout.ready,
         nodes: network.spec.nodes.replicas,
+        replicas: statefulset.status.as_ref().map_or(0, |s| s.replicas),
+        selector: Some(node_selector),
         bootstrap_endpoint: Some(BootstrapEndpoint {
             url,
             hostname: network.spec.dns.as_ref().and_then(|d| {
@@ -368,9 +404,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         )
         .await;
     }
-    Ok(Action::requeue(
-        dns_requeue.map_or(resync, |d| d.min(resync)),
-    ))
+    Ok(Action::requeue(requeue.map_or(resync, |d| d.min(resync))))
 }
 
 /// Removes children a spec no longer wants: per-pod Services after a scale-down or when exposure

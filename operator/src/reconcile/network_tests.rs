@@ -83,8 +83,21 @@ fn ready(replicas: i64) -> Value {
     json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas})
 }
 
-/// The children of a default network, applied in order; workloads answer with `workload_status`.
+/// The volume step's read of the node StatefulSet, before the apply: not there yet.
+async fn expect_statefulset_read(api: &mut MockApi) {
+    api.expect(Method::GET, &format!("{APPS}/statefulsets/net-node"))
+        .await
+        .not_found();
+}
+
+/// The children of a default network, applied in order after the volume step's read of the
+/// StatefulSet; workloads answer with `workload_status`.
 async fn expect_default_children(api: &mut MockApi, workload_status: Option<Value>) {
+    expect_statefulset_read(api).await;
+    expect_applied_children(api, workload_status).await;
+}
+
+async fn expect_applied_children(api: &mut MockApi, workload_status: Option<Value>) {
     api.expect_apply(&format!("{NS}/configmaps/net-node"))
         .await
         .echo(None);
@@ -163,6 +176,12 @@ async fn create_applies_every_child_then_the_status() {
     assert_eq!(body["status"]["observedGeneration"], 1);
     assert_eq!(body["status"]["networkId"], "net");
     assert_eq!(body["status"]["nodes"], 3);
+    // The scale subresource's current replicas and selector.
+    assert_eq!(body["status"]["replicas"], 0);
+    assert_eq!(
+        body["status"]["selector"],
+        "app.kubernetes.io/component=node,app.kubernetes.io/instance=net,app.kubernetes.io/name=dig-node"
+    );
     assert_eq!(
         body["status"]["bootstrapEndpoint"]["url"],
         "http://net-bootstrap.ns.svc:3000"
@@ -573,6 +592,10 @@ async fn children_unchanged_since_the_last_apply_are_only_read_back() {
     // read back for the status, which is unchanged and not written.
     let stored_network: Arc<DigNetwork> = Arc::new(serde_json::from_value(stored(&body)).unwrap());
     let reconciler = tokio::spawn(reconcile(stored_network, ctx.clone()));
+    // The volume step reads the StatefulSet; its claim template is the spec's size: no more.
+    api.expect(Method::GET, &format!("{APPS}/statefulsets/net-node"))
+        .await
+        .respond(200, statefulset_with_claims_of("10Gi"));
     // As the first reconcile applied them: 2 bootstrap replicas, 3 nodes, none ready yet.
     for (kind, path, replicas) in [
         ("Deployment", format!("{APPS}/deployments/net-bootstrap"), 2),
@@ -588,8 +611,181 @@ async fn children_unchanged_since_the_last_apply_are_only_read_back() {
     // A further request (an apply, a status write) would go unanswered: bounded wait.
     let action = tokio::time::timeout(Duration::from_secs(10), reconciler)
         .await
-        .expect("the reconcile made a request beyond the two reads")
+        .expect("the reconcile made a request beyond the three reads")
         .unwrap()
         .unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+}
+
+fn statefulset_with_claims_of(size: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "net-node", "namespace": "ns", "uid": "sts-uid-1", "generation": 1, "resourceVersion": "1"},
+        "spec": {"replicas": 3, "serviceName": "net-node", "selector": {"matchLabels": {}}, "template": {},
+            "volumeClaimTemplates": [{"metadata": {"name": "dig-data"}, "spec": {"resources": {"requests": {"storage": size}}}}]}})
+}
+
+fn claim(name: &str, size: &str, class: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "ns"},
+        "spec": {"storageClassName": class, "resources": {"requests": {"storage": size}}},
+        "status": {"phase": "Bound", "capacity": {"storage": size}}})
+}
+
+async fn expect_claims(api: &mut MockApi, items: Vec<Value>) {
+    let list = api
+        .expect(Method::GET, &format!("{NS}/persistentvolumeclaims"))
+        .await;
+    assert!(
+        list.query.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dnode%2Capp.kubernetes.io%2Finstance%3Dnet%2Capp.kubernetes.io%2Fname%3Ddig-node"),
+        "{}",
+        list.query
+    );
+    list.respond(
+        200,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": items}),
+    );
+}
+
+async fn expect_storage_class(api: &mut MockApi, name: &str, expandable: bool) {
+    api.expect(
+        Method::GET,
+        &format!("/apis/storage.k8s.io/v1/storageclasses/{name}"),
+    )
+    .await
+    .respond(
+        200,
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": "p", "allowVolumeExpansion": expandable}),
+    );
+}
+
+#[tokio::test]
+async fn a_grown_size_grows_the_claims_and_recreates_the_statefulset_orphaning_its_pods() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), NO_MONITORS);
+    let spec = json!({"nodes": {"replicas": 2, "storage": {"size": "20Gi"}}});
+    let reconciler = tokio::spawn(reconcile(
+        network(spec, Some(json!({"observedGeneration": 1})), 2),
+        ctx,
+    ));
+    api.expect(Method::GET, &format!("{APPS}/statefulsets/net-node"))
+        .await
+        .respond(200, statefulset_with_claims_of("10Gi"));
+    expect_claims(
+        &mut api,
+        vec![
+            claim("dig-data-net-node-0", "10Gi", "grow"),
+            claim("dig-data-net-node-1", "10Gi", "grow"),
+            // Another network's claim with the same labels would not match the name.
+            claim("dig-data-other-node-0", "10Gi", "grow"),
+        ],
+    )
+    .await;
+    expect_storage_class(&mut api, "grow", true).await;
+    for name in ["dig-data-net-node-0", "dig-data-net-node-1"] {
+        let patch = api
+            .expect(
+                Method::PATCH,
+                &format!("{NS}/persistentvolumeclaims/{name}"),
+            )
+            .await;
+        assert_eq!(patch.content_type, "application/merge-patch+json");
+        assert_eq!(
+            patch.body,
+            json!({"spec": {"resources": {"requests": {"storage": "20Gi"}}}})
+        );
+        let body = claim(name, "20Gi", "grow");
+        patch.respond(200, body);
+    }
+    let growing = api.expect_event("ns", "GrowingVolumes", "Normal").await;
+    assert!(
+        growing["note"]
+            .as_str()
+            .unwrap()
+            .contains("dig-data-net-node-0, dig-data-net-node-1"),
+        "{growing}"
+    );
+    let delete = api
+        .expect(Method::DELETE, &format!("{APPS}/statefulsets/net-node"))
+        .await;
+    assert_eq!(
+        delete.body["propagationPolicy"], "Orphan",
+        "{}",
+        delete.body
+    );
+    assert_eq!(delete.body["preconditions"]["uid"], "sts-uid-1");
+    delete.respond(200, statefulset_with_claims_of("10Gi"));
+    // Gone: the apply makes it anew with the grown template.
+    api.expect(Method::GET, &format!("{APPS}/statefulsets/net-node"))
+        .await
+        .not_found();
+    api.expect_event("ns", "RecreatingStatefulSet", "Normal")
+        .await;
+    expect_applied_children(&mut api, None).await;
+    expect_service_list(&mut api, vec![]).await;
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    let resized = condition(&body["status"], "VolumesResized");
+    assert_eq!(resized["status"], "False");
+    assert_eq!(resized["reason"], "Resizing");
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "Applied", "Normal").await;
+    // Claims are not watched: looked at again soon.
+    assert_eq!(
+        reconciler.await.unwrap().unwrap(),
+        Action::requeue(Duration::from_secs(3))
+    );
+}
+
+#[tokio::test]
+async fn a_class_without_expansion_is_a_false_condition_and_a_warning() {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), NO_MONITORS);
+    let spec = json!({"nodes": {"replicas": 1, "storage": {"size": "20Gi"}}});
+    let reconciler = tokio::spawn(reconcile(
+        network(spec, Some(json!({"observedGeneration": 1})), 2),
+        ctx,
+    ));
+    api.expect(Method::GET, &format!("{APPS}/statefulsets/net-node"))
+        .await
+        .respond(200, statefulset_with_claims_of("10Gi"));
+    expect_claims(
+        &mut api,
+        vec![claim("dig-data-net-node-0", "10Gi", "fixed")],
+    )
+    .await;
+    expect_storage_class(&mut api, "fixed", false).await;
+    // No claim patched.
+    let warning = api
+        .expect_event("ns", "StorageClassDisallowsExpansion", "Warning")
+        .await;
+    assert!(
+        warning["note"].as_str().unwrap().contains("\"fixed\""),
+        "{warning}"
+    );
+    let delete = api
+        .expect(Method::DELETE, &format!("{APPS}/statefulsets/net-node"))
+        .await;
+    delete.respond(200, statefulset_with_claims_of("10Gi"));
+    api.expect(Method::GET, &format!("{APPS}/statefulsets/net-node"))
+        .await
+        .not_found();
+    api.expect_event("ns", "RecreatingStatefulSet", "Normal")
+        .await;
+    expect_applied_children(&mut api, None).await;
+    expect_service_list(&mut api, vec![]).await;
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    let resized = condition(&body["status"], "VolumesResized");
+    assert_eq!(resized["status"], "False");
+    assert_eq!(resized["reason"], "StorageClassDisallowsExpansion");
+    assert!(
+        resized["message"]
+            .as_str()
+            .unwrap()
+            .contains("claims dig-data-net-node-0 stay below 20Gi"),
+        "{resized}"
+    );
+    status.respond(200, stored(&body));
+    api.expect_event("ns", "Applied", "Normal").await;
+    assert!(reconciler.await.unwrap().is_ok());
 }

@@ -14,12 +14,14 @@ use kube::{
 };
 
 use super::{
-    apply,
+    apply, build,
     build_node::{build_node, validate_node},
     conditions,
-    meta::names,
+    meta::{self, Component, names},
     network::read_psk,
+    resize::{self, NodeVolumes},
     status::{self, describe},
+    volumes::{self, VolumePlan},
 };
 use super::{
     context::Context,
@@ -29,6 +31,9 @@ use crate::crd::{DigNetwork, DigNode, DigNodeStatus};
 
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNode";
+
+/// How soon a DigNode whose claim is growing is looked at again.
+const RESIZE_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Reconciles one DigNode.
 pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> {
@@ -57,6 +62,34 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
         Ok(valid) => valid,
         Err(invalid) => {
             return Err(status::reject_invalid(&ctx, node.as_ref(), &previous, invalid).await);
+        }
+    };
+    // Before the apply, as for a DigNetwork: a grown claim template cannot be applied.
+    let child = names::dignode(&valid.name);
+    let volume_plan = match (&node.spec.existing_claim, &node.spec.storage) {
+        (Some(_), _) => VolumePlan::default(),
+        (None, storage) => {
+            let size = storage.clone().unwrap_or_default().size;
+            let selector = meta::selector_string(&child, Component::StandaloneNode);
+            let last = previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == volumes::VOLUMES_RESIZED);
+            resize::grow_volumes(
+                &ctx,
+                &NodeVolumes {
+                    namespace: &namespace,
+                    statefulset: &child,
+                    template: build::DATA_VOLUME,
+                    selector: &selector,
+                    size: &size,
+                    last: last.map(|c| c.status == "True"),
+                    last_reason: last.map(|c| c.reason.as_str()),
+                },
+                &object,
+                &reference,
+            )
+            .await?
         }
     };
     let children = build_node(&valid);
@@ -91,7 +124,8 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
         .expect("a StatefulSet is always applied");
     let statefulset: StatefulSet = apply::decode(statefulset_object, "StatefulSet")?;
     let rollout = conditions::statefulset_rollout(&statefulset);
-    let desired = conditions::applied(&[("node", rollout)], &[]);
+    let mut desired = conditions::applied(&[("node", rollout)], &[]);
+    desired.extend(volume_plan.condition.clone());
     let status = DigNodeStatus {
         observed_generation: node.metadata.generation,
         conditions: conditions::merge(
@@ -116,6 +150,10 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
             "the node is ready".to_string(),
         )
         .await;
+    }
+    // Claims are not watched: look again soon while they grow.
+    if volume_plan.waiting() {
+        return Ok(Action::requeue(ctx.resync.min(RESIZE_POLL)));
     }
     Ok(Action::requeue(ctx.resync))
 }

@@ -70,6 +70,7 @@ async fn create_joins_the_network_and_reports_readiness() {
     )
     .await
     .respond(200, network());
+    // An existing claim is not the StatefulSet's: no volume step.
     let config = api
         .expect_apply("/api/v1/namespaces/ns/configmaps/dignode-edge")
         .await;
@@ -151,4 +152,76 @@ async fn missing_network_is_degraded_and_looked_at_again() {
         Err(Error::InvalidSpec { source, .. }) => assert!(source.waits_for_another_object()),
         other => panic!("expected NetworkNotFound, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_grown_storage_size_grows_the_claim_and_recreates_the_statefulset() {
+    let (client, mut api) = MockApi::new();
+    let mut object = node_json(None);
+    object["spec"] = json!({"networkRef": {"name": "net"}, "storage": {"size": "20Gi"}});
+    let node: Arc<DigNode> = Arc::new(serde_json::from_value(object).unwrap());
+    let reconciler = tokio::spawn(reconcile(node, context(client)));
+    api.expect(
+        Method::GET,
+        "/apis/dig.net/v1alpha1/namespaces/ns/dignetworks/net",
+    )
+    .await
+    .respond(200, network());
+    let sts_path = "/apis/apps/v1/namespaces/ns/statefulsets/dignode-edge";
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "dignode-edge", "namespace": "ns", "uid": "sts-uid"},
+        "spec": {"selector": {}, "serviceName": "dignode-edge", "template": {},
+            "volumeClaimTemplates": [{"metadata": {"name": "dig-data"}, "spec": {"resources": {"requests": {"storage": "10Gi"}}}}]}});
+    api.expect(Method::GET, sts_path)
+        .await
+        .respond(200, sts.clone());
+    let list = api
+        .expect(Method::GET, "/api/v1/namespaces/ns/persistentvolumeclaims")
+        .await;
+    assert!(
+        list.query
+            .contains("app.kubernetes.io%2Finstance%3Ddignode-edge"),
+        "{}",
+        list.query
+    );
+    list.respond(
+        200,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": [
+            {"metadata": {"name": "dig-data-dignode-edge-0"}, "spec": {"storageClassName": "grow", "resources": {"requests": {"storage": "10Gi"}}}}
+        ]}),
+    );
+    api.expect(
+        Method::GET,
+        "/apis/storage.k8s.io/v1/storageclasses/grow",
+    )
+    .await
+    .respond(
+        200,
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "grow"}, "provisioner": "p", "allowVolumeExpansion": true}),
+    );
+    let patch = api
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/persistentvolumeclaims/dig-data-dignode-edge-0",
+        )
+        .await;
+    assert_eq!(
+        patch.body,
+        json!({"spec": {"resources": {"requests": {"storage": "20Gi"}}}})
+    );
+    patch.respond(
+        200,
+        json!({"metadata": {"name": "dig-data-dignode-edge-0"}}),
+    );
+    api.expect_event("ns", "GrowingVolumes", "Normal").await;
+    let delete = api.expect(Method::DELETE, sts_path).await;
+    assert_eq!(delete.body["propagationPolicy"], "Orphan");
+    delete.respond(200, sts);
+    api.expect(Method::GET, sts_path).await.not_found();
+    api.expect_event("ns", "RecreatingStatefulSet", "Normal")
+        .await;
+    // Then the children are applied as on creation.
+    api.expect_apply("/api/v1/namespaces/ns/configmaps/dignode-edge")
+        .await;
+    reconciler.abort();
 }
