@@ -8,6 +8,7 @@ pub mod crdgen;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod quantity;
 pub mod reconcile;
 pub mod route53;
 pub mod webhook;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::PersistentVolumeClaim};
 
 use super::conditions::Desired;
-use crate::webhook::patch::overrides::parse_quantity;
+use crate::quantity::parse_quantity;
 
 /// Condition of a grown `storage.size`: True once every claim reports the new capacity.
 pub const VOLUMES_RESIZED: &str = "VolumesResized";

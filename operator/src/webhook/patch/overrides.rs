@@ -12,6 +12,7 @@ use crate::crd::labels::{
     API_PORT_ANNOTATION, CPU_LIMIT_ANNOTATION, CPU_REQUEST_ANNOTATION, IMAGE_ANNOTATION,
     MEMORY_LIMIT_ANNOTATION, MEMORY_REQUEST_ANNOTATION, P2P_PORT_ANNOTATION,
 };
+use crate::quantity::parse_quantity;
 
 /// Per-pod overrides read from annotations, each validated.
 #[derive(Debug, Default, PartialEq)]
@@ -139,58 +140,4 @@ pub fn resources(
         limits: (!limits.is_empty()).then_some(limits),
         ..base.clone()
     })
-}
-
-/// Parses a Kubernetes quantity (`250m`, `1.5`, `64Mi`, `1e3`) to its value; rejects negatives.
-pub fn parse_quantity(text: &str) -> Result<f64, String> {
-    let text = text.trim();
-    let number_end = text
-        .char_indices()
-        .find(|(index, c)| !(c.is_ascii_digit() || *c == '.' || (*index == 0 && *c == '+')))
-        .map_or(text.len(), |(index, _)| index);
-    let (number, suffix) = text.split_at(number_end);
-    let number = number.strip_prefix('+').unwrap_or(number);
-    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
-        return Err(
-            "must be a Kubernetes quantity such as 250m, 1, 64Mi or 1Gi (non-negative)".to_string(),
-        );
-    }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{number:?} is not a number"))?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent if exponent.starts_with(['e', 'E']) => {
-            let power: i32 = exponent[1..].parse().map_err(|_| {
-                format!(
-                    "unknown suffix {suffix:?} (use m, k, M, G, T, Ki, Mi, Gi, Ti or an exponent)"
-                )
-            })?;
-            10f64.powi(power)
-        }
-        _ => {
-            return Err(format!(
-                "unknown suffix {suffix:?} (use m, k, M, G, T, Ki, Mi, Gi, Ti or an exponent)"
-            ));
-        }
-    };
-    let quantity = value * multiplier;
-    // `1e999` is a quantity by the grammar but no number: it would compare above every limit.
-    if !quantity.is_finite() {
-        return Err(format!("{text:?} is too large to be a resource quantity"));
-    }
-    Ok(quantity)
 }

@@ -1,6 +1,5 @@
 //! The decision for every case, applied to the pod the way the API server applies a patch.
 
-use super::overrides::parse_quantity;
 use super::security::DEFAULT_RUN_AS_USER;
 use super::sidecar::{API_PORT_NAME, DATA_MOUNT_PATH, STATE_DIR};
 use super::*;
@@ -642,16 +641,4 @@ fn the_psk_file_is_group_readable_with_an_fs_group() {
         .find(|v| v["name"] == PSK_VOLUME_NAME)
         .unwrap();
     assert_eq!(psk_volume["secret"]["defaultMode"], 0o440);
-}
-
-#[test]
-fn quantities_parse_like_kubernetes() {
-    assert_eq!(parse_quantity("250m").unwrap(), 0.25);
-    assert_eq!(parse_quantity("2").unwrap(), 2.0);
-    assert_eq!(parse_quantity("64Mi").unwrap(), 64.0 * 1024.0 * 1024.0);
-    assert_eq!(parse_quantity("1e3").unwrap(), 1000.0);
-    assert_eq!(parse_quantity(".5").unwrap(), 0.5);
-    for bad in ["", "m", "-1", "1.2.3", "12MB", "1 Gi", "1e999", "9e308Ei"] {
-        assert!(parse_quantity(bad).is_err(), "{bad:?}");
-    }
 }
