@@ -43,9 +43,6 @@ use crate::{
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNetwork";
 
-/// How soon a network whose claims are growing is looked at again.
-const RESIZE_POLL: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Reads the PSK Secret a network refers to (`None`: the network is not private). A hash of its
 /// value goes into the pod template, so a rotated key rolls the nodes out.
 pub async fn read_psk(
@@ -247,20 +244,14 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
     // Before the apply: a grown claim template cannot be applied to the StatefulSet there.
     let node_statefulset = names::node(&valid.name);
     let node_selector = meta::selector_string(&valid.name, Component::Node);
-    let last_resize = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == volumes::VOLUMES_RESIZED);
     let volume_plan = resize::grow_volumes(
         &ctx,
         &NodeVolumes {
             namespace: &valid.namespace,
             statefulset: &node_statefulset,
-            template: build::DATA_VOLUME,
             selector: &node_selector,
             size: &network.spec.nodes.storage.size,
-            last: last_resize.map(|c| c.status == "True"),
-            last_reason: last_resize.map(|c| c.reason.as_str()),
+            conditions: &previous.conditions,
         },
         &object,
         &reference,
@@ -337,11 +328,8 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         dns.requeue
     };
     // Claims are not watched: look again soon while they grow.
-    let requeue = match (dns_requeue, volume_plan.waiting()) {
-        (Some(d), true) => Some(d.min(RESIZE_POLL)),
-        (None, true) => Some(RESIZE_POLL),
-        (d, false) => d,
-    };
+    let resize_requeue = volume_plan.waiting().then_some(volumes::RESIZE_POLL);
+    let requeue = dns_requeue.into_iter().chain(resize_requeue).min();
     let status = DigNetworkStatus {
         observed_generation: network.metadata.generation,
         conditions: conditions::merge(

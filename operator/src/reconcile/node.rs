@@ -14,7 +14,7 @@ use kube::{
 };
 
 use super::{
-    apply, build,
+    apply,
     build_node::{build_node, validate_node},
     conditions,
     meta::{self, Component, names},
@@ -31,9 +31,6 @@ use crate::crd::{DigNetwork, DigNode, DigNodeStatus};
 
 /// Kind label of metrics and logs.
 pub const KIND: &str = "DigNode";
-
-/// How soon a DigNode whose claim is growing is looked at again.
-const RESIZE_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Reconciles one DigNode.
 pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> {
@@ -71,20 +68,14 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
         (None, storage) => {
             let size = storage.clone().unwrap_or_default().size;
             let selector = meta::selector_string(&child, Component::StandaloneNode);
-            let last = previous
-                .conditions
-                .iter()
-                .find(|c| c.type_ == volumes::VOLUMES_RESIZED);
             resize::grow_volumes(
                 &ctx,
                 &NodeVolumes {
                     namespace: &namespace,
                     statefulset: &child,
-                    template: build::DATA_VOLUME,
                     selector: &selector,
                     size: &size,
-                    last: last.map(|c| c.status == "True"),
-                    last_reason: last.map(|c| c.reason.as_str()),
+                    conditions: &previous.conditions,
                 },
                 &object,
                 &reference,
@@ -153,7 +144,7 @@ pub async fn reconcile(node: Arc<DigNode>, ctx: Arc<Context>) -> Result<Action> 
     }
     // Claims are not watched: look again soon while they grow.
     if volume_plan.waiting() {
-        return Ok(Action::requeue(ctx.resync.min(RESIZE_POLL)));
+        return Ok(Action::requeue(ctx.resync.min(volumes::RESIZE_POLL)));
     }
     Ok(Action::requeue(ctx.resync))
 }

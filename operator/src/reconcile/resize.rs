@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::{
     apps::v1::StatefulSet, core::v1::PersistentVolumeClaim, storage::v1::StorageClass,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy},
@@ -15,6 +16,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
+    build::DATA_VOLUME,
     context::Context,
     error::{Error, Result},
     volumes::{self, Claim, VolumeFacts, VolumePlan},
@@ -24,20 +26,26 @@ use super::{
 /// them, usually within a second.
 const RECREATE_WAIT: Duration = Duration::from_secs(30);
 
-/// The node StatefulSet of one owner and where its claims are.
+/// The node StatefulSet of one owner and where its claims are (made from the claim template
+/// [`DATA_VOLUME`]).
 pub struct NodeVolumes<'a> {
     pub namespace: &'a str,
     pub statefulset: &'a str,
-    /// Name of the claim template.
-    pub template: &'a str,
     /// Label selector (a string) of the StatefulSet's pods, which its claims carry too.
     pub selector: &'a str,
     /// `storage.size` of the spec.
     pub size: &'a str,
-    /// Status of the last `VolumesResized` condition.
-    pub last: Option<bool>,
-    /// Reason of the last `VolumesResized` condition, so a warning is published once.
-    pub last_reason: Option<&'a str>,
+    /// The owner's current status conditions; the last `VolumesResized` among them says whether a
+    /// resize is unfinished and which warning was already published.
+    pub conditions: &'a [Condition],
+}
+
+impl NodeVolumes<'_> {
+    fn last_resize(&self) -> Option<&Condition> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == volumes::VOLUMES_RESIZED)
+    }
 }
 
 /// Reads, plans and acts on the volumes of `volumes`, publishing events on `reference`. Returns
@@ -57,6 +65,9 @@ pub async fn grow_volumes(
         }
     };
     let ns = volumes.namespace;
+    let last_resize = volumes.last_resize();
+    let last = last_resize.map(|c| c.status == "True");
+    let last_reason = last_resize.map(|c| c.reason.as_str());
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     let current = statefulsets
         .get_opt(volumes.statefulset)
@@ -72,8 +83,8 @@ pub async fn grow_volumes(
     }
     let template_size = current
         .as_ref()
-        .and_then(|s| volumes::template_size(s, volumes.template));
-    if !volumes::needs_claims(volumes.size, template_size.as_deref(), volumes.last) {
+        .and_then(|s| volumes::template_size(s, DATA_VOLUME));
+    if !volumes::needs_claims(volumes.size, template_size.as_deref(), last) {
         return Ok(VolumePlan::default());
     }
     let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
@@ -86,7 +97,7 @@ pub async fn grow_volumes(
         )))?
         .items
         .iter()
-        .filter(|c| volumes::is_claim_of(&c.name_any(), volumes.template, volumes.statefulset))
+        .filter(|c| volumes::is_claim_of(&c.name_any(), DATA_VOLUME, volumes.statefulset))
         .map(Claim::of)
         .collect();
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
@@ -108,7 +119,7 @@ pub async fn grow_volumes(
         claims,
         expandable,
     };
-    let plan = volumes::plan(volumes.size, &facts, volumes.last);
+    let plan = volumes::plan(volumes.size, &facts, last);
 
     for claim in &plan.grow {
         let body = json!({"spec": {"resources": {"requests": {"storage": volumes.size}}}});
@@ -141,7 +152,7 @@ pub async fn grow_volumes(
         .condition
         .as_ref()
         .filter(|c| c.reason == volumes::CLASS_DISALLOWS_EXPANSION)
-        .filter(|c| volumes.last_reason != Some(c.reason.as_str()))
+        .filter(|c| last_reason != Some(c.reason.as_str()))
     {
         ctx.event(
             reference,

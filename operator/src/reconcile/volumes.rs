@@ -18,6 +18,8 @@ pub const CLASS_DISALLOWS_EXPANSION: &str = "StorageClassDisallowsExpansion";
 pub const RESIZING: &str = "Resizing";
 /// Reason of `VolumesResized=True`.
 pub const RESIZED: &str = "AllClaimsResized";
+/// How soon an owner whose claims are growing is looked at again (claims are not watched).
+pub const RESIZE_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A claim of the StatefulSet, as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,7 +183,7 @@ pub fn plan(size: &str, facts: &VolumeFacts, last: Option<bool>) -> VolumePlan {
 }
 
 /// `VolumesResized=True`.
-pub fn resized(size: &str, claims: usize) -> Desired {
+fn resized(size: &str, claims: usize) -> Desired {
     Desired::new(
         VOLUMES_RESIZED,
         true,
