@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::cluster::{RealNode, TestCluster};
+use crate::cluster::{ClusterError, RealNode, TestCluster, skip_or_fail};
 use crate::images::{Images, repository_and_tag};
-use crate::process::workspace_root;
+use crate::process::{target_dir, workspace_root};
 
 pub const OPERATOR_NAMESPACE: &str = "dig-system";
 pub const RELEASE: &str = "dig-operator";
@@ -91,6 +91,22 @@ pub fn readme_network_manifest() -> anyhow::Result<String> {
         .find("\nYAML\n")
         .context("the README's DigNetwork manifest does not end with YAML")?;
     Ok(body[..end + 1].to_string())
+}
+
+/// The workspace's images, built from the debug binaries, and a cluster whose real node runs
+/// them; `None` when `test` is skipped (tools missing, DIG_E2E_REQUIRE_CLUSTER unset).
+pub fn real_node_with_images(test: &str) -> Option<(TestCluster, Images)> {
+    let binaries = target_dir().join("debug");
+    let images = match Images::build(&binaries) {
+        Ok(images) => images,
+        Err(ClusterError::ToolsMissing { reason }) => {
+            skip_or_fail(test, &reason);
+            return None;
+        }
+        Err(error) => panic!("{test}: building the images from {binaries:?}: {error}"),
+    };
+    let cluster = TestCluster::start_real_node_or_skip(test, Some(&images.dir))?;
+    Some((cluster, images))
 }
 
 impl<'a> Walkthrough<'a> {

@@ -8,29 +8,17 @@
 
 use std::collections::BTreeSet;
 
-use dig_e2e::cluster::TestCluster;
-use dig_e2e::images::Images;
-use dig_e2e::process::target_dir;
 use dig_e2e::replication::write_store;
 use dig_e2e::walkthrough::{
-    NETWORK_NAMESPACE, OPERATOR_NAMESPACE, STEP_TIMEOUT, Walkthrough, visible_files,
-    wait_replicated, wait_until,
+    NETWORK_NAMESPACE, OPERATOR_NAMESPACE, STEP_TIMEOUT, Walkthrough, real_node_with_images,
+    visible_files, wait_replicated, wait_until,
 };
 
 const TEST: &str = "kubernetes_walkthrough";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough_on_a_real_node() {
-    let binaries = target_dir().join("debug");
-    let images = match Images::build(&binaries) {
-        Ok(images) => images,
-        Err(dig_e2e::cluster::ClusterError::ToolsMissing { reason }) => {
-            dig_e2e::cluster::skip_or_fail(TEST, &reason);
-            return;
-        }
-        Err(error) => panic!("{TEST}: building the images from {binaries:?}: {error}"),
-    };
-    let Some(cluster) = TestCluster::start_real_node_or_skip(TEST, Some(&images.dir)) else {
+    let Some((cluster, images)) = real_node_with_images(TEST) else {
         return;
     };
     let walk = Walkthrough::new(&cluster, images).expect("the real node");

@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use dig_e2e::cluster::{REAL_NODE_FIXED_STORAGE_CLASS, REAL_NODE_STORAGE_CLASS, TestCluster};
-use dig_e2e::images::Images;
 use dig_e2e::operator::{NETWORK_KIND, condition, dig_manifest, get_object};
-use dig_e2e::process::target_dir;
-use dig_e2e::walkthrough::{STEP_TIMEOUT, Walkthrough, wait_until};
+use dig_e2e::walkthrough::{STEP_TIMEOUT, Walkthrough, real_node_with_images, wait_until};
 use serde_json::{Value, json};
 
 const TEST: &str = "operator_day2";
@@ -142,16 +140,7 @@ fn grow(cluster: &TestCluster, name: &str, size: &str) -> anyhow::Result<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_retention_volume_growth_and_shrink_refusal_on_a_real_node() {
-    let binaries = target_dir().join("debug");
-    let images = match Images::build(&binaries) {
-        Ok(images) => images,
-        Err(dig_e2e::cluster::ClusterError::ToolsMissing { reason }) => {
-            dig_e2e::cluster::skip_or_fail(TEST, &reason);
-            return;
-        }
-        Err(error) => panic!("{TEST}: building the images from {binaries:?}: {error}"),
-    };
-    let Some(cluster) = TestCluster::start_real_node_or_skip(TEST, Some(&images.dir)) else {
+    let Some((cluster, images)) = real_node_with_images(TEST) else {
         return;
     };
     let walk = Walkthrough::new(&cluster, images).expect("the real node");
