@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use libp2p::PeerId;
+use libp2p::identity::Keypair;
 
 use super::inbound;
 use super::state::{Driver, Input, Paths, Running};
@@ -20,7 +21,9 @@ use crate::store::record::{ContentId, SignedVersion};
 use crate::store::{LocalMeta, StoreIndex};
 use crate::sync::announce::Announcement;
 use crate::sync::download::{DownloadTarget, PartialFiles};
-use crate::sync::engine::{Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, Replace};
+use crate::sync::engine::{
+    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, Replace,
+};
 use crate::sync::metrics::{Direction, KindLabels, ReasonLabels};
 
 /// A fetched version to move into the data folder.
@@ -96,20 +99,22 @@ impl Driver {
         None
     }
 
-    fn hash(&self, batch: Vec<(String, u64)>) {
+    fn hash(&self, batch: Vec<HashRequest>) {
         let data_dir = self.paths.data_dir.clone();
         let inputs = self.inputs.clone();
+        let keypair = self.keypair.clone();
         tokio::spawn(async move {
-            let names: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
+            let names: Vec<String> = batch.iter().map(|r| r.name.clone()).collect();
             let results = tokio::task::spawn_blocking(move || {
                 batch
                     .into_iter()
-                    .map(|(name, _)| {
-                        let outcome = match store_path(&data_dir, &name) {
+                    .map(|request| {
+                        let outcome = match store_path(&data_dir, &request.name) {
                             Some(path) => hash_stable(&path),
                             None => HashOutcome::Missing,
                         };
-                        (name, outcome)
+                        let outcome = sign_draft(outcome, &request, &keypair);
+                        (request.name, outcome)
                     })
                     .collect::<Vec<_>>()
             })
@@ -366,6 +371,33 @@ fn growth<'a, K: Ord>(
         .map(move |(key, count)| (key, count - before.get(key).copied().unwrap_or(0)))
 }
 
+/// Signs the request's draft for the hashed bytes. A failure is left to the engine, which signs
+/// (and logs) itself.
+fn sign_draft(outcome: HashOutcome, request: &HashRequest, keypair: &Keypair) -> HashOutcome {
+    match (outcome, &request.draft) {
+        (
+            HashOutcome::Hashed {
+                meta,
+                digest,
+                signed: None,
+            },
+            Some(draft),
+        ) => {
+            let signed = draft
+                .record(&request.name, &digest)
+                .sign(keypair)
+                .ok()
+                .map(Box::new);
+            HashOutcome::Hashed {
+                meta,
+                digest,
+                signed,
+            }
+        }
+        (outcome, _) => outcome,
+    }
+}
+
 /// Hashes a file and checks it did not change meanwhile.
 fn hash_stable(path: &Path) -> HashOutcome {
     let before = match LocalMeta::of_path(path) {
@@ -384,6 +416,7 @@ fn hash_stable(path: &Path) -> HashOutcome {
         Ok(after) if after == before && digest.size == before.size => HashOutcome::Hashed {
             meta: before,
             digest,
+            signed: None,
         },
         Ok(_) => HashOutcome::Changing,
         Err(e) if e.kind() == io::ErrorKind::NotFound => HashOutcome::Missing,

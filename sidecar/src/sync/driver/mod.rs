@@ -154,7 +154,7 @@ impl Replicator {
         let clock = Clock::start();
         let engine = Engine::new(
             EngineConfig {
-                keypair,
+                keypair: keypair.clone(),
                 rules: config.rules.clone(),
                 propagate_deletes: config.propagate_deletes,
                 limits: Limits {
@@ -237,6 +237,7 @@ impl Replicator {
             inputs: inputs_tx.clone(),
             ignored_logged: HashSet::new(),
             clock,
+            keypair,
             free_bytes: None,
             cancel: cancel.clone(),
             _watcher: watcher,

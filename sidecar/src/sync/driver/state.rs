@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use libp2p::identity::Keypair;
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -98,6 +99,8 @@ pub(super) struct Driver {
     pub(super) inputs: mpsc::UnboundedSender<Input>,
     pub(super) ignored_logged: HashSet<String>,
     pub(super) clock: Clock,
+    /// Signs the drafts of new local versions on the hashing threads.
+    pub(super) keypair: Keypair,
     pub(super) free_bytes: Option<u64>,
     pub(super) cancel: CancellationToken,
     pub(super) _watcher: FolderWatcher,

@@ -5,7 +5,7 @@ use libp2p::PeerId;
 
 use super::rules::Reject;
 use crate::store::hash::{ChainingValue, ContentDigest, Hash32};
-use crate::store::record::{ContentId, SignedVersion};
+use crate::store::record::{ContentId, SignedVersion, VersionRecord};
 use crate::store::{LocalMeta, StoreIndex, Version};
 
 /// Time in milliseconds (the driver's clock: monotonic, started at the wall-clock time).
@@ -73,12 +73,51 @@ pub enum Via {
     Inventory,
 }
 
+/// A store file to hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashRequest {
+    pub name: String,
+    /// Its size when seen (for batching).
+    pub size: u64,
+    /// The version the file becomes if its bytes are new, when this node may write the store:
+    /// the hashing thread signs it, so a burst of new stores is not signed one by one on the
+    /// engine's loop.
+    pub draft: Option<VersionDraft>,
+}
+
+/// A new version of a store made here, but for its content (known once the file is hashed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionDraft {
+    pub version: Version,
+    pub owner: String,
+    pub replaces: Option<Version>,
+}
+
+impl VersionDraft {
+    /// The record of this version for a file with `digest`.
+    pub fn record(&self, name: &str, digest: &ContentDigest) -> VersionRecord {
+        VersionRecord {
+            name: name.to_owned(),
+            version: self.version.clone(),
+            owner: self.owner.clone(),
+            content: Some(ContentId {
+                size: digest.size,
+                hash: digest.hash,
+            }),
+            replaces: self.replaces.clone(),
+        }
+    }
+}
+
 /// The result of hashing one store file.
 #[derive(Debug)]
 pub enum HashOutcome {
     Hashed {
         meta: LocalMeta,
         digest: ContentDigest,
+        /// The request's draft for these bytes, signed (`None` without a draft, or when signing
+        /// failed: the engine then signs itself).
+        signed: Option<Box<SignedVersion>>,
     },
     /// The file is gone.
     Missing,
@@ -181,8 +220,9 @@ pub struct Replace {
 /// Everything the engine asks the driver to do.
 #[derive(Debug)]
 pub enum Action {
-    /// Hash these store files (name, size when seen) and report [`Event::Hashed`].
-    Hash(Vec<(String, u64)>),
+    /// Hash these store files (signing each draft for the bytes found) and report
+    /// [`Event::Hashed`].
+    Hash(Vec<HashRequest>),
     /// List the data folder and report [`Event::Scanned`].
     Rescan,
     /// Publish these records on the gossip topic.

@@ -9,12 +9,12 @@
 //! - A deleted file is fetched again, unless `--propagate-deletes` is on and this node may write
 //!   the store: then the deletion is a signed tombstone.
 
-use super::io::{HashOutcome, Millis};
+use super::io::{HashOutcome, Millis, VersionDraft};
 use super::rules::{CONTEST_WINDOW, may_write_locally};
 use super::stats::RefusedKind;
 use super::{Engine, RECHECK_CHANGING_FILE, RefusedNew};
 use crate::store::hash::ContentDigest;
-use crate::store::record::VersionRecord;
+use crate::store::record::{SignedVersion, VersionRecord};
 use crate::store::{IndexEntry, LocalMeta, Version};
 
 impl Engine {
@@ -75,9 +75,11 @@ impl Engine {
             };
             let again = self.hashing.finished(&name, hashed.as_ref());
             match outcome {
-                HashOutcome::Hashed { meta, digest } => {
-                    self.on_local_content(&name, meta, digest, now)
-                }
+                HashOutcome::Hashed {
+                    meta,
+                    digest,
+                    signed,
+                } => self.on_local_content(&name, meta, digest, signed.map(|s| *s), now),
                 HashOutcome::Missing => self.on_missing(&name, now),
                 HashOutcome::Changing => {
                     let at = now + RECHECK_CHANGING_FILE.as_millis() as u64;
@@ -118,11 +120,40 @@ impl Engine {
             })
     }
 
+    /// What a new version of `name` made here now would be, or `None` when this node may not
+    /// write the store.
+    pub(super) fn draft(&self, name: &str, now: Millis) -> Option<VersionDraft> {
+        let owner = self.owner_for_change(name);
+        if !may_write_locally(&self.config.rules, &self.local, owner.as_deref()) {
+            return None;
+        }
+        let replaces = self
+            .index
+            .get(name)
+            .filter(|e| !e.is_legacy())
+            .map(|e| e.version.clone());
+        Some(VersionDraft {
+            version: Version::new(self.index.next_lamport(name, now), self.local.clone()),
+            owner: owner.unwrap_or_else(|| self.local.clone()),
+            replaces,
+        })
+    }
+
+    /// The owner a change of `name` answers to; `None` for a new store, and for one known only
+    /// from an unsigned old index (the first signed version, ours here, names one).
+    fn owner_for_change(&self, name: &str) -> Option<String> {
+        self.index
+            .get(name)
+            .filter(|e| !e.is_legacy())
+            .map(|e| e.owner.clone().unwrap_or_else(|| e.version.origin.clone()))
+    }
+
     fn on_local_content(
         &mut self,
         name: &str,
         meta: LocalMeta,
         digest: ContentDigest,
+        presigned: Option<SignedVersion>,
         now: Millis,
     ) {
         let current = self.index.get(name).cloned();
@@ -135,36 +166,21 @@ impl Engine {
             self.adopt_local_copy(name, entry, meta, digest, now);
             return;
         }
-        let owner = current
-            .as_ref()
-            .map(|e| e.owner.clone().unwrap_or_else(|| e.version.origin.clone()));
-        let legacy_foreign = current.as_ref().is_some_and(|e| e.is_legacy());
-        // A store known only from an unsigned old index has no owner yet: the first signed
-        // version (ours here) names one.
-        let owner = if legacy_foreign { None } else { owner };
-        if !may_write_locally(&self.config.rules, &self.local, owner.as_deref()) {
+        let Some(draft) = self.draft(name, now) else {
+            let owner = self.owner_for_change(name);
             self.refuse_local_change(name, meta, owner.as_deref(), current.is_some(), now);
             return;
-        }
-        let lamport = self.index.next_lamport(name, now);
-        let record = VersionRecord {
-            name: name.to_owned(),
-            version: Version::new(lamport, self.local.clone()),
-            owner: owner.clone().unwrap_or_else(|| self.local.clone()),
-            content: Some(crate::store::record::ContentId {
-                size: digest.size,
-                hash: digest.hash,
-            }),
-            replaces: current
-                .as_ref()
-                .filter(|e| !e.is_legacy())
-                .map(|e| e.version.clone()),
         };
-        let Some(signed) = self.sign(record) else {
-            return;
+        let record = draft.record(name, &digest);
+        let min_lamport = self.index.next_lamport(name, 0);
+        let signed = match presigned.filter(|s| fits(s, &record, min_lamport)) {
+            Some(signed) => signed,
+            None => match self.sign(record) {
+                Some(signed) => signed,
+                None => return,
+            },
         };
-        let owner = owner.unwrap_or_else(|| self.local.clone());
-        let mut entry = IndexEntry::from_signed(&signed, owner, now);
+        let mut entry = IndexEntry::from_signed(&signed, draft.owner, now);
         entry.content = Some(digest.into());
         entry.local = Some(meta);
         match &current {
@@ -347,4 +363,18 @@ impl Engine {
         self.downloads.unwant(name);
         self.downloads.want(name);
     }
+}
+
+/// True when `presigned`, signed by the hashing thread from the draft taken when the hash was
+/// asked for, is still the version to make: the same record but for a lamport taken a moment
+/// earlier, still at least `min_lamport` (above the store's version). When the index moved
+/// meanwhile, `replaces` or the owner differ and the engine signs a new record itself.
+fn fits(presigned: &SignedVersion, record: &VersionRecord, min_lamport: u64) -> bool {
+    let made = &presigned.record;
+    made.version.origin == record.version.origin
+        && made.version.lamport >= min_lamport
+        && made.name == record.name
+        && made.owner == record.owner
+        && made.content == record.content
+        && made.replaces == record.replaces
 }

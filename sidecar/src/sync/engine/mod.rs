@@ -30,8 +30,8 @@ use rand::rngs::StdRng;
 
 pub use downloads::{Blocked, Limits};
 pub use io::{
-    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, Millis, Replace,
-    VerifiedVersion, Via,
+    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, Millis, Replace,
+    VerifiedVersion, VersionDraft, Via,
 };
 pub use rules::{Reject, WritePolicy, WriteRules};
 pub use stats::{RefusedKind, Stats};
@@ -319,7 +319,15 @@ impl Engine {
 
     fn after_event(&mut self, now: Millis) {
         for batch in self.hashing.start_batches() {
-            self.out.push(Action::Hash(batch));
+            let requests = batch
+                .into_iter()
+                .map(|(name, size)| HashRequest {
+                    draft: self.draft(&name, now),
+                    name,
+                    size,
+                })
+                .collect();
+            self.out.push(Action::Hash(requests));
         }
         for peer in self.peers.start_exchanges() {
             self.out.push(Action::ExchangeInventory(peer));

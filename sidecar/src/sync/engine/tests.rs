@@ -135,27 +135,48 @@ impl Node {
         }
     }
 
-    /// The user writes `bytes` as store `name`: watcher event, hash request, hash result.
+    /// The user writes `bytes` as store `name`: watcher event, hash request, hash result (with
+    /// the request's draft signed, as the driver's hashing thread does).
     fn write(&mut self, name: &str, bytes: &[u8]) -> Vec<Action> {
         let meta = self.meta(bytes.len() as u64);
         let mut actions = self.handle(Event::FileChanged {
             name: name.into(),
             meta: Some(meta),
         });
-        assert!(
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::Hash(batch) if batch.iter().any(|(n, _)| n == name))),
-            "a changed file is hashed: {actions:?}"
-        );
-        actions.extend(self.handle(Event::Hashed(vec![(
+        let request = hash_request(&actions, name)
+            .unwrap_or_else(|| panic!("a changed file is hashed: {actions:?}"))
+            .clone();
+        let signed = self.sign_draft(&request, bytes);
+        actions.extend(self.hashed(name, meta, bytes, signed));
+        actions
+    }
+
+    /// The hashing thread's signature of `request`'s draft for `bytes`.
+    fn sign_draft(&self, request: &HashRequest, bytes: &[u8]) -> Option<SignedVersion> {
+        let draft = request.draft.as_ref()?;
+        Some(
+            draft
+                .record(&request.name, &digest(bytes))
+                .sign(&self.key)
+                .unwrap(),
+        )
+    }
+
+    fn hashed(
+        &mut self,
+        name: &str,
+        meta: LocalMeta,
+        bytes: &[u8],
+        signed: Option<SignedVersion>,
+    ) -> Vec<Action> {
+        self.handle(Event::Hashed(vec![(
             name.into(),
             HashOutcome::Hashed {
                 meta,
                 digest: digest(bytes),
+                signed: signed.map(Box::new),
             },
-        )])));
-        actions
+        )]))
     }
 
     fn delete(&mut self, name: &str) -> Vec<Action> {
@@ -261,6 +282,13 @@ impl Node {
     }
 }
 
+fn hash_request<'a>(actions: &'a [Action], store: &str) -> Option<&'a HashRequest> {
+    actions.iter().find_map(|a| match a {
+        Action::Hash(batch) => batch.iter().find(|r| r.name == store),
+        _ => None,
+    })
+}
+
 fn announced(actions: &[Action]) -> Vec<&SignedVersion> {
     actions
         .iter()
@@ -331,6 +359,97 @@ fn the_same_bytes_again_are_no_new_version() {
     let actions = node.write("s", b"hello");
     assert_eq!(node.entry("s").version, first);
     assert!(announced(&actions).is_empty());
+}
+
+#[test]
+fn a_new_version_is_signed_by_the_hashing_thread_from_the_draft_in_the_request() {
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    let meta = node.meta(5);
+    let actions = node.handle(Event::FileChanged {
+        name: "s".into(),
+        meta: Some(meta),
+    });
+    let request = hash_request(&actions, "s").expect("hashed").clone();
+    let draft = request
+        .draft
+        .clone()
+        .expect("this node may create the store");
+    assert_eq!(draft.owner, node.id());
+    assert_eq!(draft.version, Version::new(START, node.id()));
+    assert!(draft.replaces.is_none());
+    let presigned = node.sign_draft(&request, b"hello").unwrap();
+    node.now += 40;
+    node.hashed("s", meta, b"hello", Some(presigned.clone()));
+    let sent = node.advance(Duration::from_millis(50));
+    assert_eq!(
+        announced(&sent),
+        vec![&presigned],
+        "the hashing thread's signature is used as is, with the lamport of when the file was seen"
+    );
+    assert!(node.entry("s").holds_record(&presigned));
+}
+
+#[test]
+fn a_store_this_node_may_not_write_is_hashed_without_a_draft() {
+    let owner = Keypair::generate_ed25519();
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.receive(
+        &owner,
+        vec![version(&owner, "s", START, Some(b"x"), None, None)],
+    );
+    let meta = node.meta(4);
+    let actions = node.handle(Event::FileChanged {
+        name: "s".into(),
+        meta: Some(meta),
+    });
+    assert_eq!(hash_request(&actions, "s").unwrap().draft, None);
+}
+
+#[test]
+fn a_draft_overtaken_by_a_remote_version_is_not_used_and_the_engine_signs_anew() {
+    let other = Keypair::generate_ed25519();
+    let mut node = Node::new(WritePolicy::Open, &[]);
+    node.write("s", b"one");
+    node.settle();
+    let ours = node.entry("s").signed("s").unwrap();
+    let meta = node.meta(3);
+    let actions = node.handle(Event::FileChanged {
+        name: "s".into(),
+        meta: Some(meta),
+    });
+    let request = hash_request(&actions, "s").unwrap().clone();
+    let stale = node.sign_draft(&request, b"two").unwrap();
+    // Another member's update lands while the file is hashed.
+    let theirs = VerifiedVersion::check(
+        VersionRecord {
+            name: "s".into(),
+            version: Version::new(node.now + 1, id(&other)),
+            owner: node.id(),
+            content: Some(ContentId {
+                size: 5,
+                hash: *blake3::hash(b"third").as_bytes(),
+            }),
+            replaces: Some(ours.record.version.clone()),
+        }
+        .sign(&other)
+        .unwrap(),
+        &mut KeyCache::default(),
+    )
+    .unwrap();
+    node.receive(&other, vec![theirs.clone()]);
+    node.hashed("s", meta, b"two", Some(stale.clone()));
+    let made = node.entry("s");
+    assert_eq!(
+        made.replaces.as_ref(),
+        Some(&theirs.signed().record.version),
+        "the new version replaces the one that arrived meanwhile"
+    );
+    let sent = node.advance(Duration::from_millis(50));
+    let sent = announced(&sent);
+    let last = sent.last().expect("announced");
+    assert_ne!(*last, &stale);
+    last.verify(&mut KeyCache::default()).unwrap();
+    assert!(last.record.version.lamport > theirs.signed().record.version.lamport);
 }
 
 #[test]
@@ -413,6 +532,7 @@ fn a_refused_file_is_not_hashed_again_at_every_rescan() {
         HashOutcome::Hashed {
             meta,
             digest: digest(b"mine"),
+            signed: None,
         },
     )]));
     let actions = node.handle(Event::Scanned(vec![("s".into(), meta)]));
