@@ -1,14 +1,17 @@
 //! The saved index: for every store the winning signed version this node knows, its owner, its
 //! content (or a tombstone) and the file metadata seen when the local file was last hashed. Kept
-//! in `<state>/index.json`, written atomically, so a restart neither re-announces everything nor
-//! mistakes an installed file for a local change.
+//! in `<state>/index.json` (a snapshot, written atomically) and `<state>/index.journal` (the
+//! entries changed since, appended: see [`super::journal`]), so a restart neither re-announces
+//! everything nor mistakes an installed file for a local change, and a save costs what changed.
 //!
-//! Format 2 (this one) keeps every version's signature and owner. A format 1 file (no `format`
-//! field, versions unsigned) still loads: its entries become *legacy* entries, which keep their
-//! version and content (so the files they describe are not taken for local changes) but are never
-//! relayed; the node re-signs the ones it made itself, and any signed version replaces the others.
+//! Format 3 (this one) is format 2 plus the snapshot's journal epoch. Format 2 keeps every
+//! version's signature and owner. A format 1 file (no `format` field, versions unsigned) still
+//! loads: its entries become *legacy* entries, which keep their version and content (so the files
+//! they describe are not taken for local changes) but are never relayed; the node re-signs the
+//! ones it made itself, and any signed version replaces the others. An older dig-sidecar refuses
+//! a format 3 index (it would miss the journal's changes) with [`IndexError::Format`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
@@ -22,7 +25,7 @@ use super::record::{ContentId, Signature, SignedVersion, VersionRecord, parse_ca
 use super::version::Version;
 
 /// The index format this code writes.
-pub const INDEX_FORMAT: u32 = 2;
+pub const INDEX_FORMAT: u32 = 3;
 
 /// Errors loading or saving the index.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +37,7 @@ pub enum IndexError {
         source: io::Error,
     },
     #[error(
-        "the store index {path} has format {format}; this dig-sidecar reads formats 1 and 2 (a newer version wrote it)"
+        "the store index {path} has format {format}; this dig-sidecar reads formats 1 to 3 (a newer version wrote it)"
     )]
     Format { path: PathBuf, format: u32 },
     #[error("cannot write the store index {path}: {source}")]
@@ -245,12 +248,20 @@ impl IndexEntry {
 }
 
 /// All stores this node knows about.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreIndex {
     #[serde(default = "legacy_format")]
     format: u32,
+    /// The journal lines that belong to this snapshot carry this epoch; a new snapshot takes the
+    /// next one, so lines it already includes are never replayed over it.
+    #[serde(default)]
+    epoch: u64,
     entries: BTreeMap<String, IndexEntry>,
+    /// Stores changed since the last [`StoreIndex::take_changes`] (what the next journal append
+    /// writes).
+    #[serde(skip)]
+    changed: BTreeSet<String>,
     /// XOR of the fingerprint parts of every entry, kept up to date on every change (so a
     /// digest request costs nothing, whatever the number of stores).
     #[serde(skip)]
@@ -266,6 +277,16 @@ fn legacy_format() -> u32 {
     1
 }
 
+/// Two indexes are equal when they hold the same entries under the same epoch (the rest follows
+/// from the entries, or is not saved).
+impl PartialEq for StoreIndex {
+    fn eq(&self, other: &Self) -> bool {
+        self.epoch == other.epoch && self.entries == other.entries
+    }
+}
+
+impl Eq for StoreIndex {}
+
 impl Default for StoreIndex {
     fn default() -> Self {
         Self::new()
@@ -276,7 +297,9 @@ impl StoreIndex {
     pub fn new() -> Self {
         Self {
             format: INDEX_FORMAT,
+            epoch: 0,
             entries: BTreeMap::new(),
+            changed: BTreeSet::new(),
             fingerprint: [0; 32],
             holdings: 0,
             held: (0, 0),
@@ -307,7 +330,14 @@ impl StoreIndex {
                 format: index.format,
             });
         }
-        Ok(index.checked())
+        let mut index = index.checked();
+        let journal = super::journal::path_for(path);
+        super::journal::replay(&journal, &mut index).map_err(|source| IndexError::Read {
+            path: journal,
+            source,
+        })?;
+        index.changed.clear();
+        Ok(index)
     }
 
     /// Parses index bytes the way [`StoreIndex::load`] reads a file (for tests of the decoder).
@@ -320,27 +350,38 @@ impl StoreIndex {
         let entries = std::mem::take(&mut self.entries);
         self.format = INDEX_FORMAT;
         for (name, entry) in entries {
-            let peers_ok = parse_canonical_peer_id(&entry.version.origin).is_some()
-                && entry
-                    .owner
-                    .iter()
-                    .all(|o| parse_canonical_peer_id(o).is_some())
-                && entry
-                    .signed_owner
-                    .iter()
-                    .all(|o| parse_canonical_peer_id(o).is_some())
-                && entry
-                    .replaces
-                    .iter()
-                    .all(|v| parse_canonical_peer_id(&v.origin).is_some());
-            if is_valid_store_name(&name) && peers_ok {
-                self.insert(name, entry);
-            }
+            self.insert_checked(name, entry);
         }
+        self.changed.clear();
         self
     }
 
-    /// Writes the index atomically: temporary file, fsync, rename, fsync of the folder.
+    /// Inserts an entry read from disk, unless its name or a peer id in it is invalid (the file
+    /// is ours, but a bad entry must not reach a path or the wire); true when inserted.
+    pub(super) fn insert_checked(&mut self, name: String, entry: IndexEntry) -> bool {
+        let peers_ok = parse_canonical_peer_id(&entry.version.origin).is_some()
+            && entry
+                .owner
+                .iter()
+                .all(|o| parse_canonical_peer_id(o).is_some())
+            && entry
+                .signed_owner
+                .iter()
+                .all(|o| parse_canonical_peer_id(o).is_some())
+            && entry
+                .replaces
+                .iter()
+                .all(|v| parse_canonical_peer_id(&v.origin).is_some());
+        let ok = is_valid_store_name(&name) && peers_ok;
+        if ok {
+            self.insert(name, entry);
+        }
+        ok
+    }
+
+    /// Writes the index as a snapshot, atomically (temporary file, fsync, rename, fsync of the
+    /// folder), then drops the journal of earlier epochs. Call [`StoreIndex::begin_snapshot`]
+    /// on the index first, so the journal lines of the snapshot it replaces are not replayed.
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
         let bytes = serde_json::to_vec(self).map_err(|e| IndexError::Write {
             path: path.to_owned(),
@@ -349,7 +390,43 @@ impl StoreIndex {
         write_atomic(path, &bytes).map_err(|source| IndexError::Write {
             path: path.to_owned(),
             source,
-        })
+        })?;
+        let journal = super::journal::path_for(path);
+        match fs::remove_file(&journal) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(IndexError::Write {
+                path: journal,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts a new journal epoch for a snapshot of this index; the changes so far are in it.
+    pub fn begin_snapshot(&mut self) {
+        self.epoch += 1;
+        self.changed.clear();
+    }
+
+    /// The journal epoch of the snapshot this index was last saved as (or is being saved as).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Stores changed since the last call (or the last snapshot), with their entries now
+    /// (`None`: removed).
+    pub fn take_changes(&mut self) -> Vec<(String, Option<IndexEntry>)> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|name| {
+                let entry = self.entries.get(&name).cloned();
+                (name, entry)
+            })
+            .collect()
+    }
+
+    /// How many stores changed since the last [`StoreIndex::take_changes`].
+    pub fn changes_pending(&self) -> usize {
+        self.changed.len()
     }
 
     pub fn get(&self, name: &str) -> Option<&IndexEntry> {
@@ -387,11 +464,17 @@ impl StoreIndex {
             self.held.0 += 1;
             self.held.1 += content.size;
         }
+        if !self.changed.contains(&name) {
+            self.changed.insert(name.clone());
+        }
         self.entries.insert(name, entry);
     }
 
     pub fn remove(&mut self, name: &str) -> Option<IndexEntry> {
         let old = self.entries.remove(name)?;
+        if !self.changed.contains(name) {
+            self.changed.insert(name.to_owned());
+        }
         if let Some(part) = old.fingerprint_part(name) {
             self.toggle_fingerprint(part);
             self.holdings -= 1;
@@ -608,9 +691,9 @@ mod tests {
     fn a_newer_format_is_refused_with_its_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.json");
-        fs::write(&path, br#"{"format":3,"highestLamport":0,"entries":{}}"#).unwrap();
+        fs::write(&path, br#"{"format":4,"highestLamport":0,"entries":{}}"#).unwrap();
         let err = StoreIndex::load(&path).unwrap_err().to_string();
-        assert!(err.contains("format 3"), "{err}");
+        assert!(err.contains("format 4"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod disk;
 pub mod hash;
 pub mod index;
 pub mod install;
+pub mod journal;
 pub mod name;
 pub mod part_file;
 pub mod record;

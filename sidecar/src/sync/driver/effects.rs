@@ -13,16 +13,16 @@ use libp2p::identity::Keypair;
 
 use super::inbound;
 use super::state::{Driver, Input, Paths, Running};
+use crate::store::LocalMeta;
 use crate::store::conflicts::{self, KeptAs};
 use crate::store::hash::{self, Hash32};
-use crate::store::install;
 use crate::store::name::store_path;
 use crate::store::record::{ContentId, SignedVersion};
-use crate::store::{LocalMeta, StoreIndex};
+use crate::store::{install, journal};
 use crate::sync::announce::Announcement;
 use crate::sync::download::{DownloadTarget, PartialFiles};
 use crate::sync::engine::{
-    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, Replace,
+    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, IndexSave, Replace,
 };
 use crate::sync::metrics::{Direction, KindLabels, ReasonLabels};
 
@@ -86,10 +86,10 @@ impl Driver {
                 });
             }
             Action::SaveIndex {
-                index,
+                save,
                 generation,
                 sync_data_dir,
-            } => self.save(index, generation, sync_data_dir),
+            } => self.save(save, generation, sync_data_dir),
             Action::Ban { peer, reason } => self.ban(peer, reason),
             Action::PruneConflicts {
                 max_age_ms,
@@ -252,7 +252,7 @@ impl Driver {
         events
     }
 
-    fn save(&self, index: Box<StoreIndex>, generation: u64, sync_data_dir: bool) {
+    fn save(&self, save: IndexSave, generation: u64, sync_data_dir: bool) {
         let paths = self.paths.clone();
         let inputs = self.inputs.clone();
         tokio::spawn(async move {
@@ -265,7 +265,19 @@ impl Driver {
                         )
                     })?;
                 }
-                index.save(&paths.index_path).map_err(|e| e.to_string())
+                match save {
+                    IndexSave::Snapshot(index) => {
+                        index.save(&paths.index_path).map_err(|e| e.to_string())
+                    }
+                    IndexSave::Append { epoch, changes } => {
+                        journal::append(&paths.index_path, epoch, &changes).map_err(|e| {
+                            format!(
+                                "cannot append to the store index journal {}: {e}",
+                                journal::path_for(&paths.index_path).display()
+                            )
+                        })
+                    }
+                }
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));

@@ -565,7 +565,8 @@ impl Driver {
 
     /// Saves the index now (at shutdown), after making the data folder durable.
     async fn save_now(&mut self) {
-        let index = self.shared.engine.read().index().clone();
+        let mut index = self.shared.engine.read().index().clone();
+        index.begin_snapshot();
         let paths = self.paths.clone();
         let result = tokio::task::spawn_blocking(move || {
             crate::store::index::sync_dir(&paths.data_dir)

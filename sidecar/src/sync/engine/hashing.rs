@@ -1,13 +1,17 @@
 //! Which store files wait to be hashed, in batches: a burst of small files costs one thread
-//! hand-off per batch rather than per file, and at most [`HASH_CONCURRENCY`] batches run at once
-//! (hashing is disk and CPU bound; a large file uses every core itself).
+//! hand-off per batch rather than per file. At most [`HASH_CONCURRENCY`] batches run at once, of
+//! which at most [`LARGE_HASH_CONCURRENCY`] hold more than [`LARGE_BATCH_BYTES`] (hashing is disk
+//! and CPU bound, and a large file uses every core itself); batches of small files are many so
+//! that the engine's turn between two batches is never what the hashing waits for.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::io::Millis;
 use crate::store::LocalMeta;
 
-pub const HASH_CONCURRENCY: usize = 2;
+pub const HASH_CONCURRENCY: usize = 4;
+pub const LARGE_HASH_CONCURRENCY: usize = 2;
+pub const LARGE_BATCH_BYTES: u64 = 1 << 20;
 pub const HASH_BATCH_FILES: usize = 64;
 pub const HASH_BATCH_BYTES: u64 = 16 << 20;
 
@@ -20,7 +24,8 @@ pub struct HashQueue {
     /// more unless the pass ended on that metadata: reading a file (this node's own hashing, a
     /// peer's download) notifies the watcher too, and must not start another pass.
     again: BTreeMap<String, Option<LocalMeta>>,
-    running: usize,
+    /// Running batches: their first file, and whether they are large.
+    running: Vec<(String, bool)>,
     /// Files that changed while being read, looked at again at the given time.
     rechecks: BTreeMap<Millis, Vec<String>>,
 }
@@ -48,28 +53,43 @@ impl HashQueue {
     /// Batches to start now.
     pub fn start_batches(&mut self) -> Vec<Vec<(String, u64)>> {
         let mut batches = Vec::new();
-        while self.running < HASH_CONCURRENCY && !self.queue.is_empty() {
-            let mut batch = Vec::new();
+        while self.running.len() < HASH_CONCURRENCY && !self.queue.is_empty() {
+            let large_running = self.running.iter().filter(|(_, large)| *large).count();
+            let next_large = self
+                .queue
+                .front()
+                .is_some_and(|(_, size)| *size > LARGE_BATCH_BYTES);
+            if next_large && large_running >= LARGE_HASH_CONCURRENCY {
+                break;
+            }
+            let mut batch: Vec<(String, u64)> = Vec::new();
             let mut bytes = 0u64;
             while let Some((_, size)) = self.queue.front() {
                 if !batch.is_empty()
                     && (batch.len() >= HASH_BATCH_FILES
-                        || bytes.saturating_add(*size) > HASH_BATCH_BYTES)
+                        || bytes.saturating_add(*size) > HASH_BATCH_BYTES
+                        || (*size > LARGE_BATCH_BYTES && large_running >= LARGE_HASH_CONCURRENCY))
                 {
                     break;
                 }
                 bytes = bytes.saturating_add(*size);
                 batch.extend(self.queue.pop_front());
             }
-            self.running += 1;
+            self.running
+                .push((batch[0].0.clone(), bytes > LARGE_BATCH_BYTES));
             batches.push(batch);
         }
         batches
     }
 
-    /// A batch came back.
-    pub fn batch_done(&mut self) {
-        self.running = self.running.saturating_sub(1);
+    /// The batch that started with `first` came back (`None`: an empty result).
+    pub fn batch_done(&mut self, first: Option<&str>) {
+        let at = first
+            .and_then(|first| self.running.iter().position(|(name, _)| name == first))
+            .or((!self.running.is_empty()).then_some(0));
+        if let Some(at) = at {
+            self.running.remove(at);
+        }
     }
 
     /// `name` was hashed (`hashed`: the metadata the pass saw unchanged from start to end, if
@@ -104,17 +124,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_files_go_in_batches_and_at_most_two_batches_run() {
+    fn small_files_go_in_batches_and_at_most_four_batches_run() {
         let mut queue = HashQueue::default();
-        for i in 0..200 {
+        for i in 0..400 {
             queue.request(&format!("s{i}"), 1000);
         }
         let batches = queue.start_batches();
         assert_eq!(batches.len(), HASH_CONCURRENCY);
         assert_eq!(batches[0].len(), HASH_BATCH_FILES);
-        assert!(queue.start_batches().is_empty(), "both slots are busy");
-        queue.batch_done();
+        assert!(queue.start_batches().is_empty(), "every slot is busy");
+        queue.batch_done(Some(&batches[2][0].0));
         assert_eq!(queue.start_batches().len(), 1);
+    }
+
+    #[test]
+    fn at_most_two_large_batches_run_and_small_ones_pass_them() {
+        let mut queue = HashQueue::default();
+        for i in 0..3 {
+            queue.request(&format!("big{i}"), 1 << 30);
+        }
+        let batches = queue.start_batches();
+        assert_eq!(batches.len(), LARGE_HASH_CONCURRENCY, "{batches:?}");
+        queue.request("small", 10);
+        assert!(
+            queue.start_batches().is_empty(),
+            "the third large file waits, and the queue keeps its order"
+        );
+        queue.batch_done(Some("big0"));
+        assert_eq!(
+            queue.start_batches(),
+            vec![
+                vec![("big2".to_owned(), 1 << 30)],
+                vec![("small".to_owned(), 10)]
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use libp2p::PeerId;
 use super::rules::Reject;
 use crate::store::hash::{ChainingValue, ContentDigest, Hash32};
 use crate::store::record::{ContentId, SignedVersion, VersionRecord};
-use crate::store::{LocalMeta, StoreIndex, Version};
+use crate::store::{IndexEntry, LocalMeta, StoreIndex, Version};
 
 /// Time in milliseconds (the driver's clock: monotonic, started at the wall-clock time).
 pub type Millis = u64;
@@ -217,6 +217,18 @@ pub struct Replace {
     pub lost: Option<Version>,
 }
 
+/// How the index is saved.
+#[derive(Debug)]
+pub enum IndexSave {
+    /// Write this whole index as the snapshot (its epoch already begun), and drop the journal.
+    Snapshot(Box<StoreIndex>),
+    /// Append these entries (`None`: removed) to the journal of the snapshot of `epoch`.
+    Append {
+        epoch: u64,
+        changes: Vec<(String, Option<IndexEntry>)>,
+    },
+}
+
 /// Everything the engine asks the driver to do.
 #[derive(Debug)]
 pub enum Action {
@@ -252,9 +264,10 @@ pub enum Action {
         replace: Replace,
     },
     /// fsync the data folder if `sync_data_dir` (installs and removals happened since the last
-    /// save: they must be durable before an index that records them), then save `index`.
+    /// save: they must be durable before an index that records them), then save the index as
+    /// `save` says.
     SaveIndex {
-        index: Box<StoreIndex>,
+        save: IndexSave,
         generation: u64,
         sync_data_dir: bool,
     },

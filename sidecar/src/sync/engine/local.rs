@@ -67,7 +67,8 @@ impl Engine {
     }
 
     pub(super) fn on_hashed(&mut self, results: Vec<(String, HashOutcome)>, now: Millis) {
-        self.hashing.batch_done();
+        self.hashing
+            .batch_done(results.first().map(|(name, _)| name.as_str()));
         for (name, outcome) in results {
             let hashed = match &outcome {
                 HashOutcome::Hashed { meta, .. } => Some(*meta),

@@ -30,8 +30,8 @@ use rand::rngs::StdRng;
 
 pub use downloads::{Blocked, Limits};
 pub use io::{
-    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, Millis, Replace,
-    VerifiedVersion, VersionDraft, Via,
+    Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, IndexSave, Millis,
+    Replace, VerifiedVersion, VersionDraft, Via,
 };
 pub use rules::{Reject, WritePolicy, WriteRules};
 pub use stats::{RefusedKind, Stats};
@@ -333,9 +333,19 @@ impl Engine {
             self.out.push(Action::ExchangeInventory(peer));
         }
         self.schedule(now);
-        if let Some(save) = self.persist.start(now) {
+        let (entries, changed) = (self.index.len(), self.index.changes_pending());
+        if let Some(save) = self.persist.start(now, entries, changed) {
+            let how = if save.snapshot {
+                self.index.begin_snapshot();
+                IndexSave::Snapshot(Box::new(self.index.clone()))
+            } else {
+                IndexSave::Append {
+                    epoch: self.index.epoch(),
+                    changes: self.index.take_changes(),
+                }
+            };
             self.out.push(Action::SaveIndex {
-                index: Box::new(self.index.clone()),
+                save: how,
                 generation: save.generation,
                 sync_data_dir: save.sync_data_dir,
             });
