@@ -1,8 +1,9 @@
 //! Day-2 operations of a DigNetwork on a control plane with one real node, the operator installed
 //! by its chart (so its RBAC is the chart's): `kubectl scale` through the scale subresource, the
 //! claim retention policy on the StatefulSet, `storage.size` grown (every claim grows, the node
-//! pods keep running, `VolumesResized` turns True), a shrink refused by the API server's CEL rule,
-//! and a StorageClass without volume expansion reported as `VolumesResized=False`.
+//! pods keep running, `VolumesResized` turns True), the same for a DigNode's claim, a shrink
+//! refused by the API server's CEL rule, and a StorageClass without volume expansion reported as
+//! `VolumesResized=False`.
 //!
 //! Skipped with a message without the tools or root, unless DIG_E2E_REQUIRE_CLUSTER=1.
 
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use dig_e2e::cluster::{REAL_NODE_FIXED_STORAGE_CLASS, REAL_NODE_STORAGE_CLASS, TestCluster};
-use dig_e2e::operator::{NETWORK_KIND, condition, dig_manifest, get_object};
+use dig_e2e::operator::{NETWORK_KIND, NODE_KIND, condition, dig_manifest, get_object};
 use dig_e2e::walkthrough::{STEP_TIMEOUT, Walkthrough, real_node_with_images, wait_until};
 use serde_json::{Value, json};
 
@@ -62,6 +63,34 @@ fn ready_node_pods(cluster: &TestCluster, name: &str) -> anyhow::Result<BTreeMap
                 pod["metadata"]["uid"].as_str().unwrap_or_default().into(),
             )
         })
+        .collect())
+}
+
+/// The Ready pods of DigNode `name`: pod name -> uid.
+fn dignode_ready_pods(
+    cluster: &TestCluster,
+    name: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let pod = format!("dignode-{name}-0");
+    let Some(object) = get_object(cluster, NS, "pod", &pod)? else {
+        return Ok(BTreeMap::new());
+    };
+    let ready = object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    Ok(ready
+        .then(|| {
+            (
+                pod,
+                object["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .into_iter()
         .collect())
 }
 
@@ -243,6 +272,67 @@ async fn scale_retention_volume_growth_and_shrink_refusal_on_a_real_node() {
         before,
         "the node pods were not restarted (same names and uids)"
     );
+
+    // A DigNode's claim grows the same way, its pod running on.
+    let spec = json!({
+        "networkRef": {"name": "grow"},
+        "storage": {"size": "64Mi", "storageClassName": REAL_NODE_STORAGE_CLASS},
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"},
+    });
+    let manifest = dig_manifest(NODE_KIND, NS, "solo", spec);
+    cluster
+        .kubectl_with_stdin(["apply", "-f", "-"], &manifest.to_string())
+        .unwrap();
+    let solo_claim = "dig-data-dignode-solo-0";
+    let solo_pod = wait_until(
+        "DigNode solo's pod Ready on a 64Mi claim",
+        STEP_TIMEOUT,
+        || async {
+            let pods = dignode_ready_pods(&cluster, "solo")?;
+            let capacity = claim_capacity(&cluster, solo_claim)?;
+            match pods.len() {
+                1 if capacity == "64Mi" => Ok(pods),
+                _ => bail!("pods {pods:?}, claim capacity {capacity:?}"),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let patch = json!({"spec": {"storage": {"size": "128Mi"}}}).to_string();
+    kubectl(
+        &cluster,
+        &[
+            "patch", "dignode", "solo", "-n", NS, "--type", "merge", "-p", &patch,
+        ],
+    )
+    .unwrap();
+    wait_until(
+        "DigNode solo's claim reporting 128Mi and VolumesResized True",
+        STEP_TIMEOUT,
+        || async {
+            let capacity = claim_capacity(&cluster, solo_claim)?;
+            let object = get_object(&cluster, NS, "dignode", "solo")?.context("no DigNode solo")?;
+            let resized = condition(&object, "VolumesResized").cloned();
+            if capacity == "128Mi" && resized.as_ref().is_some_and(|c| c["status"] == "True") {
+                Ok(())
+            } else {
+                bail!("capacity {capacity:?}, VolumesResized {resized:?}")
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let after = wait_until("DigNode solo's pod Ready", STEP_TIMEOUT, || async {
+        let pods = dignode_ready_pods(&cluster, "solo")?;
+        if pods.len() == 1 {
+            Ok(pods)
+        } else {
+            bail!("pods {pods:?}")
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(after, solo_pod, "the DigNode's pod was not restarted");
 
     // A shrink is refused by the API server.
     let refused = grow(&cluster, "grow", "64Mi").expect_err("a shrink is refused");
