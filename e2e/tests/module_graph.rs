@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// The crates' roots: each is a crate of its own, with the module tree its `mod` lines declare.
 fn crate_roots(workspace: &Path) -> Vec<PathBuf> {
     let mut roots = Vec::new();
-    for package in ["core", "bootstrap", "sidecar", "operator", "e2e"] {
+    for package in ["core", "bootstrap", "sidecar", "operator", "e2e", "sim"] {
         let dir = workspace.join(package);
         for root in ["src/lib.rs", "src/main.rs"] {
             if dir.join(root).is_file() {

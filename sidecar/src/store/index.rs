@@ -332,10 +332,23 @@ impl StoreIndex {
         }
         let mut index = index.checked();
         let journal = super::journal::path_for(path);
-        super::journal::replay(&journal, &mut index).map_err(|source| IndexError::Read {
-            path: journal,
-            source,
-        })?;
+        let changes =
+            super::journal::read::<IndexEntry>(&journal, index.epoch).map_err(|source| {
+                IndexError::Read {
+                    path: journal,
+                    source,
+                }
+            })?;
+        for (name, entry) in changes {
+            match entry {
+                Some(entry) => {
+                    index.insert_checked(name, entry);
+                }
+                None => {
+                    index.remove(&name);
+                }
+            }
+        }
         index.changed.clear();
         Ok(index)
     }
@@ -358,7 +371,7 @@ impl StoreIndex {
 
     /// Inserts an entry read from disk, unless its name or a peer id in it is invalid (the file
     /// is ours, but a bad entry must not reach a path or the wire); true when inserted.
-    pub(super) fn insert_checked(&mut self, name: String, entry: IndexEntry) -> bool {
+    fn insert_checked(&mut self, name: String, entry: IndexEntry) -> bool {
         let peers_ok = parse_canonical_peer_id(&entry.version.origin).is_some()
             && entry
                 .owner
@@ -638,6 +651,68 @@ mod tests {
         let signed = record(key, name, lamport).sign(key).unwrap();
         let owner = signed.record.owner.clone();
         IndexEntry::from_signed(&signed, owner, 1000)
+    }
+
+    /// An index with `a` and `b`, saved as a snapshot; the index in memory afterwards.
+    fn saved_snapshot(path: &Path, key: &Keypair) -> StoreIndex {
+        let mut index = StoreIndex::new();
+        index.insert("a".into(), signed_entry(key, "a", 1));
+        index.insert("b".into(), signed_entry(key, "b", 1));
+        index.begin_snapshot();
+        index.save(path).unwrap();
+        index
+    }
+
+    #[test]
+    fn changes_appended_to_the_journal_after_a_snapshot_are_there_after_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        let key = Keypair::generate_ed25519();
+        let mut index = saved_snapshot(&path, &key);
+        index.insert("a".into(), signed_entry(&key, "a", 2));
+        index.remove("b");
+        index.insert("c".into(), signed_entry(&key, "c", 3));
+        let changes = index.take_changes();
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        super::super::journal::append(&path, index.epoch(), &changes).unwrap();
+        let loaded = StoreIndex::load(&path).unwrap();
+        assert_eq!(loaded, index);
+        assert_eq!(loaded.holdings_digest(), index.holdings_digest());
+        assert_eq!(loaded.changes_pending(), 0);
+    }
+
+    #[test]
+    fn a_new_snapshot_drops_the_journal_and_its_stale_lines_are_never_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        let key = Keypair::generate_ed25519();
+        let mut index = saved_snapshot(&path, &key);
+        index.insert("a".into(), signed_entry(&key, "a", 2));
+        let old_epoch = index.epoch();
+        let changes = index.take_changes();
+        super::super::journal::append(&path, old_epoch, &changes).unwrap();
+        index.insert("a".into(), signed_entry(&key, "a", 3));
+        index.begin_snapshot();
+        index.save(&path).unwrap();
+        assert!(!super::super::journal::path_for(&path).exists());
+        // A crash between the snapshot's rename and the journal's removal: the old line is
+        // still there, and must not bring lamport 2 back over 3.
+        super::super::journal::append(&path, old_epoch, &changes).unwrap();
+        let loaded = StoreIndex::load(&path).unwrap();
+        assert_eq!(loaded.get("a").unwrap().version.lamport, 3);
+    }
+
+    #[test]
+    fn journal_lines_with_hostile_names_are_dropped_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        let key = Keypair::generate_ed25519();
+        let index = saved_snapshot(&path, &key);
+        let changes = vec![("../escape".to_string(), Some(signed_entry(&key, "x", 4)))];
+        super::super::journal::append(&path, index.epoch(), &changes).unwrap();
+        let loaded = StoreIndex::load(&path).unwrap();
+        assert!(!loaded.contains("../escape"));
+        assert_eq!(loaded.len(), 2);
     }
 
     #[test]
