@@ -29,8 +29,8 @@ pub const SMALL_MESSAGE_BYTES: u64 = 80;
 pub const DOWNLOAD_TIMEOUT_MS: Millis = 10_000;
 /// Gossipsub's mesh degree (its default `mesh_n`, which dig-sidecar keeps).
 pub const MESH_N: usize = 6;
-/// The driver ticks every 50 ms.
-const TICK_MS: Millis = 50;
+/// The driver ticks its engine every 50 ms.
+pub const TICK_MS: Millis = 50;
 
 enum SimEvent {
     /// An event for a node's engine.
@@ -310,12 +310,15 @@ impl World {
         for action in actions {
             self.act(node, action);
         }
-        // The driver sleeps until the engine's next deadline, or the next tick.
-        let deadline = self.nodes[node]
+        // The driver ticks the engine every 50 ms (each node from its own start): what is due
+        // (announcements, retries, saves) waits for the first tick at or after its deadline.
+        let due = self.nodes[node]
             .engine
             .next_deadline()
             .max(self.now + 1)
-            .min(self.now + TICK_MS.max(1) * 20);
+            .min(self.now + TICK_MS * 20);
+        let phase = node as Millis % TICK_MS;
+        let deadline = (due.saturating_sub(phase)).div_ceil(TICK_MS) * TICK_MS + phase;
         if self.nodes[node].tick_at.is_none_or(|at| deadline < at) {
             self.nodes[node].tick_at = Some(deadline);
             self.push(deadline, SimEvent::Tick { node });
