@@ -44,6 +44,10 @@ impl IndexSource for Shared {
     fn index(&self) -> MappedRwLockReadGuard<'_, StoreIndex> {
         RwLockReadGuard::map(self.engine.read(), Engine::index)
     }
+
+    fn draining(&self) -> bool {
+        self.engine.read().is_draining()
+    }
 }
 
 /// What the driver's loop receives from its own tasks and the handle.
@@ -107,4 +111,6 @@ pub(super) struct Driver {
 #[derive(Default)]
 pub(super) struct StatsMirror {
     pub(super) last: Stats,
+    /// When the drain gauge is computed next.
+    pub(super) next_drain_gauge: Millis,
 }
