@@ -99,54 +99,49 @@ async fn connected(walk: &Walkthrough<'_>, ip: Ipv4Addr) -> anyhow::Result<Vec<S
 }
 
 /// iptables rules that cut one pod off from some pod IPs, in the pod's own network namespace
-/// (reached through a process of the pod, found by the pod uid in its cgroup path). Removed when
-/// dropped.
+/// (reached through a process of the pod, found by the pod uid in its cgroup path). TCP is
+/// refused with resets, so established connections end at their next packet (libp2p pings every
+/// 15 s) rather than after TCP's retransmissions give up; the rest (QUIC) is dropped and times
+/// out. Removed when dropped.
 struct Cut {
     netns: PathBuf,
     rules: Vec<Vec<String>>,
 }
 
 impl Cut {
-    fn new(pod_uid: &str, from: &[Ipv4Addr]) -> anyhow::Result<Self> {
+    fn new(pod_uid: &str, pod_ip: Ipv4Addr, from: &[Ipv4Addr]) -> anyhow::Result<Self> {
         let netns = pod_netns(pod_uid)?;
-        let mut rules = Vec::new();
-        for ip in from {
-            rules.push(vec!["INPUT".into(), "-s".into(), ip.to_string()]);
-            rules.push(vec!["OUTPUT".into(), "-d".into(), ip.to_string()]);
+        let addresses = nsenter(&netns, &["ip", "-o", "-4", "addr"])?;
+        if !addresses.contains(&format!("{pod_ip}/")) {
+            bail!("{netns:?} is not the pod's network namespace: {addresses}");
         }
-        let cut = Self {
+        let mut cut = Self {
             netns,
             rules: Vec::new(),
         };
-        let mut cut = cut;
-        for rule in rules {
-            cut.iptables("-I", &rule)?;
-            cut.rules.push(rule);
+        let rule = |words: &str| words.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        for ip in from {
+            // Appended in this order: resets (ours, answering theirs) pass, other TCP is refused
+            // with a reset, anything else is dropped.
+            for words in [
+                format!("OUTPUT -d {ip} -p tcp --tcp-flags RST RST -j ACCEPT"),
+                format!("OUTPUT -d {ip} -p tcp -j REJECT --reject-with tcp-reset"),
+                format!("OUTPUT -d {ip} -j DROP"),
+                format!("INPUT -s {ip} -p tcp -j REJECT --reject-with tcp-reset"),
+                format!("INPUT -s {ip} -j DROP"),
+            ] {
+                let rule = rule(&words);
+                cut.iptables("-A", &rule)?;
+                cut.rules.push(rule);
+            }
         }
         Ok(cut)
     }
 
     fn iptables(&self, op: &str, rule: &[String]) -> anyhow::Result<()> {
-        let mut args = vec![
-            format!("--net={}", self.netns.display()),
-            "--".into(),
-            "iptables".into(),
-            "-w".into(),
-            op.into(),
-        ];
-        args.extend(rule.iter().cloned());
-        args.extend(["-j".into(), "DROP".into()]);
-        let out = Command::new("nsenter")
-            .args(&args)
-            .output()
-            .context("running nsenter")?;
-        if !out.status.success() {
-            bail!(
-                "nsenter {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        let mut args = vec!["iptables", "-w", op];
+        args.extend(rule.iter().map(String::as_str));
+        nsenter(&self.netns, &args).map(|_| ())
     }
 
     fn lift(&mut self) -> anyhow::Result<()> {
@@ -155,6 +150,23 @@ impl Cut {
         }
         Ok(())
     }
+}
+
+/// Runs `command` in the network namespace `netns`; its output.
+fn nsenter(netns: &std::path::Path, command: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg("--")
+        .args(command)
+        .output()
+        .context("running nsenter")?;
+    if !out.status.success() {
+        bail!(
+            "nsenter {netns:?} {command:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Drop for Cut {
@@ -265,7 +277,7 @@ async fn a_store_only_on_the_leaving_node_survives_a_scale_down_on_a_real_node()
     eprintln!("{TEST}: nodes up after {:?}", started.elapsed());
 
     // Node 2 cut off from nodes 0 and 1, until neither side lists the other.
-    let mut cut = Cut::new(&pods[2].0.uid, &[ip0, ip1]).expect("iptables in node 2's pod");
+    let mut cut = Cut::new(&pods[2].0.uid, ip2, &[ip0, ip1]).expect("iptables in node 2's pod");
     wait_until(
         "node 2 disconnected from nodes 0 and 1",
         STEP_TIMEOUT,

@@ -8,12 +8,11 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::conditions::Desired;
+pub use crate::crd::labels::DRAIN_ANNOTATION;
 use crate::crd::status::DrainStatus;
 
 /// The condition a drain sets.
 pub const DRAINING: &str = "Draining";
-/// The pod annotation that starts a node's drain (its value: when the drain began, RFC 3339).
-pub const DRAIN_ANNOTATION: &str = "dig.net/drain";
 /// How often a draining network is looked at again.
 pub const DRAIN_POLL: Duration = Duration::from_secs(3);
 /// Uncovered store names a condition message or event names.
