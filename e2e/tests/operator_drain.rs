@@ -100,9 +100,10 @@ async fn connected(walk: &Walkthrough<'_>, ip: Ipv4Addr) -> anyhow::Result<Vec<S
 
 /// iptables rules that cut one pod off from some pod IPs, in the pod's own network namespace
 /// (reached through a process of the pod, found by the pod uid in its cgroup path). TCP is
-/// refused with resets, so established connections end at their next packet (libp2p pings every
-/// 15 s) rather than after TCP's retransmissions give up; the rest (QUIC) is dropped and times
-/// out. Removed when dropped.
+/// refused with resets (the peers' side of a connection ends at its next packet) and the pod's
+/// own established sockets to them are destroyed (`ss -K`: a socket whose packets are refused
+/// locally would retransmit for 15 minutes); the rest (QUIC) is dropped and times out. Removed
+/// when dropped.
 struct Cut {
     netns: PathBuf,
     rules: Vec<Vec<String>>,
@@ -134,6 +135,8 @@ impl Cut {
                 cut.iptables("-A", &rule)?;
                 cut.rules.push(rule);
             }
+            let destination = ip.to_string();
+            nsenter(&cut.netns, &["ss", "-K", "-tn", "dst", &destination])?;
         }
         Ok(cut)
     }

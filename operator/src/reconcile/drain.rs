@@ -98,6 +98,8 @@ pub struct DrainFacts<'a> {
 /// An event to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DrainEvent {
+    /// The pod it is about.
+    pub pod: String,
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
@@ -181,6 +183,7 @@ pub fn plan(facts: &DrainFacts<'_>) -> DrainPlan {
                     ),
                 ));
                 plan.event = Some(DrainEvent {
+                    pod: previous.pod.clone(),
                     warning: false,
                     reason: "DrainCancelled",
                     message: format!(
@@ -210,6 +213,7 @@ pub fn plan(facts: &DrainFacts<'_>) -> DrainPlan {
             format!("{pod} was not running: it left without a drain"),
         ));
         plan.event = Some(DrainEvent {
+            pod: pod.clone(),
             warning: true,
             reason: "DrainSkipped",
             message: format!(
@@ -261,6 +265,7 @@ pub fn plan(facts: &DrainFacts<'_>) -> DrainPlan {
             format!("{pod} drained and left after {waited} s"),
         ));
         plan.event = Some(DrainEvent {
+            pod: pod.clone(),
             warning: false,
             reason: "NodeDrained",
             message: format!("{pod} left after {waited} s; {waited_for}"),
@@ -289,6 +294,7 @@ pub fn plan(facts: &DrainFacts<'_>) -> DrainPlan {
             format!("{pod} left after the drain timeout of {waited} s; {still}"),
         ));
         plan.event = Some(DrainEvent {
+            pod: pod.clone(),
             warning: true,
             reason: "DrainTimedOut",
             message: format!("{pod} left after the drain timeout ({waited} s); {still}"),
@@ -335,6 +341,7 @@ pub fn plan(facts: &DrainFacts<'_>) -> DrainPlan {
     ));
     if previous.is_none() {
         plan.event = Some(DrainEvent {
+            pod: pod.clone(),
             warning: false,
             reason: "Draining",
             message: format!(

@@ -6,7 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ObjectReference, Pod},
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api,
@@ -47,7 +50,7 @@ pub async fn step(
     ctx: &Context,
     scale: &NodeScale<'_>,
     object: &str,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    reference: &ObjectReference,
 ) -> Result<Option<DrainPlan>> {
     if !drain::needs_facts(scale.wanted, scale.status_replicas, scale.previous) {
         return Ok(None);
@@ -131,8 +134,16 @@ pub async fn step(
         } else {
             EventType::Normal
         };
-        ctx.event(
+        let pod = ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Pod".to_string()),
+            name: Some(event.pod.clone()),
+            namespace: Some(ns.to_string()),
+            ..ObjectReference::default()
+        };
+        ctx.event_related(
             reference,
+            Some(pod),
             type_,
             event.reason,
             "Drain",
