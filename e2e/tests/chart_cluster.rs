@@ -325,6 +325,8 @@ async fn chart_installs_runs_the_operator_with_its_rbac_and_uninstalls_safely() 
         ("get", "storageclasses.storage.k8s.io", None, true),
         ("patch", "storageclasses.storage.k8s.io", None, false),
         ("create", "pods", Some("team-a"), false),
+        ("delete", "pods", Some("team-a"), false),
+        ("patch", "pods", Some("team-a"), true),
         ("update", &lease, Some(NAMESPACE), true),
         ("update", &lease, Some("team-a"), false),
         ("patch", &own_webhook, None, true),

@@ -197,8 +197,13 @@ fn cluster_wide_rbac_is_only_what_must_be_cluster_wide() {
         );
     }
     let manage = set(&["get", "list", "watch", "create", "patch", "delete"]);
-    // Pods are only read: the exposed nodes' IPs, to ask them their peer ids (_dnsaddr records).
-    assert_eq!(verbs_on(workloads, "", "pods"), set(&["get", "list"]));
+    // Pods are read (the exposed nodes' IPs, to ask them their peer ids for the _dnsaddr records)
+    // and patched (the drain annotation of a node leaving in a scale-down), never created or
+    // deleted.
+    assert_eq!(
+        verbs_on(workloads, "", "pods"),
+        set(&["get", "list", "patch"])
+    );
     // The code reads a network's PSK Secret by name and never lists or watches Secrets.
     assert_eq!(
         all.iter()

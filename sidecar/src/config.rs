@@ -172,6 +172,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_connections: u32,
 
+    /// Kubernetes downward-API `metadata.annotations` file, read every 2 s: while it holds the
+    /// annotation `dig.net/drain` (a line `dig.net/drain="..."`), the node drains before leaving
+    /// (no new downloads; `GET /drain` says which stores no live peer holds yet).
+    #[arg(long, value_name = "FILE")]
+    pub drain_annotations: Option<PathBuf>,
+
     /// TEST ONLY: serve every chunk with flipped bytes, to exercise verification and bans.
     #[arg(long, hide = true)]
     pub test_corrupt_chunks: bool,

@@ -219,6 +219,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         node: node.clone(),
         registry: Arc::new(registry),
         stores: stores_view,
+        drain: {
+            let replicator = replicator.clone();
+            Arc::new(move || serde_json::to_value(replicator.drain()).unwrap_or_default())
+        },
         replication_running,
         started,
         identity_loaded: true,
@@ -272,6 +276,7 @@ fn replication_config(args: &RunArgs) -> ReplicationConfig {
         max_tombstones: args.max_tombstones as usize,
         conflict_ttl: args.conflict_ttl,
         max_conflicts: args.max_conflicts as usize,
+        drain_annotations: args.drain_annotations.clone(),
         test_corrupt_chunks: args.test_corrupt_chunks,
         test_crash_after_install: args.test_crash_after_install,
         ..ReplicationConfig::default()

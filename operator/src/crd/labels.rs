@@ -21,6 +21,8 @@ pub const NETWORK_LABEL: &str = "dig.net/network";
 pub const NETWORK_REF_LABEL: &str = "dig.net/network-ref";
 /// Annotation on pod templates whose change rolls the pods out.
 pub const CONFIG_HASH_ANNOTATION: &str = "dig.net/config-hash";
+/// On a node pod: it drains before a scale-down stops it (the value: when the drain began).
+pub const DRAIN_ANNOTATION: &str = "dig.net/drain";
 
 /// Label that asks for sidecar injection; its value names the DigNetwork (in the pod's namespace)
 /// to join. The network's PodMonitor selects injected pods by it too.

@@ -220,6 +220,12 @@ pub struct NodesSpec {
     /// network is deleted (`whenDeleted`) or scaled down (`whenScaled`).
     #[serde(default)]
     pub persistent_volume_claim_retention_policy: ClaimRetentionPolicy,
+    /// How long a scale-down waits for a leaving node to drain (every store it holds listed by
+    /// another live node) before it stops the node anyway, e.g. `10m`, `1h30m`, `90s` (0s to 24h).
+    /// Nodes leave one at a time, highest ordinal first.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(pattern(r"^([0-9]+(h|m|s))+$"))]
+    pub drain_timeout: String,
     /// How nodes find each other.
     #[serde(default)]
     pub discovery: Discovery,
@@ -243,12 +249,17 @@ impl Default for NodesSpec {
             api_port: default_api_port(),
             storage: Storage::default(),
             persistent_volume_claim_retention_policy: ClaimRetentionPolicy::default(),
+            drain_timeout: default_drain_timeout(),
             discovery: Discovery::default(),
             exposure: Exposure::default(),
             resources: None,
             scheduling: Scheduling::default(),
         }
     }
+}
+
+fn default_drain_timeout() -> String {
+    "10m".to_string()
 }
 
 fn default_node_replicas() -> i32 {

@@ -23,7 +23,7 @@ pub struct DigNetworkStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Progressing` and `Degraded`; `VolumesResized` after `spec.nodes.storage.size`
-    /// grew.
+    /// grew; `Draining` once a scale-down drained a node.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -60,6 +60,30 @@ pub struct DigNetworkStatus {
     /// `spec.dns.healthCheck`), as last synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsStatus>,
+    /// The node that drains before a scale-down stops it; absent when none does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStatus>,
+}
+
+/// A node draining before it leaves: it takes no new store and waits until another live node
+/// holds every store it holds, or `spec.nodes.drainTimeout` passes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainStatus {
+    /// The node pod that drains (the highest ordinal above `spec.nodes.replicas`).
+    pub pod: String,
+    /// When its drain began (RFC 3339; also the value of its `dig.net/drain` annotation).
+    pub since: String,
+    /// Stores it holds that no other live node holds yet, at its last answer (absent until it
+    /// answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncovered: Option<u64>,
+    /// Stores it waited for copies of, so far (the most uncovered it reported).
+    #[serde(default)]
+    pub waited_for: u64,
+    /// The first of those stores, by name (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waited_for_stores: Vec<String>,
 }
 
 /// What the operator made in AWS for a DigNetwork.

@@ -12,6 +12,11 @@ pub const STATE_DIR: &str = "/data/.dig-node";
 pub const CONFIG_DIR: &str = "/etc/dig";
 /// Key of the node ConfigMap, and the file name under [`CONFIG_DIR`].
 pub const CONFIG_FILE: &str = "node.yaml";
+/// Folder of the downward-API volume with the pod's annotations (outside [`CONFIG_DIR`], a
+/// read-only ConfigMap mount that cannot hold another mount point).
+pub const POD_INFO_DIR: &str = "/etc/podinfo";
+/// The annotations file in [`POD_INFO_DIR`]: the node drains while it holds `dig.net/drain`.
+pub const ANNOTATIONS_FILE: &str = "annotations";
 /// Folder of the pre-shared key Secret's mount.
 pub const PSK_DIR: &str = "/etc/dig/psk";
 
@@ -129,6 +134,8 @@ pub fn node_args(announce: &[String]) -> Vec<String> {
         DATA_DIR.to_string(),
         "--state-dir".to_string(),
         STATE_DIR.to_string(),
+        "--drain-annotations".to_string(),
+        format!("{POD_INFO_DIR}/{ANNOTATIONS_FILE}"),
     ];
     for addr in announce {
         args.extend(["--announce".to_string(), addr.clone()]);

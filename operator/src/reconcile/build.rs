@@ -483,6 +483,9 @@ pub fn node_pod_template(inputs: NodePodInputs<'_>) -> PodTemplateSpec {
         },
         tmp_volume(),
     ];
+    let (pod_info, pod_info_mount) = pod::pod_info_volume();
+    volumes.push(pod_info);
+    mounts.push(pod_info_mount);
     if let Some((secret, _key)) = inputs.psk_secret {
         mounts.push(VolumeMount {
             name: "psk".to_string(),

@@ -1073,3 +1073,49 @@ fn dig_node_without_its_network_is_invalid() {
     assert_eq!(err.reason, "NetworkNotFound");
     assert!(err.message.contains("ns/missing"), "{err}");
 }
+
+#[test]
+fn nodes_read_their_annotations_to_know_when_to_drain() {
+    let c = build("{}");
+    let container = node_container(&c);
+    assert!(
+        has_pair(
+            container.args.as_ref().unwrap(),
+            "--drain-annotations",
+            "/etc/podinfo/annotations"
+        ),
+        "{:?}",
+        container.args
+    );
+    let mount = container
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "podinfo")
+        .expect("the podinfo mount");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/podinfo", Some(true))
+    );
+    let statefulset = c.node_statefulset.spec.as_ref().unwrap();
+    let volume = pod_spec(&statefulset.template)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "podinfo")
+        .expect("the podinfo volume");
+    let item = &volume
+        .downward_api
+        .as_ref()
+        .unwrap()
+        .items
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(item.path, "annotations");
+    assert_eq!(
+        item.field_ref.as_ref().unwrap().field_path,
+        "metadata.annotations"
+    );
+}

@@ -225,12 +225,28 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_related(regarding, None, type_, reason, action, note)
+            .await;
+    }
+
+    /// An event about `regarding` that also names `related` (e.g. the pod a drain was about):
+    /// events of one reason about different related objects are kept apart, where the recorder
+    /// would count the second as a repeat of the first and keep the first note.
+    pub async fn event_related(
+        &self,
+        regarding: &ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_string(),
             note: Some(bounded_note(note)),
             action: action.to_string(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(err) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(error = %err, reason, object = ?regarding.name, "publishing an event failed");

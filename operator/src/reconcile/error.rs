@@ -70,6 +70,14 @@ pub enum Error {
         waited: std::time::Duration,
     },
 
+    #[error("patching the drain annotation of pod {pod} for {object} failed: {source}")]
+    Drain {
+        pod: String,
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("the {kind} {name} returned by the API server does not decode: {source}")]
     Decode {
         kind: String,
@@ -92,6 +100,7 @@ impl Error {
             Self::Status { .. } => "status".to_string(),
             Self::Decode { .. } => "decode".to_string(),
             Self::Resize { .. } => "resize".to_string(),
+            Self::Drain { .. } => "drain".to_string(),
             Self::Recreate { .. } | Self::RecreateTimeout { .. } => "recreate".to_string(),
         }
     }
@@ -106,6 +115,7 @@ impl Error {
             Self::Status { .. } => "StatusUpdateFailed",
             Self::Decode { .. } => "DecodeFailed",
             Self::Resize { .. } => "ResizeFailed",
+            Self::Drain { .. } => "DrainFailed",
             Self::Recreate { .. } | Self::RecreateTimeout { .. } => "RecreateFailed",
         }
     }

@@ -28,9 +28,10 @@ use super::{
     build::{self, ChildObject, build_network},
     conditions::{self, Desired},
     dns::DnsTarget,
-    dnsaddr,
+    dnsaddr, drain,
     meta::{self, Component, names},
     resize::{self, NodeVolumes},
+    scale_down::{self, NodeScale},
     status::{self, describe},
     validate::{NetworkFacts, PskSecret, validate_network},
     volumes,
@@ -257,8 +258,28 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         &reference,
     )
     .await?;
+    // A scale-down keeps the leaving node until it drained (docs/DESIGN.md §5).
+    let drain_plan = scale_down::step(
+        &ctx,
+        &NodeScale {
+            namespace: &valid.namespace,
+            statefulset: &node_statefulset,
+            wanted: network.spec.nodes.replicas,
+            status_replicas: previous.replicas,
+            previous: previous.drain.as_ref(),
+            api_port: network.spec.nodes.api_port,
+            timeout: drain::parse_timeout(&network.spec.nodes.drain_timeout)
+                .unwrap_or(drain::DEFAULT_TIMEOUT),
+        },
+        &object,
+        &reference,
+    )
+    .await?;
     let children = build_network(&valid);
-    let to_apply = children.to_apply();
+    let mut to_apply = children.to_apply();
+    if let Some(plan) = &drain_plan {
+        scale_down::hold_replicas(&mut to_apply, plan.replicas);
+    }
     let applied = apply::apply_all(
         &ctx.client,
         &ctx.applied,
@@ -310,6 +331,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         &notes,
     );
     desired.extend(volume_plan.condition.clone());
+    desired.extend(drain_plan.as_ref().and_then(|p| p.condition.clone()));
     // After the children: an AWS outage never holds the network's own objects back.
     let dns_facts = route53::DnsFacts {
         targets: aws_targets(&valid.facts.bootstrap_targets),
@@ -329,7 +351,12 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
     };
     // Claims are not watched: look again soon while they grow.
     let resize_requeue = volume_plan.waiting().then_some(volumes::RESIZE_POLL);
-    let requeue = dns_requeue.into_iter().chain(resize_requeue).min();
+    let drain_requeue = drain_plan.as_ref().and_then(|p| p.requeue);
+    let requeue = dns_requeue
+        .into_iter()
+        .chain(resize_requeue)
+        .chain(drain_requeue)
+        .min();
     let status = DigNetworkStatus {
         observed_generation: network.metadata.generation,
         conditions: conditions::merge(
@@ -356,6 +383,7 @@ pub async fn reconcile(network: Arc<DigNetwork>, ctx: Arc<Context>) -> Result<Ac
         peers: stats.map(|s: RegistryStats| s.peers),
         stores: stats.map(|s| s.stores),
         dns: dns.status,
+        drain: drain_plan.and_then(|p| p.status),
     };
     if status != previous {
         status::patch_status(&ctx, network.as_ref(), &status).await?;

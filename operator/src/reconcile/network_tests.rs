@@ -789,3 +789,73 @@ async fn a_class_without_expansion_is_a_false_condition_and_a_warning() {
     api.expect_event("ns", "Applied", "Normal").await;
     assert!(reconciler.await.unwrap().is_ok());
 }
+
+#[tokio::test]
+async fn a_scale_down_whose_leaving_pod_is_not_running_lowers_the_statefulset_by_one_with_a_warning()
+ {
+    let (client, mut api) = MockApi::new();
+    let ctx = context(client, stats(Err("unused".into())), NO_MONITORS);
+    let reconciler = tokio::spawn(reconcile(
+        network(
+            json!({"nodes": {"replicas": 1}}),
+            Some(json!({"observedGeneration": 1, "replicas": 3})),
+            1,
+        ),
+        ctx,
+    ));
+    let statefulset = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "net-node", "namespace": "ns"},
+        "spec": {"replicas": 3, "serviceName": "net-node", "selector": {"matchLabels": {}}, "template": {}}});
+    // The volume step's read, then the drain step's.
+    for _ in 0..2 {
+        api.expect(Method::GET, &format!("{APPS}/statefulsets/net-node"))
+            .await
+            .respond(200, statefulset.clone());
+    }
+    api.expect(Method::GET, &format!("{NS}/pods/net-node-2"))
+        .await
+        .respond(
+            200,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "net-node-2", "namespace": "ns"},
+                "status": {"phase": "Pending"}}),
+        );
+    let warning = api.expect_event("ns", "DrainSkipped", "Warning").await;
+    assert!(
+        warning["note"].as_str().unwrap().contains("net-node-2"),
+        "{warning}"
+    );
+    api.expect_apply(&format!("{NS}/configmaps/net-node"))
+        .await
+        .echo(None);
+    for service in ["net-bootstrap", "net-bootstrap-peers", "net-node"] {
+        api.expect_apply(&format!("{NS}/services/{service}"))
+            .await
+            .echo(None);
+    }
+    api.expect_apply(&format!("{APPS}/deployments/net-bootstrap"))
+        .await
+        .echo(None);
+    let applied = api
+        .expect_apply(&format!("{APPS}/statefulsets/net-node"))
+        .await;
+    assert_eq!(applied.body["spec"]["replicas"], 2, "one node at a time");
+    applied.echo(None);
+    for pdb in ["net-bootstrap", "net-node"] {
+        api.expect_apply(&format!(
+            "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/{pdb}"
+        ))
+        .await
+        .echo(None);
+    }
+    let status = api.expect_apply(STATUS).await;
+    let body = status.body.clone();
+    let draining = condition(&body["status"], "Draining");
+    assert_eq!(
+        (draining["status"].as_str(), draining["reason"].as_str()),
+        (Some("False"), Some("NotRunning"))
+    );
+    assert!(body["status"].get("drain").is_none(), "{body}");
+    status.respond(200, stored(&body));
+    let action = reconciler.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(3)));
+}

@@ -3,13 +3,18 @@
 
 use k8s_openapi::{
     api::core::v1::{
-        Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-        ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, SeccompProfile, SecurityContext,
+        Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
+        EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+        Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
     },
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
+use super::args::{ANNOTATIONS_FILE, POD_INFO_DIR};
 use crate::crd::Scheduling;
+
+/// Name of the node's downward-API volume.
+pub const POD_INFO_VOLUME: &str = "podinfo";
 
 /// Uid and gid the containers run as (the distroless images' `nonroot` user); the volume is group-writable.
 pub const RUN_AS_USER: i64 = 65532;
@@ -113,6 +118,33 @@ pub fn node_env() -> Vec<EnvVar> {
         downward_env("POD_NAME", "metadata.name"),
         downward_env("POD_NAMESPACE", "metadata.namespace"),
     ]
+}
+
+/// The pod's annotations as a file (the kubelet updates it when they change): the operator starts
+/// a node's drain by annotating its pod `dig.net/drain`.
+pub fn pod_info_volume() -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: POD_INFO_VOLUME.to_string(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: ANNOTATIONS_FILE.to_string(),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.annotations".to_string(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..DownwardAPIVolumeFile::default()
+            }]),
+            ..DownwardAPIVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: POD_INFO_VOLUME.to_string(),
+        mount_path: POD_INFO_DIR.to_string(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
 }
 
 /// A pod spec with the hardened defaults and the user's scheduling.

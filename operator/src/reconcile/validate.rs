@@ -316,6 +316,8 @@ pub fn validate_network<'a>(
         ));
     }
     validate_storage(&spec.nodes.storage, "spec.nodes.storage")?;
+    super::drain::parse_timeout(&spec.nodes.drain_timeout)
+        .map_err(|message| InvalidSpec::new("InvalidDrainTimeout", message))?;
     validate_exposure(
         &spec.nodes.exposure,
         spec.nodes.replicas,

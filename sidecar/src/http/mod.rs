@@ -48,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/peers", get(peers))
         .route("/stores", get(stores))
         .route("/transfers", get(transfers))
+        .route("/drain", get(drain))
         .route("/overview", get(overview::overview))
         .route("/events", get(overview::events))
         .route("/metrics", get(metrics))
@@ -150,6 +151,10 @@ async fn stores(State(state): State<ApiState>) -> Response {
     Json(json!({ "count": stores.len(), "stores": stores })).into_response()
 }
 
+async fn drain(State(state): State<ApiState>) -> Response {
+    Json((state.drain)()).into_response()
+}
+
 async fn transfers(State(state): State<ApiState>) -> Response {
     let transfers = state.live.transfers(&(state.stores)());
     Json(json!({ "count": transfers.len(), "transfers": transfers })).into_response()
@@ -203,6 +208,7 @@ mod tests {
             node,
             registry: Arc::new(registry),
             stores: Arc::new(Vec::new),
+            drain: Arc::new(|| serde_json::Value::Null),
             replication_running: Arc::new(move || check.load(Ordering::Relaxed)),
             started: Instant::now(),
             identity_loaded: true,

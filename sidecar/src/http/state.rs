@@ -17,6 +17,9 @@ use crate::node::{NodeHandle, NodeSnapshot};
 /// The store list of `/stores` (the replication engine's view).
 pub type StoresSource = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
 
+/// The drain report of `/drain` (the replication engine's coverage while draining).
+pub type DrainSource = Arc<dyn Fn() -> Value + Send + Sync>;
+
 /// True while the replication task runs (`/health` fails once it stopped).
 pub type RunningCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -25,6 +28,7 @@ pub struct ApiState {
     pub node: NodeHandle,
     pub registry: Arc<Registry>,
     pub stores: StoresSource,
+    pub drain: DrainSource,
     pub replication_running: RunningCheck,
     pub started: Instant,
     /// The identity key was loaded or created (checked by `/ready`).

@@ -67,11 +67,16 @@ impl SyncClient {
         self.peer
     }
 
-    /// The digest of what the peer holds, and how many entries it covers.
-    pub async fn digest(&mut self) -> Result<(Hash32, u64), ClientError> {
+    /// The digest of what the peer holds, how many entries it covers, and whether the peer
+    /// drains.
+    pub async fn digest(&mut self) -> Result<(Hash32, u64, bool), ClientError> {
         match self.exchange(&Request::Digest).await? {
-            ResponseHeader::Digest { digest, count } => hash::from_hex(&digest)
-                .map(|d| (d, count))
+            ResponseHeader::Digest {
+                digest,
+                count,
+                draining,
+            } => hash::from_hex(&digest)
+                .map(|d| (d, count, draining))
                 .ok_or_else(|| self.unexpected(format!("bad digest {digest:?}"))),
             other => Err(self.unexpected(format!("{other:?} to a digest request"))),
         }

@@ -42,6 +42,8 @@ pub struct ReplicationConfig {
     pub watch_debounce: Duration,
     /// Bound on opening a sync stream and on each request.
     pub request_timeout: Duration,
+    /// Downward-API annotations file polled for the drain annotation (`--drain-annotations`).
+    pub drain_annotations: Option<PathBuf>,
     /// Test-only fault injection: serve chunks with flipped bytes (hidden flag).
     pub test_corrupt_chunks: bool,
     /// Test-only: abort the process right after installing a download, before the index that
@@ -72,6 +74,7 @@ impl Default for ReplicationConfig {
             max_conflicts: 1_000,
             watch_debounce: Duration::from_millis(100),
             request_timeout: Duration::from_secs(30),
+            drain_annotations: None,
             test_corrupt_chunks: false,
             test_crash_after_install: false,
         }

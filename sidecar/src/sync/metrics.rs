@@ -50,6 +50,7 @@ pub struct SyncMetrics {
     pub tombstones_pruned: Counter,
     pub conflicts_pruned: Counter,
     pub streams_refused: Counter,
+    pub drain_uncovered: Gauge,
 }
 
 impl SyncMetrics {
@@ -152,6 +153,11 @@ impl SyncMetrics {
             "Inbound sync streams refused because the peer (or all peers) had the most open",
             metrics.streams_refused.clone(),
         );
+        sub.register(
+            "drain_uncovered_stores",
+            "While draining: held stores no connected, non-draining peer holds at the same or a newer version (0 otherwise)",
+            metrics.drain_uncovered.clone(),
+        );
         metrics
     }
 
@@ -177,6 +183,7 @@ impl SyncMetrics {
             tombstones_pruned: Counter::default(),
             conflicts_pruned: Counter::default(),
             streams_refused: Counter::default(),
+            drain_uncovered: Gauge::default(),
         }
     }
 

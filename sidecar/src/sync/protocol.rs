@@ -65,6 +65,10 @@ pub enum ResponseHeader {
     Digest {
         digest: String,
         count: u64,
+        /// The peer drains before leaving (its copies do not count for another drain). Absent
+        /// from older peers, which never drain.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        draining: bool,
     },
     /// Followed by `len` bytes of JSON (`Vec<WireEntry>`).
     Inventory {
@@ -156,6 +160,33 @@ where
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_digest_without_the_draining_flag_is_from_a_node_that_does_not_drain() {
+        let old = br#"{"type":"digest","digest":"ab","count":1}"#;
+        let header: ResponseHeader = decode_header(old).unwrap();
+        assert!(matches!(
+            header,
+            ResponseHeader::Digest {
+                draining: false,
+                ..
+            }
+        ));
+        let new = ResponseHeader::Digest {
+            digest: "ab".into(),
+            count: 1,
+            draining: true,
+        };
+        let bytes = serde_json::to_vec(&new).unwrap();
+        assert_eq!(decode_header::<ResponseHeader>(&bytes).unwrap(), new);
+        let quiet = ResponseHeader::Digest {
+            digest: "ab".into(),
+            count: 1,
+            draining: false,
+        };
+        let text = serde_json::to_string(&quiet).unwrap();
+        assert!(!text.contains("draining"), "{text}");
+    }
 
     #[test]
     fn protocol_id_carries_the_network_and_the_version() {

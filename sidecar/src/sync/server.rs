@@ -52,6 +52,11 @@ const POOLED_BUFFERS: usize = 16;
 /// Read access to the index the server serves.
 pub trait IndexSource: Send + Sync + 'static {
     fn index(&self) -> MappedRwLockReadGuard<'_, StoreIndex>;
+
+    /// True while the node drains (peers then do not count its copies).
+    fn draining(&self) -> bool {
+        false
+    }
 }
 
 impl IndexSource for RwLock<StoreIndex> {
@@ -233,6 +238,7 @@ async fn serve_stream(
                 let header = ResponseHeader::Digest {
                     digest: hash::to_hex(&digest),
                     count,
+                    draining: context.index.draining(),
                 };
                 timed(write_header(&mut stream, &header)).await?;
             }

@@ -333,6 +333,18 @@ impl Driver {
             let seconds = engine.take_transfer_seconds();
             (engine.stats().clone(), held, held_bytes, pending, seconds)
         };
+        // The coverage walks the index: once a second, and only while draining.
+        let now = self.clock.now();
+        if now >= self.mirror.next_drain_gauge {
+            self.mirror.next_drain_gauge = now + 1_000;
+            let engine = self.shared.engine.read();
+            let uncovered = if engine.is_draining() {
+                engine.drain_report().uncovered_count
+            } else {
+                0
+            };
+            self.metrics.drain_uncovered.set(uncovered as i64);
+        }
         let metrics = &self.metrics;
         metrics.stores.set(held as i64);
         metrics.bytes_stored.set(held_bytes as i64);

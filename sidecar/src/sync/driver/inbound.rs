@@ -98,24 +98,32 @@ pub(super) fn exchange_inventory(
     tokio::spawn(async move {
         let result = async {
             let mut client = SyncClient::open(&mut control, peer, protocol, timeout).await?;
-            let (theirs, _) = client.digest().await?;
-            let (ours, _) = shared.engine.read().index().holdings_digest();
-            let entries = if theirs == ours {
-                Vec::new()
+            let (theirs, _, peer_draining) = client.digest().await?;
+            let (ours, draining) = {
+                let engine = shared.engine.read();
+                (engine.index().holdings_digest().0, engine.is_draining())
+            };
+            // A draining node reads the full list even when the digests match: coverage is
+            // counted from what the peer itself lists, after the drain began.
+            let entries = if theirs == ours && !draining {
+                None
             } else {
-                client.inventory().await?
+                Some(client.inventory().await?)
             };
             client.close().await;
-            Ok::<_, ClientError>(entries)
+            Ok::<_, ClientError>((entries, peer_draining))
         }
         .await;
         match result {
-            Ok(entries) if !entries.is_empty() => {
-                for event in checked(&shared, peer, Via::Inventory, entries).await {
-                    let _ = inputs.send(Input::Engine(event));
+            Ok((Some(entries), draining)) => {
+                if !entries.is_empty() {
+                    for event in checked(&shared, peer, Via::Inventory, entries).await {
+                        let _ = inputs.send(Input::Engine(event));
+                    }
                 }
+                let _ = inputs.send(Input::Engine(Event::InventoryComplete { peer, draining }));
             }
-            Ok(_) => {}
+            Ok((None, _)) => {}
             Err(ClientError::Unexpected { detail, .. }) => {
                 tracing::debug!(%peer, %detail, "peer sent an invalid inventory");
                 let _ = inputs.send(Input::Engine(Event::Rejected {

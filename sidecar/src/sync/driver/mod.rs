@@ -4,6 +4,7 @@
 //! announcements, inventories, bans). Installs and removals run to completion before the next
 //! event, so the engine always knows about its own installs before the watcher reports them.
 
+mod drain_file;
 mod effects;
 mod inbound;
 mod state;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ReplicationConfig;
 use super::download::{DownloadConfig, Downloader, PartialFiles};
-use super::engine::{Engine, EngineConfig, Event, Limits};
+use super::engine::{DrainReport, Engine, EngineConfig, Event, Limits};
 use super::metrics::SyncMetrics;
 use super::protocol::sync_protocol;
 use super::server::{ServeContext, run_server};
@@ -94,6 +95,11 @@ impl ReplicatorHandle {
             .engine
             .read()
             .statuses(&|name| progress.get(name).copied())
+    }
+
+    /// Whether this node drains and which of its stores no live peer holds yet (`GET /drain`).
+    pub fn drain(&self) -> DrainReport {
+        self.shared.engine.read().drain_report()
     }
 
     /// The stores this node holds, for its signed registry record.
@@ -209,6 +215,9 @@ impl Replicator {
 
         let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
         let watcher = start_watcher(&paths.data_dir, &config, &inputs_tx, &cancel)?;
+        if let Some(path) = config.drain_annotations.clone() {
+            drain_file::watch(path, inputs_tx.clone(), cancel.clone());
+        }
         let (bans_tx, bans_rx) = mpsc::unbounded_channel();
         forward_bans(bans_rx, inputs_tx.clone());
         let downloader = Downloader::new(

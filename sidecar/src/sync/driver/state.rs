@@ -45,6 +45,10 @@ impl IndexSource for Shared {
     fn index(&self) -> MappedRwLockReadGuard<'_, StoreIndex> {
         RwLockReadGuard::map(self.engine.read(), Engine::index)
     }
+
+    fn draining(&self) -> bool {
+        self.engine.read().is_draining()
+    }
 }
 
 /// What the driver's loop receives from its own tasks and the handle.
@@ -110,4 +114,6 @@ pub(super) struct Driver {
 #[derive(Default)]
 pub(super) struct StatsMirror {
     pub(super) last: Stats,
+    /// When the drain gauge is computed next.
+    pub(super) next_drain_gauge: Millis,
 }

@@ -178,8 +178,16 @@ pub enum Event {
         via: Via,
         reasons: Vec<(Reject, u32)>,
     },
+    /// A peer's full inventory was read (its records came in [`Event::Remote`] before this);
+    /// `draining`: the peer said it drains too.
+    InventoryComplete {
+        peer: PeerId,
+        draining: bool,
+    },
     /// An inventory exchange with a peer ended (either way).
     InventoryDone(PeerId),
+    /// Drain mode on or off (`--drain-annotations`).
+    Drain(bool),
     /// A peer served data that failed verification (a bad chunk or manifest).
     BadData {
         peer: PeerId,

@@ -6,6 +6,7 @@
 //! times in one process. `sync::driver` carries its actions out.
 
 mod downloads;
+mod drain;
 mod hashing;
 mod io;
 mod local;
@@ -29,6 +30,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use downloads::{Blocked, Limits};
+pub use drain::DrainReport;
 pub use io::{
     Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, IndexSave, Millis,
     Replace, VerifiedVersion, VersionDraft, Via,
@@ -112,6 +114,7 @@ pub struct Engine {
     downloads: downloads::Scheduler,
     persist: persist::Persistence,
     peers: peers::Peers,
+    drain: drain::Drain,
     offences: offences::Offences,
     /// Installs (and removals) waiting for an index save.
     parked: BTreeSet<String>,
@@ -169,6 +172,7 @@ impl Engine {
             downloads: downloads::Scheduler::default(),
             persist: persist::Persistence::default(),
             peers,
+            drain: drain::Drain::default(),
             offences: offences::Offences::default(),
             parked: BTreeSet::new(),
             announce,
@@ -197,10 +201,27 @@ impl Engine {
             Event::PeerDisconnected(peer) => {
                 self.peers.disconnected(&peer);
                 self.downloads.peer_gone(&peer);
+                self.drain.disconnected(&peer);
             }
-            Event::Remote { from, via, records } => self.on_remote(from, via, records, now),
+            Event::Remote { from, via, records } => {
+                if via == Via::Inventory {
+                    let held = records.iter().map(|r| {
+                        let record = &r.signed().record;
+                        (record.name.as_str(), &record.version, record.is_tombstone())
+                    });
+                    self.drain.inventory_records(from, held, &self.index);
+                }
+                self.on_remote(from, via, records, now)
+            }
             Event::Rejected { from, via, reasons } => self.on_rejected(from, via, &reasons, now),
-            Event::InventoryDone(peer) => self.peers.inventory_done(&peer),
+            Event::InventoryComplete { peer, draining } => {
+                self.drain.inventory_complete(peer, draining)
+            }
+            Event::InventoryDone(peer) => {
+                self.peers.inventory_done(&peer);
+                self.drain.exchange_done(&peer);
+            }
+            Event::Drain(on) => self.set_draining(on, now),
             Event::BadData { peer, reason } => self.ban(peer, reason, now),
             Event::DownloadDone {
                 name,
@@ -248,6 +269,16 @@ impl Engine {
     /// The index (what the server serves, what `/stores` shows).
     pub fn index(&self) -> &StoreIndex {
         &self.index
+    }
+
+    /// True while this node drains (`--drain-annotations`): no download starts.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_active()
+    }
+
+    /// Which held stores a live peer holds too, while draining (`GET /drain`).
+    pub fn drain_report(&self) -> DrainReport {
+        self.drain.report(&self.index, self.peers.connected_peers())
     }
 
     /// This node's peer id.
@@ -390,10 +421,27 @@ impl Engine {
         self.enforce_ban(peer, reason);
     }
 
+    /// Enters or leaves drain mode. Entering: every connected peer's full inventory is read
+    /// again now and every few seconds; leaving: downloads resume at the next schedule.
+    fn set_draining(&mut self, on: bool, now: Millis) {
+        if on {
+            let in_flight: Vec<PeerId> = self.peers.in_flight().collect();
+            if self.drain.start(now, in_flight) {
+                self.peers
+                    .set_fast(Some(drain::DRAIN_CHECK_INTERVAL_MS), now);
+                tracing::info!("draining: no new downloads; waiting for peers to hold every store");
+            }
+        } else if self.drain.stop() {
+            self.peers.set_fast(None, now);
+            tracing::info!("drain ended: downloads resume");
+        }
+    }
+
     /// Stops using a banned peer and asks the driver to disconnect it.
     fn enforce_ban(&mut self, peer: PeerId, reason: String) {
         self.downloads.peer_gone(&peer);
         self.peers.disconnected(&peer);
+        self.drain.disconnected(&peer);
         self.stats.peers_banned += 1;
         self.out.push(Action::Ban { peer, reason });
     }

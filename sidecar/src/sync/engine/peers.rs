@@ -13,6 +13,8 @@ pub struct Peers {
     queue: VecDeque<PeerId>,
     in_flight: BTreeSet<PeerId>,
     interval: Millis,
+    /// A shorter period while draining.
+    fast: Option<Millis>,
     concurrency: usize,
     next_round: Option<Millis>,
 }
@@ -24,6 +26,7 @@ impl Peers {
             queue: VecDeque::new(),
             in_flight: BTreeSet::new(),
             interval: (interval.as_millis() as u64).max(100),
+            fast: None,
             concurrency: concurrency.max(1),
             next_round: None,
         }
@@ -55,9 +58,33 @@ impl Peers {
                         self.enqueue(peer);
                     }
                 }
-                self.next_round = Some(now + self.interval);
+                self.next_round = Some(now + self.period());
             }
         }
+    }
+
+    fn period(&self) -> Millis {
+        self.fast.map_or(self.interval, |f| f.min(self.interval))
+    }
+
+    /// Rounds every `fast` (`None`: every interval again); with a new period every connected
+    /// peer is asked now.
+    pub fn set_fast(&mut self, fast: Option<Millis>, now: Millis) {
+        self.fast = fast;
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for peer in peers {
+            self.enqueue(peer);
+        }
+        self.next_round = Some(now + self.period());
+    }
+
+    pub fn connected_peers(&self) -> &BTreeSet<PeerId> {
+        &self.connected
+    }
+
+    /// Peers with an exchange running.
+    pub fn in_flight(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.in_flight.iter().copied()
     }
 
     pub fn next_round(&self) -> Option<Millis> {

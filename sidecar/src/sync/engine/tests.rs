@@ -1289,3 +1289,158 @@ fn a_record_the_index_holds_is_known_and_needs_no_verification() {
     other.signature[0] ^= 1;
     assert!(!node.engine.knows(&other));
 }
+
+// ---------- drain ----------
+
+impl Node {
+    /// `from`'s full inventory as the driver reports it: its records, complete, done.
+    fn inventory(&mut self, from: PeerId, records: Vec<VerifiedVersion>, draining: bool) {
+        if !records.is_empty() {
+            self.handle(Event::Remote {
+                from,
+                via: Via::Inventory,
+                records,
+            });
+        }
+        self.handle(Event::InventoryComplete {
+            peer: from,
+            draining,
+        });
+        self.handle(Event::InventoryDone(from));
+    }
+
+    /// The version of `name` this node holds, as a peer holding the same would list it.
+    fn held_record(&self, name: &str) -> VerifiedVersion {
+        VerifiedVersion::known(self.entry(name).signed(name).expect("a signed entry"))
+    }
+}
+
+fn exchanges(actions: &[Action]) -> Vec<PeerId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ExchangeInventory(p) => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_draining_node_starts_no_download_and_resumes_when_the_drain_ends() {
+    let owner = Keypair::generate_ed25519();
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.handle(Event::Drain(true));
+    assert!(node.engine.is_draining());
+    let mut actions = node.receive(
+        &owner,
+        vec![version(&owner, "s", START, Some(b"x"), None, None)],
+    );
+    actions.extend(node.settle());
+    assert!(downloads_started(&actions).is_empty(), "{actions:?}");
+    let mut actions = node.handle(Event::Drain(false));
+    actions.extend(node.settle());
+    assert_eq!(downloads_started(&actions), vec!["s"]);
+    assert_eq!(node.engine.drain_report(), DrainReport::default());
+}
+
+#[test]
+fn a_store_is_covered_only_by_a_connected_peer_that_does_not_drain_and_lists_it_after_the_drain_began()
+ {
+    let (live, draining) = (PeerId::random(), PeerId::random());
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.write("a", b"1");
+    node.write("b", b"2");
+    node.handle(Event::PeerConnected(live));
+    node.handle(Event::PeerConnected(draining));
+    node.handle(Event::InventoryDone(live));
+    node.handle(Event::InventoryDone(draining));
+    // Gossip before or during the drain proves nothing.
+    let gossip = node.held_record("a");
+    node.handle(Event::Remote {
+        from: live,
+        via: Via::Gossip,
+        records: vec![gossip],
+    });
+    let actions = node.handle(Event::Drain(true));
+    let mut asked = exchanges(&actions);
+    asked.sort();
+    let mut both = vec![live, draining];
+    both.sort();
+    assert_eq!(asked, both, "every connected peer is asked at once");
+    let report = node.engine.drain_report();
+    assert!(report.draining && !report.drained && report.since_ms == Some(node.now));
+    assert_eq!((report.held, report.uncovered_count), (2, 2));
+
+    let (a, b) = (node.held_record("a"), node.held_record("b"));
+    node.inventory(draining, vec![a.clone(), b.clone()], true);
+    let report = node.engine.drain_report();
+    assert_eq!(
+        report.uncovered,
+        vec!["a", "b"],
+        "a draining peer is no copy"
+    );
+    assert_eq!(report.peers_checked, 1);
+
+    node.inventory(live, vec![a.clone()], false);
+    let report = node.engine.drain_report();
+    assert_eq!(
+        (report.covered, report.uncovered.clone()),
+        (1, vec!["b".to_string()])
+    );
+    assert!(!report.drained);
+
+    node.inventory(live, vec![a, b], false);
+    let report = node.engine.drain_report();
+    assert!(report.drained, "{report:?}");
+    assert_eq!(report.uncovered_count, 0);
+
+    node.handle(Event::PeerDisconnected(live));
+    let report = node.engine.drain_report();
+    assert!(!report.drained && report.uncovered_count == 2, "{report:?}");
+}
+
+#[test]
+fn an_older_version_at_a_peer_is_no_copy() {
+    let peer_id = PeerId::random();
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.write("a", b"new");
+    let lamport = node.entry("a").version.lamport;
+    let older = version(&node.key, "a", lamport - 1, Some(b"old"), None, None);
+    node.handle(Event::PeerConnected(peer_id));
+    node.handle(Event::InventoryDone(peer_id));
+    node.handle(Event::Drain(true));
+    node.inventory(peer_id, vec![older], false);
+    assert_eq!(node.engine.drain_report().uncovered, vec!["a"]);
+}
+
+#[test]
+fn an_exchange_that_began_before_the_drain_does_not_count_but_the_next_round_does() {
+    let peer_id = PeerId::random();
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.write("a", b"1");
+    let actions = node.handle(Event::PeerConnected(peer_id));
+    assert_eq!(exchanges(&actions), vec![peer_id]);
+    node.handle(Event::Drain(true));
+    let a = node.held_record("a");
+    node.inventory(peer_id, vec![a.clone()], false);
+    assert!(
+        !node.engine.drain_report().drained,
+        "fetched before the drain"
+    );
+    let actions = node.advance(Duration::from_secs(3));
+    assert_eq!(
+        exchanges(&actions),
+        vec![peer_id],
+        "checked every few seconds"
+    );
+    node.inventory(peer_id, vec![a], false);
+    assert!(node.engine.drain_report().drained);
+}
+
+#[test]
+fn a_node_that_holds_nothing_is_drained_at_once() {
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.handle(Event::Drain(true));
+    let report = node.engine.drain_report();
+    assert!(report.drained && report.held == 0, "{report:?}");
+}

@@ -10,6 +10,10 @@ use crate::store::hash::Hash32;
 
 impl Engine {
     pub(super) fn schedule(&mut self, now: Millis) {
+        // A draining node takes no new store and no update: it is about to leave.
+        if self.drain.is_active() {
+            return;
+        }
         let (plans, blocked) = self
             .downloads
             .plan(&self.index, &self.config.limits, &mut self.rng);
