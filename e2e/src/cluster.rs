@@ -489,6 +489,17 @@ impl TestCluster {
         run_script_with("load-images", &[archives.as_os_str()], &self.run_dir).map(drop)
     }
 
+    /// Names image `source` of the real node `target` too (same content, a second tag), as a
+    /// registry serves a new release: a pod spec naming `target` rolls without a new build.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<(), ClusterError> {
+        run_script_with(
+            "tag-image",
+            &[OsStr::new(source), OsStr::new(target)],
+            &self.run_dir,
+        )
+        .map(drop)
+    }
+
     /// The images every real node has: `PAUSE_IMAGE` and `BUSYBOX_IMAGE` (the chart's test pod).
     pub fn node_image(&self, key: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.tools.join("images/images.env")).ok()?;
