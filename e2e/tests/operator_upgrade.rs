@@ -10,7 +10,8 @@
 //!    and a reader asks the registry's Service for `/peers` every 0.2 s. Counted, and asserted to
 //!    be zero: failed reads; lost registrations; moments with two node pods unready or fewer
 //!    ready registry replicas than the spec asks. At the end every node holds every store
-//!    written, with its identity (peer id), and the PodDisruptionBudgets the operator sets.
+//!    written, with its identity (peer id); the PodDisruptionBudgets have the operator's values
+//!    and hold (a second node's eviction is refused while an evicted one is away).
 //!
 //! A lost registration: an answer that misses a node while the node runs. A node that stops
 //! unregisters (its pod address dies with it) and registers again when back, at one replica;
@@ -36,7 +37,7 @@ use dig_e2e::walkthrough::{
 };
 use dig_operator::reconcile::args::BOOTSTRAP_FEDERATION_INTERVAL_SECONDS;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, PostParams};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -416,7 +417,11 @@ async fn operator_and_image_upgrades_lose_nothing_on_a_real_node() {
     walk.install_operator().expect("helm install and rollout");
     walk.apply_network()
         .expect("the README's DigNetwork becomes Ready");
-    let client = cluster.client().await.expect("a client of the cluster");
+    // Without retries: each read of /peers and each eviction counts as the server answered it.
+    let client = cluster
+        .client_without_retries()
+        .await
+        .expect("a client of the cluster");
     let pods: Api<Pod> = Api::namespaced(client.clone(), NETWORK_NAMESPACE);
 
     // The starting point: every pod ready, the three nodes registered with both replicas.
@@ -733,6 +738,61 @@ async fn operator_and_image_upgrades_lose_nothing_on_a_real_node() {
             pdb["status"]
         );
     }
+
+    // ... and they hold: while an evicted node is away (a drain), a second node's eviction is
+    // refused. Asked as a dry run, so nothing else restarts.
+    let first = format!("{}-0", node_statefulset());
+    let second = format!("{}-1", node_statefulset());
+    let first_uid = pods.get(&first).await.unwrap().metadata.uid;
+    pods.evict(&first, &EvictParams::default())
+        .await
+        .expect("the first eviction is allowed");
+    let dry_run = EvictParams {
+        delete_options: Some(DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        }),
+        post_options: PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        },
+    };
+    let away = pods.get(&first).await.unwrap();
+    let first_away = away.metadata.uid != first_uid || !pod_ready(&away);
+    let refused = pods.evict(&second, &dry_run).await;
+    let budget = cluster
+        .kubectl([
+            "get",
+            "poddisruptionbudget",
+            &node_statefulset(),
+            "-n",
+            NETWORK_NAMESPACE,
+            "-o",
+            "jsonpath={.status}",
+        ])
+        .unwrap();
+    assert!(first_away, "{first} was evicted: {:?}", away.metadata);
+    match refused {
+        Err(kube::Error::Api(status)) if status.code == 429 => {}
+        other => panic!(
+            "evicting {second} while {first} is away: want 429, got {other:?}; budget now {budget}"
+        ),
+    }
+    wait_until(
+        "the evicted node pod back and Ready",
+        STEP_TIMEOUT,
+        || async {
+            let pod = pods.get(&first).await?;
+            if pod.metadata.uid != first_uid && pod_ready(&pod) {
+                Ok(())
+            } else {
+                bail!("{first} not back yet")
+            }
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!("{first} evicted and back; {second}'s eviction meanwhile refused (budget {budget})");
 
     eprintln!("{TEST}: {:.1?} in all", test_started.elapsed());
 }
