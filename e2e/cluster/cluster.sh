@@ -14,6 +14,8 @@
 #                                    (images.sh); prints the directory of their archives
 #   cluster.sh load-images DIR|FILE  import image archives into the real node of the run dir
 #                                    (options before the command: cluster.sh --run-dir R load-images D)
+#   cluster.sh tag-image SOURCE NEW  give an image of the real node a second name (NEW), as a
+#                                    registry would serve a new tag of the same build
 #   cluster.sh down                  stop every process recorded in the run dir
 #   cluster.sh env                   print `export KUBECONFIG=...` lines for a shell
 #   cluster.sh status                show which components of the run dir are alive
@@ -935,6 +937,15 @@ cmd_load_images() {
   echo "imported ${#archives[@]} images in $((SECONDS - start)) s" >&2
 }
 
+# Names an image of the run's real node a second time: a new tag without a new build.
+cmd_tag_image() {
+  local source=${1:?tag-image needs the image to tag} target=${2:?tag-image needs the new name}
+  [ -f "$run_dir/node.env" ] || die "no real node in $run_dir (start one with: $0 up --real-node)"
+  # shellcheck source=/dev/null
+  . "$run_dir/node.env"
+  ctr_node images tag --force "$source" "$target" >/dev/null || die "cannot tag $source as $target on the node"
+}
+
 cmd_down() {
   [ -d "$run_dir" ] || return 0
   run_dir=$(cd "$run_dir" && pwd)
@@ -1010,14 +1021,14 @@ main() {
       --real-node) real_node=1; shift ;;
       --images) up_images=${2:?--images needs a directory}; shift 2 ;;
       --binaries) images_binaries=${2:?--binaries needs a directory}; shift 2 ;;
-      -h | --help | help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h | --help | help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       -*) die "unknown option $1 (see --help)" ;;
       *)
         [ -z "$command" ] || die "one command at a time (got $command and $1)"
         command=$1
         shift
         # Everything after `kubeconform` belongs to kubeconform, and so for load-images.
-        case $command in kubeconform | load-images) break ;; esac
+        case $command in kubeconform | load-images | tag-image) break ;; esac
         ;;
     esac
   done
@@ -1031,6 +1042,7 @@ main() {
     restart-apiserver) cmd_restart_apiserver ;;
     images) cmd_images ;;
     load-images) existing_run_dir; cmd_load_images "${1:-}" ;;
+    tag-image) existing_run_dir; cmd_tag_image "${1:-}" "${2:-}" ;;
     provision-volumes) cmd_provision_volumes ;;
     kubeconform) cmd_kubeconform "$@" ;;
     "") die "no command given (see --help)" ;;

@@ -489,6 +489,17 @@ impl TestCluster {
         run_script_with("load-images", &[archives.as_os_str()], &self.run_dir).map(drop)
     }
 
+    /// Names image `source` of the real node `target` too (same content, a second tag), as a
+    /// registry serves a new release: a pod spec naming `target` rolls without a new build.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<(), ClusterError> {
+        run_script_with(
+            "tag-image",
+            &[OsStr::new(source), OsStr::new(target)],
+            &self.run_dir,
+        )
+        .map(drop)
+    }
+
     /// The images every real node has: `PAUSE_IMAGE` and `BUSYBOX_IMAGE` (the chart's test pod).
     pub fn node_image(&self, key: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.tools.join("images/images.env")).ok()?;
@@ -594,6 +605,17 @@ impl TestCluster {
 
     /// A client for the admin user, built from the kubeconfig file as any user's would be.
     pub async fn client(&self) -> Result<kube::Client, ClusterError> {
+        self.client_with(true).await
+    }
+
+    /// [`TestCluster::client`] that returns every answer as it comes: kube's client otherwise
+    /// retries 429, 503 and 504 for up to 15 attempts, which hides a refused eviction or an
+    /// unavailable Service from a test that counts them.
+    pub async fn client_without_retries(&self) -> Result<kube::Client, ClusterError> {
+        self.client_with(false).await
+    }
+
+    async fn client_with(&self, retries: bool) -> Result<kube::Client, ClusterError> {
         dig_core::crypto::install_crypto_provider();
         let path = self.kubeconfig.clone();
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|source| {
@@ -602,7 +624,7 @@ impl TestCluster {
                 source,
             }
         })?;
-        let config = kube::Config::from_custom_kubeconfig(
+        let mut config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),
         )
@@ -611,6 +633,7 @@ impl TestCluster {
             path: path.clone(),
             source,
         })?;
+        config.default_retry = retries;
         kube::Client::try_from(config).map_err(|source| ClusterError::Client { path, source })
     }
 

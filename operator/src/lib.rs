@@ -4,6 +4,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod crd_check;
+pub mod crd_compat;
 pub mod crdgen;
 pub mod http;
 pub mod leader;
