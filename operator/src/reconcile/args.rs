@@ -134,8 +134,6 @@ pub fn node_args(announce: &[String]) -> Vec<String> {
         DATA_DIR.to_string(),
         "--state-dir".to_string(),
         STATE_DIR.to_string(),
-        "--drain-annotations".to_string(),
-        format!("{POD_INFO_DIR}/{ANNOTATIONS_FILE}"),
     ];
     for addr in announce {
         args.extend(["--announce".to_string(), addr.clone()]);

@@ -1078,13 +1078,22 @@ fn dig_node_without_its_network_is_invalid() {
 fn nodes_read_their_annotations_to_know_when_to_drain() {
     let c = build("{}");
     let container = node_container(&c);
+    let env = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "DIG_DRAIN_ANNOTATIONS")
+        .expect("the drain annotations variable");
+    assert_eq!(env.value.as_deref(), Some("/etc/podinfo/annotations"));
     assert!(
-        has_pair(
-            container.args.as_ref().unwrap(),
-            "--drain-annotations",
-            "/etc/podinfo/annotations"
-        ),
-        "{:?}",
+        !container
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--drain-annotations"),
+        "a flag would stop an older node image from starting: {:?}",
         container.args
     );
     let mount = container

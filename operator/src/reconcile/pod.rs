@@ -117,8 +117,18 @@ pub fn node_env() -> Vec<EnvVar> {
         downward_env("POD_IP", "status.podIP"),
         downward_env("POD_NAME", "metadata.name"),
         downward_env("POD_NAMESPACE", "metadata.namespace"),
+        // An environment variable rather than `--drain-annotations`: a node image older than the
+        // operator (a pinned `image`) ignores it and starts, where it would refuse the flag.
+        EnvVar {
+            name: DRAIN_ANNOTATIONS_ENV.to_string(),
+            value: Some(format!("{POD_INFO_DIR}/{ANNOTATIONS_FILE}")),
+            ..EnvVar::default()
+        },
     ]
 }
+
+/// The sidecar's environment variable for `--drain-annotations`.
+pub const DRAIN_ANNOTATIONS_ENV: &str = "DIG_DRAIN_ANNOTATIONS";
 
 /// The pod's annotations as a file (the kubelet updates it when they change): the operator starts
 /// a node's drain by annotating its pod `dig.net/drain`.
