@@ -270,8 +270,11 @@ async fn a_store_only_on_the_leaving_node_survives_a_scale_down_on_a_real_node()
     })
     .await
     .unwrap();
-    let args = pods[2].1["spec"]["containers"][0]["args"].to_string();
-    assert!(args.contains("--drain-annotations"), "{args}");
+    let env = pods[2].1["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("DIG_DRAIN_ANNOTATIONS") && env.contains("/etc/podinfo/annotations"),
+        "{env}"
+    );
     let (ip0, ip1, ip2) = (pod_ip(&pods, 0), pod_ip(&pods, 1), pod_ip(&pods, 2));
     let mut ids = Vec::new();
     for (pod, _) in &pods {
