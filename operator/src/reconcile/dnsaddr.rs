@@ -23,6 +23,7 @@ use kube::{Api, api::ListParams};
 
 use super::{
     meta::{Component, selector_labels},
+    pod_http,
     validate::announced_port,
 };
 use crate::crd::{DigNetwork, ExposureType};
@@ -101,38 +102,9 @@ pub fn http_peer_id_fetcher(timeout: Duration) -> PeerIdFetcher {
     Arc::new(move |base: String| {
         let client = client.clone();
         Box::pin(async move {
-            let client = client
-                .get_or_init(|| {
-                    reqwest::Client::builder()
-                        .timeout(timeout)
-                        .connect_timeout(timeout)
-                        .redirect(reqwest::redirect::Policy::none())
-                        .build()
-                        .map_err(|e| format!("building the HTTP client: {e}"))
-                })
-                .clone()?;
+            let client = client.get_or_init(|| pod_http::client(timeout)).clone()?;
             let url = format!("{base}/health");
-            let mut response = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
-            if !response.status().is_success() {
-                return Err(format!("GET {url}: HTTP {}", response.status()));
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?
-            {
-                if body.len() + chunk.len() > MAX_HEALTH_BYTES {
-                    return Err(format!(
-                        "GET {url}: answer larger than {MAX_HEALTH_BYTES} bytes"
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = pod_http::get_bounded(&client, &url, MAX_HEALTH_BYTES).await?;
             let value: serde_json::Value =
                 serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))?;
             let peer = value["peerId"].as_str().unwrap_or_default();

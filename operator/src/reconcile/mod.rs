@@ -21,6 +21,7 @@ pub mod monitors;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod pod_http;
 pub mod resize;
 pub mod scale_down;
 pub mod status;

@@ -24,6 +24,7 @@ use super::{
     dnsaddr,
     drain::{self, DRAIN_ANNOTATION, DrainFacts, DrainPlan, NodeReport, PodFacts},
     error::{Error, Result},
+    pod_http,
 };
 use crate::crd::status::DrainStatus;
 
@@ -181,36 +182,9 @@ fn pod_facts(pod: &Pod) -> (PodFacts, Option<IpAddr>) {
 async fn fetch_report(url: &str) -> Result<NodeReport, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     let client = CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .timeout(NODE_TIMEOUT)
-                .connect_timeout(NODE_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| format!("building the HTTP client: {e}"))
-        })
+        .get_or_init(|| pod_http::client(NODE_TIMEOUT))
         .clone()?;
-    let mut response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("GET {url}: HTTP {}", response.status()));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?
-    {
-        if body.len() + chunk.len() > MAX_REPORT_BYTES {
-            return Err(format!(
-                "GET {url}: answer larger than {MAX_REPORT_BYTES} bytes"
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = pod_http::get_bounded(&client, url, MAX_REPORT_BYTES).await?;
     parse_report(&body).map_err(|e| format!("GET {url}: {e}"))
 }
 
