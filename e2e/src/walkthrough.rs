@@ -34,8 +34,28 @@ pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The node pods of DigNetwork `network` in `namespace`, by name, each with its whole object.
+pub fn network_node_pods(
+    cluster: &TestCluster,
+    namespace: &str,
+    network: &str,
+) -> anyhow::Result<Vec<(PodInfo, Value)>> {
+    let selector = format!("app.kubernetes.io/instance={network},app.kubernetes.io/component=node");
+    let list: Value = serde_json::from_str(&cluster.kubectl([
+        "get", "pods", "-n", namespace, "-l", &selector, "-o", "json",
+    ])?)?;
+    let mut pods: Vec<(PodInfo, Value)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|pod| (PodInfo::from_json(pod), pod.clone()))
+        .collect();
+    pods.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    Ok(pods)
+}
+
 impl PodInfo {
-    fn from_json(pod: &Value) -> PodInfo {
+    pub fn from_json(pod: &Value) -> PodInfo {
         let ready = pod["status"]["conditions"]
             .as_array()
             .into_iter()

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use dig_e2e::cluster::{REAL_NODE_FIXED_STORAGE_CLASS, REAL_NODE_STORAGE_CLASS, TestCluster};
 use dig_e2e::operator::{NETWORK_KIND, NODE_KIND, condition, dig_manifest, get_object};
-use dig_e2e::walkthrough::{STEP_TIMEOUT, Walkthrough, real_node_with_images, wait_until};
+use dig_e2e::walkthrough::{
+    STEP_TIMEOUT, Walkthrough, network_node_pods, real_node_with_images, wait_until,
+};
 use serde_json::{Value, json};
 
 const TEST: &str = "operator_day2";
@@ -33,36 +35,10 @@ fn statefulset(cluster: &TestCluster, name: &str) -> anyhow::Result<Value> {
 
 /// Node pods of network `name`: pod name -> uid, for the Ready ones.
 fn ready_node_pods(cluster: &TestCluster, name: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let list: Value = serde_json::from_str(&kubectl(
-        cluster,
-        &[
-            "get",
-            "pods",
-            "-n",
-            NS,
-            "-l",
-            &format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=node"),
-            "-o",
-            "json",
-        ],
-    )?)?;
-    Ok(list["items"]
-        .as_array()
+    Ok(network_node_pods(cluster, NS, name)?
         .into_iter()
-        .flatten()
-        .filter(|pod| {
-            pod["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .map(|pod| {
-            (
-                pod["metadata"]["name"].as_str().unwrap_or_default().into(),
-                pod["metadata"]["uid"].as_str().unwrap_or_default().into(),
-            )
-        })
+        .filter(|(pod, _)| pod.ready)
+        .map(|(pod, _)| (pod.name, pod.uid))
         .collect())
 }
 

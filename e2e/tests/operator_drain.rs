@@ -16,7 +16,9 @@ use anyhow::{Context, bail};
 use dig_e2e::cluster::{REAL_NODE_STORAGE_CLASS, TestCluster};
 use dig_e2e::operator::{NETWORK_KIND, condition, dig_manifest, get_object};
 use dig_e2e::replication::file_hash;
-use dig_e2e::walkthrough::{PodInfo, STEP_TIMEOUT, Walkthrough, real_node_with_images, wait_until};
+use dig_e2e::walkthrough::{
+    PodInfo, STEP_TIMEOUT, Walkthrough, network_node_pods, real_node_with_images, wait_until,
+};
 use serde_json::{Value, json};
 
 const TEST: &str = "operator_drain";
@@ -40,43 +42,7 @@ fn statefulset_replicas(cluster: &TestCluster) -> anyhow::Result<i64> {
 
 /// The network's node pods, by name.
 fn node_pods(cluster: &TestCluster) -> anyhow::Result<Vec<(PodInfo, Value)>> {
-    let list: Value = serde_json::from_str(&kubectl(
-        cluster,
-        &[
-            "get",
-            "pods",
-            "-n",
-            NS,
-            "-l",
-            &format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/component=node"),
-            "-o",
-            "json",
-        ],
-    )?)?;
-    let mut pods: Vec<(PodInfo, Value)> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|pod| {
-            let ready = pod["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            let info = PodInfo {
-                name: pod["metadata"]["name"].as_str().unwrap_or_default().into(),
-                ip: pod["status"]["podIP"]
-                    .as_str()
-                    .and_then(|ip| ip.parse().ok()),
-                ready,
-                uid: pod["metadata"]["uid"].as_str().unwrap_or_default().into(),
-                labels: Default::default(),
-            };
-            (info, pod.clone())
-        })
-        .collect();
-    pods.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    Ok(pods)
+    network_node_pods(cluster, NS, NAME)
 }
 
 fn pod_ip(pods: &[(PodInfo, Value)], ordinal: usize) -> Ipv4Addr {
