@@ -139,51 +139,31 @@ impl World {
 
     /// Connects two nodes (both engines see the peer connect).
     pub fn connect(&mut self, a: usize, b: usize) {
-        if a == b || !self.nodes[a].neighbors.insert(b) {
-            return;
+        if a != b && self.nodes[a].neighbors.insert(b) {
+            self.nodes[b].neighbors.insert(a);
+            self.linked(a, b, true);
         }
-        self.nodes[b].neighbors.insert(a);
-        self.nodes[a].mesh_cache = None;
-        self.nodes[b].mesh_cache = None;
-        let (pa, pb) = (self.nodes[a].peer, self.nodes[b].peer);
-        self.push(
-            self.now,
-            SimEvent::Engine {
-                node: a,
-                event: Event::PeerConnected(pb),
-            },
-        );
-        self.push(
-            self.now,
-            SimEvent::Engine {
-                node: b,
-                event: Event::PeerConnected(pa),
-            },
-        );
     }
 
     pub fn disconnect(&mut self, a: usize, b: usize) {
-        if !self.nodes[a].neighbors.remove(&b) {
-            return;
+        if self.nodes[a].neighbors.remove(&b) {
+            self.nodes[b].neighbors.remove(&a);
+            self.linked(a, b, false);
         }
-        self.nodes[b].neighbors.remove(&a);
-        self.nodes[a].mesh_cache = None;
-        self.nodes[b].mesh_cache = None;
-        let (pa, pb) = (self.nodes[a].peer, self.nodes[b].peer);
-        self.push(
-            self.now,
-            SimEvent::Engine {
-                node: a,
-                event: Event::PeerDisconnected(pb),
-            },
-        );
-        self.push(
-            self.now,
-            SimEvent::Engine {
-                node: b,
-                event: Event::PeerDisconnected(pa),
-            },
-        );
+    }
+
+    /// Tells both engines that the connection between `a` and `b` came up (or went down).
+    fn linked(&mut self, a: usize, b: usize, up: bool) {
+        for (node, other) in [(a, b), (b, a)] {
+            self.nodes[node].mesh_cache = None;
+            let peer = self.nodes[other].peer;
+            let event = if up {
+                Event::PeerConnected(peer)
+            } else {
+                Event::PeerDisconnected(peer)
+            };
+            self.push(self.now, SimEvent::Engine { node, event });
+        }
     }
 
     /// Writes a new store version of `size` bytes into `node`'s folder (the watcher sees it).
