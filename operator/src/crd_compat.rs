@@ -101,6 +101,17 @@ pub fn breaking_changes(released: &Value, current: &Value) -> Vec<Breaking> {
     out
 }
 
+/// True when `new` is `old`, or an object holding every key of `old` with the same value (keys
+/// of nested objects compared the same way) and maybe more.
+fn default_extends(old: &Value, new: &Value) -> bool {
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => old
+            .iter()
+            .all(|(key, value)| new.get(key).is_some_and(|n| default_extends(value, n))),
+        _ => old == new,
+    }
+}
+
 fn same(out: &mut Vec<Breaking>, at: &str, key: &str, old: &Value, new: &Value) {
     if old != new {
         out.push(Breaking {
@@ -166,7 +177,12 @@ fn compare_schema(at: &Field<'_>, old: &Value, new: &Value, out: &mut Vec<Breaki
         }
     }
     // Stored objects that omit a field are read with its default: a changed default changes them.
-    if old.contains_key("default") && old.get("default") != new.get("default") {
+    // An object default that only gains keys (the defaults of new fields) changes no released one.
+    if old.contains_key("default")
+        && !new
+            .get("default")
+            .is_some_and(|new_default| default_extends(&old["default"], new_default))
+    {
         out.push(at.breaking(&format!(
             "default changed from {} to {}",
             shown(old.get("default")),
@@ -492,6 +508,29 @@ mod tests {
                     .remove("nullable");
             },
             "v1alpha1 .spec.name: nullable no longer true",
+        );
+    }
+
+    #[test]
+    fn an_object_default_may_only_gain_the_defaults_of_new_fields() {
+        let with_default = |properties: Value, default: Value| {
+            let mut spec = base();
+            spec["properties"]["nodes"] =
+                json!({"type": "object", "default": default, "properties": properties});
+            crd(spec)
+        };
+        let released = with_default(json!({"a": {"type": "integer"}}), json!({"a": 1}));
+        let both = json!({"a": {"type": "integer"}, "b": {"type": "integer"}});
+        let grown = with_default(both.clone(), json!({"a": 1, "b": 2}));
+        assert!(breaking_changes(&released, &grown).is_empty());
+        let changed = breaking_changes(&released, &with_default(both, json!({"a": 2, "b": 2})));
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(
+            changed[0]
+                .to_string()
+                .starts_with("v1alpha1 .spec.nodes: default changed"),
+            "{}",
+            changed[0]
         );
     }
 
