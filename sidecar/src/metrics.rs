@@ -86,6 +86,19 @@ impl NodeMetrics {
             "AutoNAT dial-back probes by role (client: our address tested; server: we dialed a peer back) and result",
             metrics.autonat_probes.clone(),
         );
+        // Every result a counter can report exists from the start, at 0: a rate over it is then 0
+        // (a dashboard shows 0) rather than no data until the first event of that result.
+        for (family, results) in [
+            (&metrics.dials, &["started", "connected", "failed"][..]),
+            (&metrics.registry_registrations, &["ok", "error"][..]),
+            (&metrics.registry_polls, &["ok", "error"][..]),
+        ] {
+            for result in results {
+                family.get_or_create(&ResultLabels {
+                    result: (*result).to_string(),
+                });
+            }
+        }
         metrics
     }
 
@@ -142,6 +155,11 @@ mod tests {
         assert!(
             text.contains("dig_node_dials_total{result=\"connected\"} 1"),
             "{text}"
+        );
+        assert!(
+            text.contains("dig_node_dials_total{result=\"failed\"} 0")
+                && text.contains("dig_node_registry_polls_total{result=\"error\"} 0"),
+            "every result is exported at 0 before its first event: {text}"
         );
         assert!(
             text.contains("dig_node_registry_registrations_total{result=\"ok\"} 1"),
