@@ -94,9 +94,11 @@ impl NodeMetrics {
             (&metrics.registry_polls, &["ok", "error"][..]),
         ] {
             for result in results {
-                family.get_or_create(&ResultLabels {
-                    result: (*result).to_string(),
-                });
+                family
+                    .get_or_create(&ResultLabels {
+                        result: (*result).to_string(),
+                    })
+                    .inc_by(0);
             }
         }
         metrics
