@@ -88,6 +88,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// For `map_err`: a failed read of `what` while reconciling `object`.
+    pub fn reading(what: String, object: &str) -> impl FnOnce(kube::Error) -> Error + use<> {
+        let object = object.to_string();
+        move |source| Error::Read {
+            what,
+            object,
+            source: Box::new(source),
+        }
+    }
+
     /// Label of the `errors` metric.
     pub fn metric_label(&self) -> String {
         match self {

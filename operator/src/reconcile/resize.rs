@@ -56,14 +56,6 @@ pub async fn grow_volumes(
     object: &str,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
 ) -> Result<VolumePlan> {
-    let read = |what: String| {
-        let object = object.to_string();
-        move |source| Error::Read {
-            what,
-            object,
-            source: Box::new(source),
-        }
-    };
     let ns = volumes.namespace;
     let last_resize = volumes.last_resize();
     let last = last_resize.map(|c| c.status == "True");
@@ -72,7 +64,10 @@ pub async fn grow_volumes(
     let current = statefulsets
         .get_opt(volumes.statefulset)
         .await
-        .map_err(read(format!("StatefulSet {ns}/{}", volumes.statefulset)))?;
+        .map_err(Error::reading(
+            format!("StatefulSet {ns}/{}", volumes.statefulset),
+            object,
+        ))?;
     if let Some(current) = current
         .as_ref()
         .filter(|s| s.metadata.deletion_timestamp.is_some())
@@ -91,10 +86,10 @@ pub async fn grow_volumes(
     let claims: Vec<Claim> = claims_api
         .list(&ListParams::default().labels(volumes.selector))
         .await
-        .map_err(read(format!(
-            "PersistentVolumeClaims {ns} ({})",
-            volumes.selector
-        )))?
+        .map_err(Error::reading(
+            format!("PersistentVolumeClaims {ns} ({})", volumes.selector),
+            object,
+        ))?
         .items
         .iter()
         .filter(|c| volumes::is_claim_of(&c.name_any(), DATA_VOLUME, volumes.statefulset))
@@ -109,7 +104,7 @@ pub async fn grow_volumes(
         let found = classes
             .get_opt(&class)
             .await
-            .map_err(read(format!("StorageClass {class}")))?;
+            .map_err(Error::reading(format!("StorageClass {class}"), object))?;
         if let Some(found) = found {
             expandable.insert(class, found.allow_volume_expansion == Some(true));
         }

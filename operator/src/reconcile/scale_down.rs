@@ -57,19 +57,14 @@ pub async fn step(
         return Ok(None);
     }
     let ns = scale.namespace;
-    let read = |what: String| {
-        let object = object.to_string();
-        move |source| Error::Read {
-            what,
-            object,
-            source: Box::new(source),
-        }
-    };
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     let current = statefulsets
         .get_opt(scale.statefulset)
         .await
-        .map_err(read(format!("StatefulSet {ns}/{}", scale.statefulset)))?
+        .map_err(Error::reading(
+            format!("StatefulSet {ns}/{}", scale.statefulset),
+            object,
+        ))?
         .and_then(|s| s.spec.and_then(|s| s.replicas));
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let (mut pod, mut report) = (None, None);
@@ -78,7 +73,7 @@ pub async fn step(
         let found = pods
             .get_opt(&name)
             .await
-            .map_err(read(format!("Pod {ns}/{name}")))?;
+            .map_err(Error::reading(format!("Pod {ns}/{name}"), object))?;
         if let Some(found) = found.filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let (facts, ip) = pod_facts(&found);
             if let Some(ip) = ip.filter(|_| facts.reachable) {
