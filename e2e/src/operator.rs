@@ -467,6 +467,43 @@ pub fn get_object(
         })
 }
 
+/// The notes of the events of `namespace` with `reason` (an `events.k8s.io` note, else the core
+/// message).
+pub fn event_notes(
+    cluster: &TestCluster,
+    namespace: &str,
+    reason: &str,
+) -> Result<Vec<String>, OperatorError> {
+    let selector = format!("reason={reason}");
+    let output = cluster.kubectl([
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        &selector,
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&output).map_err(|source| OperatorError::Json {
+        kind: "events".to_string(),
+        name: selector.clone(),
+        source,
+    })?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            e["note"]
+                .as_str()
+                .or(e["message"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect())
+}
+
 /// The condition `type_` of an object's `status.conditions`.
 pub fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
     object["status"]["conditions"]

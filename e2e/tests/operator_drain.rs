@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use dig_e2e::cluster::{REAL_NODE_STORAGE_CLASS, TestCluster};
-use dig_e2e::operator::{NETWORK_KIND, condition, dig_manifest, get_object};
+use dig_e2e::operator::{NETWORK_KIND, condition, dig_manifest, event_notes, get_object};
 use dig_e2e::replication::file_hash;
 use dig_e2e::walkthrough::{
     PodInfo, STEP_TIMEOUT, Walkthrough, network_node_pods, real_node_with_images, wait_until,
@@ -172,31 +172,7 @@ fn pod_netns(uid: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn events(cluster: &TestCluster, reason: &str) -> anyhow::Result<Vec<String>> {
-    let list: Value = serde_json::from_str(&kubectl(
-        cluster,
-        &[
-            "get",
-            "events",
-            "-n",
-            NS,
-            "--field-selector",
-            &format!("reason={reason}"),
-            "-o",
-            "json",
-        ],
-    )?)?;
-    Ok(list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            e["note"]
-                .as_str()
-                .or(e["message"].as_str())
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect())
+    Ok(event_notes(cluster, NS, reason)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

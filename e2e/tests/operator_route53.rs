@@ -40,8 +40,8 @@ use dig_e2e::{
     moto::MotoServer,
     network::{NodeSpec, SidecarNode},
     operator::{
-        NETWORK_KIND, OperatorOptions, OperatorProcess, condition, dig_manifest, get_object,
-        install_crds,
+        NETWORK_KIND, OperatorOptions, OperatorProcess, condition, dig_manifest, event_notes,
+        get_object, install_crds,
     },
     wait::eventually,
 };
@@ -293,23 +293,7 @@ async fn until_condition(cluster: &TestCluster, name: &str, status: &str, reason
 }
 
 fn events_with_reason(cluster: &TestCluster, reason: &str) -> Vec<String> {
-    let text = cluster
-        .kubectl(["get", "events", "-n", NAMESPACE, "-o", "json"])
-        .expect("kubectl get events");
-    let events: Value = serde_json::from_str(&text).unwrap();
-    events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["reason"] == reason)
-        .map(|e| {
-            e["note"]
-                .as_str()
-                .or(e["message"].as_str())
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
+    event_notes(cluster, NAMESPACE, reason).expect("kubectl get events")
 }
 
 fn set_ingress(cluster: &TestCluster, network: &str, ip: &str) {
