@@ -190,6 +190,12 @@ impl<'a> Walkthrough<'a> {
         }
         let started = Instant::now();
         self.cluster.helm(&args)?;
+        self.wait_operator_rollout()?;
+        Ok(started.elapsed())
+    }
+
+    /// Waits (up to 300 s) until the operator's Deployment has rolled out.
+    pub fn wait_operator_rollout(&self) -> anyhow::Result<()> {
         self.kubectl(&[
             "rollout",
             "status",
@@ -198,7 +204,7 @@ impl<'a> Walkthrough<'a> {
             OPERATOR_NAMESPACE,
             "--timeout=300s",
         ])?;
-        Ok(started.elapsed())
+        Ok(())
     }
 
     /// `helm test`: the chart's test pod runs on the node and checks the operator's Service. (The

@@ -475,15 +475,7 @@ async fn operator_and_image_upgrades_lose_nothing_on_a_real_node() {
             &format!("image.tag={next_operator_tag}"),
         ])
         .expect("helm upgrade to the new operator image");
-    cluster
-        .kubectl([
-            "rollout",
-            "status",
-            "deployment/dig-operator",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "--timeout=300s",
-        ])
+    walk.wait_operator_rollout()
         .expect("the new operator pods roll out");
     // A new process reconciles each network once at start (and again on each child event), with
     // nothing recorded as applied: two reconciles prove at least one full apply ran.
