@@ -382,10 +382,12 @@ impl World {
                     ),
                 }
             }
+            // The simulated stores are never updated, so there is no older file to reuse.
             Action::StartDownload {
                 name,
                 content,
                 peers,
+                reuse: _,
             } => {
                 self.nodes[node]
                     .downloads
@@ -614,6 +616,7 @@ impl World {
                             manifest: digest.chunks.clone(),
                             resumed_bytes: 0,
                             fetched_bytes: digest.size,
+                            reused_bytes: 0,
                         };
                         self.finish_download(from, name, hash, Ok(fetched), at);
                     }

@@ -166,6 +166,14 @@ pub struct IndexEntry {
     /// file is not a local change, and may be replaced without keeping it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded: Option<LocalMeta>,
+    /// The chunk manifest of that older file, when known: a download reuses the chunks the new
+    /// version shares with it (see `sync::delta`).
+    #[serde(
+        default,
+        with = "hex_manifest",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub superseded_chunks: Option<Vec<ChainingValue>>,
 }
 
 impl IndexEntry {
@@ -184,7 +192,15 @@ impl IndexEntry {
             accepted_ms: now_ms,
             local: None,
             superseded: None,
+            superseded_chunks: None,
         }
+    }
+
+    /// Records the older file still in the data folder (`None`: there is none), with its chunk
+    /// manifest when known.
+    pub fn set_superseded(&mut self, meta: Option<LocalMeta>, chunks: Option<Vec<ChainingValue>>) {
+        self.superseded_chunks = chunks.filter(|_| meta.is_some());
+        self.superseded = meta;
     }
 
     pub fn is_tombstone(&self) -> bool {

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::chunk_plan::{AfterFailure, ChunkPlan, Failure};
 use super::client::{ClientError, SyncClient};
+use super::delta::{OlderFile, reuse_older_chunks};
 use super::metrics::{Direction, SyncMetrics};
 use super::stream_pool::StreamPool;
 use crate::store::disk::{self, DiskError};
@@ -56,6 +57,8 @@ pub struct DownloadTarget {
     pub name: String,
     pub size: u64,
     pub hash: Hash32,
+    /// The older version in the data folder, whose shared chunks are copied, not fetched.
+    pub older: Option<OlderFile>,
 }
 
 /// A complete, verified and fsynced download, still in the temporary folder.
@@ -67,6 +70,8 @@ pub struct Downloaded {
     pub resumed_bytes: u64,
     /// Bytes fetched from peers in this attempt.
     pub fetched_bytes: u64,
+    /// Bytes copied from the older version of the store (see [`crate::sync::delta`]).
+    pub reused_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,14 +238,26 @@ impl Downloader {
             .truncate(false)
             .open(&files.part)
             .map_err(|e| io_error(&files.part, e))?;
-        let (file, done, resumed_bytes) = {
+        let (file, done, resumed_bytes, reused_bytes) = {
             let resume_files = files.clone();
             let size = target.size;
             let manifest = manifest.clone();
+            let older = target.older.clone();
             tokio::task::spawn_blocking(move || {
-                resume(file, &resume_files, size, &manifest).map(|(file, done, resumed)| {
-                    (PartFile::new(file, &resume_files.part), done, resumed)
-                })
+                let (file, mut done, resumed) = resume(file, &resume_files, size, &manifest)?;
+                let reused = match &older {
+                    Some(older) => reuse_older_chunks(older, &file, size, &manifest, &mut done)?,
+                    None => 0,
+                };
+                if reused > 0 {
+                    persist_done(&done, &resume_files);
+                }
+                io::Result::Ok((
+                    PartFile::new(file, &resume_files.part),
+                    done,
+                    resumed,
+                    reused,
+                ))
             })
             .await
             .map_err(|e| io_error(&files.part, io::Error::other(e)))?
@@ -260,8 +277,17 @@ impl Downloader {
             direct_io = file.is_direct(),
             "writing chunks of a multi-chunk download"
         );
-        progress.store(resumed_bytes, Ordering::Relaxed);
-        let remaining = target.size - resumed_bytes;
+        if reused_bytes > 0 {
+            tracing::debug!(
+                store = %target.name,
+                reused_bytes,
+                total_bytes = target.size,
+                "reusing the chunks the older version shares"
+            );
+            self.metrics.reused_bytes.inc_by(reused_bytes);
+        }
+        progress.store(resumed_bytes + reused_bytes, Ordering::Relaxed);
+        let remaining = target.size - resumed_bytes - reused_bytes;
         // Peers caught or given up while the manifest was fetched stay out.
         plan.reset_chunks(done);
         let transfer = Transfer {
@@ -325,6 +351,7 @@ impl Downloader {
             manifest: Arc::try_unwrap(manifest).unwrap_or_else(|m| (*m).clone()),
             resumed_bytes,
             fetched_bytes: transfer.fetched.load(Ordering::Relaxed),
+            reused_bytes,
         })
     }
 
@@ -477,6 +504,7 @@ impl Downloader {
             },
             resumed_bytes: 0,
             fetched_bytes: target.size,
+            reused_bytes: 0,
         })
     }
 
@@ -829,6 +857,7 @@ pub(crate) mod tests {
             name: name.into(),
             size: content.len() as u64,
             hash: *blake3::hash(content).as_bytes(),
+            older: None,
         }
     }
 

@@ -41,6 +41,7 @@ pub struct SyncMetrics {
     pub conflicts: Counter,
     pub peers_banned: Counter,
     pub resumed_bytes: Counter,
+    pub reused_bytes: Counter,
     pub download_failures: Family<ReasonLabels, Counter>,
     pub announcements_sent: Counter,
     pub announcements_received: Counter,
@@ -109,6 +110,12 @@ impl SyncMetrics {
             metrics.resumed_bytes.clone(),
         );
         sub.register(
+            "reused_bytes",
+            "Bytes of new versions copied from the older version of the same store on this node \
+             (and verified) instead of fetched: what delta sync saved",
+            metrics.reused_bytes.clone(),
+        );
+        sub.register(
             "download_failures",
             "Downloads that stopped before completion, by reason",
             metrics.download_failures.clone(),
@@ -174,6 +181,7 @@ impl SyncMetrics {
             conflicts: Counter::default(),
             peers_banned: Counter::default(),
             resumed_bytes: Counter::default(),
+            reused_bytes: Counter::default(),
             download_failures: Family::default(),
             announcements_sent: Counter::default(),
             announcements_received: Counter::default(),

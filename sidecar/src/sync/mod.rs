@@ -6,6 +6,7 @@ pub mod announce;
 pub mod chunk_plan;
 pub mod client;
 pub mod config;
+pub mod delta;
 pub mod download;
 pub mod driver;
 pub mod engine;
@@ -18,7 +19,7 @@ pub mod stream_pool;
 pub use config::ReplicationConfig;
 pub use driver::{Replicator, ReplicatorHandle, SyncError};
 pub use protocol::sync_protocol;
-pub use status::{StoreStatus, SyncState};
+pub use status::{LastDownload, StoreStatus, SyncState};
 
 #[cfg(test)]
 mod tests;

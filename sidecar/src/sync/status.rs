@@ -66,4 +66,19 @@ pub struct StoreStatus {
     /// because this node may not write the store, or a local version that lost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conflict_reason: Option<String>,
+    /// Where the bytes of the last version this node downloaded came from (since it started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_download: Option<LastDownload>,
+}
+
+/// The bytes of one finished download, by where they came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDownload {
+    /// Fetched from peers.
+    pub fetched_bytes: u64,
+    /// Copied from the older version of the store on this node (delta sync).
+    pub reused_bytes: u64,
+    /// Kept from an interrupted attempt.
+    pub resumed_bytes: u64,
 }

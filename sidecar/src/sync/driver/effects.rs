@@ -20,9 +20,11 @@ use crate::store::name::store_path;
 use crate::store::record::{ContentId, SignedVersion};
 use crate::store::{install, journal};
 use crate::sync::announce::Announcement;
+use crate::sync::delta::OlderFile;
 use crate::sync::download::{DownloadTarget, PartialFiles};
 use crate::sync::engine::{
     Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, IndexSave, Replace,
+    SupersededFile,
 };
 use crate::sync::metrics::{Direction, KindLabels, ReasonLabels};
 
@@ -58,7 +60,8 @@ impl Driver {
                 name,
                 content,
                 peers,
-            } => self.start_download(name, content, peers),
+                reuse,
+            } => self.start_download(name, content, peers, reuse),
             Action::CancelDownload { name, hash } => self.cancel_download(&name, &hash),
             Action::Install {
                 name,
@@ -146,7 +149,13 @@ impl Driver {
         });
     }
 
-    fn start_download(&self, name: String, content: ContentId, peers: Vec<PeerId>) {
+    fn start_download(
+        &self,
+        name: String,
+        content: ContentId,
+        peers: Vec<PeerId>,
+        reuse: Option<SupersededFile>,
+    ) {
         let cancel = self.cancel.child_token();
         let progress = Arc::new(AtomicU64::new(0));
         self.shared.downloads.lock().insert(
@@ -157,10 +166,18 @@ impl Driver {
                 progress: progress.clone(),
             },
         );
+        let older = reuse.and_then(|file| {
+            Some(OlderFile {
+                path: store_path(&self.paths.data_dir, &name)?,
+                meta: file.meta,
+                chunks: file.chunks,
+            })
+        });
         let target = DownloadTarget {
             name,
             size: content.size,
             hash: content.hash,
+            older,
         };
         let downloader = self.downloader.clone();
         let inputs = self.inputs.clone();
@@ -173,6 +190,7 @@ impl Driver {
                             manifest: done.manifest,
                             resumed_bytes: done.resumed_bytes,
                             fetched_bytes: done.fetched_bytes,
+                            reused_bytes: done.reused_bytes,
                         })
                         .map_err(|error| DownloadFailure {
                             reason: error.reason(),

@@ -66,6 +66,14 @@ impl VerifiedVersion {
     }
 }
 
+/// A store's older file still in the data folder while a newer version downloads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SupersededFile {
+    /// What the file was when it was the current version (a file changed since is not used).
+    pub meta: LocalMeta,
+    pub chunks: Vec<ChainingValue>,
+}
+
 /// How records reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -132,6 +140,8 @@ pub struct Fetched {
     pub manifest: Vec<ChainingValue>,
     pub resumed_bytes: u64,
     pub fetched_bytes: u64,
+    /// Copied from the older version of the store (delta sync).
+    pub reused_bytes: u64,
 }
 
 /// Why a download stopped.
@@ -254,6 +264,8 @@ pub enum Action {
         name: String,
         content: ContentId,
         peers: Vec<PeerId>,
+        /// The older version still in the data folder, whose chunks the download may reuse.
+        reuse: Option<SupersededFile>,
     },
     /// Stop a download and remove its partial files.
     CancelDownload { name: String, hash: Hash32 },

@@ -218,7 +218,7 @@ impl Engine {
         let newly_held = entry.local.is_none();
         self.index.update(name, |e| {
             e.local = Some(meta);
-            e.superseded = None;
+            e.set_superseded(None, None);
             if let Some(content) = e.content.as_mut() {
                 content.chunks = Some(digest.chunks);
             }
@@ -275,7 +275,7 @@ impl Engine {
             .or_default() += 1;
         self.index.update(name, |e| {
             e.local = None;
-            e.superseded = None;
+            e.set_superseded(None, None);
         });
         let tombstone = self
             .index
@@ -358,7 +358,7 @@ impl Engine {
     fn fetch_again(&mut self, name: &str, now: Millis) {
         self.index.update(name, |e| {
             e.local = None;
-            e.superseded = None;
+            e.set_superseded(None, None);
         });
         self.changed(name, now);
         self.downloads.unwant(name);

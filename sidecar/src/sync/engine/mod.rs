@@ -33,7 +33,7 @@ pub use downloads::{Blocked, Limits};
 pub use drain::DrainReport;
 pub use io::{
     Action, Applied, DownloadFailure, Event, Fetched, HashOutcome, HashRequest, IndexSave, Millis,
-    Replace, VerifiedVersion, VersionDraft, Via,
+    Replace, SupersededFile, VerifiedVersion, VersionDraft, Via,
 };
 pub use rules::{Reject, WritePolicy, WriteRules};
 pub use stats::{RefusedKind, Stats};
@@ -41,6 +41,7 @@ pub use stats::{RefusedKind, Stats};
 use crate::store::hash::Hash32;
 use crate::store::record::{SignedVersion, VersionRecord};
 use crate::store::{LocalMeta, StoreIndex, Version};
+use crate::sync::status::LastDownload;
 
 /// How often the data folder is listed again (the watcher may miss a create and remove that fall
 /// in one debounce window).
@@ -94,6 +95,8 @@ struct StoreRuntime {
     /// A tombstone whose removal waits for an index save (or runs).
     removal: Option<Version>,
     removing: bool,
+    /// Where the bytes of the last installed download came from.
+    last_download: Option<LastDownload>,
 }
 
 /// A new local store this node may not create (`--write-policy writers`): left in the folder,

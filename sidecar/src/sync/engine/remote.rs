@@ -144,9 +144,10 @@ impl Engine {
                 if ours && !seen_by_writer {
                     lost = Some(current.version.clone());
                 }
-                entry.superseded = current.local;
+                let chunks = current.content.as_ref().and_then(|c| c.chunks.clone());
+                entry.set_superseded(current.local, chunks);
             } else {
-                entry.superseded = current.superseded;
+                entry.set_superseded(current.superseded, current.superseded_chunks.clone());
             }
         }
         tracing::debug!(store = %name, version = %record.version, %from, "newer version from a peer");

@@ -256,6 +256,7 @@ impl Node {
                 manifest: digest(bytes).chunks,
                 resumed_bytes: 0,
                 fetched_bytes: bytes.len() as u64,
+                reused_bytes: 0,
             }),
         })
     }
@@ -1208,6 +1209,7 @@ fn versions_of_an_old_unsigned_index_made_here_are_signed_and_announced() {
             inode: 1,
         }),
         superseded: None,
+        superseded_chunks: None,
     };
     index.insert("mine".into(), legacy(&key));
     index.insert("theirs".into(), legacy(&other));
@@ -1443,4 +1445,60 @@ fn a_node_that_holds_nothing_is_drained_at_once() {
     node.handle(Event::Drain(true));
     let report = node.engine.drain_report();
     assert!(report.drained && report.held == 0, "{report:?}");
+}
+
+#[test]
+fn an_update_to_a_held_store_downloads_with_the_older_file_to_reuse() {
+    let owner = Keypair::generate_ed25519();
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    let old = vec![7u8; 3 * crate::store::hash::CHUNK_SIZE as usize];
+    let first = version(&owner, "s", START, Some(&old), None, None);
+    node.hold(&owner, &first, &old);
+    let held = node.entry("s").local.expect("held");
+
+    let mut new = old.clone();
+    new.extend(b"appended");
+    let mut actions = node.receive(
+        &owner,
+        vec![update(&owner, "s", START + 1, Some(&new), &first, None)],
+    );
+    actions.extend(node.settle());
+    let reuse = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::StartDownload { name, reuse, .. } if name == "s" => Some(reuse.clone()),
+            _ => None,
+        })
+        .expect("a download of the update");
+    assert_eq!(
+        reuse,
+        Some(SupersededFile {
+            meta: held,
+            chunks: digest(&old).chunks,
+        })
+    );
+
+    node.handle(Event::DownloadDone {
+        name: "s".into(),
+        hash: *blake3::hash(&new).as_bytes(),
+        outcome: Ok(Fetched {
+            manifest: digest(&new).chunks,
+            resumed_bytes: 0,
+            fetched_bytes: 1 << 20,
+            reused_bytes: 3 << 20,
+        }),
+    });
+    node.settle();
+    node.installed("s", &new, None);
+    node.settle();
+    let entry = node.entry("s");
+    assert_eq!((entry.superseded, entry.superseded_chunks), (None, None));
+    assert_eq!(
+        node.status("s").last_download,
+        Some(crate::sync::status::LastDownload {
+            fetched_bytes: 1 << 20,
+            reused_bytes: 3 << 20,
+            resumed_bytes: 0,
+        })
+    );
 }

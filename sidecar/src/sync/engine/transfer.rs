@@ -4,9 +4,10 @@
 
 use super::Engine;
 use super::downloads::Blocked;
-use super::io::{Action, Applied, DownloadFailure, Fetched, Millis, Replace};
+use super::io::{Action, Applied, DownloadFailure, Fetched, Millis, Replace, SupersededFile};
 use crate::store::Version;
 use crate::store::hash::Hash32;
+use crate::sync::status::LastDownload;
 
 impl Engine {
     pub(super) fn schedule(&mut self, now: Millis) {
@@ -39,10 +40,17 @@ impl Engine {
         }
         for plan in plans {
             self.runtime(&plan.name).download_started = Some(now);
+            let reuse = self.index.get(&plan.name).and_then(|e| {
+                Some(SupersededFile {
+                    meta: e.superseded?,
+                    chunks: e.superseded_chunks.clone()?,
+                })
+            });
             self.out.push(Action::StartDownload {
                 name: plan.name,
                 content: plan.content,
                 peers: plan.peers,
+                reuse,
             });
         }
     }
@@ -164,9 +172,10 @@ impl Engine {
         });
         if !still_wanted {
             // A newer version arrived meanwhile: what was installed is now the older version.
+            let chunks = fetched.map(|(_, f)| f.manifest);
             self.index.update(name, |e| {
                 if e.local.is_none() {
-                    e.superseded = applied.meta;
+                    e.set_superseded(applied.meta, chunks);
                 }
             });
             self.changed(name, now);
@@ -176,7 +185,7 @@ impl Engine {
         let manifest = fetched.as_ref().map(|(_, f)| f.manifest.clone());
         self.index.update(name, |e| {
             e.local = applied.meta;
-            e.superseded = None;
+            e.set_superseded(None, None);
             if let (Some(content), Some(manifest)) = (e.content.as_mut(), manifest) {
                 content.chunks = Some(manifest);
             }
@@ -193,6 +202,11 @@ impl Engine {
             .download_started
             .take()
             .map(|started| now.saturating_sub(started) as f64 / 1000.0);
+        runtime.last_download = fetched.as_ref().map(|(_, f)| LastDownload {
+            fetched_bytes: f.fetched_bytes,
+            reused_bytes: f.reused_bytes,
+            resumed_bytes: f.resumed_bytes,
+        });
         self.stats.files_received += 1;
         self.stats.transfer_seconds.extend(seconds);
         if let Some(entry) = self.index.get(name) {
@@ -202,6 +216,7 @@ impl Engine {
                 size = entry.content.as_ref().map_or(0, |c| c.size),
                 resumed_bytes = fetched.as_ref().map_or(0, |(_, f)| f.resumed_bytes),
                 fetched_bytes = fetched.as_ref().map_or(0, |(_, f)| f.fetched_bytes),
+                reused_bytes = fetched.as_ref().map_or(0, |(_, f)| f.reused_bytes),
                 seconds = seconds.unwrap_or(0.0),
                 "installed a verified store version"
             );
@@ -283,7 +298,7 @@ impl Engine {
                     runtime.removal = None;
                 }
                 self.index.update(name, |e| {
-                    e.superseded = None;
+                    e.set_superseded(None, None);
                     e.local = None;
                 });
                 self.changed(name, now);

@@ -63,6 +63,7 @@ impl Engine {
                     last_conflict: runtime.and_then(|r| r.last_conflict.clone()),
                     conflict_reason: runtime
                         .and_then(|r| r.refused.clone().or_else(|| r.last_conflict_reason.clone())),
+                    last_download: runtime.and_then(|r| r.last_download),
                 }
             })
             .collect();
@@ -83,6 +84,7 @@ impl Engine {
                 error: None,
                 last_conflict: None,
                 conflict_reason: Some(refused.reason.clone()),
+                last_download: None,
             });
         }
         list
