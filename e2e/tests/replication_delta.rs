@@ -1,6 +1,7 @@
-//! Delta sync between real `dig-sidecar` processes on loopback: an append and an in-place change
-//! to a store move only the chunks that changed; the rest is copied from the receiver's older
-//! version, and `/stores` and `/metrics` say how many bytes came from where.
+//! Delta sync between real `dig-sidecar` processes on loopback: an append, an in-place change and
+//! an insertion at the start of a store move only about the bytes that changed; the rest is
+//! copied from the receiver's older version, and `/stores` and `/metrics` say how many bytes came
+//! from where.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -40,7 +41,7 @@ async fn last_download(node: &SidecarNode, name: &str) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_append_and_an_in_place_change_move_only_the_changed_chunks() {
+async fn an_append_an_in_place_change_and_an_insertion_move_only_what_changed() {
     let root = tempfile::tempdir().unwrap();
     let network = LocalNetwork::start(root.path(), "repl-delta", 3)
         .await
@@ -97,6 +98,30 @@ async fn an_append_and_an_in_place_change_move_only_the_changed_chunks() {
             node.spec.name
         );
     }
+
+    // 100,000 bytes inserted at the start: every chunk moved. The receivers match the source's
+    // content-defined chunk map against their older file, copy what moved and fetch the rest.
+    let inserted: Vec<u8> = (0..100_000u32).map(|i| (i * 17 % 239) as u8).collect();
+    let hash = rewrite_store(data, "growing", |bytes| {
+        bytes.splice(0..0, inserted.iter().copied());
+    });
+    expected.insert("growing".to_owned(), hash);
+    wait_synced(&all, &expected, SYNC_TIMEOUT).await.unwrap();
+    let size = 17 * MIB + 100 + 100_000;
+    for node in &receivers {
+        let (fetched, reused) = last_download(node, "growing").await;
+        eprintln!(
+            "{}: insertion of 100,000 bytes: {fetched} bytes fetched, {reused} reused",
+            node.spec.name
+        );
+        assert_eq!(fetched + reused, size, "{}", node.spec.name);
+        assert!(
+            fetched < MIB,
+            "{}: {fetched} bytes fetched for a 100,000-byte insertion",
+            node.spec.name
+        );
+    }
+
     for node in &network.nodes {
         assert_eq!(
             folder_hashes(&node.spec.data_dir).unwrap(),

@@ -1,6 +1,7 @@
 //! The local side of replication: which files are stores, their versions and content hashes, the
 //! saved index, the folder watcher and the atomic install of downloaded files.
 
+pub mod cdc;
 pub mod conflicts;
 pub mod disk;
 pub mod hash;

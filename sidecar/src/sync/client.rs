@@ -10,6 +10,7 @@ use super::announce::WireEntry;
 use super::protocol::{
     MAX_INVENTORY_BYTES, RefusalKind, Request, ResponseHeader, read_body, read_header, write_header,
 };
+use crate::store::cdc::{self, ContentChunk};
 use crate::store::hash::{self, ChainingValue, Hash32, chunk_count};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +150,71 @@ impl SyncClient {
                 out.len()
             )));
         }
+        self.read_into(out).await
+    }
+
+    /// The content-defined chunk map of `name`/`hash` of `size` bytes (a hint: not verified
+    /// here, and the bytes it leads to are verified against the manifest). A map cut by another
+    /// scheme, or longer than a file of that size can have, is refused unread.
+    pub async fn chunk_map(
+        &mut self,
+        name: &str,
+        hash: &Hash32,
+        size: u64,
+    ) -> Result<Vec<ContentChunk>, ClientError> {
+        let request = Request::ChunkMap {
+            name: name.to_owned(),
+            hash: hash::to_hex(hash),
+        };
+        let (len, scheme) = match self.exchange(&request).await? {
+            ResponseHeader::ChunkMap { len, scheme } => (len, scheme),
+            other => return Err(self.unexpected(format!("{other:?} to a chunk map request"))),
+        };
+        let limit = cdc::max_map_bytes(size);
+        if scheme != cdc::SCHEME || len > limit {
+            return Err(self.unexpected(format!(
+                "chunk map of {len} bytes cut by {scheme:?} for store {name} of {size} bytes \
+                 (expected {:?}, at most {limit} bytes)",
+                cdc::SCHEME
+            )));
+        }
+        let mut body = Vec::new();
+        self.body(len, limit, &mut body).await?;
+        cdc::map_from_bytes(&body, size).ok_or_else(|| {
+            self.unexpected(format!(
+                "chunk map of store {name} whose lengths do not add up to {size} bytes"
+            ))
+        })
+    }
+
+    /// `out.len()` bytes at `offset` of `name`/`hash` (not verified here).
+    pub async fn range(
+        &mut self,
+        name: &str,
+        hash: &Hash32,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), ClientError> {
+        let request = Request::Range {
+            name: name.to_owned(),
+            hash: hash::to_hex(hash),
+            offset,
+            len: out.len() as u64,
+        };
+        let len = match self.exchange(&request).await? {
+            ResponseHeader::Chunk { len } => len,
+            other => return Err(self.unexpected(format!("{other:?} to a range request"))),
+        };
+        if len != out.len() as u64 {
+            return Err(self.unexpected(format!(
+                "{len} bytes for a range of {} at {offset} of store {name}",
+                out.len()
+            )));
+        }
+        self.read_into(out).await
+    }
+
+    async fn read_into(&mut self, out: &mut [u8]) -> Result<(), ClientError> {
         let peer = self.peer;
         let timeout = self.timeout;
         tokio::time::timeout(timeout, self.stream.read_exact(out))

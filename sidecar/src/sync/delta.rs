@@ -1,17 +1,27 @@
-//! Reusing the chunks a new version shares with the older file it replaces. An append leaves
-//! every complete 1 MiB chunk of the old version where it was, and a chunk's chaining value
-//! depends only on its bytes and its offset, so equal values at the same index mean equal bytes.
-//! Those chunks are copied in the kernel (`copy_file_range`, which XFS and btrfs turn into a
-//! reflink of the extents) into the partial download, and each is verified again against the new
-//! manifest before it counts: a file changed behind our back costs a fetch, never a corrupt store.
+//! Reusing the bytes a new version shares with the older file it replaces, in two ways.
+//!
+//! - **Unmoved chunks.** An append or an in-place change leaves most 1 MiB chunks where they were,
+//!   and a chunk's chaining value depends only on its bytes and its offset, so equal values at the
+//!   same index mean equal bytes. Those chunks are copied in the kernel (`copy_file_range`, which
+//!   XFS and btrfs turn into a reflink of the extents).
+//! - **Moved bytes.** An insertion shifts everything after it. The peer's content-defined chunk
+//!   map (see `store::cdc`) is matched against the older file's by hash; a missing chunk whose
+//!   bytes mostly exist in the older file is built from pieces copied from it and the few bytes
+//!   fetched from the peer by range.
+//!
+//! Either way every chunk is verified again against the new manifest before it counts, so a
+//! file changed behind our back or a lying map costs a fetch, never a corrupt store.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
 use crate::store::LocalMeta;
-use crate::store::hash::{CHUNK_SIZE, ChainingValue, chunk_count, chunk_len, verify_chunk};
+use crate::store::cdc::ContentChunk;
+use crate::store::hash::{CHUNK_SIZE, ChainingValue, Hash32, chunk_count, chunk_len, verify_chunk};
 
 /// Threads that verify copied chunks (hashing is what reuse costs on a file system without
 /// reflinks; the copy itself stays in the kernel).
@@ -63,22 +73,15 @@ pub fn reuse_older_chunks(
     if candidates.is_empty() {
         return Ok(0);
     }
-    let source = match File::open(&older.path) {
-        Ok(file) => file,
-        Err(error) => {
-            tracing::debug!(path = %older.path.display(), %error, "the older version is gone: nothing to reuse");
-            return Ok(0);
-        }
-    };
-    if LocalMeta::from_metadata(&source.metadata()?) != older.meta {
-        tracing::debug!(path = %older.path.display(), "the older version changed: nothing to reuse");
+    let Some(source) = open_unchanged(older) else {
+        tracing::debug!(path = %older.path.display(), "the older version is gone or changed: nothing to reuse");
         return Ok(0);
-    }
+    };
     for (start, count) in runs(&candidates) {
         let offset = start * CHUNK_SIZE;
         let len = (start + count).min(chunk_count(size)) * CHUNK_SIZE;
         let len = len.min(size).min(older.meta.size) - offset;
-        copy_range(&source, part, offset, len)?;
+        copy_range(&source, part, offset, offset, len)?;
     }
     let verified = verify_chunks(part, size, manifest, &candidates)?;
     let mut reused = 0;
@@ -101,27 +104,42 @@ fn runs(indices: &[u64]) -> Vec<(u64, u64)> {
     runs
 }
 
-/// Copies `len` bytes at `offset` from `source` to the same offset of `target`, in the kernel;
-/// through a buffer only where the kernel cannot (another file system, an old kernel).
-fn copy_range(source: &File, target: &File, offset: u64, len: u64) -> io::Result<()> {
+/// Copies `len` bytes at `from` in `source` to `to` in `target`, in the kernel; through a
+/// buffer only where the kernel cannot (another file system, an old kernel).
+fn copy_range(source: &File, target: &File, from: u64, to: u64, len: u64) -> io::Result<()> {
     use nix::errno::Errno;
-    let end = offset + len;
     let position = |at: u64| i64::try_from(at).map_err(io::Error::other);
-    let (mut from, mut to) = (position(offset)?, position(offset)?);
-    while (from as u64) < end {
-        let want = usize::try_from(end - from as u64)
+    let (mut read_at, mut write_at) = (position(from)?, position(to)?);
+    let end = position(
+        from.checked_add(len)
+            .ok_or_else(|| io::Error::other("range overflow"))?,
+    )?;
+    while read_at < end {
+        let want = usize::try_from(end - read_at)
             .unwrap_or(usize::MAX)
             .min(1 << 30);
-        match nix::fcntl::copy_file_range(source, Some(&mut from), target, Some(&mut to), want) {
+        match nix::fcntl::copy_file_range(
+            source,
+            Some(&mut read_at),
+            target,
+            Some(&mut write_at),
+            want,
+        ) {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("the older file ended at byte {from} of {end}"),
+                    format!("the older file ended at byte {read_at} of {end}"),
                 ));
             }
             Ok(_) => {}
             Err(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-                return copy_through_buffer(source, target, from as u64, end - from as u64);
+                return copy_through_buffer(
+                    source,
+                    target,
+                    read_at as u64,
+                    write_at as u64,
+                    (end - read_at) as u64,
+                );
             }
             Err(errno) => return Err(errno.into()),
         }
@@ -129,20 +147,180 @@ fn copy_range(source: &File, target: &File, offset: u64, len: u64) -> io::Result
     Ok(())
 }
 
-fn copy_through_buffer(source: &File, target: &File, offset: u64, len: u64) -> io::Result<()> {
-    let mut buffer = vec![0u8; CHUNK_SIZE as usize];
-    let mut at = offset;
-    while at < offset + len {
-        let n = (offset + len - at).min(CHUNK_SIZE) as usize;
-        source.read_exact_at(&mut buffer[..n], at)?;
-        target.write_all_at(&buffer[..n], at)?;
-        at += n as u64;
+fn copy_through_buffer(
+    source: &File,
+    target: &File,
+    from: u64,
+    to: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut buffer = vec![0u8; CHUNK_SIZE.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK_SIZE) as usize;
+        source.read_exact_at(&mut buffer[..n], from + done)?;
+        target.write_all_at(&buffer[..n], to + done)?;
+        done += n as u64;
     }
     Ok(())
 }
 
+/// Where the bytes of one piece of a chunk come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PieceSource {
+    /// The older file, at this offset.
+    Older(u64),
+    /// The peer, fetched by range.
+    Peer,
+}
+
+/// Bytes `offset..offset + len` of the new version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub offset: u64,
+    pub len: u64,
+    pub source: PieceSource,
+}
+
+/// A missing chunk to build from pieces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkBuild {
+    pub index: u64,
+    pub pieces: Vec<Piece>,
+}
+
+impl ChunkBuild {
+    pub fn peer_bytes(&self) -> u64 {
+        self.pieces
+            .iter()
+            .filter(|p| p.source == PieceSource::Peer)
+            .map(|p| p.len)
+            .sum()
+    }
+}
+
+/// The missing chunks (`done` 0) of a new version of `size` bytes, with map `new`, that can be
+/// built mostly from the older file, whose map is `older`: pieces whose content the older file
+/// has (anywhere) are copied from it, the rest is fetched. A chunk qualifies when at most half of
+/// it comes from the peer (else a whole-chunk fetch costs about the same and is one request).
+pub fn plan_moved(
+    older: &[ContentChunk],
+    new: &[ContentChunk],
+    size: u64,
+    done: &[u8],
+) -> Vec<ChunkBuild> {
+    let mut by_hash: HashMap<Hash32, (u64, u32)> = HashMap::with_capacity(older.len());
+    let mut at = 0u64;
+    for chunk in older {
+        by_hash.entry(chunk.hash).or_insert((at, chunk.len));
+        at += u64::from(chunk.len);
+    }
+    let mut pieces = Vec::with_capacity(new.len());
+    let mut at = 0u64;
+    for chunk in new {
+        let len = u64::from(chunk.len);
+        let source = match by_hash.get(&chunk.hash) {
+            Some(&(offset, old_len)) if old_len == chunk.len => PieceSource::Older(offset),
+            _ => PieceSource::Peer,
+        };
+        pieces.push(Piece {
+            offset: at,
+            len,
+            source,
+        });
+        at += len;
+    }
+    if at != size {
+        return Vec::new();
+    }
+    let mut builds = Vec::new();
+    let mut first = 0;
+    for index in (0..chunk_count(size)).filter(|&i| done.get(i as usize) == Some(&0)) {
+        let (start, end) = (
+            index * CHUNK_SIZE,
+            index * CHUNK_SIZE + chunk_len(size, index),
+        );
+        while first < pieces.len() && pieces[first].offset + pieces[first].len <= start {
+            first += 1;
+        }
+        let mut build = ChunkBuild {
+            index,
+            pieces: Vec::new(),
+        };
+        for piece in pieces[first..].iter().take_while(|p| p.offset < end) {
+            let (from, to) = (piece.offset.max(start), (piece.offset + piece.len).min(end));
+            let source = match piece.source {
+                PieceSource::Older(offset) => PieceSource::Older(offset + (from - piece.offset)),
+                PieceSource::Peer => PieceSource::Peer,
+            };
+            push_merged(
+                &mut build.pieces,
+                Piece {
+                    offset: from,
+                    len: to - from,
+                    source,
+                },
+            );
+        }
+        if build.peer_bytes() * 2 <= end - start {
+            builds.push(build);
+        }
+    }
+    builds
+}
+
+/// Appends `piece`, merged with the last one when both continue each other.
+fn push_merged(pieces: &mut Vec<Piece>, piece: Piece) {
+    if let Some(last) = pieces.last_mut()
+        && last.offset + last.len == piece.offset
+    {
+        let continues = match (last.source, piece.source) {
+            (PieceSource::Peer, PieceSource::Peer) => true,
+            (PieceSource::Older(a), PieceSource::Older(b)) => a + last.len == b,
+            _ => false,
+        };
+        if continues {
+            last.len += piece.len;
+            return;
+        }
+    }
+    pieces.push(piece);
+}
+
+/// Copies the older file's pieces of `builds` into `part`; `false` (nothing copied) when the
+/// older file is gone or changed.
+pub fn copy_older_pieces(
+    older: &OlderFile,
+    part: &File,
+    builds: &[ChunkBuild],
+) -> io::Result<bool> {
+    let Some(source) = open_unchanged(older) else {
+        return Ok(false);
+    };
+    for piece in builds.iter().flat_map(|b| &b.pieces) {
+        if let PieceSource::Older(from) = piece.source {
+            copy_range(&source, part, from, piece.offset, piece.len)?;
+        }
+    }
+    Ok(true)
+}
+
+/// The older file's own chunk map, or `None` when it is gone or changed.
+pub fn older_chunk_map(older: &OlderFile) -> Option<Vec<ContentChunk>> {
+    let file = open_unchanged(older)?;
+    let map = crate::store::cdc::chunk_map(io::BufReader::with_capacity(1 << 20, &file)).ok()?;
+    let total: u64 = map.iter().map(|c| u64::from(c.len)).sum();
+    (total == older.meta.size && open_unchanged(older).is_some()).then_some(map)
+}
+
+fn open_unchanged(older: &OlderFile) -> Option<File> {
+    let file = File::open(&older.path).ok()?;
+    let meta = LocalMeta::from_metadata(&file.metadata().ok()?);
+    (meta == older.meta).then_some(file)
+}
+
 /// The chunks among `indices` whose bytes in `part` match the manifest, checked on a few threads.
-fn verify_chunks(
+pub fn verify_chunks(
     part: &File,
     size: u64,
     manifest: &[ChainingValue],
@@ -189,6 +367,7 @@ mod tests {
     use std::fs;
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        // Periodic (no content-defined boundaries to speak of): for the unmoved-chunk cases.
         (0..len)
             .map(|i| {
                 (i as u32)
@@ -356,6 +535,93 @@ mod tests {
         let mut new = old.clone();
         new.push(1);
         case(&old, &new)
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    /// Builds the planned chunks as a download would: older pieces copied, peer pieces taken
+    /// from `new`; returns the chunks that verify and the bytes taken from the peer.
+    fn build(case: &Case, builds: &[ChunkBuild]) -> (Vec<u64>, u64) {
+        assert!(copy_older_pieces(&case.older, &case.part, builds).unwrap());
+        let mut from_peer = 0;
+        for piece in builds.iter().flat_map(|b| &b.pieces) {
+            if piece.source == PieceSource::Peer {
+                let range = piece.offset as usize..(piece.offset + piece.len) as usize;
+                case.part
+                    .write_all_at(&case.new[range], piece.offset)
+                    .unwrap();
+                from_peer += piece.len;
+            }
+        }
+        let indices: Vec<u64> = builds.iter().map(|b| b.index).collect();
+        let verified = verify_chunks(&case.part, case.size, &case.manifest, &indices).unwrap();
+        (verified, from_peer)
+    }
+
+    #[test]
+    fn an_insertion_at_the_start_is_built_from_moved_bytes_and_a_small_fetch() {
+        let old = noise(6 * CHUNK_SIZE as usize, 11);
+        let mut new = noise(100_000, 12);
+        new.extend(&old);
+        let case = case(&old, &new);
+        let mut done = vec![0; chunk_count(case.size) as usize];
+        // Every chunk moved: none is where it was.
+        let unmoved = reuse_older_chunks(
+            &case.older,
+            &case.part,
+            case.size,
+            &case.manifest,
+            &mut done,
+        )
+        .unwrap();
+        assert_eq!(unmoved, 0);
+        let older_map = older_chunk_map(&case.older).unwrap();
+        let new_map = crate::store::cdc::chunk_map(&new[..]).unwrap();
+        let builds = plan_moved(&older_map, &new_map, case.size, &done);
+        assert_eq!(builds.len(), done.len(), "{builds:?}");
+        let (verified, from_peer) = build(&case, &builds);
+        assert_eq!(verified.len(), done.len());
+        // The inserted bytes and the content-defined chunk they landed in, nothing more.
+        assert!(
+            (100_000..=100_000 + 2 * 256 * 1024).contains(&from_peer),
+            "{from_peer}"
+        );
+        for index in verified {
+            done[index as usize] = 1;
+        }
+        assert_eq!(finish(&case, &done), new);
+    }
+
+    #[test]
+    fn a_lying_map_builds_chunks_that_fail_verification() {
+        let old = noise(3 * CHUNK_SIZE as usize, 13);
+        let mut new = noise(50_000, 14);
+        new.extend(&old);
+        let case = case(&old, &new);
+        let done = vec![0; chunk_count(case.size) as usize];
+        let older_map = older_chunk_map(&case.older).unwrap();
+        // The peer claims the new version is the older file's chunks shifted by nothing.
+        let mut lie = older_map.clone();
+        lie.push(crate::store::cdc::ContentChunk {
+            len: 50_000,
+            hash: [0; 32],
+        });
+        let builds = plan_moved(&older_map, &lie, case.size, &done);
+        assert!(!builds.is_empty());
+        let (verified, _) = build(&case, &builds);
+        assert!(verified.is_empty(), "{verified:?}");
+        // A map whose lengths do not add up to the size plans nothing.
+        assert!(plan_moved(&older_map, &older_map, case.size, &done).is_empty());
     }
 
     #[test]

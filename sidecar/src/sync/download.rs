@@ -19,9 +19,13 @@ use libp2p::{PeerId, StreamProtocol};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use super::chunk_maps::MAX_MAPPED_SIZE;
 use super::chunk_plan::{AfterFailure, ChunkPlan, Failure};
 use super::client::{ClientError, SyncClient};
-use super::delta::{OlderFile, reuse_older_chunks};
+use super::delta::{
+    OlderFile, PieceSource, copy_older_pieces, older_chunk_map, plan_moved, reuse_older_chunks,
+    verify_chunks,
+};
 use super::metrics::{Direction, SyncMetrics};
 use super::stream_pool::StreamPool;
 use crate::store::disk::{self, DiskError};
@@ -37,6 +41,11 @@ const MAX_ROUNDS: usize = 4;
 const MAX_STREAM_REOPENS: usize = 3;
 /// Pause before reopening a failed stream, times the attempt number.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(25);
+/// Chunks that must still be missing after the unmoved ones were reused before the older file
+/// is read for moved bytes (an append leaves one or two).
+const MOVED_MIN_MISSING_CHUNKS: usize = 2;
+/// Peers asked for a chunk map before giving delta sync up.
+const MAP_PEERS: usize = 3;
 
 /// How downloads are made.
 #[derive(Clone, Debug)]
@@ -277,6 +286,18 @@ impl Downloader {
             direct_io = file.is_direct(),
             "writing chunks of a multi-chunk download"
         );
+        let mut done = done;
+        let (moved_bytes, moved_fetched) = match &target.older {
+            Some(older) if missing_chunks(&done) > MOVED_MIN_MISSING_CHUNKS => {
+                self.reuse_moved_bytes(target, peers, older, file.file(), &manifest, &mut done)
+                    .await
+            }
+            _ => (0, 0),
+        };
+        if moved_bytes > 0 {
+            persist_done(&done, &files);
+        }
+        let reused_bytes = reused_bytes + moved_bytes;
         if reused_bytes > 0 {
             tracing::debug!(
                 store = %target.name,
@@ -286,8 +307,11 @@ impl Downloader {
             );
             self.metrics.reused_bytes.inc_by(reused_bytes);
         }
-        progress.store(resumed_bytes + reused_bytes, Ordering::Relaxed);
-        let remaining = target.size - resumed_bytes - reused_bytes;
+        progress.store(
+            resumed_bytes + reused_bytes + moved_fetched,
+            Ordering::Relaxed,
+        );
+        let remaining = target.size - resumed_bytes - reused_bytes - moved_fetched;
         // Peers caught or given up while the manifest was fetched stay out.
         plan.reset_chunks(done);
         let transfer = Transfer {
@@ -297,7 +321,7 @@ impl Downloader {
             manifest: manifest.clone(),
             file: Arc::new(file),
             progress,
-            fetched: AtomicU64::new(0),
+            fetched: AtomicU64::new(moved_fetched),
         };
 
         for _ in 0..MAX_ROUNDS {
@@ -353,6 +377,130 @@ impl Downloader {
             fetched_bytes: transfer.fetched.load(Ordering::Relaxed),
             reused_bytes,
         })
+    }
+
+    /// Builds missing chunks from bytes the older file holds at other offsets (an insertion
+    /// moved them), by matching its chunk map with a peer's, and fetches the rest of those chunks
+    /// by range. Marks the chunks that verify in `done`; returns the bytes copied and fetched.
+    /// Anything that fails (an older peer without chunk maps, a broken stream, a lying map) only
+    /// leaves chunks for the whole-chunk fetch.
+    async fn reuse_moved_bytes(
+        &self,
+        target: &DownloadTarget,
+        peers: &[PeerId],
+        older: &OlderFile,
+        part: &File,
+        manifest: &Arc<Vec<ChainingValue>>,
+        done: &mut [u8],
+    ) -> (u64, u64) {
+        if target.size.max(older.meta.size) > MAX_MAPPED_SIZE {
+            return (0, 0);
+        }
+        let (Ok(part), older) = (part.try_clone(), older.clone()) else {
+            return (0, 0);
+        };
+        let part = Arc::new(part);
+        let older_map = {
+            let older = older.clone();
+            tokio::task::spawn_blocking(move || older_chunk_map(&older))
+                .await
+                .ok()
+                .flatten()
+        };
+        let Some(older_map) = older_map else {
+            return (0, 0);
+        };
+        let mut found = None;
+        for &peer in peers.iter().take(MAP_PEERS) {
+            let Ok(mut client) = self.client(peer).await else {
+                continue;
+            };
+            match client
+                .chunk_map(&target.name, &target.hash, target.size)
+                .await
+            {
+                Ok(map) => {
+                    found = Some((client, map));
+                    break;
+                }
+                // The stream may hold an unread answer: it is not reused.
+                Err(error) => tracing::debug!(store = %target.name, %error, "no chunk map"),
+            }
+        }
+        let Some((mut client, new_map)) = found else {
+            return (0, 0);
+        };
+        let builds = plan_moved(&older_map, &new_map, target.size, done);
+        if builds.is_empty() {
+            self.pool.put(client);
+            return (0, 0);
+        }
+        let copied = {
+            let (older, part, builds) = (older.clone(), part.clone(), builds.clone());
+            tokio::task::spawn_blocking(move || copy_older_pieces(&older, &part, &builds)).await
+        };
+        if !matches!(copied, Ok(Ok(true))) {
+            self.pool.put(client);
+            return (0, 0);
+        }
+        let mut built = Vec::with_capacity(builds.len());
+        let mut fetched = 0;
+        let mut clean = true;
+        'builds: for build in &builds {
+            for piece in build
+                .pieces
+                .iter()
+                .filter(|p| p.source == PieceSource::Peer)
+            {
+                let mut bytes = vec![0u8; piece.len as usize];
+                let result = client
+                    .range(&target.name, &target.hash, piece.offset, &mut bytes)
+                    .await;
+                if let Err(error) = result {
+                    tracing::debug!(store = %target.name, %error, "range fetch failed");
+                    clean = false;
+                    break 'builds;
+                }
+                if part.write_all_at(&bytes, piece.offset).is_err() {
+                    break 'builds;
+                }
+                fetched += piece.len;
+                self.metrics.add_bytes(Direction::Received, piece.len);
+            }
+            built.push(build.index);
+        }
+        if clean {
+            self.pool.put(client);
+        } else {
+            client.close().await;
+        }
+        let verified = {
+            let (part, manifest, size) = (part.clone(), manifest.clone(), target.size);
+            tokio::task::spawn_blocking(move || verify_chunks(&part, size, &manifest, &built))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        };
+        let mut reused = 0;
+        let mut kept_fetched = 0;
+        for index in verified {
+            let Some(build) = builds.iter().find(|b| b.index == index) else {
+                continue;
+            };
+            done[index as usize] = 1;
+            let from_peer = build.peer_bytes();
+            reused += chunk_len(target.size, index) - from_peer;
+            kept_fetched += from_peer;
+        }
+        if kept_fetched < fetched {
+            tracing::info!(
+                store = %target.name,
+                wasted_bytes = fetched - kept_fetched,
+                "chunks built from a chunk map failed verification; they are fetched whole"
+            );
+        }
+        (reused, kept_fetched)
     }
 
     /// The manifest, from the saved copy or from a peer, always checked against the file hash.
@@ -669,6 +817,10 @@ impl Downloader {
             client.close().await;
         }
     }
+}
+
+fn missing_chunks(done: &[u8]) -> usize {
+    done.iter().filter(|d| **d == 0).count()
 }
 
 /// Opens the partial file at the right size and keeps the chunks recorded as verified that still

@@ -3,6 +3,7 @@
 //! from several peers, gossip announcements and anti-entropy inventories of signed versions.
 
 pub mod announce;
+pub mod chunk_maps;
 pub mod chunk_plan;
 pub mod client;
 pub mod config;

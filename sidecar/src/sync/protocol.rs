@@ -44,6 +44,17 @@ pub enum Request {
         hash: String,
         index: u64,
     },
+    /// The content-defined chunk map of a store's content (delta sync; see `store::cdc`). A
+    /// peer from before delta sync closes the stream on it, and the download fetches whole
+    /// chunks instead.
+    ChunkMap { name: String, hash: String },
+    /// `len` bytes at `offset` of a store's content, within one chunk (delta sync).
+    Range {
+        name: String,
+        hash: String,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// Why a request was refused.
@@ -78,9 +89,14 @@ pub enum ResponseHeader {
     Manifest {
         len: u64,
     },
-    /// Followed by `len` bytes of chunk data.
+    /// Followed by `len` bytes of chunk data (or of the range asked for).
     Chunk {
         len: u64,
+    },
+    /// Followed by `len` bytes: 36 per content-defined chunk, cut by `scheme`.
+    ChunkMap {
+        len: u64,
+        scheme: String,
     },
     Refused {
         kind: RefusalKind,

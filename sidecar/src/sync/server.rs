@@ -1,4 +1,5 @@
-//! Serving the sync protocol: digests, inventories, manifests and chunks of what this node holds.
+//! Serving the sync protocol: digests, inventories, manifests, chunks, chunk maps and byte ranges
+//! of what this node holds.
 //!
 //! Chunks are read straight from the data folder. The file's metadata is checked against the
 //! index before and after the read, so bytes of a file that changed since it was hashed are never
@@ -25,9 +26,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::announce::WireEntry;
+use super::chunk_maps::{ChunkMaps, MapSource};
 use super::metrics::{Direction, SyncMetrics};
 use super::protocol::{RefusalKind, Request, ResponseHeader, read_header, write_header};
-use crate::store::hash::{self, CHUNK_SIZE, chunk_count, chunk_len};
+use crate::store::cdc;
+use crate::store::hash::{self, CHUNK_SIZE, Hash32, chunk_count, chunk_len};
 use crate::store::name::store_path;
 use crate::store::{LocalMeta, StoreIndex, is_valid_store_name};
 
@@ -76,6 +79,7 @@ pub struct ServeContext {
     reads: Arc<Semaphore>,
     inventories: Arc<Semaphore>,
     buffers: Mutex<Vec<Vec<u8>>>,
+    chunk_maps: ChunkMaps,
 }
 
 #[derive(Default)]
@@ -125,6 +129,7 @@ impl ServeContext {
             reads: Arc::new(Semaphore::new(MAX_CHUNK_READS)),
             inventories: Arc::new(Semaphore::new(MAX_INVENTORIES)),
             buffers: Mutex::new(Vec::new()),
+            chunk_maps: ChunkMaps::default(),
         })
     }
 
@@ -283,21 +288,98 @@ async fn serve_stream(
                 Err(refusal) => timed(write_header(&mut stream, &refusal)).await?,
             },
             Request::Chunk { name, hash, index } => {
-                serve_chunk(peer, &mut stream, context, peer_reads, &name, &hash, index).await?;
+                let span = Span::Chunk(index);
+                serve_span(peer, &mut stream, context, peer_reads, &name, &hash, span).await?;
+            }
+            Request::Range {
+                name,
+                hash,
+                offset,
+                len,
+            } => {
+                let span = Span::Range { offset, len };
+                serve_span(peer, &mut stream, context, peer_reads, &name, &hash, span).await?;
+            }
+            Request::ChunkMap { name, hash } => {
+                let response = match held_content(context, &name, &hash, false) {
+                    Ok(held) => context
+                        .chunk_maps
+                        .get(MapSource {
+                            path: held.path,
+                            size: held.size,
+                            hash: held.hash,
+                            local: held.local,
+                        })
+                        .await
+                        .map_err(|message| refused(RefusalKind::NotFound, message)),
+                    Err(refusal) => Err(refusal),
+                };
+                match response {
+                    Ok(body) => {
+                        let header = ResponseHeader::ChunkMap {
+                            len: body.len() as u64,
+                            scheme: cdc::SCHEME.to_owned(),
+                        };
+                        timed(async {
+                            write_header(&mut stream, &header).await?;
+                            stream.write_all(&body).await
+                        })
+                        .await?;
+                    }
+                    Err(refusal) => timed(write_header(&mut stream, &refusal)).await?,
+                }
             }
         }
         timed(stream.flush()).await?;
     }
 }
 
-async fn serve_chunk(
+/// Which bytes of a held store a request asks for.
+#[derive(Clone, Copy, Debug)]
+enum Span {
+    /// Chunk `index` of the manifest.
+    Chunk(u64),
+    /// Any bytes, at most one chunk's worth (the buffer a read may hold).
+    Range { offset: u64, len: u64 },
+}
+
+impl Span {
+    /// The offset and length of the span in a store of `size` bytes, or why it does not fit.
+    fn bounds(self, name: &str, size: u64) -> Result<(u64, u64), String> {
+        match self {
+            Self::Chunk(index) if index < chunk_count(size) => {
+                Ok((index * CHUNK_SIZE, chunk_len(size, index)))
+            }
+            Self::Chunk(index) => Err(format!(
+                "chunk {index} out of range for store {name} of {size} bytes"
+            )),
+            Self::Range { offset, len }
+                if len > 0
+                    && len <= CHUNK_SIZE
+                    && offset.checked_add(len).is_some_and(|end| end <= size) =>
+            {
+                Ok((offset, len))
+            }
+            Self::Range { offset, len } => Err(format!(
+                "range of {len} bytes at {offset} does not fit store {name} of {size} bytes \
+                 (at most {CHUNK_SIZE} bytes, none past the end)"
+            )),
+        }
+    }
+
+    fn is_last_chunk(self, size: u64) -> bool {
+        matches!(self, Self::Chunk(index) if index == chunk_count(size).saturating_sub(1))
+    }
+}
+
+async fn serve_span(
     peer: PeerId,
     stream: &mut Stream,
     context: &Arc<ServeContext>,
     peer_reads: &Arc<Semaphore>,
     name: &str,
     hash: &str,
-    index: u64,
+    span: Span,
 ) -> io::Result<()> {
     // A buffer only while a read is in flight, within the peer's share and the global cap.
     let permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (
@@ -314,7 +396,7 @@ async fn serve_chunk(
             .map_err(io::Error::other)?,
     );
     let buffer = context.take_buffer();
-    let (result, mut data) = read_chunk(context, name, hash, index, buffer).await;
+    let (result, mut data) = read_span(context, name, hash, span, buffer).await;
     let outcome = match result {
         Ok(size) => {
             if context.corrupt_chunks && !data.is_empty() {
@@ -333,10 +415,10 @@ async fn serve_chunk(
                 context
                     .metrics
                     .add_bytes(Direction::Sent, data.len() as u64);
-                if index == chunk_count(size).saturating_sub(1) {
+                if span.is_last_chunk(size) {
                     context.metrics.add_file(Direction::Sent);
                 }
-                tracing::trace!(%peer, %name, index, "served chunk");
+                tracing::trace!(%peer, %name, ?span, "served");
             }
             written
         }
@@ -350,6 +432,7 @@ async fn serve_chunk(
 struct Held {
     path: PathBuf,
     size: u64,
+    hash: Hash32,
     local: LocalMeta,
     chunks: Vec<[u8; 32]>,
 }
@@ -395,6 +478,7 @@ fn held_content(
         (Some(content), Some(local)) if content.hash == hash => Ok(Held {
             path: store_path(&context.data_dir, name).ok_or_else(not_found)?,
             size: content.size,
+            hash,
             local,
             // The manifest is copied only for a manifest request, not for every chunk.
             chunks: match &content.chunks {
@@ -407,30 +491,24 @@ fn held_content(
     }
 }
 
-/// Reads chunk `index` of the held content into `data` (resized to the chunk's length); returns
-/// the store's size. The buffer comes back whatever happens.
-async fn read_chunk(
+/// Reads `span` of the held content into `data` (resized to the span's length); returns the
+/// store's size. The buffer comes back whatever happens.
+async fn read_span(
     context: &ServeContext,
     name: &str,
     hash_hex: &str,
-    index: u64,
+    span: Span,
     mut data: Vec<u8>,
 ) -> (Result<u64, ResponseHeader>, Vec<u8>) {
     let held = match held_content(context, name, hash_hex, false) {
         Ok(held) => held,
         Err(refusal) => return (Err(refusal), data),
     };
-    if index >= chunk_count(held.size) {
-        let refusal = refused(
-            RefusalKind::BadRequest,
-            format!(
-                "chunk {index} out of range for store {name} of {} bytes",
-                held.size
-            ),
-        );
-        return (Err(refusal), data);
-    }
-    data.resize(chunk_len(held.size, index) as usize, 0);
+    let (offset, len) = match span.bounds(name, held.size) {
+        Ok(bounds) => bounds,
+        Err(message) => return (Err(refused(RefusalKind::BadRequest, message)), data),
+    };
+    data.resize(len as usize, 0);
     let name = name.to_owned();
     let read = tokio::task::spawn_blocking(move || {
         let changed = || {
@@ -449,7 +527,7 @@ async fn read_chunk(
             if !unchanged(&file) {
                 return Err(changed());
             }
-            file.read_exact_at(&mut data, index * CHUNK_SIZE)
+            file.read_exact_at(&mut data, offset)
                 .map_err(|_| changed())?;
             if !unchanged(&file) {
                 return Err(changed());
