@@ -164,6 +164,29 @@ impl HostilePeer {
         Ok(closed)
     }
 
+    /// Sends `request` (a JSON header) on `stream` and returns the response header, or `None`
+    /// when the node closed the stream.
+    pub async fn ask(stream: &mut Stream, request: &Value) -> anyhow::Result<Option<Value>> {
+        let body = serde_json::to_vec(request)?;
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        if stream.write_all(&frame).await.is_err() || stream.flush().await.is_err() {
+            return Ok(None);
+        }
+        let read = async {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).await?;
+            let mut header = vec![0u8; u32::from_be_bytes(len).min(8192) as usize];
+            stream.read_exact(&mut header).await?;
+            std::io::Result::Ok(header)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(Ok(header)) => Ok(Some(serde_json::from_slice(&header)?)),
+            Ok(Err(_)) => Ok(None),
+            Err(_) => bail!("no answer to {request} within 10 s"),
+        }
+    }
+
     /// Opens up to `count` streams to `peer` and keeps every one that opened; each asks for a
     /// chunk and never reads the answer, to hold the node's slots and buffers.
     pub async fn flood_streams(

@@ -6,6 +6,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use dig_e2e::{
+    hostile::HostilePeer,
     network::{LocalNetwork, SidecarNode},
     replication::{folder_hashes, metric_sum, store_status, wait_synced, write_store},
 };
@@ -130,4 +131,46 @@ async fn an_append_an_in_place_change_and_an_insertion_move_only_what_changed() 
             node.spec.name
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunk_maps_and_ranges_are_bounded_whatever_a_peer_asks() {
+    let root = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::start_connected(root.path(), "repl-delta-bounds", 1)
+        .await
+        .unwrap();
+    let node = &network.nodes[0];
+    let size = 3 * MIB + 5;
+    let hash = write_store(&node.spec.data_dir, "held", size, 3).unwrap();
+    let mut expected = BTreeMap::new();
+    expected.insert("held".to_owned(), hash.clone());
+    wait_synced(&[node], &expected, SYNC_TIMEOUT).await.unwrap();
+
+    let hostile = HostilePeer::start(&network.network_id).unwrap();
+    let peer = hostile.connect(node).await.unwrap();
+    let mut stream = hostile.open_stream(peer).await.unwrap();
+    let refusal = |answer: Option<serde_json::Value>| {
+        let answer = answer.expect("an answer, the stream still open");
+        assert_eq!(answer["type"], "refused", "{answer}");
+        answer["message"].as_str().unwrap_or_default().to_owned()
+    };
+    // Ranges past the end, larger than a chunk, empty or overflowing are refused, one by one,
+    // on the same stream.
+    for (offset, len) in [(size, 1), (0, MIB + 1), (0, 0), (u64::MAX, 2)] {
+        let request = serde_json::json!({
+            "type": "range", "name": "held", "hash": hash, "offset": offset, "len": len
+        });
+        let message = refusal(HostilePeer::ask(&mut stream, &request).await.unwrap());
+        assert!(message.contains("does not fit store held"), "{message}");
+    }
+    // A map of a store the node does not hold is refused; the held one is bounded by its size.
+    let absent = serde_json::json!({"type": "chunkMap", "name": "absent", "hash": hash});
+    let message = refusal(HostilePeer::ask(&mut stream, &absent).await.unwrap());
+    assert!(message.contains("not held here"), "{message}");
+    let held = serde_json::json!({"type": "chunkMap", "name": "held", "hash": hash});
+    let answer = HostilePeer::ask(&mut stream, &held).await.unwrap().unwrap();
+    assert_eq!(answer["type"], "chunkMap", "{answer}");
+    assert_eq!(answer["scheme"], "fastcdc2020-16k-64k-256k");
+    let len = answer["len"].as_u64().unwrap();
+    assert!(len > 0 && len % 36 == 0 && len <= (size / 16384 + 1) * 36, "{len}");
 }

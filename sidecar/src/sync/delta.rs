@@ -165,6 +165,16 @@ fn copy_through_buffer(
     Ok(())
 }
 
+/// True when enough chunks inside the older file's range are still missing (`done` 0) that
+/// reading the whole older file to cut its map is worth it: at least three, and at least one in
+/// 64 of its chunks. Chunks past its end (an append) are new bytes no map can find.
+pub fn worth_mapping(older_size: u64, done: &[u8]) -> bool {
+    // The older file's last chunk is usually partial, and grows in an append: not a sign of moves.
+    let inside = chunk_count(older_size).saturating_sub(1) as usize;
+    let missing = done.iter().take(inside).filter(|d| **d == 0).count() as u64;
+    missing >= 3 && missing * 64 >= inside as u64
+}
+
 /// Where the bytes of one piece of a chunk come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PieceSource {
@@ -622,6 +632,28 @@ mod tests {
         assert!(verified.is_empty(), "{verified:?}");
         // A map whose lengths do not add up to the size plans nothing.
         assert!(plan_moved(&older_map, &older_map, case.size, &done).is_empty());
+    }
+
+    #[test]
+    fn the_older_file_is_mapped_only_when_bytes_may_have_moved() {
+        let mib = CHUNK_SIZE;
+        // An append: only chunks at and past the older file's end are missing.
+        let mut done = vec![1; 1030];
+        done[1023..].fill(0);
+        assert!(!worth_mapping(1024 * mib - 5, &done));
+        // An insertion: everything is missing.
+        assert!(worth_mapping(1024 * mib, &[0; 1025]));
+        // Two changed chunks in a 1 GiB store: not worth reading it all; 16 are.
+        let mut done = vec![1; 1024];
+        done[10] = 0;
+        done[500] = 0;
+        assert!(!worth_mapping(1024 * mib, &done));
+        done[600..614].fill(0);
+        assert!(worth_mapping(1024 * mib, &done));
+        // A small store with three changed chunks is.
+        let mut done = vec![1; 16];
+        done[2..5].fill(0);
+        assert!(worth_mapping(16 * mib, &done));
     }
 
     #[test]

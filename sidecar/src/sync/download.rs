@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 use super::chunk_maps::MAX_MAPPED_SIZE;
 use super::chunk_plan::{AfterFailure, ChunkPlan, Failure};
 use super::client::{ClientError, SyncClient};
+use crate::store::cdc::ContentChunk;
 use super::delta::{
     OlderFile, PieceSource, copy_older_pieces, older_chunk_map, plan_moved, reuse_older_chunks,
-    verify_chunks,
+    verify_chunks, worth_mapping,
 };
 use super::metrics::{Direction, SyncMetrics};
 use super::stream_pool::StreamPool;
@@ -41,9 +42,6 @@ const MAX_ROUNDS: usize = 4;
 const MAX_STREAM_REOPENS: usize = 3;
 /// Pause before reopening a failed stream, times the attempt number.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(25);
-/// Chunks that must still be missing after the unmoved ones were reused before the older file
-/// is read for moved bytes (an append leaves one or two).
-const MOVED_MIN_MISSING_CHUNKS: usize = 2;
 /// Peers asked for a chunk map before giving delta sync up.
 const MAP_PEERS: usize = 3;
 
@@ -288,7 +286,7 @@ impl Downloader {
         );
         let mut done = done;
         let (moved_bytes, moved_fetched) = match &target.older {
-            Some(older) if missing_chunks(&done) > MOVED_MIN_MISSING_CHUNKS => {
+            Some(older) if worth_mapping(older.meta.size, &done) => {
                 self.reuse_moved_bytes(target, peers, older, file.file(), &manifest, &mut done)
                     .await
             }
@@ -400,34 +398,22 @@ impl Downloader {
             return (0, 0);
         };
         let part = Arc::new(part);
+        // The older file is cut while a peer cuts (or finds) the new version's map.
         let older_map = {
             let older = older.clone();
-            tokio::task::spawn_blocking(move || older_chunk_map(&older))
-                .await
-                .ok()
-                .flatten()
+            async move {
+                tokio::task::spawn_blocking(move || older_chunk_map(&older))
+                    .await
+                    .ok()
+                    .flatten()
+            }
         };
-        let Some(older_map) = older_map else {
+        let (older_map, found) = tokio::join!(older_map, self.peer_chunk_map(target, peers));
+        let Some((mut client, new_map)) = found else {
             return (0, 0);
         };
-        let mut found = None;
-        for &peer in peers.iter().take(MAP_PEERS) {
-            let Ok(mut client) = self.client(peer).await else {
-                continue;
-            };
-            match client
-                .chunk_map(&target.name, &target.hash, target.size)
-                .await
-            {
-                Ok(map) => {
-                    found = Some((client, map));
-                    break;
-                }
-                // The stream may hold an unread answer: it is not reused.
-                Err(error) => tracing::debug!(store = %target.name, %error, "no chunk map"),
-            }
-        }
-        let Some((mut client, new_map)) = found else {
+        let Some(older_map) = older_map else {
+            self.pool.put(client);
             return (0, 0);
         };
         let builds = plan_moved(&older_map, &new_map, target.size, done);
@@ -501,6 +487,29 @@ impl Downloader {
             );
         }
         (reused, kept_fetched)
+    }
+
+    /// The new version's chunk map from the first of a few peers that serves one, with the
+    /// stream it came on.
+    async fn peer_chunk_map(
+        &self,
+        target: &DownloadTarget,
+        peers: &[PeerId],
+    ) -> Option<(SyncClient, Vec<ContentChunk>)> {
+        for &peer in peers.iter().take(MAP_PEERS) {
+            let Ok(mut client) = self.client(peer).await else {
+                continue;
+            };
+            match client
+                .chunk_map(&target.name, &target.hash, target.size)
+                .await
+            {
+                Ok(map) => return Some((client, map)),
+                // The stream may hold an unread answer: it is not reused.
+                Err(error) => tracing::debug!(store = %target.name, %error, "no chunk map"),
+            }
+        }
+        None
     }
 
     /// The manifest, from the saved copy or from a peer, always checked against the file hash.
@@ -817,10 +826,6 @@ impl Downloader {
             client.close().await;
         }
     }
-}
-
-fn missing_chunks(done: &[u8]) -> usize {
-    done.iter().filter(|d| **d == 0).count()
 }
 
 /// Opens the partial file at the right size and keeps the chunks recorded as verified that still

@@ -205,6 +205,37 @@ mod tests {
     }
 
     #[test]
+    fn delta_requests_are_new_types_that_an_older_node_cannot_mistake_for_its_own() {
+        let map = serde_json::to_value(Request::ChunkMap {
+            name: "s".into(),
+            hash: "ab".into(),
+        })
+        .unwrap();
+        assert_eq!(map["type"], "chunkMap");
+        let range = serde_json::to_value(Request::Range {
+            name: "s".into(),
+            hash: "ab".into(),
+            offset: 7,
+            len: 9,
+        })
+        .unwrap();
+        assert_eq!(range["type"], "range");
+        // What a node from before delta sync knew: the tag decides, so a new type fails to parse
+        // there (and the stream is closed) rather than being read as a chunk request.
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "type", rename_all = "camelCase")]
+        #[allow(dead_code)]
+        enum OlderRequest {
+            Digest,
+            Inventory,
+            Manifest { name: String, hash: String },
+            Chunk { name: String, hash: String, index: u64 },
+        }
+        assert!(serde_json::from_value::<OlderRequest>(map).is_err());
+        assert!(serde_json::from_value::<OlderRequest>(range).is_err());
+    }
+
+    #[test]
     fn protocol_id_carries_the_network_and_the_version() {
         assert_eq!(sync_protocol("testnet").as_ref(), "/dig/testnet/sync/2");
     }

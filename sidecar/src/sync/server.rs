@@ -335,7 +335,7 @@ async fn serve_stream(
 }
 
 /// Which bytes of a held store a request asks for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Span {
     /// Chunk `index` of the manifest.
     Chunk(u64),
@@ -581,6 +581,27 @@ mod tests {
             context.slots.lock().peers.is_empty(),
             "no per-peer state left behind"
         );
+    }
+
+    #[test]
+    fn spans_must_fit_the_store_and_one_chunk() {
+        let size = 3 * CHUNK_SIZE + 10;
+        assert_eq!(Span::Chunk(3).bounds("s", size), Ok((3 * CHUNK_SIZE, 10)));
+        assert!(Span::Chunk(4).bounds("s", size).is_err());
+        let range = |offset, len| Span::Range { offset, len }.bounds("s", size);
+        assert_eq!(range(5, CHUNK_SIZE), Ok((5, CHUNK_SIZE)));
+        assert_eq!(range(size - 1, 1), Ok((size - 1, 1)));
+        for (offset, len) in [
+            (0, 0),
+            (0, CHUNK_SIZE + 1),
+            (size - 1, 2),
+            (size, 1),
+            (u64::MAX, 1),
+            (u64::MAX - 1, CHUNK_SIZE),
+        ] {
+            let refused = range(offset, len).unwrap_err();
+            assert!(refused.contains("does not fit store s"), "{refused}");
+        }
     }
 
     #[test]
