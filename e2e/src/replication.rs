@@ -20,19 +20,12 @@ pub fn write_store(dir: &Path, name: &str, size: u64, seed: u64) -> io::Result<S
     let tmp = dir.join(format!(".{name}.writing"));
     let mut file = File::create(&tmp)?;
     let mut hasher = blake3::Hasher::new();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut state = seed_state(seed);
     let mut block = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
         let len = left.min(block.len() as u64) as usize;
-        for word in block[..len].chunks_mut(8) {
-            // xorshift64: fast, deterministic, incompressible enough for transfer tests
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let bytes = state.to_le_bytes();
-            word.copy_from_slice(&bytes[..word.len()]);
-        }
+        fill_pseudo_random(&mut state, &mut block[..len]);
         file.write_all(&block[..len])?;
         hasher.update(&block[..len]);
         left -= len as u64;
@@ -41,6 +34,92 @@ pub fn write_store(dir: &Path, name: &str, size: u64, seed: u64) -> io::Result<S
     drop(file);
     std::fs::rename(&tmp, dir.join(format!("{name}.dig")))?;
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn seed_state(seed: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+}
+
+/// xorshift64: fast, deterministic, incompressible enough for transfer tests.
+fn fill_pseudo_random(state: &mut u64, block: &mut [u8]) {
+    for word in block.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let bytes = state.to_le_bytes();
+        word.copy_from_slice(&bytes[..word.len()]);
+    }
+}
+
+/// The content of small store number `index`: its tag repeated to `bytes`.
+pub fn small_store_content(index: usize, bytes: usize) -> Vec<u8> {
+    let tag = format!("small store {index}\n");
+    tag.bytes().cycle().take(bytes).collect()
+}
+
+/// A change to an existing store, written as a whole new file renamed over the old one.
+#[derive(Clone, Copy, Debug)]
+pub enum Edit {
+    /// `n` new bytes after the old content.
+    Append(u64),
+    /// `n` new bytes before the old content (every old byte moves).
+    Prepend(u64),
+}
+
+/// What [`rewrite_store`] wrote.
+pub struct Rewritten {
+    /// BLAKE3 (hex) of the new content.
+    pub hash: String,
+    pub size: u64,
+    /// Time of the kernel-side copy of the unchanged bytes (`copy_file_range`, a reflink where
+    /// the file system shares extents) plus `fsync`: the floor for any replica that rebuilds the
+    /// file from its old copy.
+    pub copy_and_fsync: Duration,
+}
+
+/// Applies `edit` to `dir/<name>.dig` the way DIG writes a store: a new file in `staging` (on the
+/// same file system, somewhere the replicator ignores) holding the old bytes copied in the kernel
+/// and `seed`'s new bytes, fsynced, then renamed over the old one.
+pub fn rewrite_store(
+    staging: &Path,
+    dir: &Path,
+    name: &str,
+    edit: Edit,
+    seed: u64,
+) -> io::Result<Rewritten> {
+    let path = dir.join(format!("{name}.dig"));
+    let tmp = staging.join(format!(".{name}.rewriting"));
+    let (Edit::Append(n) | Edit::Prepend(n)) = edit;
+    let mut fresh = vec![0u8; n as usize];
+    fill_pseudo_random(&mut seed_state(seed), &mut fresh);
+    let mut new = File::create(&tmp)?;
+    if let Edit::Prepend(_) = edit {
+        new.write_all(&fresh)?;
+    }
+    let started = Instant::now();
+    // std copies File to File with copy_file_range on Linux.
+    io::copy(&mut File::open(&path)?, &mut new)?;
+    new.sync_all()?;
+    let copy_and_fsync = started.elapsed();
+    if let Edit::Append(_) = edit {
+        new.write_all(&fresh)?;
+        new.sync_all()?;
+    }
+    let size = new.metadata()?.len();
+    drop(new);
+    // Hashed before the rename, so that the caller's clock starts when the file appears.
+    let hash = file_hash(&tmp)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} vanished while written", tmp.display()),
+        )
+    })?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(Rewritten {
+        hash,
+        size,
+        copy_and_fsync,
+    })
 }
 
 /// BLAKE3 (hex) of a file, read in 1 MiB pieces; `None` when it does not exist.
@@ -200,6 +279,18 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Sum of the samples of metric `name` whose labels include `label` (e.g. `direction="Received"`).
+pub fn metric_sum_labelled(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = labels.split_once("} ")?;
+            labels.split(',').any(|l| l == label).then_some(value)
+        })
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .sum()
+}
+
 /// Peak resident memory (`VmHWM`) of a process, in bytes.
 pub fn peak_resident_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -239,5 +330,27 @@ mod tests {
         let text = "# HELP x y\nfoo_total{direction=\"sent\"} 3\nfoo_total{direction=\"received\"} 4\nfoo_total_other 9\n";
         assert_eq!(metric_sum(text, "foo_total"), 7.0);
         assert_eq!(metric_sum(text, "missing"), 0.0);
+        assert_eq!(
+            metric_sum_labelled(text, "foo_total", "direction=\"received\""),
+            4.0
+        );
+    }
+
+    #[test]
+    fn rewrites_keep_the_old_bytes_around_the_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        write_store(dir.path(), "s", 3 << 20, 1).unwrap();
+        let old = std::fs::read(dir.path().join("s.dig")).unwrap();
+        let appended = rewrite_store(dir.path(), dir.path(), "s", Edit::Append(1000), 2).unwrap();
+        let after = std::fs::read(dir.path().join("s.dig")).unwrap();
+        assert_eq!(appended.size, old.len() as u64 + 1000);
+        assert_eq!(&after[..old.len()], &old[..]);
+        assert_eq!(appended.hash, blake3::hash(&after).to_hex().to_string());
+        let prepended = rewrite_store(dir.path(), dir.path(), "s", Edit::Prepend(10), 3).unwrap();
+        let last = std::fs::read(dir.path().join("s.dig")).unwrap();
+        assert_eq!(prepended.size, after.len() as u64 + 10);
+        assert_eq!(&last[10..], &after[..]);
+        assert!(!dir.path().join(".s.rewriting").exists());
+        assert_eq!(small_store_content(7, 20), b"small store 7\nsmall ");
     }
 }

@@ -6,8 +6,14 @@
 //! - a breakdown of each transfer: when the source had hashed the file, and when each receiver
 //!   learnt of it, verified its first and last byte, and showed it in its data folder.
 //!
+//!
+//! With `--compare-syncthing` it runs instead the side-by-side table of `compare.rs` (DIG and
+//! Syncthing on the same workloads), also on a loop-mounted XFS with `--xfs`.
+//!
 //! Build the binaries first: `cargo build --release -p dig-sidecar -p dig-bootstrap`, then
 //! `cargo run --release -p dig-e2e --bin bench-replication`.
+
+mod compare;
 
 use std::{
     collections::BTreeMap,
@@ -18,8 +24,12 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use dig_e2e::{
+    loop_fs::{LoopXfs, file_system_of},
     network::{LocalNetwork, SidecarNode, clock_ticks_per_second, cpu_ticks},
-    replication::{metric_sum, node_has, peak_resident_bytes, stores, write_store},
+    replication::{
+        metric_sum, node_has, peak_resident_bytes, small_store_content, stores, write_store,
+    },
+    syncthing,
 };
 
 #[derive(Parser)]
@@ -46,6 +56,14 @@ struct Args {
     /// Extra `dig-sidecar run` arguments for every node (repeatable).
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// Run the side-by-side table of DIG and Syncthing (3 nodes each) instead of the sections
+    /// above; without `syncthing` on the PATH its column is left empty.
+    #[arg(long)]
+    compare_syncthing: bool,
+    /// Also run the side-by-side table on a loop-mounted XFS with reflinks (needs root,
+    /// `mkfs.xfs` and `losetup`).
+    #[arg(long, requires = "compare_syncthing")]
+    xfs: bool,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -244,11 +262,7 @@ async fn small_files(
     std::fs::create_dir_all(&staging)?;
     let mut expected = BTreeMap::new();
     for i in 0..count {
-        let mut content = vec![0u8; bytes];
-        let tag = format!("small store {i}\n");
-        for (j, b) in content.iter_mut().enumerate() {
-            *b = tag.as_bytes()[j % tag.len()];
-        }
+        let content = small_store_content(i, bytes);
         let name = format!("small-{i:05}");
         std::fs::write(staging.join(format!("{name}.dig")), &content)?;
         expected.insert(name, blake3::hash(&content).to_hex().to_string());
@@ -355,6 +369,9 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| temp.path().to_path_buf());
     let size = args.large_mib << 20;
 
+    if args.compare_syncthing {
+        return side_by_side(&args, &root).await;
+    }
     {
         let network = start_network(&root.join("two"), "bench-repl-2", 2, &args).await?;
         large_file(&network, size, "2 nodes", args.print_logs).await?;
@@ -369,6 +386,35 @@ async fn main() -> anyhow::Result<()> {
             args.print_logs,
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// The side-by-side tables: on the work dir's file system, then (with `--xfs`) on a loop-mounted
+/// XFS, which is unmounted and deleted whatever happens.
+async fn side_by_side(args: &Args, root: &Path) -> anyhow::Result<()> {
+    let syncthing = syncthing::binary();
+    if syncthing.is_none() {
+        println!(
+            "syncthing not found on the PATH: skipping its column (install it: sudo apt-get install syncthing)"
+        );
+    }
+    let kind = file_system_of(root).unwrap_or_else(|| "unknown file system".into());
+    let heading = format!("{kind}: {} (3 nodes each, 127.0.0.1)", root.display());
+    compare::run(args, syncthing.as_deref(), &root.join("work-dir"), &heading).await?;
+    if args.xfs {
+        if !LoopXfs::available() {
+            println!("--xfs needs root, mkfs.xfs and losetup: skipping the XFS table");
+            return Ok(());
+        }
+        // Sparse: room for three replicas of the large store, each with an old and a new copy.
+        let image_size = (8 << 30) + 8 * (args.large_mib << 20);
+        let fs = LoopXfs::mount(&root.join("xfs.img"), &root.join("xfs"), image_size)?;
+        let heading = format!(
+            "xfs with reflinks, loop-mounted at {} (3 nodes each, 127.0.0.1)",
+            fs.path().display()
+        );
+        compare::run(args, syncthing.as_deref(), fs.path(), &heading).await?;
     }
     Ok(())
 }
