@@ -172,5 +172,8 @@ async fn chunk_maps_and_ranges_are_bounded_whatever_a_peer_asks() {
     assert_eq!(answer["type"], "chunkMap", "{answer}");
     assert_eq!(answer["scheme"], "fastcdc2020-16k-64k-256k");
     let len = answer["len"].as_u64().unwrap();
-    assert!(len > 0 && len % 36 == 0 && len <= (size / 16384 + 1) * 36, "{len}");
+    assert!(
+        len > 0 && len % 36 == 0 && len <= (size / 16384 + 1) * 36,
+        "{len}"
+    );
 }

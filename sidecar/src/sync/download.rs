@@ -22,13 +22,13 @@ use tokio::sync::mpsc;
 use super::chunk_maps::MAX_MAPPED_SIZE;
 use super::chunk_plan::{AfterFailure, ChunkPlan, Failure};
 use super::client::{ClientError, SyncClient};
-use crate::store::cdc::ContentChunk;
 use super::delta::{
     OlderFile, PieceSource, copy_older_pieces, older_chunk_map, plan_moved, reuse_older_chunks,
     verify_chunks, worth_mapping,
 };
 use super::metrics::{Direction, SyncMetrics};
 use super::stream_pool::StreamPool;
+use crate::store::cdc::ContentChunk;
 use crate::store::disk::{self, DiskError};
 use crate::store::hash::{
     self, CHUNK_SIZE, ChainingValue, Hash32, chunk_count, chunk_len, verify_chunk, verify_manifest,

@@ -228,8 +228,15 @@ mod tests {
         enum OlderRequest {
             Digest,
             Inventory,
-            Manifest { name: String, hash: String },
-            Chunk { name: String, hash: String, index: u64 },
+            Manifest {
+                name: String,
+                hash: String,
+            },
+            Chunk {
+                name: String,
+                hash: String,
+                index: u64,
+            },
         }
         assert!(serde_json::from_value::<OlderRequest>(map).is_err());
         assert!(serde_json::from_value::<OlderRequest>(range).is_err());
