@@ -80,10 +80,11 @@ pub fn map_from_bytes(bytes: &[u8], size: u64) -> Option<Vec<ContentChunk>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
+    /// Pseudo-random bytes (xorshift): content with content-defined boundaries.
+    pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed | 1;
         (0..len)
             .map(|_| {

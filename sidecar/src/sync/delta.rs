@@ -373,6 +373,7 @@ pub fn verify_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::cdc::tests::noise;
     use crate::store::hash::digest_reader;
     use std::fs;
 
@@ -439,6 +440,10 @@ mod tests {
         bytes
     }
 
+    fn reuse(case: &Case, done: &mut [u8]) -> u64 {
+        reuse_older_chunks(&case.older, &case.part, case.size, &case.manifest, done).unwrap()
+    }
+
     #[test]
     fn an_append_reuses_every_complete_chunk_of_the_older_file() {
         let old = pattern(5 * CHUNK_SIZE as usize + 300, 1);
@@ -446,14 +451,7 @@ mod tests {
         new.extend(pattern(CHUNK_SIZE as usize, 2));
         let case = case(&old, &new);
         let mut done = vec![0; chunk_count(case.size) as usize];
-        let reused = reuse_older_chunks(
-            &case.older,
-            &case.part,
-            case.size,
-            &case.manifest,
-            &mut done,
-        )
-        .unwrap();
+        let reused = reuse(&case, &mut done);
         // Chunks 0..5 are whole in both; the old partial chunk 5 grew, so it is fetched.
         assert_eq!(reused, 5 * CHUNK_SIZE);
         assert_eq!(done, vec![1, 1, 1, 1, 1, 0, 0]);
@@ -467,14 +465,7 @@ mod tests {
         new[2 * CHUNK_SIZE as usize + 17] ^= 0xff;
         let case = case(&old, &new);
         let mut done = vec![0; 4];
-        let reused = reuse_older_chunks(
-            &case.older,
-            &case.part,
-            case.size,
-            &case.manifest,
-            &mut done,
-        )
-        .unwrap();
+        let reused = reuse(&case, &mut done);
         assert_eq!(reused, 3 * CHUNK_SIZE);
         assert_eq!(done, vec![1, 1, 0, 1]);
         assert_eq!(finish(&case, &done), new);
@@ -490,14 +481,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&case.older.path, pattern(old.len(), 9)).unwrap();
         let mut done = vec![0; 4];
-        let reused = reuse_older_chunks(
-            &case.older,
-            &case.part,
-            case.size,
-            &case.manifest,
-            &mut done,
-        )
-        .unwrap();
+        let reused = reuse(&case, &mut done);
         assert_eq!((reused, done), (0, vec![0; 4]));
     }
 
@@ -515,14 +499,7 @@ mod tests {
         fs::write(&path, &tampered).unwrap();
         case.older.meta = LocalMeta::of_path(&path).unwrap();
         let mut done = vec![0; 3];
-        let reused = reuse_older_chunks(
-            &case.older,
-            &case.part,
-            case.size,
-            &case.manifest,
-            &mut done,
-        )
-        .unwrap();
+        let reused = reuse(&case, &mut done);
         assert_eq!(reused, 2 * CHUNK_SIZE);
         assert_eq!(done, vec![1, 0, 1]);
         assert_eq!(finish(&case, &done), new);
@@ -545,18 +522,6 @@ mod tests {
         let mut new = old.clone();
         new.push(1);
         case(&old, &new)
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
     }
 
     /// Builds the planned chunks as a download would: older pieces copied, peer pieces taken
@@ -586,14 +551,7 @@ mod tests {
         let case = case(&old, &new);
         let mut done = vec![0; chunk_count(case.size) as usize];
         // Every chunk moved: none is where it was.
-        let unmoved = reuse_older_chunks(
-            &case.older,
-            &case.part,
-            case.size,
-            &case.manifest,
-            &mut done,
-        )
-        .unwrap();
+        let unmoved = reuse(&case, &mut done);
         assert_eq!(unmoved, 0);
         let older_map = older_chunk_map(&case.older).unwrap();
         let new_map = crate::store::cdc::chunk_map(&new[..]).unwrap();
