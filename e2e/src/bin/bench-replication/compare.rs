@@ -20,7 +20,7 @@ use dig_e2e::{
     syncthing,
 };
 
-use super::{Args, TIMEOUT, start_network};
+use super::setup::{Args, TIMEOUT, start_network};
 
 /// Bytes added by the append and insert cases.
 const EDIT_BYTES: u64 = 1 << 20;

@@ -14,6 +14,7 @@
 //! `cargo run --release -p dig-e2e --bin bench-replication`.
 
 mod compare;
+mod setup;
 
 use std::{
     collections::BTreeMap,
@@ -31,63 +32,7 @@ use dig_e2e::{
     },
     syncthing,
 };
-
-#[derive(Parser)]
-#[command(about = "Replication benchmark: real dig-sidecar processes on loopback")]
-struct Args {
-    /// Size of the large store in MiB.
-    #[arg(long, default_value_t = 1024)]
-    large_mib: u64,
-    /// Number of small stores.
-    #[arg(long, default_value_t = 5000)]
-    small_count: usize,
-    /// Size of each small store in bytes.
-    #[arg(long, default_value_t = 1024)]
-    small_bytes: usize,
-    /// Folder for the nodes' data (default: a temporary folder).
-    #[arg(long)]
-    work_dir: Option<std::path::PathBuf>,
-    /// `RUST_LOG` of the nodes.
-    #[arg(long, default_value = "warn")]
-    node_log: String,
-    /// Print every node's log after each large-file transfer.
-    #[arg(long)]
-    print_logs: bool,
-    /// Extra `dig-sidecar run` arguments for every node (repeatable).
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-    /// Run the side-by-side table of DIG and Syncthing (3 nodes each) instead of the sections
-    /// above; without `syncthing` on the PATH its column is left empty.
-    #[arg(long)]
-    compare_syncthing: bool,
-    /// Also run the side-by-side table on a loop-mounted XFS with reflinks (needs root,
-    /// `mkfs.xfs` and `losetup`).
-    #[arg(long, requires = "compare_syncthing")]
-    xfs: bool,
-}
-
-const TIMEOUT: Duration = Duration::from_secs(600);
-
-async fn start_network(
-    root: &Path,
-    id: &str,
-    count: usize,
-    args: &Args,
-) -> anyhow::Result<LocalNetwork> {
-    let mut network = LocalNetwork::start(root, id, 0).await?;
-    for index in 0..count {
-        let mut spec = network.node_spec(index);
-        spec.log = args.node_log.clone();
-        for arg in &args.node_args {
-            spec = spec.arg(arg.clone());
-        }
-        network.nodes.push(SidecarNode::start(spec).await?);
-    }
-    network
-        .wait_fully_connected(Duration::from_secs(60))
-        .await?;
-    Ok(network)
-}
+use setup::{Args, TIMEOUT, start_network};
 
 /// When one node passed each step of a transfer, measured from the moment the file appeared in
 /// the source's folder.
