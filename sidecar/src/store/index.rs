@@ -121,6 +121,19 @@ impl LocalMeta {
     pub fn of_path(path: &Path) -> io::Result<Self> {
         Ok(Self::from_metadata(&fs::metadata(path)?))
     }
+
+    /// True when the open `file` is still the one this describes (size, times, inode): its bytes
+    /// are the ones hashed when it was recorded.
+    pub fn describes(&self, file: &File) -> bool {
+        file.metadata()
+            .is_ok_and(|m| Self::from_metadata(&m) == *self)
+    }
+
+    /// Opens `path` only if it is still the file this describes.
+    pub fn open_unchanged(&self, path: &Path) -> Option<File> {
+        let file = File::open(path).ok()?;
+        self.describes(&file).then_some(file)
+    }
 }
 
 /// One store in the index.

@@ -3,16 +3,15 @@
 //! since every receiver of an update asks for the same map.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::store::LocalMeta;
-use crate::store::cdc;
+use crate::store::cdc::{self, ContentChunk};
 use crate::store::hash::Hash32;
 
 /// Maps computed at once, all peers together.
@@ -92,28 +91,21 @@ impl ChunkMaps {
 }
 
 fn map_file(source: &MapSource) -> Result<Vec<u8>, String> {
-    let changed = || {
-        format!(
-            "{} changed on disk since it was hashed",
-            source.path.display()
-        )
-    };
-    let file = File::open(&source.path).map_err(|_| changed())?;
-    let unchanged = |file: &File| {
-        file.metadata()
-            .map(|m| LocalMeta::from_metadata(&m) == source.local)
-            .unwrap_or(false)
-    };
-    if !unchanged(&file) {
-        return Err(changed());
-    }
+    map_unchanged_file(&source.path, &source.local).map(|map| cdc::map_to_bytes(&map))
+}
+
+/// The chunk map of the file at `path`, read only while it is the file `local` describes (it
+/// is checked before and after the read, and the chunks must add up to its size).
+pub fn map_unchanged_file(path: &Path, local: &LocalMeta) -> Result<Vec<ContentChunk>, String> {
+    let changed = || format!("{} changed on disk since it was hashed", path.display());
+    let file = local.open_unchanged(path).ok_or_else(changed)?;
     let map = cdc::chunk_map(BufReader::with_capacity(1 << 20, &file))
-        .map_err(|e: io::Error| format!("cannot read {}: {e}", source.path.display()))?;
+        .map_err(|e: io::Error| format!("cannot read {}: {e}", path.display()))?;
     let total: u64 = map.iter().map(|c| u64::from(c.len)).sum();
-    if !unchanged(&file) || total != source.size {
+    if !local.describes(&file) || total != local.size {
         return Err(changed());
     }
-    Ok(cdc::map_to_bytes(&map))
+    Ok(map)
 }
 
 #[cfg(test)]

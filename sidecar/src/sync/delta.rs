@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use std::collections::HashMap;
 
+use super::chunk_maps::map_unchanged_file;
 use crate::store::LocalMeta;
 use crate::store::cdc::ContentChunk;
 use crate::store::hash::{CHUNK_SIZE, ChainingValue, Hash32, chunk_count, chunk_len, verify_chunk};
@@ -73,7 +74,7 @@ pub fn reuse_older_chunks(
     if candidates.is_empty() {
         return Ok(0);
     }
-    let Some(source) = open_unchanged(older) else {
+    let Some(source) = older.meta.open_unchanged(&older.path) else {
         tracing::debug!(path = %older.path.display(), "the older version is gone or changed: nothing to reuse");
         return Ok(0);
     };
@@ -304,7 +305,7 @@ pub fn copy_older_pieces(
     part: &File,
     builds: &[ChunkBuild],
 ) -> io::Result<bool> {
-    let Some(source) = open_unchanged(older) else {
+    let Some(source) = older.meta.open_unchanged(&older.path) else {
         return Ok(false);
     };
     for piece in builds.iter().flat_map(|b| &b.pieces) {
@@ -317,16 +318,7 @@ pub fn copy_older_pieces(
 
 /// The older file's own chunk map, or `None` when it is gone or changed.
 pub fn older_chunk_map(older: &OlderFile) -> Option<Vec<ContentChunk>> {
-    let file = open_unchanged(older)?;
-    let map = crate::store::cdc::chunk_map(io::BufReader::with_capacity(1 << 20, &file)).ok()?;
-    let total: u64 = map.iter().map(|c| u64::from(c.len)).sum();
-    (total == older.meta.size && open_unchanged(older).is_some()).then_some(map)
-}
-
-fn open_unchanged(older: &OlderFile) -> Option<File> {
-    let file = File::open(&older.path).ok()?;
-    let meta = LocalMeta::from_metadata(&file.metadata().ok()?);
-    (meta == older.meta).then_some(file)
+    map_unchanged_file(&older.path, &older.meta).ok()
 }
 
 /// The chunks among `indices` whose bytes in `part` match the manifest, checked on a few threads.

@@ -12,7 +12,6 @@
 //! peer that stops reading cannot keep a slot.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -518,18 +517,10 @@ async fn read_span(
             )
         };
         let result = (|| {
-            let file = File::open(&held.path).map_err(|_| changed())?;
-            let unchanged = |file: &File| {
-                file.metadata()
-                    .map(|m| LocalMeta::from_metadata(&m) == held.local)
-                    .unwrap_or(false)
-            };
-            if !unchanged(&file) {
-                return Err(changed());
-            }
+            let file = held.local.open_unchanged(&held.path).ok_or_else(changed)?;
             file.read_exact_at(&mut data, offset)
                 .map_err(|_| changed())?;
-            if !unchanged(&file) {
+            if !held.local.describes(&file) {
                 return Err(changed());
             }
             Ok(held.size)
