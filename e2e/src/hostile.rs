@@ -167,9 +167,19 @@ impl HostilePeer {
     /// Sends `request` (a JSON header) on `stream` and returns the response header, or `None`
     /// when the node closed the stream.
     pub async fn ask(stream: &mut Stream, request: &Value) -> anyhow::Result<Option<Value>> {
-        let body = serde_json::to_vec(request)?;
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
+        Self::ask_with_body(stream, request, &[]).await
+    }
+
+    /// [`Self::ask`] with `body` sent right behind the header (a holder notice's announcement).
+    pub async fn ask_with_body(
+        stream: &mut Stream,
+        request: &Value,
+        body: &[u8],
+    ) -> anyhow::Result<Option<Value>> {
+        let header = serde_json::to_vec(request)?;
+        let mut frame = (header.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(body);
         if stream.write_all(&frame).await.is_err() || stream.flush().await.is_err() {
             return Ok(None);
         }

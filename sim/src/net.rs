@@ -20,18 +20,21 @@ pub struct NetConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub gossip: u64,
+    /// Holder notices to direct peers.
+    pub notices: u64,
     pub inventory: u64,
     pub data: u64,
 }
 
 impl Traffic {
     pub fn total(&self) -> u64 {
-        self.gossip + self.inventory + self.data
+        self.gossip + self.notices + self.inventory + self.data
     }
 
     fn add(&mut self, kind: Kind, bytes: u64) {
         match kind {
             Kind::Gossip => self.gossip += bytes,
+            Kind::Notice => self.notices += bytes,
             Kind::Inventory => self.inventory += bytes,
             Kind::Data => self.data += bytes,
         }
@@ -40,6 +43,7 @@ impl Traffic {
     pub fn plus(&self, other: &Traffic) -> Traffic {
         Traffic {
             gossip: self.gossip + other.gossip,
+            notices: self.notices + other.notices,
             inventory: self.inventory + other.inventory,
             data: self.data + other.data,
         }
@@ -48,6 +52,7 @@ impl Traffic {
     pub fn minus(&self, earlier: &Traffic) -> Traffic {
         Traffic {
             gossip: self.gossip - earlier.gossip,
+            notices: self.notices - earlier.notices,
             inventory: self.inventory - earlier.inventory,
             data: self.data - earlier.data,
         }
@@ -57,6 +62,7 @@ impl Traffic {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Gossip,
+    Notice,
     Inventory,
     Data,
 }

@@ -81,8 +81,8 @@ impl Report {
         );
         let idle = &self.idle_traffic;
         println!(
-            "  idle: {:.0} bytes/s sent per node (of all bytes: gossip {}, inventories {}, data {})",
-            self.idle_bytes_per_node_per_s, idle.gossip, idle.inventory, idle.data
+            "  idle: {:.0} bytes/s sent per node (of all bytes: gossip {}, holder notices {}, inventories {}, data {})",
+            self.idle_bytes_per_node_per_s, idle.gossip, idle.notices, idle.inventory, idle.data
         );
         println!(
             "  spread of a new store: 50 % of nodes {}, 99 % {}, 100 % {} ({:.0} bytes/s sent per node meanwhile)",

@@ -2,7 +2,8 @@
 //! engine gets the events its driver would give it, and its actions are carried out the way the
 //! driver does, with the network's delays and costs: gossip goes as gossipsub sends it (its
 //! publisher floods it to every connected peer, other nodes forward it once to their mesh of
-//! [`MESH_N`] peers and drop it when seen again), an inventory exchange sends the digest and, when the digests differ, every
+//! [`MESH_N`] peers and drop it when seen again), a holder notice goes to the one direct peer it
+//! names, an inventory exchange sends the digest and, when the digests differ, every
 //! signed version held, a download moves the store's bytes on the source's uplink, and hashing,
 //! installs and index saves take a millisecond. Everything runs in one thread in time order, so
 //! a seed gives the same run.
@@ -46,6 +47,12 @@ enum SimEvent {
         publisher: usize,
         id: u64,
         records: Arc<Vec<SignedVersion>>,
+    },
+    /// A holder notice from a direct peer reached `to`.
+    Notice {
+        from: usize,
+        to: usize,
+        records: Vec<SignedVersion>,
     },
     /// A digest request reached `to`; it answers `from`.
     InventoryRequest {
@@ -249,6 +256,12 @@ impl World {
                 id,
                 records,
             } => self.on_gossip(to, publisher, id, records),
+            SimEvent::Notice { from, to, records } => {
+                if self.nodes[to].online {
+                    let from = self.nodes[from].peer;
+                    self.deliver(to, from, Via::Notice, &records);
+                }
+            }
             SimEvent::InventoryRequest { from, to } => self.on_inventory_request(from, to),
             SimEvent::InventoryResponse { from, to, records } => {
                 self.on_inventory_response(from, to, records)
@@ -362,6 +375,22 @@ impl World {
                 let records = Arc::new(records);
                 let everyone: Vec<usize> = self.nodes[node].neighbors.iter().copied().collect();
                 self.forward(node, &everyone, node, id, &records);
+            }
+            Action::NotifyHolding { peer, records } => {
+                let Some(&to) = self.by_peer.get(&peer) else {
+                    return;
+                };
+                let bytes = SMALL_MESSAGE_BYTES + RECORD_BYTES * records.len() as u64;
+                if let Some(at) = self.net.send(node, to, bytes, Kind::Notice, now) {
+                    self.push(
+                        at,
+                        SimEvent::Notice {
+                            from: node,
+                            to,
+                            records,
+                        },
+                    );
+                }
             }
             Action::ExchangeInventory(peer) => {
                 let Some(&to) = self.by_peer.get(&peer) else {

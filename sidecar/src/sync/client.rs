@@ -223,11 +223,33 @@ impl SyncClient {
             .map_err(|source| ClientError::Io { peer, source })
     }
 
+    /// Tells the peer this node now holds the versions of `announcement` (an encoded
+    /// [`super::announce::Announcement`] of at most [`super::protocol::MAX_HOLDING_BYTES`]).
+    pub async fn holding(&mut self, announcement: &[u8]) -> Result<(), ClientError> {
+        let request = Request::Holding {
+            len: announcement.len() as u64,
+        };
+        match self.exchange_with_body(&request, announcement).await? {
+            ResponseHeader::Noted => Ok(()),
+            other => Err(self.unexpected(format!("{other:?} to a holder notice"))),
+        }
+    }
+
     async fn exchange(&mut self, request: &Request) -> Result<ResponseHeader, ClientError> {
+        self.exchange_with_body(request, &[]).await
+    }
+
+    /// Sends a request header and `body` right behind it, and reads the response header.
+    async fn exchange_with_body(
+        &mut self,
+        request: &Request,
+        body: &[u8],
+    ) -> Result<ResponseHeader, ClientError> {
         let peer = self.peer;
         let timeout = self.timeout;
         let io = async {
             write_header(&mut self.stream, request).await?;
+            self.stream.write_all(body).await?;
             self.stream.flush().await?;
             read_header::<_, ResponseHeader>(&mut self.stream).await
         };

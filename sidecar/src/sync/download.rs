@@ -972,6 +972,7 @@ pub(crate) mod tests {
             dir.path().to_owned(),
             SyncMetrics::unregistered(),
             corrupt,
+            None,
         );
         let incoming = control.accept(sync_protocol(NET)).unwrap();
         tokio::spawn(run_server(incoming, context, CancellationToken::new()));

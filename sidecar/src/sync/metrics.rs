@@ -45,6 +45,8 @@ pub struct SyncMetrics {
     pub download_failures: Family<ReasonLabels, Counter>,
     pub announcements_sent: Counter,
     pub announcements_received: Counter,
+    pub holder_notices: Family<DirectionLabels, Counter>,
+    pub holder_notices_refused: Counter,
     pub records_rejected: Family<ReasonLabels, Counter>,
     pub refused_local_changes: Family<KindLabels, Counter>,
     pub takeovers: Counter,
@@ -130,6 +132,20 @@ impl SyncMetrics {
             "Gossip announcements received and accepted",
             metrics.announcements_received.clone(),
         );
+        for direction in [Direction::Sent, Direction::Received] {
+            metrics.holder_notice(direction, 0);
+        }
+        sub.register(
+            "holder_notices",
+            "Holder notices (\"this node now holds these versions\", sent to direct peers after \
+             an install) sent and received, by direction",
+            metrics.holder_notices.clone(),
+        );
+        sub.register(
+            "holder_notices_refused",
+            "Holder notices from peers refused unread: too large, or the peer had too many queued",
+            metrics.holder_notices_refused.clone(),
+        );
         sub.register(
             "records_rejected",
             "Version records from peers that were dropped, by reason (malformed, unsigned, bad_signature, lamport_ahead, unauthorised, index_full, tombstone_ignored)",
@@ -185,6 +201,8 @@ impl SyncMetrics {
             download_failures: Family::default(),
             announcements_sent: Counter::default(),
             announcements_received: Counter::default(),
+            holder_notices: Family::default(),
+            holder_notices_refused: Counter::default(),
             records_rejected: Family::default(),
             refused_local_changes: Family::default(),
             takeovers: Counter::default(),
@@ -199,6 +217,12 @@ impl SyncMetrics {
         self.transfer_bytes
             .get_or_create(&DirectionLabels { direction })
             .inc_by(bytes);
+    }
+
+    pub fn holder_notice(&self, direction: Direction, count: u64) {
+        self.holder_notices
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(count);
     }
 
     pub fn add_file(&self, direction: Direction) {

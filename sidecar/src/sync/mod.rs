@@ -11,6 +11,7 @@ pub mod delta;
 pub mod download;
 pub mod driver;
 pub mod engine;
+pub mod holder_notices;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -22,6 +22,9 @@ pub const MAX_HEADER_BYTES: u32 = 8 * 1024;
 /// Largest inventory body accepted (JSON list of signed versions).
 pub const MAX_INVENTORY_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Largest holder notice body accepted (one announcement's worth of signed records).
+pub const MAX_HOLDING_BYTES: u64 = crate::sync::announce::MAX_ANNOUNCEMENT_BYTES as u64;
+
 /// The sync protocol id for a network: `/dig/<net>/sync/2`.
 pub fn sync_protocol(network_id: &str) -> StreamProtocol {
     StreamProtocol::try_from_owned(format!("/dig/{network_id}/sync/2"))
@@ -55,6 +58,11 @@ pub enum Request {
         offset: u64,
         len: u64,
     },
+    /// "I now hold these versions": followed by `len` bytes of an announcement (signed records,
+    /// at most [`MAX_HOLDING_BYTES`]). Sent to direct peers after an install instead of a gossip
+    /// announcement to the whole network. A peer from before holder notices closes the stream
+    /// on it; it learns the same from the next inventory exchange.
+    Holding { len: u64 },
 }
 
 /// Why a request was refused.
@@ -98,6 +106,8 @@ pub enum ResponseHeader {
         len: u64,
         scheme: String,
     },
+    /// A holder notice was taken.
+    Noted,
     Refused {
         kind: RefusalKind,
         message: String,
@@ -205,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn delta_requests_are_new_types_that_an_older_node_cannot_mistake_for_its_own() {
+    fn delta_and_holder_requests_are_new_types_that_an_older_node_cannot_mistake_for_its_own() {
         let map = serde_json::to_value(Request::ChunkMap {
             name: "s".into(),
             hash: "ab".into(),
@@ -220,6 +230,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(range["type"], "range");
+        let holding = serde_json::to_value(Request::Holding { len: 10 }).unwrap();
+        assert_eq!(holding["type"], "holding");
         // What a node from before delta sync knew: the tag decides, so a new type fails to parse
         // there (and the stream is closed) rather than being read as a chunk request.
         #[derive(Debug, Deserialize)]
@@ -240,6 +252,7 @@ mod tests {
         }
         assert!(serde_json::from_value::<OlderRequest>(map).is_err());
         assert!(serde_json::from_value::<OlderRequest>(range).is_err());
+        assert!(serde_json::from_value::<OlderRequest>(holding).is_err());
     }
 
     #[test]

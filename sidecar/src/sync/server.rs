@@ -26,8 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::announce::WireEntry;
 use super::chunk_maps::{ChunkMaps, MapSource};
+use super::holder_notices::NoticeQueue;
 use super::metrics::{Direction, SyncMetrics};
-use super::protocol::{RefusalKind, Request, ResponseHeader, read_header, write_header};
+use super::protocol::{
+    MAX_HOLDING_BYTES, RefusalKind, Request, ResponseHeader, read_body, read_header, write_header,
+};
 use crate::store::cdc;
 use crate::store::hash::{self, CHUNK_SIZE, Hash32, chunk_count, chunk_len};
 use crate::store::name::store_path;
@@ -79,6 +82,8 @@ pub struct ServeContext {
     inventories: Arc<Semaphore>,
     buffers: Mutex<Vec<Vec<u8>>>,
     chunk_maps: ChunkMaps,
+    /// Where holder notices go; none: they are refused as not taken here.
+    notices: Option<NoticeQueue>,
 }
 
 #[derive(Default)]
@@ -118,6 +123,7 @@ impl ServeContext {
         data_dir: PathBuf,
         metrics: SyncMetrics,
         corrupt_chunks: bool,
+        notices: Option<NoticeQueue>,
     ) -> Arc<Self> {
         Arc::new(Self {
             index,
@@ -129,6 +135,7 @@ impl ServeContext {
             inventories: Arc::new(Semaphore::new(MAX_INVENTORIES)),
             buffers: Mutex::new(Vec::new()),
             chunk_maps: ChunkMaps::default(),
+            notices,
         })
     }
 
@@ -299,6 +306,12 @@ async fn serve_stream(
                 let span = Span::Range { offset, len };
                 serve_span(peer, &mut stream, context, peer_reads, &name, &hash, span).await?;
             }
+            Request::Holding { len } => {
+                if !take_notice(peer, &mut stream, context, len).await? {
+                    // The body was not read: the stream's framing is lost.
+                    return Ok(());
+                }
+            }
             Request::ChunkMap { name, hash } => {
                 let response = match held_content(context, &name, &hash, false) {
                     Ok(held) => context
@@ -331,6 +344,63 @@ async fn serve_stream(
         }
         timed(stream.flush()).await?;
     }
+}
+
+/// Reads a holder notice of `len` bytes into the engine's queue and answers it. Its place in the
+/// queue is taken before the body is read; without one (or when the notice is too large) the
+/// refusal is sent and false returned, and the caller closes the stream.
+async fn take_notice(
+    peer: PeerId,
+    stream: &mut Stream,
+    context: &Arc<ServeContext>,
+    len: u64,
+) -> io::Result<bool> {
+    let reserved = match &context.notices {
+        _ if len > MAX_HOLDING_BYTES => Err(refused(
+            RefusalKind::BadRequest,
+            format!("holder notice of {len} bytes; at most {MAX_HOLDING_BYTES}"),
+        )),
+        None => Err(refused(
+            RefusalKind::NotFound,
+            "this node takes no holder notices".to_owned(),
+        )),
+        Some(queue) => queue
+            .reserve(peer)
+            .map(|place| (queue, place))
+            .ok_or_else(|| {
+                refused(
+                    RefusalKind::Busy,
+                    "too many holder notices from this peer are being handled".to_owned(),
+                )
+            }),
+    };
+    let (queue, place) = match reserved {
+        Ok(reserved) => reserved,
+        Err(refusal) => {
+            context.metrics.holder_notices_refused.inc();
+            timed(write_header(stream, &refusal)).await?;
+            return Ok(false);
+        }
+    };
+    let mut body = Vec::new();
+    tokio::time::timeout(
+        WRITE_TIMEOUT,
+        read_body(stream, len, MAX_HOLDING_BYTES, &mut body),
+    )
+    .await
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("a holder notice of {len} bytes did not arrive within {WRITE_TIMEOUT:?}"),
+        )
+    })??;
+    let answer = if queue.push(place, body) {
+        ResponseHeader::Noted
+    } else {
+        refused(RefusalKind::NotFound, "replication has stopped".to_owned())
+    };
+    timed(write_header(stream, &answer)).await?;
+    Ok(true)
 }
 
 /// Which bytes of a held store a request asks for.
@@ -551,6 +621,7 @@ mod tests {
             PathBuf::from("/nonexistent"),
             SyncMetrics::unregistered(),
             false,
+            None,
         );
         let (flooder, honest) = (PeerId::random(), PeerId::random());
         let mut held = Vec::new();
@@ -602,6 +673,7 @@ mod tests {
             PathBuf::from("/nonexistent"),
             SyncMetrics::unregistered(),
             false,
+            None,
         );
         let mut held = Vec::new();
         for _ in 0..MAX_SERVED_STREAMS / MAX_STREAMS_PER_PEER + 1 {

@@ -20,6 +20,7 @@ use crate::store::name::store_path;
 use crate::store::record::{ContentId, SignedVersion};
 use crate::store::{install, journal};
 use crate::sync::announce::Announcement;
+use crate::sync::client::{ClientError, SyncClient};
 use crate::sync::delta::OlderFile;
 use crate::sync::download::{DownloadTarget, PartialFiles};
 use crate::sync::engine::{
@@ -48,6 +49,7 @@ impl Driver {
             Action::Hash(batch) => self.hash(batch),
             Action::Rescan => self.start_scan(),
             Action::Announce(records) => self.announce(records),
+            Action::NotifyHolding { peer, records } => self.notify_holding(peer, records),
             Action::ExchangeInventory(peer) => inbound::exchange_inventory(
                 self.shared.clone(),
                 self.node.stream_control(),
@@ -145,6 +147,31 @@ impl Driver {
                     // Peers that miss it learn the same from the next inventory exchange.
                     Err(error) => tracing::debug!(%error, "store announcement not published"),
                 };
+            }
+        });
+    }
+
+    /// Sends a holder notice to one peer, in announcement-sized messages on one stream.
+    fn notify_holding(&self, peer: PeerId, records: Vec<SignedVersion>) {
+        let messages = Announcement::encode_batches(&records);
+        let mut control = self.node.stream_control();
+        let protocol = self.protocol.clone();
+        let timeout = self.config.request_timeout;
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let sent = async {
+                let mut client = SyncClient::open(&mut control, peer, protocol, timeout).await?;
+                for message in &messages {
+                    client.holding(message).await?;
+                    metrics.holder_notice(Direction::Sent, 1);
+                }
+                client.close().await;
+                Ok::<_, ClientError>(())
+            };
+            // A peer that misses it learns the same from the next inventory exchange; one from
+            // before holder notices closes the stream.
+            if let Err(error) = sent.await {
+                tracing::debug!(%peer, %error, "holder notice not delivered");
             }
         });
     }
@@ -393,6 +420,10 @@ impl Driver {
         metrics
             .announcements_received
             .inc_by(stats.announcements_received - last.announcements_received);
+        metrics.holder_notice(
+            Direction::Received,
+            stats.holder_notices_received - last.holder_notices_received,
+        );
         metrics
             .peers_banned
             .inc_by(stats.peers_banned - last.peers_banned);

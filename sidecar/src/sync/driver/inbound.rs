@@ -7,29 +7,64 @@ use std::time::Duration;
 
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::state::{Input, Shared};
 use crate::store::record::SignedVersion;
 use crate::sync::announce::{Announcement, WireEntry, count_failures, decode_entries};
 use crate::sync::client::{ClientError, SyncClient};
 use crate::sync::engine::{Event, Reject, VerifiedVersion, Via};
+use crate::sync::holder_notices::HolderNotice;
 
 /// Records verified inline below this count; above it, on a blocking thread.
 const INLINE_VERIFY: usize = 8;
 
-/// The engine events of one gossip message from `source` (gossipsub's signed publisher).
-pub(super) async fn gossip(shared: &Arc<Shared>, source: PeerId, data: &[u8]) -> Vec<Event> {
+/// The engine events of one announcement from `source`: a gossip message (`source` is
+/// gossipsub's signed publisher) or a direct peer's holder notice (`source` is the peer at the
+/// other end of the stream).
+pub(super) async fn announcement(
+    shared: &Arc<Shared>,
+    source: PeerId,
+    via: Via,
+    data: &[u8],
+) -> Vec<Event> {
     match Announcement::decode(data) {
-        Ok(entries) => checked(shared, source, Via::Gossip, entries).await,
+        Ok(entries) => checked(shared, source, via, entries).await,
         Err(error) => {
-            tracing::debug!(%source, %error, "undecodable store announcement");
+            tracing::debug!(%source, ?via, %error, "undecodable store announcement");
             vec![Event::Rejected {
                 from: source,
-                via: Via::Gossip,
+                via,
                 reasons: vec![(Reject::Malformed, 1)],
             }]
         }
     }
+}
+
+/// Verifies holder notices as they come and passes what they bring to the engine; a notice's
+/// place in the server's queue is released once its events are sent.
+pub(super) fn take_holder_notices(
+    shared: Arc<Shared>,
+    mut notices: mpsc::Receiver<HolderNotice>,
+    inputs: mpsc::UnboundedSender<Input>,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let notice = tokio::select! {
+                _ = cancel.cancelled() => return,
+                notice = notices.recv() => match notice {
+                    Some(notice) => notice,
+                    None => return,
+                },
+            };
+            for event in announcement(&shared, notice.from, Via::Notice, &notice.body).await {
+                if inputs.send(Input::Engine(event)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Decodes and verifies entries from `from`; records the index holds are not verified again.

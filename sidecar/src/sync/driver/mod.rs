@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ReplicationConfig;
 use super::download::{DownloadConfig, Downloader, PartialFiles};
-use super::engine::{DrainReport, Engine, EngineConfig, Event, Limits};
+use super::engine::{DrainReport, Engine, EngineConfig, Event, Limits, Via};
+use super::holder_notices::NoticeQueue;
 use super::metrics::SyncMetrics;
 use super::protocol::sync_protocol;
 use super::server::{ServeContext, run_server};
@@ -205,15 +206,23 @@ impl Replicator {
                 "TEST MODE: this node aborts right after its first install (--test-crash-after-install)"
             );
         }
+        let (notices, notices_rx) = NoticeQueue::new();
         let serve = ServeContext::new(
             shared.clone(),
             paths.data_dir.clone(),
             metrics.clone(),
             config.test_corrupt_chunks,
+            Some(notices),
         );
         tokio::spawn(run_server(incoming, serve, cancel.clone()));
 
         let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
+        inbound::take_holder_notices(
+            shared.clone(),
+            notices_rx,
+            inputs_tx.clone(),
+            cancel.clone(),
+        );
         let watcher = start_watcher(&paths.data_dir, &config, &inputs_tx, &cancel)?;
         if let Some(path) = config.drain_annotations.clone() {
             drain_file::watch(path, inputs_tx.clone(), cancel.clone());
@@ -484,7 +493,8 @@ impl Driver {
                 self.feed(Event::PeerDisconnected(peer)).await;
             }
             NodeEvent::Announcement { source, data } => {
-                let mut events = inbound::gossip(&self.shared, source, &data).await;
+                let mut events =
+                    inbound::announcement(&self.shared, source, Via::Gossip, &data).await;
                 for event in events.drain(..) {
                     self.feed(event).await;
                 }

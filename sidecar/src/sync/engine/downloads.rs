@@ -210,6 +210,14 @@ impl Scheduler {
     }
 
     /// Peers known to hold `hash` of `name`.
+    /// Whether `peer` is known to hold `hash` as `name`'s content.
+    pub fn is_holder(&self, name: &str, peer: &PeerId, hash: &Hash32) -> bool {
+        self.holders
+            .get(name)
+            .and_then(|holders| holders.get(peer))
+            .is_some_and(|held| held == hash)
+    }
+
     pub fn holders_of(&self, name: &str, hash: &Hash32) -> Vec<PeerId> {
         self.holders
             .get(name)

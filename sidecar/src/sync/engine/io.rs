@@ -79,6 +79,8 @@ pub struct SupersededFile {
 pub enum Via {
     Gossip,
     Inventory,
+    /// A direct peer's holder notice: it now holds these versions.
+    Notice,
 }
 
 /// A store file to hash.
@@ -255,8 +257,14 @@ pub enum Action {
     Hash(Vec<HashRequest>),
     /// List the data folder and report [`Event::Scanned`].
     Rescan,
-    /// Publish these records on the gossip topic.
+    /// Publish these records on the gossip topic (versions made here).
     Announce(Vec<SignedVersion>),
+    /// Tell one connected peer that this node now holds these versions (installed or adopted
+    /// here; the peer is not known to hold them).
+    NotifyHolding {
+        peer: PeerId,
+        records: Vec<SignedVersion>,
+    },
     /// Compare inventories with a peer; report [`Event::Remote`]/[`Event::Rejected`] and then
     /// [`Event::InventoryDone`].
     ExchangeInventory(PeerId),

@@ -231,7 +231,7 @@ impl Engine {
         runtime.error = None;
         self.changed(name, now);
         if newly_held {
-            self.announce_current(name);
+            self.now_holds(name);
         }
     }
 

@@ -122,6 +122,8 @@ pub struct Engine {
     /// Installs (and removals) waiting for an index save.
     parked: BTreeSet<String>,
     announce: Vec<SignedVersion>,
+    /// Stores this node came to hold since the last tick: its peers hear of them then.
+    newly_held: BTreeSet<String>,
     stats: Stats,
     rng: StdRng,
     scanned: bool,
@@ -179,6 +181,7 @@ impl Engine {
             offences: offences::Offences::default(),
             parked: BTreeSet::new(),
             announce,
+            newly_held: BTreeSet::new(),
             stats: Stats::default(),
             rng,
             scanned: false,
@@ -344,6 +347,7 @@ impl Engine {
             });
         }
         self.peers.tick(now);
+        self.notify_holders();
         if !self.announce.is_empty() {
             let records = std::mem::take(&mut self.announce);
             self.stats.announcements_queued += 1;
@@ -397,10 +401,44 @@ impl Engine {
         generation
     }
 
-    /// Queues the current signed version of `name` for announcement.
-    fn announce_current(&mut self, name: &str) {
-        if let Some(signed) = self.index.get(name).and_then(|e| e.signed(name)) {
-            self.announce.push(signed);
+    /// Notes that this node now holds `name`'s current version; the next tick tells its peers.
+    fn now_holds(&mut self, name: &str) {
+        self.newly_held.insert(name.to_owned());
+    }
+
+    /// Tells each connected peer which of the stores this node came to hold it is not known to
+    /// hold itself. Only direct peers hear it (not the whole network through gossip), so an
+    /// install costs a few messages, not one per node of the network.
+    fn notify_holders(&mut self) {
+        let records: Vec<SignedVersion> = std::mem::take(&mut self.newly_held)
+            .into_iter()
+            .filter_map(|name| {
+                let entry = self.index.get(&name).filter(|e| e.is_held())?;
+                entry.signed(&name)
+            })
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let peers: Vec<PeerId> = self.peers.connected_peers().iter().copied().collect();
+        for peer in peers {
+            let unaware: Vec<SignedVersion> = records
+                .iter()
+                .filter(|signed| {
+                    signed.record.content.is_some_and(|content| {
+                        !self
+                            .downloads
+                            .is_holder(&signed.record.name, &peer, &content.hash)
+                    })
+                })
+                .cloned()
+                .collect();
+            if !unaware.is_empty() {
+                self.out.push(Action::NotifyHolding {
+                    peer,
+                    records: unaware,
+                });
+            }
         }
     }
 

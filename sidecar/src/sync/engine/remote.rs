@@ -23,8 +23,12 @@ impl Engine {
         if self.offences.is_banned(&from, now) {
             return;
         }
-        if via == Via::Gossip && !records.is_empty() {
-            self.stats.announcements_received += 1;
+        if !records.is_empty() {
+            match via {
+                Via::Gossip => self.stats.announcements_received += 1,
+                Via::Notice => self.stats.holder_notices_received += 1,
+                Via::Inventory => {}
+            }
         }
         let sender = from.to_base58();
         let mut unauthorised_own = false;

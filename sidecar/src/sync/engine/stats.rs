@@ -35,6 +35,8 @@ pub struct Stats {
     pub announcements_received: u64,
     /// Announcement messages handed to the driver.
     pub announcements_queued: u64,
+    /// Holder notices from direct peers that brought at least one record.
+    pub holder_notices_received: u64,
     pub download_failures: BTreeMap<&'static str, u64>,
     /// Downloads installed.
     pub files_received: u64,

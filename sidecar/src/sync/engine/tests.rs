@@ -1502,3 +1502,70 @@ fn an_update_to_a_held_store_downloads_with_the_older_file_to_reuse() {
         })
     );
 }
+
+fn holder_notices(actions: &[Action]) -> Vec<(PeerId, Vec<&str>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::NotifyHolding { peer, records } => Some((
+                *peer,
+                records.iter().map(|r| r.record.name.as_str()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_install_is_told_to_the_direct_peers_not_known_to_hold_it_and_never_gossiped() {
+    let origin = Keypair::generate_ed25519();
+    let (holder, unaware) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    for key in [&origin, &holder, &unaware] {
+        node.handle(Event::PeerConnected(peer(key)));
+    }
+    let created = version(&origin, "s", START, Some(b"bytes"), None, None);
+    node.receive(&origin, vec![created.clone()]);
+    // A direct peer says it holds the same version: it is a source, and needs no notice.
+    node.handle(Event::Remote {
+        from: peer(&holder),
+        via: Via::Notice,
+        records: vec![created.clone()],
+    });
+    assert_eq!(node.engine.stats().holder_notices_received, 1);
+    node.settle();
+    node.downloaded("s", b"bytes");
+    let mut after = node.installed("s", b"bytes", None);
+    after.extend(node.settle());
+
+    assert!(announced(&after).is_empty(), "no gossip for an install");
+    assert_eq!(
+        holder_notices(&after),
+        vec![(peer(&unaware), vec!["s"])],
+        "only the peer not known to hold it hears, once"
+    );
+    assert!(holder_notices(&node.advance(Duration::from_secs(1))).is_empty());
+}
+
+#[test]
+fn a_notice_of_a_version_not_seen_yet_is_taken_like_an_announcement_with_its_sender_as_source() {
+    let origin = Keypair::generate_ed25519();
+    let neighbour = Keypair::generate_ed25519();
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.handle(Event::PeerConnected(peer(&neighbour)));
+    let created = version(&origin, "s", START, Some(b"bytes"), None, None);
+    let mut actions = node.handle(Event::Remote {
+        from: peer(&neighbour),
+        via: Via::Notice,
+        records: vec![created],
+    });
+    actions.extend(node.settle());
+    let sources: Vec<&Vec<PeerId>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StartDownload { name, peers, .. } if name == "s" => Some(peers),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources, vec![&vec![peer(&neighbour)]]);
+}

@@ -221,7 +221,7 @@ impl Engine {
                 "installed a verified store version"
             );
         }
-        self.announce_current(name);
+        self.now_holds(name);
     }
 
     /// Records a file kept in `conflicts/` before it was replaced or removed.
