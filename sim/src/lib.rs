@@ -5,5 +5,6 @@
 
 pub mod net;
 pub mod node;
+pub mod reconcile;
 pub mod scenario;
 pub mod world;

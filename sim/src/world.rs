@@ -1,12 +1,15 @@
 //! The simulation: nodes, the network between them, and a queue of timed events. Each node's
 //! engine gets the events its driver would give it, and its actions are carried out the way the
-//! driver does, with the network's delays and costs: gossip goes as gossipsub sends it (its
-//! publisher floods it to every connected peer, other nodes forward it once to their mesh of
-//! [`MESH_N`] peers and drop it when seen again), a holder notice goes to the one direct peer it
-//! names, an inventory exchange sends the digest and, when the digests differ, every
-//! signed version held, a download moves the store's bytes on the source's uplink, and hashing,
-//! installs and index saves take a millisecond. Everything runs in one thread in time order, so
-//! a seed gives the same run.
+//! driver does, with the network's delays and costs:
+//! - gossip goes as gossipsub sends it: its publisher floods it to every connected peer, other
+//!   nodes forward it once to their mesh of [`MESH_N`] peers and drop it when seen again;
+//! - a holder notice goes to the one direct peer it names;
+//! - an inventory exchange sends the digest and, when the digests differ, runs the sidecar's
+//!   range-based reconciliation between the two indexes ([`crate::reconcile`]);
+//! - a download moves the store's bytes on the source's uplink;
+//! - hashing, installs and index saves take a millisecond.
+//!
+//! Everything runs in one thread in time order, so a seed gives the same run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use libp2p_identity::PeerId;
 
 use crate::net::{Kind, NetConfig, Network};
 use crate::node::{File, SimNode};
+use crate::reconcile::reconcile;
 
 /// Bytes of one signed version on the wire (name, lamport, origin, owner, size, hash, replaces,
 /// signature, framing), as measured from the sidecar's announcement encoding.
@@ -558,12 +562,12 @@ impl World {
         let node = &mut self.nodes[to];
         let mut verified = Vec::new();
         for signed in records {
-            if node.engine.knows(signed) {
-                continue;
-            }
-            if let Ok(record) = VerifiedVersion::check(signed.clone(), &mut node.keys) {
-                verified.push(record);
-            }
+            // Known records still name their sender as a holder, as in the driver.
+            let record = node
+                .engine
+                .known_record(signed)
+                .or_else(|| VerifiedVersion::check(signed.clone(), &mut node.keys).ok());
+            verified.extend(record);
         }
         if !verified.is_empty() {
             self.handle(
@@ -583,24 +587,27 @@ impl World {
         }
         let same = self.nodes[from].engine.index().holdings_digest()
             == self.nodes[to].engine.index().holdings_digest();
-        let records = (!same).then(|| {
-            Arc::new(
-                self.nodes[to]
-                    .engine
-                    .index()
-                    .iter()
-                    .filter(|(_, e)| e.is_held() || e.is_tombstone())
-                    .filter_map(|(name, e)| e.signed(name))
-                    .collect::<Vec<_>>(),
+        let (records, answered_bytes, extra_round_trips) = if same {
+            (None, 0, 0)
+        } else {
+            let reconciled = reconcile(
+                self.nodes[from].engine.index(),
+                self.nodes[to].engine.index(),
+            );
+            // The asks ride on the asker's uplink; their timing is folded into the round trips.
+            let _ = self
+                .net
+                .send(from, to, reconciled.asked_bytes, Kind::Inventory, self.now);
+            (
+                Some(Arc::new(reconciled.records)),
+                reconciled.answered_bytes,
+                reconciled.round_trips.saturating_sub(1),
             )
-        });
-        let bytes = SMALL_MESSAGE_BYTES
-            + records
-                .as_ref()
-                .map_or(0, |r| r.len() as u64 * RECORD_BYTES);
+        };
+        let bytes = SMALL_MESSAGE_BYTES + answered_bytes;
         match self.net.send(to, from, bytes, Kind::Inventory, self.now) {
             Some(at) => self.push(
-                at,
+                at + extra_round_trips * 2 * self.net.latency(),
                 SimEvent::InventoryResponse {
                     from: to,
                     to: from,

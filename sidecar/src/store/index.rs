@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufReader, Write};
+use std::ops::Bound;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -261,18 +262,52 @@ impl IndexEntry {
             && self.record(&signed.record.name) == signed.record
     }
 
+    /// Whether the holdings digest covers this entry: held content and tombstones count, wanted
+    /// content not.
+    pub fn is_holding(&self) -> bool {
+        self.is_held() || self.is_tombstone()
+    }
+
     /// Part of the holdings fingerprint: held content and tombstones count, wanted content not.
     fn fingerprint_part(&self, name: &str) -> Option<Hash32> {
-        let what = match (&self.content, self.local) {
-            (Some(content), Some(_)) => content.hash_hex(),
-            (None, _) => "tombstone".to_owned(),
-            (Some(_), None) => return None,
+        self.is_holding().then(|| self.version_part(name))
+    }
+
+    /// The fingerprint part of this version, whether or not its content is here yet.
+    fn version_part(&self, name: &str) -> Hash32 {
+        let what = match &self.content {
+            Some(content) => content.hash_hex(),
+            None => "tombstone".to_owned(),
         };
         let line = format!(
             "{name}\n{}\n{}\n{what}\n",
             self.version.lamport, self.version.origin
         );
-        Some(*blake3::hash(line.as_bytes()).as_bytes())
+        *blake3::hash(line.as_bytes()).as_bytes()
+    }
+}
+
+/// The count and XOR of the digest parts of a run of entries (a range of the holdings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeFingerprint {
+    pub count: u64,
+    pub xor: Hash32,
+}
+
+impl RangeFingerprint {
+    /// Adds an entry the holdings digest covers (others add nothing).
+    pub fn add(&mut self, name: &str, entry: &IndexEntry) {
+        if let Some(part) = entry.fingerprint_part(name) {
+            self.add_part(part);
+        }
+    }
+
+    fn add_part(&mut self, part: Hash32) {
+        self.count += 1;
+        self.xor
+            .iter_mut()
+            .zip(part)
+            .for_each(|(acc, byte)| *acc ^= byte);
     }
 }
 
@@ -485,6 +520,57 @@ impl StoreIndex {
 
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.entries.keys()
+    }
+
+    /// The entries the holdings digest covers (held stores and tombstones) with names from
+    /// `lower` (inclusive) to `upper` (exclusive; `None`: to the end), in name order. Nothing
+    /// when the bounds are reversed or equal.
+    pub fn holdings_in<'a>(
+        &'a self,
+        lower: &'a str,
+        upper: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a String, &'a IndexEntry)> + 'a {
+        self.entries_in(lower, upper)
+            .filter(|(_, entry)| entry.is_holding())
+    }
+
+    /// Every entry with a name in the range (see [`Self::holdings_in`]).
+    fn entries_in<'a>(
+        &'a self,
+        lower: &'a str,
+        upper: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a String, &'a IndexEntry)> + 'a {
+        let bounds = match upper {
+            Some(upper) if upper <= lower => None,
+            _ => Some((
+                Bound::Included(lower),
+                upper.map_or(Bound::Unbounded, Bound::Excluded),
+            )),
+        };
+        bounds
+            .into_iter()
+            .flat_map(move |bounds| self.entries.range::<str, _>(bounds))
+    }
+
+    /// Like [`Self::range_fingerprint`] over every version this node knows in the range, its
+    /// content here or still to fetch: what a peer's holdings are compared with when this node
+    /// asks what it lacks (a version it knows and has yet to fetch need not be sent again).
+    pub fn known_range_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, Hash32) {
+        let mut fingerprint = RangeFingerprint::default();
+        for (name, entry) in self.entries_in(lower, upper) {
+            fingerprint.add_part(entry.version_part(name));
+        }
+        (fingerprint.count, fingerprint.xor)
+    }
+
+    /// How many entries [`Self::holdings_in`] the range has, and the XOR of their parts of the
+    /// holdings digest: two nodes with the same answer for a range hold the same versions there.
+    pub fn range_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, Hash32) {
+        let mut fingerprint = RangeFingerprint::default();
+        for (name, entry) in self.holdings_in(lower, upper) {
+            fingerprint.add(name, entry);
+        }
+        (fingerprint.count, fingerprint.xor)
     }
 
     pub fn len(&self) -> usize {
@@ -873,6 +959,34 @@ mod tests {
         );
         b.remove("s");
         assert_eq!(b.holdings_digest(), StoreIndex::new().holdings_digest());
+    }
+
+    #[test]
+    fn range_fingerprints_add_up_to_the_digest_and_reversed_bounds_are_empty() {
+        let key = Keypair::generate_ed25519();
+        let mut index = StoreIndex::new();
+        for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let mut entry = signed_entry(&key, name, i as u64 + 1);
+            entry.local = Some(meta(i as u64));
+            index.insert(name.into(), entry);
+        }
+        index.insert("wanted".into(), signed_entry(&key, "wanted", 9));
+        let (digest, count) = index.holdings_digest();
+        assert_eq!(index.range_fingerprint("", None), (count, digest));
+        let (low, high) = (
+            index.range_fingerprint("", Some("c")),
+            index.range_fingerprint("c", None),
+        );
+        assert_eq!((low.0, high.0), (2, 2), "the wanted store is not a holding");
+        let mut xor = low.1;
+        xor.iter_mut().zip(high.1).for_each(|(a, b)| *a ^= b);
+        assert_eq!(xor, digest);
+        assert_eq!(index.range_fingerprint("c", Some("c")), (0, [0; 32]));
+        let (known, _) = index.known_range_fingerprint("", None);
+        assert_eq!(known, count + 1, "the wanted store is known");
+        assert_eq!(index.range_fingerprint("d", Some("a")), (0, [0; 32]));
+        let names: Vec<&String> = index.holdings_in("b", Some("d")).map(|(n, _)| n).collect();
+        assert_eq!(names, ["b", "c"]);
     }
 
     proptest! {

@@ -10,6 +10,7 @@ use super::announce::WireEntry;
 use super::protocol::{
     MAX_INVENTORY_BYTES, RefusalKind, Request, ResponseHeader, read_body, read_header, write_header,
 };
+use super::reconcile::{MAX_ANSWER_BYTES, RangeAnswer, RangeAsk};
 use crate::store::cdc::{self, ContentChunk};
 use crate::store::hash::{self, ChainingValue, Hash32, chunk_count};
 
@@ -40,6 +41,8 @@ pub struct SyncClient {
     peer: PeerId,
     stream: Stream,
     timeout: Duration,
+    /// Bytes of response bodies read so far.
+    body_bytes: u64,
 }
 
 impl SyncClient {
@@ -61,11 +64,17 @@ impl SyncClient {
             peer,
             stream,
             timeout,
+            body_bytes: 0,
         })
     }
 
     pub fn peer(&self) -> PeerId {
         self.peer
+    }
+
+    /// Bytes of response bodies read on this stream so far.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes
     }
 
     /// The digest of what the peer holds, how many entries it covers, and whether the peer
@@ -235,6 +244,23 @@ impl SyncClient {
         }
     }
 
+    /// The peer's answers to `asks`, for the first of them (range-based reconciliation; the
+    /// answers are checked by the caller's `Reconciler`).
+    pub async fn reconcile(&mut self, asks: &[RangeAsk]) -> Result<Vec<RangeAnswer>, ClientError> {
+        let body = serde_json::to_vec(asks).map_err(|e| self.unexpected(e.to_string()))?;
+        let request = Request::Reconcile {
+            len: body.len() as u64,
+        };
+        let len = match self.exchange_with_body(&request, &body).await? {
+            ResponseHeader::Reconcile { len } => len,
+            other => return Err(self.unexpected(format!("{other:?} to a reconcile request"))),
+        };
+        let mut answers = Vec::new();
+        self.body(len, MAX_ANSWER_BYTES, &mut answers).await?;
+        serde_json::from_slice(&answers)
+            .map_err(|e| self.unexpected(format!("bad range answers: {e}")))
+    }
+
     async fn exchange(&mut self, request: &Request) -> Result<ResponseHeader, ClientError> {
         self.exchange_with_body(request, &[]).await
     }
@@ -282,7 +308,9 @@ impl SyncClient {
         tokio::time::timeout(timeout, read_body(&mut self.stream, len, limit, buffer))
             .await
             .map_err(|_| ClientError::Timeout { peer, timeout })?
-            .map_err(|source| ClientError::Io { peer, source })
+            .map_err(|source| ClientError::Io { peer, source })?;
+        self.body_bytes += buffer.len() as u64;
+        Ok(())
     }
 
     fn unexpected(&self, detail: String) -> ClientError {

@@ -23,6 +23,22 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// How an inventory exchange went.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ExchangeOutcome {
+    /// The digests matched.
+    Equal,
+    /// Range-based reconciliation found what differs.
+    Reconciled,
+    /// The peer's full list was read (this node drains, or the peer predates reconciliation).
+    Full,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExchangeLabels {
+    pub outcome: ExchangeOutcome,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -47,6 +63,8 @@ pub struct SyncMetrics {
     pub announcements_received: Counter,
     pub holder_notices: Family<DirectionLabels, Counter>,
     pub holder_notices_refused: Counter,
+    pub inventory_exchanges: Family<ExchangeLabels, Counter>,
+    pub inventory_bytes_received: Counter,
     pub records_rejected: Family<ReasonLabels, Counter>,
     pub refused_local_changes: Family<KindLabels, Counter>,
     pub takeovers: Counter,
@@ -146,6 +164,27 @@ impl SyncMetrics {
             "Holder notices from peers refused unread: too large, or the peer had too many queued",
             metrics.holder_notices_refused.clone(),
         );
+        for outcome in [
+            ExchangeOutcome::Equal,
+            ExchangeOutcome::Reconciled,
+            ExchangeOutcome::Full,
+        ] {
+            metrics
+                .inventory_exchanges
+                .get_or_create(&ExchangeLabels { outcome })
+                .inc_by(0);
+        }
+        sub.register(
+            "inventory_exchanges",
+            "Inventory exchanges completed, by outcome: Equal (digests matched), Reconciled \
+             (range-based reconciliation moved what differs), Full (the peer's whole list was read)",
+            metrics.inventory_exchanges.clone(),
+        );
+        sub.register(
+            "inventory_bytes_received",
+            "Bytes of inventories and reconciliation answers received from peers",
+            metrics.inventory_bytes_received.clone(),
+        );
         sub.register(
             "records_rejected",
             "Version records from peers that were dropped, by reason (malformed, unsigned, bad_signature, lamport_ahead, unauthorised, index_full, tombstone_ignored)",
@@ -203,6 +242,8 @@ impl SyncMetrics {
             announcements_received: Counter::default(),
             holder_notices: Family::default(),
             holder_notices_refused: Counter::default(),
+            inventory_exchanges: Family::default(),
+            inventory_bytes_received: Counter::default(),
             records_rejected: Family::default(),
             refused_local_changes: Family::default(),
             takeovers: Counter::default(),
@@ -217,6 +258,12 @@ impl SyncMetrics {
         self.transfer_bytes
             .get_or_create(&DirectionLabels { direction })
             .inc_by(bytes);
+    }
+
+    pub fn inventory_exchange(&self, outcome: ExchangeOutcome) {
+        self.inventory_exchanges
+            .get_or_create(&ExchangeLabels { outcome })
+            .inc();
     }
 
     pub fn holder_notice(&self, direction: Direction, count: u64) {

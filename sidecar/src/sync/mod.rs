@@ -14,6 +14,7 @@ pub mod engine;
 pub mod holder_notices;
 pub mod metrics;
 pub mod protocol;
+pub mod reconcile;
 pub mod server;
 pub mod status;
 pub mod stream_pool;

@@ -63,6 +63,10 @@ pub enum Request {
     /// announcement to the whole network. A peer from before holder notices closes the stream
     /// on it; it learns the same from the next inventory exchange.
     Holding { len: u64 },
+    /// Range-based reconciliation of inventories (see `reconcile`): followed by `len` bytes of
+    /// JSON `Vec<RangeAsk>`. A peer from before it closes the stream; the asker then reads the
+    /// full inventory.
+    Reconcile { len: u64 },
 }
 
 /// Why a request was refused.
@@ -108,6 +112,10 @@ pub enum ResponseHeader {
     },
     /// A holder notice was taken.
     Noted,
+    /// Followed by `len` bytes of JSON `Vec<RangeAnswer>`, for the first ranges asked.
+    Reconcile {
+        len: u64,
+    },
     Refused {
         kind: RefusalKind,
         message: String,
@@ -232,6 +240,8 @@ mod tests {
         assert_eq!(range["type"], "range");
         let holding = serde_json::to_value(Request::Holding { len: 10 }).unwrap();
         assert_eq!(holding["type"], "holding");
+        let reconcile = serde_json::to_value(Request::Reconcile { len: 10 }).unwrap();
+        assert_eq!(reconcile["type"], "reconcile");
         // What a node from before delta sync knew: the tag decides, so a new type fails to parse
         // there (and the stream is closed) rather than being read as a chunk request.
         #[derive(Debug, Deserialize)]
@@ -253,6 +263,7 @@ mod tests {
         assert!(serde_json::from_value::<OlderRequest>(map).is_err());
         assert!(serde_json::from_value::<OlderRequest>(range).is_err());
         assert!(serde_json::from_value::<OlderRequest>(holding).is_err());
+        assert!(serde_json::from_value::<OlderRequest>(reconcile).is_err());
     }
 
     #[test]

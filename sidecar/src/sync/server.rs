@@ -31,6 +31,7 @@ use super::metrics::{Direction, SyncMetrics};
 use super::protocol::{
     MAX_HOLDING_BYTES, RefusalKind, Request, ResponseHeader, read_body, read_header, write_header,
 };
+use super::reconcile::{self, MAX_ASK_BYTES, RangeAsk};
 use crate::store::cdc;
 use crate::store::hash::{self, CHUNK_SIZE, Hash32, chunk_count, chunk_len};
 use crate::store::name::store_path;
@@ -306,6 +307,12 @@ async fn serve_stream(
                 let span = Span::Range { offset, len };
                 serve_span(peer, &mut stream, context, peer_reads, &name, &hash, span).await?;
             }
+            Request::Reconcile { len } => {
+                if !answer_ranges(&mut stream, context, len).await? {
+                    // The body was not read: the stream's framing is lost.
+                    return Ok(());
+                }
+            }
             Request::Holding { len } => {
                 if !take_notice(peer, &mut stream, context, len).await? {
                     // The body was not read: the stream's framing is lost.
@@ -346,6 +353,80 @@ async fn serve_stream(
     }
 }
 
+/// Answers a range-based reconciliation request of `len` bytes (see `reconcile`). A body over
+/// [`MAX_ASK_BYTES`] is refused unread and false returned: the caller closes the stream. At most
+/// [`MAX_INVENTORIES`] answers (or inventories) are computed at once.
+async fn answer_ranges(
+    stream: &mut Stream,
+    context: &Arc<ServeContext>,
+    len: u64,
+) -> io::Result<bool> {
+    if len > MAX_ASK_BYTES {
+        let refusal = refused(
+            RefusalKind::BadRequest,
+            format!("reconcile request of {len} bytes; at most {MAX_ASK_BYTES}"),
+        );
+        timed(write_header(stream, &refusal)).await?;
+        return Ok(false);
+    }
+    let mut body = Vec::new();
+    read_within(stream, len, MAX_ASK_BYTES, &mut body, "reconcile request").await?;
+    let asks = serde_json::from_slice::<Vec<RangeAsk>>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|asks| {
+            reconcile::check_asks(&asks)
+                .map(|()| asks)
+                .map_err(|e| e.to_string())
+        });
+    let asks = match asks {
+        Ok(asks) => asks,
+        Err(message) => {
+            let refusal = refused(
+                RefusalKind::BadRequest,
+                format!("bad reconcile request: {message}"),
+            );
+            timed(write_header(stream, &refusal)).await?;
+            return Ok(true);
+        }
+    };
+    let _permit = context
+        .inventories
+        .acquire()
+        .await
+        .map_err(io::Error::other)?;
+    let answers = reconcile::answer(&context.index.index(), &asks);
+    let body = serde_json::to_vec(&answers).map_err(io::Error::other)?;
+    drop(answers);
+    let header = ResponseHeader::Reconcile {
+        len: body.len() as u64,
+    };
+    timed(async {
+        write_header(stream, &header).await?;
+        stream.write_all(&body).await
+    })
+    .await?;
+    Ok(true)
+}
+
+/// Reads a request body of `len` bytes (at most `limit`) that must arrive within
+/// [`WRITE_TIMEOUT`].
+async fn read_within(
+    stream: &mut Stream,
+    len: u64,
+    limit: u64,
+    body: &mut Vec<u8>,
+    what: &str,
+) -> io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, read_body(stream, len, limit, body))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a {what} of {len} bytes did not arrive within {WRITE_TIMEOUT:?}"),
+            )
+        })?
+}
+
 /// Reads a holder notice of `len` bytes into the engine's queue and answers it. Its place in the
 /// queue is taken before the body is read; without one (or when the notice is too large) the
 /// refusal is sent and false returned, and the caller closes the stream.
@@ -383,17 +464,7 @@ async fn take_notice(
         }
     };
     let mut body = Vec::new();
-    tokio::time::timeout(
-        WRITE_TIMEOUT,
-        read_body(stream, len, MAX_HOLDING_BYTES, &mut body),
-    )
-    .await
-    .map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("a holder notice of {len} bytes did not arrive within {WRITE_TIMEOUT:?}"),
-        )
-    })??;
+    read_within(stream, len, MAX_HOLDING_BYTES, &mut body, "holder notice").await?;
     let answer = if queue.push(place, body) {
         ResponseHeader::Noted
     } else {

@@ -56,6 +56,7 @@ impl Driver {
                 self.protocol.clone(),
                 self.config.request_timeout,
                 self.inputs.clone(),
+                self.metrics.clone(),
                 peer,
             ),
             Action::StartDownload {

@@ -15,6 +15,8 @@ use crate::sync::announce::{Announcement, WireEntry, count_failures, decode_entr
 use crate::sync::client::{ClientError, SyncClient};
 use crate::sync::engine::{Event, Reject, VerifiedVersion, Via};
 use crate::sync::holder_notices::HolderNotice;
+use crate::sync::metrics::{ExchangeOutcome, SyncMetrics};
+use crate::sync::reconcile::{ReconcileError, Reconciler};
 
 /// Records verified inline below this count; above it, on a blocking thread.
 const INLINE_VERIFY: usize = 8;
@@ -121,44 +123,27 @@ async fn checked(
 }
 
 /// Compares inventories with `peer` in its own task; the records, the rejections and the end of
-/// the exchange come back as inputs.
+/// the exchange come back as inputs. Digests first; when they differ, range-based reconciliation
+/// (what differs, see `reconcile`), or the peer's full list when this node drains (coverage is
+/// counted from full lists) or the peer predates reconciliation.
 pub(super) fn exchange_inventory(
     shared: Arc<Shared>,
     mut control: libp2p_stream::Control,
     protocol: StreamProtocol,
     timeout: Duration,
     inputs: mpsc::UnboundedSender<Input>,
+    metrics: SyncMetrics,
     peer: PeerId,
 ) {
     tokio::spawn(async move {
-        let result = async {
-            let mut client = SyncClient::open(&mut control, peer, protocol, timeout).await?;
-            let (theirs, _, peer_draining) = client.digest().await?;
-            let (ours, draining) = {
-                let engine = shared.engine.read();
-                (engine.index().holdings_digest().0, engine.is_draining())
-            };
-            // A draining node reads the full list even when the digests match: coverage is
-            // counted from what the peer itself lists, after the drain began.
-            let entries = if theirs == ours && !draining {
-                None
-            } else {
-                Some(client.inventory().await?)
-            };
-            client.close().await;
-            Ok::<_, ClientError>((entries, peer_draining))
-        }
-        .await;
-        match result {
-            Ok((Some(entries), draining)) => {
-                if !entries.is_empty() {
-                    for event in checked(&shared, peer, Via::Inventory, entries).await {
-                        let _ = inputs.send(Input::Engine(event));
-                    }
-                }
-                let _ = inputs.send(Input::Engine(Event::InventoryComplete { peer, draining }));
-            }
-            Ok((None, _)) => {}
+        let exchange = Exchange {
+            shared: &shared,
+            inputs: &inputs,
+            metrics: &metrics,
+            peer,
+        };
+        match exchange.run(&mut control, protocol, timeout).await {
+            Ok(outcome) => metrics.inventory_exchange(outcome),
             Err(ClientError::Unexpected { detail, .. }) => {
                 tracing::debug!(%peer, %detail, "peer sent an invalid inventory");
                 let _ = inputs.send(Input::Engine(Event::Rejected {
@@ -174,4 +159,108 @@ pub(super) fn exchange_inventory(
         }
         let _ = inputs.send(Input::Engine(Event::InventoryDone(peer)));
     });
+}
+
+/// One inventory exchange with one peer.
+struct Exchange<'a> {
+    shared: &'a Arc<Shared>,
+    inputs: &'a mpsc::UnboundedSender<Input>,
+    metrics: &'a SyncMetrics,
+    peer: PeerId,
+}
+
+impl Exchange<'_> {
+    async fn run(
+        &self,
+        control: &mut libp2p_stream::Control,
+        protocol: StreamProtocol,
+        timeout: Duration,
+    ) -> Result<ExchangeOutcome, ClientError> {
+        let peer = self.peer;
+        let mut client = SyncClient::open(control, peer, protocol.clone(), timeout).await?;
+        let (theirs, _, peer_draining) = client.digest().await?;
+        let (ours, draining) = {
+            let engine = self.shared.engine.read();
+            (engine.index().holdings_digest().0, engine.is_draining())
+        };
+        if theirs == ours && !draining {
+            client.close().await;
+            return Ok(ExchangeOutcome::Equal);
+        }
+        // A draining node reads the full list even when the digests match: coverage is counted
+        // from what the peer itself lists, after the drain began.
+        if !draining {
+            let reconciled = self.reconcile(&mut client).await;
+            self.metrics
+                .inventory_bytes_received
+                .inc_by(client.body_bytes());
+            match reconciled {
+                Ok(()) => {
+                    client.close().await;
+                    return Ok(ExchangeOutcome::Reconciled);
+                }
+                Err(Reconciliation::NotSupported) => {
+                    tracing::debug!(%peer, "peer closed the stream on a reconcile request (an older dig-sidecar?); reading its full inventory");
+                    client = SyncClient::open(control, peer, protocol, timeout).await?;
+                }
+                Err(Reconciliation::Failed(error)) => return Err(error),
+            }
+        }
+        let entries = client.inventory().await?;
+        self.metrics
+            .inventory_bytes_received
+            .inc_by(client.body_bytes());
+        client.close().await;
+        if !entries.is_empty() {
+            self.send(checked(self.shared, peer, Via::Inventory, entries).await);
+        }
+        self.send(vec![Event::InventoryComplete {
+            peer,
+            draining: peer_draining,
+        }]);
+        Ok(ExchangeOutcome::Full)
+    }
+
+    /// Reconciles with the peer, range by range; what it holds that differs goes to the engine
+    /// as it arrives.
+    async fn reconcile(&self, client: &mut SyncClient) -> Result<(), Reconciliation> {
+        let invalid = |error: ReconcileError| {
+            Reconciliation::Failed(ClientError::Unexpected {
+                peer: self.peer,
+                detail: error.to_string(),
+            })
+        };
+        let mut reconciler = Reconciler::new();
+        let mut first = true;
+        while let Some(asks) = reconciler.next_asks().map_err(invalid)? {
+            let answers = match client.reconcile(&asks).await {
+                Ok(answers) => answers,
+                Err(ClientError::Io { .. }) if first => return Err(Reconciliation::NotSupported),
+                Err(error) => return Err(Reconciliation::Failed(error)),
+            };
+            first = false;
+            let found = {
+                let engine = self.shared.engine.read();
+                reconciler.take(engine.index(), asks, answers)
+            }
+            .map_err(invalid)?;
+            if !found.is_empty() {
+                self.send(checked(self.shared, self.peer, Via::Inventory, found).await);
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, events: Vec<Event>) {
+        for event in events {
+            let _ = self.inputs.send(Input::Engine(event));
+        }
+    }
+}
+
+/// Why a reconciliation did not complete.
+enum Reconciliation {
+    /// The peer closed the stream on the first request: it predates reconciliation.
+    NotSupported,
+    Failed(ClientError),
 }

@@ -314,6 +314,12 @@ impl Engine {
             .is_some_and(|entry| entry.holds_record(signed))
     }
 
+    /// `signed` as a verified record when [`Self::knows`] it (no second signature check).
+    pub fn known_record(&self, signed: &SignedVersion) -> Option<VerifiedVersion> {
+        self.knows(signed)
+            .then(|| VerifiedVersion::known(signed.clone()))
+    }
+
     /// True while the peer is banned for what it sent.
     pub fn is_banned(&self, peer: &PeerId, now: Millis) -> bool {
         self.offences.is_banned(peer, now)

@@ -1,5 +1,8 @@
 //! Connected peers and the anti-entropy rounds: every connected peer's inventory is compared when
-//! it connects and every `--inventory-interval`, a few exchanges at a time.
+//! it connects and every `--inventory-interval`, a few exchanges at a time. The first exchange
+//! after start runs alone: a node that starts with an empty (or old) index learns what it lacks
+//! from one peer, and the exchanges after it find only what still differs, instead of every
+//! connected peer sending it the whole inventory at once.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -17,6 +20,8 @@ pub struct Peers {
     fast: Option<Millis>,
     concurrency: usize,
     next_round: Option<Millis>,
+    /// An exchange has ended since start.
+    first_done: bool,
 }
 
 impl Peers {
@@ -29,6 +34,7 @@ impl Peers {
             fast: None,
             concurrency: concurrency.max(1),
             next_round: None,
+            first_done: false,
         }
     }
 
@@ -44,7 +50,9 @@ impl Peers {
     }
 
     pub fn inventory_done(&mut self, peer: &PeerId) {
-        self.in_flight.remove(peer);
+        if self.in_flight.remove(peer) {
+            self.first_done = true;
+        }
     }
 
     /// Starts a round when one is due.
@@ -94,7 +102,8 @@ impl Peers {
     /// Exchanges to start now.
     pub fn start_exchanges(&mut self) -> Vec<PeerId> {
         let mut started = Vec::new();
-        while self.in_flight.len() < self.concurrency {
+        let concurrency = if self.first_done { self.concurrency } else { 1 };
+        while self.in_flight.len() < concurrency {
             let Some(peer) = self.queue.pop_front() else {
                 break;
             };
@@ -140,14 +149,20 @@ mod tests {
     #[test]
     fn exchanges_are_limited_and_gone_peers_skipped() {
         let mut peers = Peers::new(Duration::from_secs(30), 2);
-        let all: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        let all: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
         for peer in &all {
             peers.connected(*peer);
         }
-        peers.disconnected(&all[1]);
-        let first = peers.start_exchanges();
-        assert_eq!(first, vec![all[0], all[2]]);
+        peers.disconnected(&all[2]);
+        assert_eq!(
+            peers.start_exchanges(),
+            vec![all[0]],
+            "the first runs alone"
+        );
+        assert!(peers.start_exchanges().is_empty());
         peers.inventory_done(&all[0]);
-        assert_eq!(peers.start_exchanges(), vec![all[3]]);
+        assert_eq!(peers.start_exchanges(), vec![all[1], all[3]]);
+        peers.inventory_done(&all[1]);
+        assert_eq!(peers.start_exchanges(), vec![all[4]]);
     }
 }
