@@ -1,5 +1,6 @@
 //! The one task that owns the swarm: it handles swarm events and handle commands, confirms each
-//! peer's network through identify before trusting it, and redials known peers with backoff.
+//! peer's network through identify before trusting it, and keeps the peer set at its target
+//! (dialing known peers with backoff, closing or rotating connections, see `peer_set`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -200,7 +201,7 @@ impl EventLoop {
                     self.expire_quarantine_and_bans();
                     self.drop_unidentified_peers();
                     self.close_redundant_quic_connections();
-                    self.dial_due_peers();
+                    self.maintain_peer_set();
                 }
                 _ = walk.tick() => self.random_walk(),
             }
@@ -637,7 +638,7 @@ impl EventLoop {
 
     /// Asks the peer-set policy whom to dial and whom to let go, and does it. Only peers the
     /// peer book says are due (not in backoff, quarantine or ban) are offered for dialing.
-    fn dial_due_peers(&mut self) {
+    fn maintain_peer_set(&mut self) {
         let now = Instant::now();
         let due = self.peers.due_peers(now);
         for peer in due.forgotten {
@@ -788,7 +789,7 @@ impl EventLoop {
             Command::DiscoveredPeers { source, peers } => {
                 self.replace_source(source, peers);
                 // New peers are dialed now rather than at the next tick (up to 250 ms later).
-                self.dial_due_peers();
+                self.maintain_peer_set();
             }
             Command::Registry(outcome) => self.on_registry_outcome(outcome),
             Command::SourceOutcome { source, outcome } => {
