@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use dig_e2e::{
@@ -27,12 +27,19 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(90);
 /// the policy trims is gone by the next sample.
 const SAMPLES: usize = 12;
 const SAMPLE_PAUSE: Duration = Duration::from_millis(500);
+/// The policy neither closes nor weighs a connection younger than this (`CLOSE_GRACE` in
+/// `sidecar/src/node/peer_set.rs`); a DHT query or a download may open such connections to any
+/// node at any time, so the bounds below hold for the connections older than it. The margin
+/// covers a tick and the close itself.
+const SETTLED_AFTER: Duration = Duration::from_millis(20_000 + 1_500);
 
-/// One node's connections: peer id and whether we dialed it.
+/// One node's connections: every peer, and those connected for longer than the grace period
+/// (settled), with how many of these the node dialed.
 #[derive(Debug)]
 struct Links {
     peers: BTreeSet<String>,
-    outbound: usize,
+    settled: BTreeSet<String>,
+    settled_outbound: usize,
 }
 
 async fn links(node: &SidecarNode) -> anyhow::Result<Links> {
@@ -41,15 +48,23 @@ async fn links(node: &SidecarNode) -> anyhow::Result<Links> {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let peers = listed
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let settled_before = now_ms.saturating_sub(SETTLED_AFTER.as_millis() as u64);
+    let id = |peer: &Value| peer["peerId"].as_str().map(str::to_string);
+    let peers = listed.iter().filter_map(id).collect();
+    let settled: Vec<&Value> = listed
         .iter()
-        .filter_map(|peer| peer["peerId"].as_str().map(str::to_string))
+        .filter(|peer| peer["connectedSinceMs"].as_u64().unwrap_or(now_ms) <= settled_before)
         .collect();
-    let outbound = listed
+    let settled_outbound = settled
         .iter()
         .filter(|peer| peer["direction"] == "outbound")
         .count();
-    Ok(Links { peers, outbound })
+    Ok(Links {
+        peers,
+        settled: settled.into_iter().filter_map(id).collect(),
+        settled_outbound,
+    })
 }
 
 async fn all_links(nodes: &[SidecarNode]) -> anyhow::Result<Vec<Links>> {
@@ -89,14 +104,14 @@ fn overlay_is_connected(nodes: &[SidecarNode], links: &[Links]) -> bool {
     seen.iter().all(|s| *s)
 }
 
-/// Distinct node pairs with a connection.
-fn edges(nodes: &[SidecarNode], links: &[Links]) -> usize {
+/// Distinct node pairs with a settled connection.
+fn settled_edges(nodes: &[SidecarNode], links: &[Links]) -> usize {
     let mut pairs = BTreeSet::new();
     for (i, node) in nodes.iter().enumerate() {
         for (j, other) in nodes.iter().enumerate() {
             if i < j
-                && (links[i].peers.contains(&other.peer_id)
-                    || links[j].peers.contains(&node.peer_id))
+                && (links[i].settled.contains(&other.peer_id)
+                    || links[j].settled.contains(&node.peer_id))
             {
                 pairs.insert((i, j));
             }
@@ -105,18 +120,19 @@ fn edges(nodes: &[SidecarNode], links: &[Links]) -> usize {
     pairs.len()
 }
 
-/// Samples the peer counts for a few seconds and checks the bounds the policy guarantees, and
-/// returns each node's highest peer count:
-/// - the connections a node dialed itself stay at most target + slack: the policy dials only
-///   while below the target and, once the total passes target + slack, closes dialed
-///   connections down to the target at its next tick. A DHT query or a download may dial a
-///   peer between two ticks, so only an excess seen in two samples in a row fails.
-/// - no node stays linked to every other and the overlay is not a full mesh. Peers dialing a
-///   node are accepted up to `--max-connections`, so one node's total has no tighter sound
-///   bound than that; what keeps totals low is that every link is dialed by one of its ends,
-///   which keeps at most target + slack of them. `unbounded` is a node exempt from this: the
-///   writer of a store, which every downloader may dial (a download opens a connection to a
-///   holder it is not connected to, and the store's first holder is its writer).
+/// Samples the peer counts for a few seconds, checks the bounds the policy guarantees for
+/// settled connections (older than its grace period), and returns each node's highest count of
+/// them:
+/// - a node keeps at most target + slack settled connections it dialed itself: the policy dials
+///   only while below the target and, once the settled total passes target + slack, closes
+///   settled connections it dialed down to the target at its next tick (so only an excess seen
+///   in two samples in a row fails);
+/// - no node keeps a settled link to every other, and the settled overlay is not a full mesh.
+///   Peers dialing a node are accepted up to `--max-connections`, so one node's total has no
+///   tighter sound bound than that; what keeps totals low is that every link is dialed by one
+///   of its ends, which trims its side. `unbounded` is a node exempt from this: the writer of a
+///   store, which every downloader may dial (a download opens a connection to a holder it is not
+///   connected to, and the store's first holder is its writer).
 async fn check_bounds(nodes: &[SidecarNode], when: &str, unbounded: Option<usize>) -> Vec<usize> {
     let mut over_outbound = vec![false; nodes.len()];
     let mut full_degree = vec![false; nodes.len()];
@@ -126,23 +142,25 @@ async fn check_bounds(nodes: &[SidecarNode], when: &str, unbounded: Option<usize
             .await
             .expect("every node answers /connections");
         let degrees: Vec<usize> = links.iter().map(|l| l.peers.len()).collect();
-        let outbound: Vec<usize> = links.iter().map(|l| l.outbound).collect();
+        let settled: Vec<usize> = links.iter().map(|l| l.settled.len()).collect();
+        let outbound: Vec<usize> = links.iter().map(|l| l.settled_outbound).collect();
+        let edges = settled_edges(nodes, &links);
         eprintln!(
-            "{when} sample {sample}: degrees {degrees:?}, outbound {outbound:?}, links {} of {}",
-            edges(nodes, &links),
+            "{when} sample {sample}: all {degrees:?}, settled {settled:?}, settled dialed \
+             {outbound:?}, settled links {edges} of {}",
             NODES * (NODES - 1) / 2
         );
         for (i, l) in links.iter().enumerate() {
-            peak_degree[i] = peak_degree[i].max(l.peers.len());
-            let over = l.outbound > TARGET + SLACK;
+            peak_degree[i] = peak_degree[i].max(l.settled.len());
+            let over = l.settled_outbound > TARGET + SLACK;
             assert!(
                 !(over && over_outbound[i]),
                 "{when}: {} kept {} dialed connections, above target {TARGET} + slack {SLACK}",
                 nodes[i].spec.name,
-                l.outbound
+                l.settled_outbound
             );
             over_outbound[i] = over;
-            let full = l.peers.len() >= FULL_MESH_DEGREE && unbounded != Some(i);
+            let full = l.settled.len() >= FULL_MESH_DEGREE && unbounded != Some(i);
             assert!(
                 !(full && full_degree[i]),
                 "{when}: {} stayed connected to every other node: {l:?}",
@@ -151,7 +169,7 @@ async fn check_bounds(nodes: &[SidecarNode], when: &str, unbounded: Option<usize
             full_degree[i] = full;
         }
         assert!(
-            edges(nodes, &links) < NODES * (NODES - 1) / 2,
+            edges < NODES * (NODES - 1) / 2,
             "{when}: the overlay is a full mesh"
         );
         tokio::time::sleep(SAMPLE_PAUSE).await;
@@ -193,6 +211,8 @@ async fn eight_nodes_keep_three_peers_each_and_still_converge() {
         },
     )
     .await;
+    // Let the first connections (and those of the DHT's first queries) pass the grace period.
+    tokio::time::sleep(SETTLED_AFTER).await;
     check_bounds(nodes, "settled", None).await;
 
     // The writer is the node with the fewest peers, so most nodes learn of the store only
@@ -216,8 +236,10 @@ async fn eight_nodes_keep_three_peers_each_and_still_converge() {
         nodes[writer].spec.name
     );
 
+    // The downloads' connections settle too, and the policy trims them where they are too many.
+    tokio::time::sleep(SETTLED_AFTER).await;
     let peaks = check_bounds(nodes, "after the write", Some(writer)).await;
-    eprintln!("peak peers per node after the write: {peaks:?}");
+    eprintln!("peak settled peers per node after the write: {peaks:?}");
     for node in nodes {
         let connections = node.get_json("/connections").await.unwrap();
         assert_eq!(connections["targetPeers"], Value::from(TARGET));

@@ -29,7 +29,7 @@ use super::{
     behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
     handle::{Command, NodeError, NodeEvent},
     peer_book::{BAN_DURATION, PeerBook},
-    peer_set::{Candidate, ConnectedView, PeerSet, PeerSetView, ROTATION_INTERVAL},
+    peer_set::{CLOSE_GRACE, Candidate, ConnectedView, PeerSet, PeerSetView, ROTATION_INTERVAL},
     status::{ConnectedPeer, DiscoverySource, DiscoveryStats, NodeSnapshot, RegistryOutcome},
 };
 use crate::metrics::{NodeMetrics, ResultLabels};
@@ -161,6 +161,7 @@ impl EventLoop {
         let peer_set = PeerSet::new(
             settings.target_peers,
             ROTATION_INTERVAL,
+            CLOSE_GRACE,
             Instant::now(),
             StdRng::from_entropy(),
         );
@@ -653,6 +654,7 @@ impl EventLoop {
                 peer: *peer,
                 closable: !state.operator_dialed && state.connections.values().any(|c| c.own_dial),
                 rtt: state.latency,
+                since: state.established,
             })
             .collect();
         let candidates: Vec<Candidate> = due

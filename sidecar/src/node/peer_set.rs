@@ -13,6 +13,12 @@ use rand::{Rng, rngs::StdRng, seq::SliceRandom};
 
 /// How often one connection we dialed is swapped for a new peer (before jitter).
 pub(super) const ROTATION_INTERVAL: Duration = Duration::from_secs(300);
+/// A connection younger than this is never closed by the policy and not counted when deciding
+/// whether to: the peer (or our own sync) may have opened streams on it at once, a download or
+/// an inventory exchange, and closing it would break them. It also stops a dial-then-close
+/// flapping when peers dialing us come and go, and lets a DHT query's connections age before they
+/// are weighed against the target.
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(20);
 
 /// A connected peer as the policy sees it.
 #[derive(Clone, Debug)]
@@ -23,6 +29,8 @@ pub(super) struct ConnectedView {
     pub closable: bool,
     /// The last ping round trip, if one has been measured.
     pub rtt: Option<Duration>,
+    /// When its first open connection was established.
+    pub since: Instant,
 }
 
 /// A known peer that is not connected and may be dialed now (not in backoff, quarantine or ban).
@@ -51,6 +59,7 @@ pub(super) struct PeerSetPlan {
 pub(super) struct PeerSet {
     target: usize,
     rotation_interval: Duration,
+    grace: Duration,
     next_rotation: Instant,
     rng: StdRng,
 }
@@ -60,6 +69,7 @@ impl PeerSet {
     pub(super) fn new(
         target: usize,
         rotation_interval: Duration,
+        grace: Duration,
         now: Instant,
         mut rng: StdRng,
     ) -> Self {
@@ -67,6 +77,7 @@ impl PeerSet {
         Self {
             target: target.max(1),
             rotation_interval,
+            grace,
             next_rotation,
             rng,
         }
@@ -83,21 +94,27 @@ impl PeerSet {
         (self.target / 4).max(2)
     }
 
-    /// Decides which peers to dial and which connections to close now.
+    /// Decides which peers to dial and which connections to close now. Every connection counts
+    /// towards the target when dialing; only those past the grace period are weighed and closed.
     pub(super) fn plan(&mut self, view: &PeerSetView<'_>, now: Instant) -> PeerSetPlan {
         let connected = view.connected.len();
+        let settled: Vec<&ConnectedView> = view
+            .connected
+            .iter()
+            .filter(|c| now.saturating_duration_since(c.since) >= self.grace)
+            .collect();
         let mut plan = PeerSetPlan::default();
         let counted = connected + view.dialing;
         if counted < self.target {
             plan.dial = self.choose_dials(view.candidates, self.target - counted);
-        } else if connected > self.target + self.slack() {
-            plan.close = trim(view.connected, connected - self.target);
+        } else if settled.len() > self.target + self.slack() {
+            plan.close = trim(&settled, settled.len() - self.target);
         }
         if now >= self.next_rotation {
             self.next_rotation = now + jittered(self.rotation_interval, &mut self.rng);
-            let settled = plan.dial.is_empty() && plan.close.is_empty() && view.dialing == 0;
-            if settled && connected >= self.target {
-                plan = self.rotate(view);
+            let steady = plan.dial.is_empty() && plan.close.is_empty() && view.dialing == 0;
+            if steady && connected >= self.target {
+                plan = self.rotate(&settled, view.candidates);
             }
         }
         plan
@@ -124,17 +141,17 @@ impl PeerSet {
         chosen
     }
 
-    /// Swaps one random connection we dialed for one random candidate; the count stays the same.
-    fn rotate(&mut self, view: &PeerSetView<'_>) -> PeerSetPlan {
-        let closable: Vec<PeerId> = view
-            .connected
+    /// Swaps one random settled connection we dialed for one random candidate; the count stays
+    /// the same.
+    fn rotate(&mut self, settled: &[&ConnectedView], candidates: &[Candidate]) -> PeerSetPlan {
+        let closable: Vec<PeerId> = settled
             .iter()
             .filter(|c| c.closable)
             .map(|c| c.peer)
             .collect();
         match (
             closable.choose(&mut self.rng),
-            view.candidates.choose(&mut self.rng),
+            candidates.choose(&mut self.rng),
         ) {
             (Some(old), Some(new)) => PeerSetPlan {
                 dial: vec![new.peer],
@@ -147,8 +164,9 @@ impl PeerSet {
 
 /// Up to `excess` closable peers, the slowest first. A peer without a measured RTT is newly
 /// connected and may be busy with its first exchange, so it goes last.
-fn trim(connected: &[ConnectedView], excess: usize) -> Vec<PeerId> {
-    let mut closable: Vec<&ConnectedView> = connected.iter().filter(|c| c.closable).collect();
+fn trim(settled: &[&ConnectedView], excess: usize) -> Vec<PeerId> {
+    let mut closable: Vec<&ConnectedView> =
+        settled.iter().copied().filter(|c| c.closable).collect();
     closable.sort_by_key(|c| (c.rtt.is_none(), std::cmp::Reverse(c.rtt), c.peer));
     closable.into_iter().take(excess).map(|c| c.peer).collect()
 }
@@ -169,7 +187,13 @@ mod tests {
     const TARGET: usize = 4;
 
     fn peer_set(now: Instant, seed: u64) -> PeerSet {
-        PeerSet::new(TARGET, ROTATION_INTERVAL, now, StdRng::seed_from_u64(seed))
+        PeerSet::new(
+            TARGET,
+            ROTATION_INTERVAL,
+            CLOSE_GRACE,
+            now,
+            StdRng::seed_from_u64(seed),
+        )
     }
 
     fn ms(millis: u64) -> Option<Duration> {
@@ -182,6 +206,7 @@ mod tests {
                 peer: PeerId::random(),
                 closable,
                 rtt: ms(10 + i as u64),
+                since: Instant::now(),
             })
             .collect()
     }
@@ -251,7 +276,13 @@ mod tests {
     #[test]
     fn half_the_dials_go_to_the_lowest_rtt_and_half_at_random() {
         let now = Instant::now();
-        let mut set = PeerSet::new(8, ROTATION_INTERVAL, now, StdRng::seed_from_u64(3));
+        let mut set = PeerSet::new(
+            8,
+            ROTATION_INTERVAL,
+            CLOSE_GRACE,
+            now,
+            StdRng::seed_from_u64(3),
+        );
         let mut known = candidates(40);
         // Ten measured candidates, 10 ms .. 100 ms; the rest never measured.
         for (i, candidate) in known.iter_mut().take(10).enumerate() {
@@ -268,7 +299,13 @@ mod tests {
         );
 
         // The random half differs between seeds; the latency half does not.
-        let mut other = PeerSet::new(8, ROTATION_INTERVAL, now, StdRng::seed_from_u64(4));
+        let mut other = PeerSet::new(
+            8,
+            ROTATION_INTERVAL,
+            CLOSE_GRACE,
+            now,
+            StdRng::seed_from_u64(4),
+        );
         let other_dialed: HashSet<PeerId> = plan(&mut other, &[], 0, &known, now)
             .dial
             .into_iter()
@@ -290,7 +327,8 @@ mod tests {
 
     #[test]
     fn excess_is_trimmed_to_the_target_from_the_slowest_we_dialed() {
-        let now = Instant::now();
+        // Well past the grace period of every connection the test makes from here on.
+        let now = Instant::now() + CLOSE_GRACE * 2;
         let mut set = peer_set(now, 5);
         assert_eq!(set.slack(), 2);
         // Within target + slack nothing is closed.
@@ -307,11 +345,13 @@ mod tests {
             peer: PeerId::random(),
             closable: true,
             rtt: ms(10 * (i + 1)),
+            since: Instant::now(),
         }));
         let fresh = ConnectedView {
             peer: PeerId::random(),
             closable: true,
             rtt: None,
+            since: Instant::now(),
         };
         peers.push(fresh.clone());
         let result = plan(&mut set, &peers, 0, &candidates(3), now);
@@ -323,7 +363,8 @@ mod tests {
 
     #[test]
     fn only_peers_we_dialed_are_trimmed() {
-        let now = Instant::now();
+        // Well past the grace period of every connection the test makes from here on.
+        let now = Instant::now() + CLOSE_GRACE * 2;
         let mut set = peer_set(now, 6);
         let mut peers = connected(9, false);
         let ours = connected(2, true);
@@ -385,5 +426,51 @@ mod tests {
             due,
         );
         assert_eq!(result, PeerSetPlan::default());
+    }
+
+    #[test]
+    fn young_connections_are_neither_closed_nor_weighed() {
+        let t0 = Instant::now();
+        let mut set = peer_set(t0, 10);
+        // Four settled connections we dialed and five that a DHT query just opened.
+        let mut peers = connected(TARGET, true);
+        let young_since = t0 + Duration::from_secs(60);
+        peers.extend(connected(5, true).into_iter().map(|mut c| {
+            c.since = young_since;
+            c
+        }));
+        let within_grace = young_since + CLOSE_GRACE - Duration::from_millis(1);
+        assert_eq!(
+            plan(&mut set, &peers, 0, &candidates(3), within_grace),
+            PeerSetPlan::default(),
+            "the settled ones are at the target; the young ones are not weighed yet"
+        );
+
+        // Once they are past the grace period the excess goes, slowest first.
+        let settled = young_since + CLOSE_GRACE;
+        assert_eq!(
+            plan(&mut set, &peers, 0, &candidates(3), settled)
+                .close
+                .len(),
+            5
+        );
+    }
+
+    #[test]
+    fn rotation_leaves_young_connections_alone() {
+        let start = Instant::now();
+        let mut set = peer_set(start, 11);
+        let due = start + ROTATION_INTERVAL * 2;
+        let young: Vec<ConnectedView> = connected(TARGET, true)
+            .into_iter()
+            .map(|mut c| {
+                c.since = due;
+                c
+            })
+            .collect();
+        assert_eq!(
+            plan(&mut set, &young, 0, &candidates(5), due),
+            PeerSetPlan::default()
+        );
     }
 }
