@@ -162,8 +162,8 @@ impl PeerSet {
     }
 }
 
-/// Up to `excess` closable peers, the slowest first. A peer without a measured RTT is newly
-/// connected and may be busy with its first exchange, so it goes last.
+/// Up to `excess` closable peers, the slowest first. A peer whose RTT was never measured goes
+/// last: nothing is known against it.
 fn trim(settled: &[&ConnectedView], excess: usize) -> Vec<PeerId> {
     let mut closable: Vec<&ConnectedView> =
         settled.iter().copied().filter(|c| c.closable).collect();
