@@ -1,5 +1,5 @@
 //! The `dig-sidecar` command line as users meet it: `identity`, `status`, configuration errors,
-//! write policies refused at start-up.
+//! write policies and peer targets refused at start-up.
 
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
@@ -46,6 +46,33 @@ fn open_writing_without_a_private_network_is_refused_at_start_up() -> anyhow::Re
     let (code, _, stderr) = sidecar(&common, &[("DIG_WRITE_POLICY", "writers")])?;
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("--writer"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn a_target_peer_count_above_the_connection_cap_is_refused_at_start_up() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let (code, _, stderr) = sidecar(
+        &[
+            "run",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--api-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--max-connections",
+            "20",
+        ],
+        &[("DIG_TARGET_PEERS", "50")],
+    )?;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("--target-peers 50 is above --max-connections 20"),
+        "{stderr}"
+    );
     Ok(())
 }
 

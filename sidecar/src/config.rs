@@ -172,6 +172,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_connections: u32,
 
+    /// Connections the node keeps (at most --max-connections): it dials until it has this many
+    /// (half at random, half by lowest round-trip time), closes connections it dialed when it has
+    /// far more, and swaps one for a new peer every few minutes. Peers dialing it are accepted up
+    /// to --max-connections; announcements reach every node through the gossip mesh.
+    #[arg(long, value_name = "N", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub target_peers: u32,
+
     /// Kubernetes downward-API `metadata.annotations` file, read every 2 s: while it holds the
     /// annotation `dig.net/drain` (a line `dig.net/drain="..."`), the node drains before leaving
     /// (no new downloads; `GET /drain` says which stores no live peer holds yet).
@@ -932,6 +939,25 @@ mod tests {
         assert_eq!(args.conflict_ttl, Duration::from_secs(3600));
         assert_eq!(args.max_tombstones, 5);
         assert_eq!(args.max_stores, 10);
+    }
+
+    #[test]
+    fn target_peers_defaults_to_24_and_is_bounded() {
+        assert_eq!(run(&["run"], &[]).unwrap().target_peers, 24);
+        assert_eq!(
+            run(&["run", "--target-peers", "3"], &[])
+                .unwrap()
+                .target_peers,
+            3
+        );
+        assert_eq!(
+            run(&["run"], &[("DIG_TARGET_PEERS", "40")])
+                .unwrap()
+                .target_peers,
+            40
+        );
+        assert!(run(&["run", "--target-peers", "0"], &[]).is_err());
+        assert!(run(&["run", "--target-peers", "10001"], &[]).is_err());
     }
 
     #[test]

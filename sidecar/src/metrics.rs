@@ -29,6 +29,8 @@ pub struct ProbeLabels {
 pub struct NodeMetrics {
     /// Peers of our network with an open connection (identify confirmed).
     pub connected_peers: Gauge,
+    /// `--target-peers`: the connections the node keeps by dialing.
+    pub target_peers: Gauge,
     /// Peers each discovery source currently lists.
     pub discovered_peers: Family<SourceLabels, Gauge>,
     /// Registry registrations by result (`ok`, `error`).
@@ -54,6 +56,11 @@ impl NodeMetrics {
             "connected_peers",
             "Peers of this network with an open connection",
             metrics.connected_peers.clone(),
+        );
+        sub.register(
+            "target_peers",
+            "Connections the node keeps by dialing (--target-peers); peers dialing it may add more",
+            metrics.target_peers.clone(),
         );
         sub.register(
             "discovered_peers",
@@ -139,6 +146,7 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = NodeMetrics::register(&mut registry);
         metrics.connected_peers.set(4);
+        metrics.target_peers.set(24);
         metrics.set_discovered("registry", 4);
         metrics.count_dial("connected");
         metrics
@@ -150,6 +158,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("dig_node_connected_peers 4"), "{text}");
+        assert!(text.contains("dig_node_target_peers 24"), "{text}");
         assert!(
             text.contains("dig_node_discovered_peers{source=\"registry\"} 4"),
             "{text}"

@@ -61,6 +61,21 @@ pub enum RunError {
     OpenWithoutPsk,
     #[error("--write-policy writers needs at least one --writer PEER_ID (nobody could write)")]
     WritersWithoutWriter,
+    #[error(
+        "--target-peers {target} is above --max-connections {max}: the node could never reach its target; lower --target-peers or raise --max-connections"
+    )]
+    TargetAboveMaxConnections { target: u32, max: u32 },
+}
+
+/// Start-up check of the peer-set size: the target must fit under the hard connection cap.
+pub fn check_target_peers(target: u32, max_connections: u32) -> Result<(), RunError> {
+    if target > max_connections {
+        return Err(RunError::TargetAboveMaxConnections {
+            target,
+            max: max_connections,
+        });
+    }
+    Ok(())
 }
 
 /// Start-up checks of the write policy: open writing only in a private network, and a writer
@@ -104,6 +119,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     dig_core::crypto::install_crypto_provider();
     protect_process();
     let started = Instant::now();
+    check_target_peers(args.target_peers, args.max_connections)?;
     let data_dir = args.data_dir();
     let state_dir = args.state_dir();
     for dir in [&data_dir, &state_dir] {
@@ -152,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         enable_autonat: !args.no_autonat,
         psk,
         max_connections: args.max_connections,
+        target_peers: args.target_peers,
     };
     let (node, node_task) = node::start(node_config, &mut registry)?;
     tracing::info!(
@@ -301,5 +318,22 @@ mod tests {
         ));
         check_write_policy(WritePolicy::Writers, 1, false).unwrap();
         check_write_policy(WritePolicy::Owner, 0, false).unwrap();
+    }
+
+    #[test]
+    fn the_target_peer_count_must_fit_under_the_connection_cap() {
+        check_target_peers(24, 256).unwrap();
+        check_target_peers(256, 256).unwrap();
+        let error = check_target_peers(300, 256).unwrap_err();
+        assert!(matches!(
+            error,
+            RunError::TargetAboveMaxConnections {
+                target: 300,
+                max: 256
+            }
+        ));
+        let message = error.to_string();
+        assert!(message.contains("--target-peers 300"), "{message}");
+        assert!(message.contains("--max-connections 256"), "{message}");
     }
 }

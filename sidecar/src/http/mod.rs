@@ -127,6 +127,7 @@ async fn connections(State(state): State<ApiState>) -> Response {
         "externalAddresses": snapshot.external_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "connectedPeers": snapshot.connected,
         "peerCount": snapshot.connected.len(),
+        "targetPeers": snapshot.target_peers,
         "discoveredPeers": snapshot.discovered,
         "discoveredPeerCount": snapshot.discovered.len(),
         "discovery": snapshot.discovery,

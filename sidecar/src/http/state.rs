@@ -98,6 +98,7 @@ mod tests {
             discovered: Vec::new(),
             discovery,
             banned: Vec::new(),
+            target_peers: 24,
         }
     }
 

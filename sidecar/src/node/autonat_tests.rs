@@ -26,6 +26,7 @@ fn config(allow_loopback: bool, enable_autonat: bool) -> NodeConfig {
         enable_autonat,
         psk: None,
         max_connections: 16,
+        target_peers: 8,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub enable_autonat: bool,
     pub psk: Option<PreSharedKey>,
     pub max_connections: u32,
+    /// Connections the node keeps by dialing and rotating; at most `max_connections`.
+    pub target_peers: u32,
 }
 
 impl NodeConfig {
@@ -42,6 +44,7 @@ impl NodeConfig {
             enable_autonat: false,
             psk: None,
             max_connections: 64,
+            target_peers: 24,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The one task that owns the swarm: it handles swarm events and handle commands, confirms each
-//! peer's network through identify before trusting it, and redials known peers with backoff.
+//! peer's network through identify before trusting it, and keeps the peer set at its target
+//! (dialing known peers with backoff, closing or rotating connections, see `peer_set`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -20,6 +21,7 @@ use libp2p::{
     },
 };
 use prometheus_client::metrics::counter::Counter;
+use rand::{SeedableRng, rngs::StdRng};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
@@ -27,6 +29,7 @@ use super::{
     behaviour::{Behaviour, BehaviourEvent, NetworkProtocols},
     handle::{Command, NodeError, NodeEvent},
     peer_book::{BAN_DURATION, PeerBook},
+    peer_set::{CLOSE_GRACE, Candidate, ConnectedView, PeerSet, PeerSetView, ROTATION_INTERVAL},
     status::{ConnectedPeer, DiscoverySource, DiscoveryStats, NodeSnapshot, RegistryOutcome},
 };
 use crate::metrics::{NodeMetrics, ResultLabels};
@@ -39,6 +42,9 @@ const IDENTIFY_DEADLINE: Duration = Duration::from_secs(30);
 /// address, which needs a few seconds (the library allows it 10 s). One we dialed ourselves is
 /// closed at once; the peer, seeing it as inbound, waits for us.
 const REDUNDANT_QUIC_GRACE: Duration = Duration::from_secs(12);
+/// A dial the peer-set policy started stops counting towards the target after this long even
+/// if libp2p never reported its end (it always should; this only keeps the count from sticking).
+const POLICY_DIAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct LoopSettings {
     pub allow_loopback: bool,
@@ -49,12 +55,16 @@ pub(crate) struct LoopSettings {
     pub autonat_enabled: bool,
     /// `--announce` addresses: external by configuration, never removed by a failed probe.
     pub announce: Vec<Multiaddr>,
+    /// `--target-peers`: the connections the node keeps (peers dialing it may add more).
+    pub target_peers: usize,
 }
 
 /// One open connection to a peer.
 struct OpenConnection {
     remote: Multiaddr,
     dialer: bool,
+    /// We dialed it to connect (not an AutoNAT dial-back on a new port).
+    own_dial: bool,
     /// From when it may be closed as a redundant QUIC connection.
     closable_from: Instant,
 }
@@ -68,6 +78,8 @@ struct ConnectedState {
     protocol_version: Option<String>,
     listen_addresses: Vec<Multiaddr>,
     latency: Option<Duration>,
+    /// An operator dialed it (`POST /dial`, `dig-sidecar dial`): the peer-set policy keeps it.
+    operator_dialed: bool,
 }
 
 pub(crate) struct EventLoop {
@@ -87,6 +99,11 @@ pub(crate) struct EventLoop {
     /// Connections we opened to dial a peer back for AutoNAT (a new port, not the listen port);
     /// closed once the dial-back is answered, so they do not count against the per-peer limit.
     dial_backs: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    peer_set: PeerSet,
+    /// Dials the peer-set policy started that have not connected or failed yet.
+    policy_dials: HashMap<ConnectionId, Instant>,
+    /// Dials an operator asked for, until they connect or fail.
+    operator_dials: HashSet<ConnectionId>,
 }
 
 /// The QUIC connections to drop when a peer also has a TCP one. libp2p-stream opens each sync
@@ -140,6 +157,14 @@ impl EventLoop {
         discovery.mdns.enabled = settings.mdns_enabled;
         discovery.autonat.enabled = settings.autonat_enabled;
         let topic = gossipsub::IdentTopic::new(protocols.stores_topic.clone());
+        metrics.target_peers.set(settings.target_peers as i64);
+        let peer_set = PeerSet::new(
+            settings.target_peers,
+            ROTATION_INTERVAL,
+            CLOSE_GRACE,
+            Instant::now(),
+            StdRng::from_entropy(),
+        );
         Self {
             swarm,
             commands,
@@ -155,6 +180,9 @@ impl EventLoop {
             discovery,
             dht_bootstrapped: false,
             dial_backs: HashMap::new(),
+            peer_set,
+            policy_dials: HashMap::new(),
+            operator_dials: HashSet::new(),
         }
     }
 
@@ -174,7 +202,7 @@ impl EventLoop {
                     self.expire_quarantine_and_bans();
                     self.drop_unidentified_peers();
                     self.close_redundant_quic_connections();
-                    self.dial_due_peers();
+                    self.maintain_peer_set();
                 }
                 _ = walk.tick() => self.random_walk(),
             }
@@ -219,6 +247,8 @@ impl EventLoop {
                 if dialer {
                     self.metrics.count_dial("connected");
                 }
+                self.policy_dials.remove(&connection_id);
+                let operator_dialed = self.operator_dials.remove(&connection_id);
                 self.peers.on_connected(peer_id);
                 let state = self
                     .connected
@@ -232,7 +262,9 @@ impl EventLoop {
                         protocol_version: None,
                         listen_addresses: Vec::new(),
                         latency: None,
+                        operator_dialed: false,
                     });
+                state.operator_dialed |= operator_dialed;
                 let our_own_dial = matches!(
                     endpoint,
                     ConnectedPoint::Dialer {
@@ -250,6 +282,7 @@ impl EventLoop {
                     OpenConnection {
                         remote,
                         dialer,
+                        own_dial: our_own_dial,
                         closable_from,
                     },
                 );
@@ -285,17 +318,21 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer_id),
+                connection_id,
                 error,
-                ..
             } => {
+                self.policy_dials.remove(&connection_id);
+                self.operator_dials.remove(&connection_id);
                 self.metrics.count_dial("failed");
                 tracing::debug!(%peer_id, %error, "dial failed");
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: None,
+                connection_id,
                 error,
-                ..
             } => {
+                self.policy_dials.remove(&connection_id);
+                self.operator_dials.remove(&connection_id);
                 self.metrics.count_dial("failed");
                 tracing::debug!(%error, "dial failed");
             }
@@ -339,6 +376,7 @@ impl EventLoop {
                 if let (Ok(rtt), Some(state)) = (event.result, self.connected.get_mut(&event.peer))
                 {
                     state.latency = Some(rtt);
+                    self.peers.record_rtt(event.peer, rtt);
                 }
             }
             BehaviourEvent::Kad(event) => {
@@ -599,18 +637,53 @@ impl EventLoop {
         self.metrics.set_discovered(source.label(), count);
     }
 
-    fn dial_due_peers(&mut self) {
-        let due = self.peers.take_due_dials(Instant::now());
+    /// Asks the peer-set policy whom to dial and whom to let go, and does it. Only peers the
+    /// peer book says are due (not in backoff, quarantine or ban) are offered for dialing.
+    fn maintain_peer_set(&mut self) {
+        let now = Instant::now();
+        let due = self.peers.due_peers(now);
         for peer in due.forgotten {
             tracing::debug!(%peer, "forgetting a peer no source lists any more");
         }
-        for (peer, addrs) in due.dial {
+        self.policy_dials
+            .retain(|_, started| now.duration_since(*started) < POLICY_DIAL_TIMEOUT);
+        let connected: Vec<ConnectedView> = self
+            .connected
+            .iter()
+            .map(|(peer, state)| ConnectedView {
+                peer: *peer,
+                closable: !state.operator_dialed && state.connections.values().any(|c| c.own_dial),
+                rtt: state.latency,
+                since: state.established,
+            })
+            .collect();
+        let candidates: Vec<Candidate> = due
+            .due
+            .into_iter()
+            .map(|(peer, rtt)| Candidate { peer, rtt })
+            .collect();
+        let plan = self.peer_set.plan(
+            &PeerSetView {
+                connected: &connected,
+                dialing: self.policy_dials.len(),
+                candidates: &candidates,
+            },
+            now,
+        );
+        for peer in plan.close {
+            tracing::debug!(%peer, target = self.peer_set.target(), "closing a connection to keep the peer set at its target");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        for peer in plan.dial {
+            let addrs = self.peers.start_dial(peer, now);
             let options = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
+            let connection = options.connection_id();
             if self.swarm.dial(options).is_ok() {
                 self.metrics.count_dial("started");
+                self.policy_dials.insert(connection, now);
             }
         }
     }
@@ -718,7 +791,7 @@ impl EventLoop {
             Command::DiscoveredPeers { source, peers } => {
                 self.replace_source(source, peers);
                 // New peers are dialed now rather than at the next tick (up to 250 ms later).
-                self.dial_due_peers();
+                self.maintain_peer_set();
             }
             Command::Registry(outcome) => self.on_registry_outcome(outcome),
             Command::SourceOutcome { source, outcome } => {
@@ -748,12 +821,15 @@ impl EventLoop {
                     let plain = addresses::without_peer_id(&address);
                     self.peers.on_operator_dial(peer, plain, Instant::now());
                 }
+                let options = DialOpts::from(address);
+                let connection = options.connection_id();
                 let result = self
                     .swarm
-                    .dial(address)
+                    .dial(options)
                     .map_err(|error| describe_dial_error(&error));
                 if result.is_ok() {
                     self.metrics.count_dial("started");
+                    self.operator_dials.insert(connection);
                 }
                 let _ = reply.send(result);
             }
@@ -875,6 +951,7 @@ impl EventLoop {
             discovered,
             discovery,
             banned,
+            target_peers: self.peer_set.target(),
         }
     }
 }
@@ -891,6 +968,7 @@ mod tests {
                 let connection = OpenConnection {
                     remote: address.parse().unwrap(),
                     dialer: false,
+                    own_dial: false,
                     closable_from: Instant::now(),
                 };
                 (ConnectionId::new_unchecked(id), connection)

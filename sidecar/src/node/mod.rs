@@ -9,6 +9,7 @@ mod dial_policy;
 mod event_loop;
 mod handle;
 mod peer_book;
+mod peer_set;
 mod status;
 mod transport;
 
@@ -81,6 +82,7 @@ pub fn start(
             mdns_enabled: config.enable_mdns,
             autonat_enabled: config.enable_autonat,
             announce: config.announce.clone(),
+            target_peers: config.target_peers as usize,
         },
     );
     let task = tokio::spawn(event_loop.run());

@@ -24,6 +24,8 @@ struct KnownPeer {
     sources: BTreeMap<DiscoverySource, Vec<Multiaddr>>,
     backoff: Backoff,
     next_dial: Option<Instant>,
+    /// The last ping round trip, kept after a disconnection for choosing whom to dial again.
+    rtt: Option<Duration>,
 }
 
 impl KnownPeer {
@@ -32,6 +34,7 @@ impl KnownPeer {
             sources: BTreeMap::new(),
             backoff: Backoff::new(DIAL_BACKOFF_INITIAL, DIAL_BACKOFF_MAX),
             next_dial: Some(now),
+            rtt: None,
         }
     }
 
@@ -61,7 +64,17 @@ struct Ban {
     reason: String,
 }
 
+/// What [`PeerBook::due_peers`] found.
+#[derive(Debug, Default)]
+pub(super) struct DuePeers {
+    /// Peers that may be dialed now, with their last measured RTT.
+    pub due: Vec<(PeerId, Option<Duration>)>,
+    /// Peers dropped because no source lists them and too many dials failed.
+    pub forgotten: Vec<PeerId>,
+}
+
 /// What [`PeerBook::take_due_dials`] decided.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub(super) struct DueDials {
     /// Peers to dial now, each with all its known addresses.
@@ -199,10 +212,17 @@ impl PeerBook {
             .retain(|peer, known| !known.sources.is_empty() || connected.contains(peer));
     }
 
-    /// The peers to dial now. Each one returned counts as a dial attempt: its next dial is put
-    /// off by the growing backoff, which a connection resets.
-    pub(super) fn take_due_dials(&mut self, now: Instant) -> DueDials {
-        let mut out = DueDials::default();
+    /// A ping round trip to a connected peer.
+    pub(super) fn record_rtt(&mut self, peer: PeerId, rtt: Duration) {
+        if let Some(known) = self.known.get_mut(&peer) {
+            known.rtt = Some(rtt);
+        }
+    }
+
+    /// The peers that may be dialed now: not connected, quarantined, banned or in backoff, and
+    /// with an address. Nothing is dialed yet; [`PeerBook::start_dial`] marks the ones that are.
+    pub(super) fn due_peers(&mut self, now: Instant) -> DuePeers {
+        let mut out = DuePeers::default();
         for (peer, known) in self.known.iter_mut() {
             if self.connected.contains(peer)
                 || self.quarantined.contains_key(peer)
@@ -223,17 +243,40 @@ impl PeerBook {
                 out.forgotten.push(*peer);
                 continue;
             }
-            let addrs = known.addresses();
-            if addrs.is_empty() {
+            if known.sources.values().all(Vec::is_empty) {
                 continue;
             }
-            known.next_dial = Some(now + known.backoff.next_delay());
-            out.dial.push((*peer, addrs));
+            out.due.push((*peer, known.rtt));
         }
         for peer in &out.forgotten {
             self.known.remove(peer);
         }
         out
+    }
+
+    /// A due peer is dialed: its addresses, and its next dial put off by the growing backoff,
+    /// which a connection resets.
+    pub(super) fn start_dial(&mut self, peer: PeerId, now: Instant) -> Vec<Multiaddr> {
+        let Some(known) = self.known.get_mut(&peer) else {
+            return Vec::new();
+        };
+        known.next_dial = Some(now + known.backoff.next_delay());
+        known.addresses()
+    }
+
+    /// Every due peer, dialed: what the node did before it kept a target number of peers.
+    #[cfg(test)]
+    pub(super) fn take_due_dials(&mut self, now: Instant) -> DueDials {
+        let due = self.due_peers(now);
+        let dial = due
+            .due
+            .into_iter()
+            .map(|(peer, _)| (peer, self.start_dial(peer, now)))
+            .collect();
+        DueDials {
+            dial,
+            forgotten: due.forgotten,
+        }
     }
 
     /// A peer of another network: not dialed for [`FOREIGN_PEER_QUARANTINE`].
@@ -483,6 +526,34 @@ mod tests {
         // The operator's dial is under way: the first tick only schedules the next.
         assert!(dialed(&mut book, t0).is_empty());
         assert_eq!(dialed(&mut book, t0), vec![peer]);
+    }
+
+    #[test]
+    fn a_due_peer_left_undialed_stays_due_and_keeps_its_rtt() {
+        let t0 = Instant::now();
+        let mut book = PeerBook::default();
+        let peer = PeerId::random();
+        book.replace_source(DiscoverySource::Registry, listed(peer, vec![a()]), t0);
+        book.on_connected(peer);
+        book.record_rtt(peer, Duration::from_millis(7));
+        book.on_disconnected(peer, t0);
+
+        // Offered but not dialed (the peer set is full): no backoff is spent on it.
+        let failed = |book: &PeerBook| book.discovered_peers(|_| false)[0].failed_dials;
+        let before = failed(&book);
+        let later = t0 + FIRST_DELAY_MAX;
+        for _ in 0..3 {
+            let due = book.due_peers(later);
+            assert_eq!(due.due, vec![(peer, Some(Duration::from_millis(7)))]);
+        }
+        assert_eq!(failed(&book), before);
+
+        assert_eq!(book.start_dial(peer, later), vec![a()]);
+        assert!(
+            book.due_peers(later).due.is_empty(),
+            "a started dial waits for its backoff"
+        );
+        assert_eq!(failed(&book), before + 1);
     }
 
     #[test]

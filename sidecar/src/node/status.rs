@@ -162,6 +162,8 @@ pub struct NodeSnapshot {
     pub discovery: DiscoveryStats,
     /// Peers banned now, most recent first.
     pub banned: Vec<BannedPeer>,
+    /// `--target-peers`: the connections the node keeps by dialing (peers dialing it may add more).
+    pub target_peers: usize,
 }
 
 impl NodeSnapshot {
