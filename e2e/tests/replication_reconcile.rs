@@ -127,3 +127,63 @@ async fn inventories_move_what_differs_and_an_empty_node_learns_everything_once(
         "{bytes} bytes to learn an inventory of {inventory} from 3 peers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_reconcile_requests_are_refused_and_answers_stay_bounded() {
+    let root = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::start_connected(root.path(), "repl-reconcile-hostile", 1)
+        .await
+        .unwrap();
+    let node = &network.nodes[0];
+    let hostile = HostilePeer::start(&network.network_id).unwrap();
+    let peer = hostile.connect(node).await.unwrap();
+    let refusal = |answer: Option<serde_json::Value>| {
+        let answer = answer.expect("an answer, not a closed stream");
+        assert_eq!(answer["type"], "refused", "{answer}");
+        assert_eq!(answer["kind"], "badRequest", "{answer}");
+        answer["message"].as_str().unwrap().to_owned()
+    };
+
+    // A body far over the limit is refused before it is read.
+    let mut stream = hostile.open_stream(peer).await.unwrap();
+    let message = refusal(
+        HostilePeer::ask(
+            &mut stream,
+            &json!({"type": "reconcile", "len": 1u64 << 40}),
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        message.contains("reconcile request of 1099511627776 bytes"),
+        "{message}"
+    );
+
+    // Too many ranges, bounds longer than any store name, and garbage: refused, and the
+    // stream still answers the next request.
+    let mut stream = hostile.open_stream(peer).await.unwrap();
+    let many: Vec<_> = (0..300).map(|i| json!({"l": format!("s{i}")})).collect();
+    let long = vec![json!({"l": "x".repeat(200)})];
+    for body in [
+        serde_json::to_vec(&many).unwrap(),
+        serde_json::to_vec(&long).unwrap(),
+        b"[{\"l\": garbage".to_vec(),
+    ] {
+        let request = json!({"type": "reconcile", "len": body.len()});
+        let message = refusal(
+            HostilePeer::ask_with_body(&mut stream, &request, &body)
+                .await
+                .unwrap(),
+        );
+        assert!(message.starts_with("bad reconcile request"), "{message}");
+    }
+    // Reversed bounds are an empty range, answered as such.
+    let body = serde_json::to_vec(&vec![json!({"l": "z", "u": "a"})]).unwrap();
+    let request = json!({"type": "reconcile", "len": body.len()});
+    let answer = HostilePeer::ask_with_body(&mut stream, &request, &body)
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(answer["type"], "reconcile", "{answer}");
+    assert!(answer["len"].as_u64().unwrap() < 64, "{answer}");
+}

@@ -40,6 +40,12 @@ struct Args {
     /// Longest simulated time of one phase, in seconds.
     #[arg(long, default_value_t = 300)]
     phase_limit_s: u64,
+    /// Share of the nodes restarted per minute in the churn phase, in percent (0: skip it).
+    #[arg(long, default_value_t = 1.0)]
+    churn_percent: f64,
+    /// Length of the churn phase in simulated minutes.
+    #[arg(long, default_value_t = 2)]
+    churn_minutes: u64,
 }
 
 fn main() {
@@ -57,6 +63,8 @@ fn main() {
         },
         seed: args.seed,
         phase_limit_ms: args.phase_limit_s * 1000,
+        churn_percent: args.churn_percent,
+        churn_minutes: args.churn_minutes,
     };
     let started = Instant::now();
     let report = run(&setup);

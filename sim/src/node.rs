@@ -44,27 +44,7 @@ impl SimNode {
         let mut secret = [0u8; 32];
         secret.copy_from_slice(&blake3::hash(&seed.to_le_bytes()).as_bytes()[..]);
         let key = Keypair::ed25519_from_bytes(secret).expect("32 bytes are an ed25519 secret");
-        let config = EngineConfig {
-            keypair: key.clone(),
-            rules: WriteRules {
-                policy: WritePolicy::Owner,
-                writers: BTreeSet::new(),
-            },
-            propagate_deletes: false,
-            limits: Limits {
-                max_parallel: 8,
-                max_store_bytes: 1 << 40,
-                min_free_bytes: 0,
-            },
-            inventory_interval: Duration::from_secs(30),
-            inventory_concurrency: 8,
-            max_stores: 10_000_000,
-            tombstone_ttl: Duration::from_secs(7 * 24 * 3600),
-            max_tombstones: 100_000,
-            conflict_ttl: Duration::from_secs(7 * 24 * 3600),
-            max_conflicts: 1_000,
-            seed,
-        };
+        let config = engine_config(&key, seed);
         Self {
             engine: Engine::new(config, StoreIndex::new(), now),
             peer: key.public().to_peer_id(),
@@ -80,6 +60,19 @@ impl SimNode {
             online: true,
             next_inode: 1,
         }
+    }
+
+    /// Starts again from the saved index and the folder, as a restarted process does: running
+    /// downloads, gossip seen and connections are gone.
+    pub fn restart(&mut self, now: Millis) {
+        let index = self.engine.index().clone();
+        self.engine = Engine::new(engine_config(&self.key, self.seed), index, now);
+        self.seen.clear();
+        self.neighbors.clear();
+        self.mesh_cache = None;
+        self.tick_at = None;
+        self.downloads.clear();
+        self.online = true;
     }
 
     /// Metadata of a file written now.
@@ -114,8 +107,40 @@ impl SimNode {
         mesh
     }
 
+    /// The folder as a scan reports it: names and metadata.
+    pub fn listing(&self) -> Vec<(String, LocalMeta)> {
+        self.folder
+            .iter()
+            .map(|(name, file)| (name.clone(), file.meta))
+            .collect()
+    }
+
     /// True when the folder holds `name` with content `hash`.
     pub fn holds(&self, name: &str, hash: &Hash32) -> bool {
         self.folder.get(name).is_some_and(|f| &f.hash == hash)
+    }
+}
+
+fn engine_config(key: &Keypair, seed: u64) -> EngineConfig {
+    EngineConfig {
+        keypair: key.clone(),
+        rules: WriteRules {
+            policy: WritePolicy::Owner,
+            writers: BTreeSet::new(),
+        },
+        propagate_deletes: false,
+        limits: Limits {
+            max_parallel: 8,
+            max_store_bytes: 1 << 40,
+            min_free_bytes: 0,
+        },
+        inventory_interval: Duration::from_secs(30),
+        inventory_concurrency: 8,
+        max_stores: 10_000_000,
+        tombstone_ttl: Duration::from_secs(7 * 24 * 3600),
+        max_tombstones: 100_000,
+        conflict_ttl: Duration::from_secs(7 * 24 * 3600),
+        max_conflicts: 1_000,
+        seed,
     }
 }

@@ -6,6 +6,7 @@
 use dig_sidecar::store::StoreIndex;
 use dig_sidecar::store::record::SignedVersion;
 use dig_sidecar::sync::announce::decode_entries;
+use dig_sidecar::sync::engine::Engine;
 use dig_sidecar::sync::reconcile::{Reconciler, answer};
 
 /// One reconciliation, counted.
@@ -22,8 +23,9 @@ pub struct Reconciled {
 /// Framing of one request or response (length prefix and header).
 const FRAME_BYTES: u64 = 40;
 
-pub fn reconcile(asker: &StoreIndex, answerer: &StoreIndex) -> Reconciled {
-    let mut reconciler = Reconciler::new();
+pub fn reconcile(asker: &Engine, answerer: &StoreIndex) -> Reconciled {
+    let known = |lower: &str, upper: Option<&str>| asker.known_fingerprint(lower, upper);
+    let mut reconciler = Reconciler::new(&known);
     let mut outcome = Reconciled {
         records: Vec::new(),
         asked_bytes: 0,
@@ -37,7 +39,7 @@ pub fn reconcile(asker: &StoreIndex, answerer: &StoreIndex) -> Reconciled {
         outcome.round_trips += 1;
         outcome.asked_bytes += FRAME_BYTES + json_len(&asks);
         outcome.answered_bytes += FRAME_BYTES + json_len(&answers);
-        let Ok(entries) = reconciler.take(asker, asks, answers) else {
+        let Ok(entries) = reconciler.take(&known, asks, answers) else {
             break;
         };
         outcome.records.extend(decode_entries(&entries).records);

@@ -6,7 +6,11 @@
 //! 4. join: a node with an empty disk connects to `degree` peers and learns everything (the time,
 //!    the bytes it received against what it stores);
 //! 5. partition: the network splits in two halves, a store is written on each side, the halves
-//!    heal (the time until every node holds both).
+//!    heal (the time until every node holds both);
+//! 6. churn: for `churn_minutes`, `churn_percent` of the nodes restart each minute (each down for
+//!    [`CHURN_DOWN_MS`], then back with its disk, connected to new random peers) while a new store
+//!    is written every second at a random running node (how fast those stores reach 99 % of
+//!    nodes, bytes per node per second, and when every node holds every one after the churn).
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -15,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use dig_sidecar::sync::engine::Millis;
 
 use crate::net::{NetConfig, Traffic};
-use crate::world::World;
+use crate::world::{RECORD_BYTES, World};
 
 /// How the simulated network is built and loaded.
 #[derive(Clone, Debug)]
@@ -31,7 +35,13 @@ pub struct Setup {
     pub seed: u64,
     /// No phase runs longer than this (simulated ms).
     pub phase_limit_ms: Millis,
+    /// Share of the nodes restarted per minute in the churn phase (0: no churn phase).
+    pub churn_percent: f64,
+    pub churn_minutes: u64,
 }
+
+/// How long a churning node stays down.
+pub const CHURN_DOWN_MS: Millis = 20_000;
 
 /// What one run measured. Times are simulated milliseconds.
 #[derive(Clone, Debug, Default)]
@@ -48,8 +58,25 @@ pub struct Report {
     pub join_ms: Option<Millis>,
     pub join_received_bytes: u64,
     pub join_stored_bytes: u64,
+    /// Of the bytes received, those of inventory exchanges; and one full inventory's size.
+    pub join_inventory_bytes: u64,
+    pub inventory_bytes: u64,
     pub partition_heal_ms: Option<Millis>,
+    pub churn: Option<ChurnReport>,
     pub events: u64,
+}
+
+/// What the churn phase measured.
+#[derive(Clone, Debug, Default)]
+pub struct ChurnReport {
+    pub restarts: usize,
+    pub stores: usize,
+    /// Time for a store written during churn to reach 99 % of nodes: median and worst.
+    pub spread_99_median_ms: Option<Millis>,
+    pub spread_99_worst_ms: Option<Millis>,
+    pub bytes_per_node_per_s: f64,
+    /// After the last restart and write: until every node holds every store.
+    pub converged_ms: Option<Millis>,
 }
 
 impl Report {
@@ -92,18 +119,44 @@ impl Report {
             self.spread_bytes_per_node_per_s
         );
         let ratio = self.join_received_bytes as f64 / self.join_stored_bytes.max(1) as f64;
+        let inventory_ratio = self.join_inventory_bytes as f64 / self.inventory_bytes.max(1) as f64;
         println!(
-            "  join with an empty disk: everything after {}, {} bytes received for {} stored ({ratio:.2}x)",
+            "  join with an empty disk: everything after {}, {} bytes received for {} stored ({ratio:.2}x); of them {} of inventory exchanges for an inventory of about {} ({inventory_ratio:.2}x)",
             ms(self.join_ms),
             self.join_received_bytes,
-            self.join_stored_bytes
+            self.join_stored_bytes,
+            self.join_inventory_bytes,
+            self.inventory_bytes
         );
         println!(
             "  partition healed: both sides' new stores everywhere after {}",
             ms(self.partition_heal_ms)
         );
+        if let Some(churn) = &self.churn {
+            println!(
+                "  churn: {} restarts and {} new stores in {} min; a new store on 99 % of nodes after {} (median), {} (worst); {:.0} bytes/s sent per node; every store everywhere {} after the churn",
+                churn.restarts,
+                churn.stores,
+                setup.churn_minutes,
+                ms(churn.spread_99_median_ms),
+                ms(churn.spread_99_worst_ms),
+                churn.bytes_per_node_per_s,
+                ms(churn.converged_ms),
+            );
+        }
         println!("  ({} simulated events)", self.events);
     }
+}
+
+/// Bytes all nodes sent since `before` (a copy of `world.net.sent`).
+fn sent_since(world: &World, before: &[Traffic]) -> u64 {
+    world
+        .net
+        .sent
+        .iter()
+        .zip(before)
+        .map(|(now, then)| now.minus(then).total())
+        .sum()
 }
 
 fn total(traffic: &[Traffic]) -> u64 {
@@ -113,7 +166,9 @@ fn total(traffic: &[Traffic]) -> u64 {
 /// Connects `node` to `degree` random others (or to all, capped).
 fn connect_node(world: &mut World, node: usize, setup: &Setup, rng: &mut StdRng) {
     let count = world.nodes.len();
-    let mut others: Vec<usize> = (0..count).filter(|&o| o != node).collect();
+    let mut others: Vec<usize> = (0..count)
+        .filter(|&o| o != node && world.nodes[o].online)
+        .collect();
     others.shuffle(rng);
     let wanted = if setup.degree == 0 {
         setup.max_connections
@@ -195,13 +250,7 @@ pub fn run(setup: &Setup) -> Report {
     report.spread_50_ms = reached(arrivals, 0.5, start);
     report.spread_99_ms = reached(arrivals, 0.99, start);
     report.spread_100_ms = reached(arrivals, 1.0, start);
-    let spread: u64 = world
-        .net
-        .sent
-        .iter()
-        .zip(&before)
-        .map(|(now, then)| now.minus(then).total())
-        .sum();
+    let spread = sent_since(&world, &before);
     report.spread_bytes_per_node_per_s =
         spread as f64 / setup.nodes as f64 / (spread_ms as f64 / 1000.0);
     versions.push(key);
@@ -227,6 +276,8 @@ pub fn run(setup: &Setup) -> Report {
         })
         .map(|t| t - start);
     report.join_received_bytes = world.net.received[joiner].total();
+    report.join_inventory_bytes = world.net.received[joiner].inventory;
+    report.inventory_bytes = versions.len() as u64 * RECORD_BYTES;
     report.join_stored_bytes = versions.len() as u64 * setup.store_bytes;
 
     // 5. A partition, a store on each side, then healed.
@@ -246,7 +297,91 @@ pub fn run(setup: &Setup) -> Report {
     report.partition_heal_ms = world
         .run_while(limit, 100, |w| everyone_holds(w, &both))
         .map(|t| t - healed);
+    versions.extend(both);
+
+    // 6. Churn.
+    if setup.churn_percent > 0.0 && setup.churn_minutes > 0 {
+        report.churn = Some(churn(&mut world, setup, &mut rng, &mut versions));
+    }
     report.events = world.events_handled;
+    report
+}
+
+fn random_running(world: &World, rng: &mut StdRng) -> Option<usize> {
+    let running: Vec<usize> = (0..world.nodes.len())
+        .filter(|&n| world.nodes[n].online)
+        .collect();
+    (!running.is_empty()).then(|| running[rng.gen_range(0..running.len())])
+}
+
+fn churn(
+    world: &mut World,
+    setup: &Setup,
+    rng: &mut StdRng,
+    versions: &mut Vec<(String, [u8; 32])>,
+) -> ChurnReport {
+    let count = world.nodes.len();
+    let duration = setup.churn_minutes * 60_000;
+    let restarts_per_minute = (count as f64 * setup.churn_percent / 100.0).max(1.0);
+    let restart_every = (60_000.0 / restarts_per_minute) as Millis;
+    let start = world.now;
+    let before = world.net.sent.clone();
+    let mut report = ChurnReport::default();
+    let mut written = Vec::new();
+    let mut down: Vec<(Millis, usize)> = Vec::new();
+    let (mut next_restart, mut next_write) = (start, start);
+    let end = start + duration;
+    while world.now < end {
+        let next_back = down.iter().map(|&(at, _)| at).min().unwrap_or(Millis::MAX);
+        let step = next_restart.min(next_write).min(next_back).min(end);
+        world.run_until(step.max(world.now));
+        // Nodes whose time is up come back, connected to new random peers.
+        let (back, still_down): (Vec<_>, Vec<_>) =
+            down.into_iter().partition(|&(at, _)| at <= world.now);
+        down = still_down;
+        for (_, node) in back {
+            world.restart(node);
+            connect_node(world, node, setup, rng);
+        }
+        if world.now >= next_restart && world.now < end {
+            if let Some(node) = random_running(world, rng) {
+                world.stop(node);
+                down.push((world.now + CHURN_DOWN_MS, node));
+                report.restarts += 1;
+            }
+            next_restart += restart_every;
+        }
+        if world.now >= next_write && world.now < end {
+            if let Some(node) = random_running(world, rng) {
+                let name = format!("churn-store-{}", written.len());
+                let hash = world.write(node, &name, setup.store_bytes, 3);
+                written.push(((name, hash), world.now));
+            }
+            next_write += 1000;
+        }
+    }
+    let sent = sent_since(world, &before);
+    report.bytes_per_node_per_s = sent as f64 / count as f64 / (duration as f64 / 1000.0);
+    // The last ones back; then every node must get every store.
+    for (back_at, node) in std::mem::take(&mut down) {
+        world.run_until(back_at.max(world.now));
+        world.restart(node);
+        connect_node(world, node, setup, rng);
+    }
+    let ended = world.now;
+    report.stores = written.len();
+    let mut spreads: Vec<Option<Millis>> = written
+        .iter()
+        .map(|(key, at)| reached(&world.arrivals[key], 0.99, *at))
+        .collect();
+    versions.extend(written.into_iter().map(|(key, _)| key));
+    let limit = world.now + setup.phase_limit_ms;
+    report.converged_ms = world
+        .run_while(limit, 100, |w| everyone_holds(w, versions))
+        .map(|t| t - ended);
+    spreads.sort_by_key(|s| s.unwrap_or(Millis::MAX));
+    report.spread_99_median_ms = spreads.get(spreads.len() / 2).copied().flatten();
+    report.spread_99_worst_ms = spreads.last().copied().flatten();
     report
 }
 
@@ -268,6 +403,8 @@ mod tests {
             },
             seed,
             phase_limit_ms: 120_000,
+            churn_percent: 0.0,
+            churn_minutes: 0,
         }
     }
 
@@ -287,6 +424,20 @@ mod tests {
             "{report:?}"
         );
         assert!(report.partition_heal_ms.is_some(), "{report:?}");
+    }
+
+    #[test]
+    fn nodes_that_restart_during_churn_catch_up_and_every_store_reaches_every_node() {
+        let setup = Setup {
+            churn_percent: 25.0,
+            churn_minutes: 1,
+            ..setup(12, 3, 5)
+        };
+        let report = run(&setup);
+        let churn = report.churn.expect("a churn phase");
+        assert!(churn.restarts >= 3, "{churn:?}");
+        assert!(churn.stores >= 50, "{churn:?}");
+        assert!(churn.converged_ms.is_some(), "{churn:?}");
     }
 
     #[test]

@@ -177,6 +177,35 @@ impl World {
         }
     }
 
+    /// Stops `node`: its connections drop, and it handles nothing until [`World::restart`].
+    pub fn stop(&mut self, node: usize) {
+        let neighbors: Vec<usize> = self.nodes[node].neighbors.iter().copied().collect();
+        for other in neighbors {
+            self.disconnect(node, other);
+        }
+        self.nodes[node].online = false;
+    }
+
+    /// Starts a stopped node again from its index and folder (connect it again afterwards).
+    pub fn restart(&mut self, node: usize) {
+        self.nodes[node].restart(self.now);
+        let folder = self.nodes[node].listing();
+        self.push(
+            self.now,
+            SimEvent::Engine {
+                node,
+                event: Event::DiskSpace(u64::MAX / 4),
+            },
+        );
+        self.push(
+            self.now,
+            SimEvent::Engine {
+                node,
+                event: Event::Scanned(folder),
+            },
+        );
+    }
+
     /// Writes a new store version of `size` bytes into `node`'s folder (the watcher sees it).
     /// Returns the content hash.
     pub fn write(&mut self, node: usize, name: &str, size: u64, salt: u64) -> Hash32 {
@@ -359,11 +388,7 @@ impl World {
                 );
             }
             Action::Rescan => {
-                let stores = self.nodes[node]
-                    .folder
-                    .iter()
-                    .map(|(name, file)| (name.clone(), file.meta))
-                    .collect();
+                let stores = self.nodes[node].listing();
                 self.push(
                     now + 1,
                     SimEvent::Engine {
@@ -406,13 +431,7 @@ impl World {
                 {
                     Some(at) => self.push(at, SimEvent::InventoryRequest { from: node, to }),
                     // The request times out: the exchange ends with nothing learnt.
-                    None => self.push(
-                        now + DOWNLOAD_TIMEOUT_MS,
-                        SimEvent::Engine {
-                            node,
-                            event: Event::InventoryDone(peer),
-                        },
-                    ),
+                    None => self.inventory_timed_out(node, to),
                 }
             }
             // The simulated stores are never updated, so there is no older file to reuse.
@@ -581,8 +600,21 @@ impl World {
         }
     }
 
+    /// `to` does not answer `from`'s exchange: the request times out, as the driver's does.
+    fn inventory_timed_out(&mut self, from: usize, to: usize) {
+        let peer = self.nodes[to].peer;
+        self.push(
+            self.now + DOWNLOAD_TIMEOUT_MS,
+            SimEvent::Engine {
+                node: from,
+                event: Event::InventoryDone(peer),
+            },
+        );
+    }
+
     fn on_inventory_request(&mut self, from: usize, to: usize) {
         if !self.nodes[to].online {
+            self.inventory_timed_out(from, to);
             return;
         }
         let same = self.nodes[from].engine.index().holdings_digest()
@@ -590,10 +622,7 @@ impl World {
         let (records, answered_bytes, extra_round_trips) = if same {
             (None, 0, 0)
         } else {
-            let reconciled = reconcile(
-                self.nodes[from].engine.index(),
-                self.nodes[to].engine.index(),
-            );
+            let reconciled = reconcile(&self.nodes[from].engine, self.nodes[to].engine.index());
             // The asks ride on the asker's uplink; their timing is folded into the round trips.
             let _ = self
                 .net
@@ -614,16 +643,7 @@ impl World {
                     records,
                 },
             ),
-            None => {
-                let peer = self.nodes[to].peer;
-                self.push(
-                    self.now + DOWNLOAD_TIMEOUT_MS,
-                    SimEvent::Engine {
-                        node: from,
-                        event: Event::InventoryDone(peer),
-                    },
-                )
-            }
+            None => self.inventory_timed_out(from, to),
         }
     }
 

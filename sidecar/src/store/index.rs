@@ -556,9 +556,22 @@ impl StoreIndex {
     /// content here or still to fetch: what a peer's holdings are compared with when this node
     /// asks what it lacks (a version it knows and has yet to fetch need not be sent again).
     pub fn known_range_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, Hash32) {
+        self.known_range_fingerprint_where(lower, upper, |_, _| true)
+    }
+
+    /// [`Self::known_range_fingerprint`] counting only the entries `counts` accepts, and every
+    /// holding.
+    pub fn known_range_fingerprint_where(
+        &self,
+        lower: &str,
+        upper: Option<&str>,
+        counts: impl Fn(&str, &IndexEntry) -> bool,
+    ) -> (u64, Hash32) {
         let mut fingerprint = RangeFingerprint::default();
         for (name, entry) in self.entries_in(lower, upper) {
-            fingerprint.add_part(entry.version_part(name));
+            if entry.is_holding() || counts(name, entry) {
+                fingerprint.add_part(entry.version_part(name));
+            }
         }
         (fingerprint.count, fingerprint.xor)
     }

@@ -56,12 +56,37 @@ pub struct RangeAsk {
     /// Send the entries, whatever their number (the asker holds none there).
     #[serde(rename = "i", default, skip_serializing_if = "std::ops::Not::not")]
     pub items: bool,
+    /// What the asker knows in the range; the answer is [`RangeAnswer::Same`] when the answering
+    /// node holds exactly that.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<Known>,
+}
+
+/// A count and a fingerprint (hex) of a range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Known {
+    #[serde(rename = "c")]
+    pub count: u64,
+    #[serde(rename = "f")]
+    pub fingerprint: String,
+}
+
+impl Known {
+    fn of((count, xor): (u64, hash::Hash32)) -> Self {
+        Self {
+            count,
+            fingerprint: hash::to_hex(&xor),
+        }
+    }
 }
 
 /// The answer for one range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t")]
 pub enum RangeAnswer {
+    /// The answering node holds exactly what the asker knows there.
+    #[serde(rename = "s")]
+    Same,
     /// The entries in the range, in name order; `next`: more from this name on.
     #[serde(rename = "i")]
     Items {
@@ -148,6 +173,11 @@ pub fn answer(index: &StoreIndex, asks: &[RangeAsk]) -> Vec<RangeAnswer> {
 
 fn answer_one(index: &StoreIndex, ask: &RangeAsk) -> RangeAnswer {
     let (lower, upper) = (ask.lower.as_str(), ask.upper.as_deref());
+    if let Some(known) = &ask.known
+        && Known::of(index.range_fingerprint(lower, upper)) == *known
+    {
+        return RangeAnswer::Same;
+    }
     let count = index.holdings_in(lower, upper).count() as u64;
     if ask.items || count <= LEAF_ITEMS {
         let mut entries = Vec::new();
@@ -188,8 +218,29 @@ fn part(upper: Option<String>, fingerprint: &RangeFingerprint) -> Part {
 /// About what an answer costs on the wire (a signed entry is about 330 bytes of JSON).
 fn approximate_bytes(answer: &RangeAnswer) -> usize {
     match answer {
+        RangeAnswer::Same => 8,
         RangeAnswer::Items { entries, .. } => 32 + entries.len() * 340,
         RangeAnswer::Parts { parts } => 16 + parts.len() * 200,
+    }
+}
+
+/// What the asking node knows, as range fingerprints comparable with a peer's holdings.
+pub trait KnownVersions {
+    /// Count and fingerprint of the versions known in `[lower, upper)`.
+    fn known_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, hash::Hash32);
+}
+
+/// A function of the range (the engine's `known_fingerprint`).
+impl<F: Fn(&str, Option<&str>) -> (u64, hash::Hash32)> KnownVersions for F {
+    fn known_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, hash::Hash32) {
+        self(lower, upper)
+    }
+}
+
+/// Every version in the index counts as known.
+impl KnownVersions for StoreIndex {
+    fn known_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, hash::Hash32) {
+        self.known_range_fingerprint(lower, upper)
     }
 }
 
@@ -201,12 +252,13 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Starts with the whole name range.
-    pub fn new() -> Self {
+    /// Starts with the whole name range, saying what `ours` knows there.
+    pub fn new(ours: &impl KnownVersions) -> Self {
         let whole = RangeAsk {
             lower: String::new(),
             upper: None,
             items: false,
+            known: Some(Known::of(ours.known_fingerprint("", None))),
         };
         Self {
             queue: VecDeque::from([whole]),
@@ -232,7 +284,7 @@ impl Reconciler {
     /// entries found (decoded and verified by the caller).
     pub fn take(
         &mut self,
-        ours: &StoreIndex,
+        ours: &impl KnownVersions,
         asks: Vec<RangeAsk>,
         answers: Vec<RangeAnswer>,
     ) -> Result<Vec<WireEntry>, ReconcileError> {
@@ -254,22 +306,25 @@ impl Reconciler {
                             lower: next,
                             upper: ask.upper.clone(),
                             items: true,
+                            known: None,
                         });
                     }
                     found.extend(entries);
                 }
+                RangeAnswer::Same => {}
                 RangeAnswer::Parts { parts } => {
                     for (lower, part) in check_parts(&ask, &parts)? {
                         if part.count == 0 {
                             continue;
                         }
                         let upper = part.upper.as_deref();
-                        let (count, xor) = ours.known_range_fingerprint(lower, upper);
-                        if count != part.count || hash::to_hex(&xor) != part.fingerprint {
+                        let known = Known::of(ours.known_fingerprint(lower, upper));
+                        if known.count != part.count || known.fingerprint != part.fingerprint {
                             again.push(RangeAsk {
                                 lower: lower.to_owned(),
                                 upper: part.upper.clone(),
-                                items: count == 0,
+                                items: known.count == 0,
+                                known: (known.count > 0).then_some(known),
                             });
                         }
                     }
@@ -283,12 +338,6 @@ impl Reconciler {
         }
         self.queue.extend(again);
         Ok(found)
-    }
-}
-
-impl Default for Reconciler {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -420,7 +469,7 @@ mod tests {
     /// Runs a whole reconciliation of `ours` against `theirs`; returns the names found, the
     /// requests made and the bytes of the answers.
     fn reconcile(ours: &StoreIndex, theirs: &StoreIndex) -> (Vec<String>, usize, usize) {
-        let mut reconciler = Reconciler::new();
+        let mut reconciler = Reconciler::new(ours);
         let (mut found, mut requests, mut bytes) = (Vec::new(), 0, 0);
         while let Some(asks) = reconciler.next_asks().unwrap() {
             check_asks(&asks).unwrap();
@@ -433,18 +482,28 @@ mod tests {
         (found, requests, bytes)
     }
 
+    /// Bytes of the full inventory the sync server would send for `index`.
+    fn inventory_len(index: &StoreIndex) -> usize {
+        let entries: Vec<WireEntry> = index
+            .iter()
+            .filter_map(|(n, e)| e.signed(n))
+            .map(|s| WireEntry::from_signed(&s))
+            .collect();
+        serde_json::to_vec(&entries).unwrap().len()
+    }
+
     fn names(range: std::ops::Range<usize>) -> impl Iterator<Item = String> {
         range.map(|i| format!("store-{i:06}"))
     }
 
     #[test]
-    fn equal_holdings_cost_one_request_of_parts() {
+    fn equal_holdings_cost_one_small_request() {
         let key = Keypair::generate_ed25519();
         let index = index_of(&key, names(0..5000));
         let (found, requests, bytes) = reconcile(&index, &index.clone());
         assert!(found.is_empty());
         assert_eq!(requests, 1);
-        assert!(bytes < 4096, "{bytes} bytes");
+        assert!(bytes < 64, "{bytes} bytes");
     }
 
     #[test]
@@ -475,15 +534,7 @@ mod tests {
             found.len()
         );
         assert!(requests <= 4, "{requests} requests");
-        let inventory = serde_json::to_vec(
-            &theirs
-                .iter()
-                .filter_map(|(n, e)| e.signed(n))
-                .map(|s| WireEntry::from_signed(&s))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap()
-        .len();
+        let inventory = inventory_len(&theirs);
         assert!(
             bytes * 50 < inventory,
             "{bytes} bytes against {inventory} for the inventory"
@@ -498,15 +549,7 @@ mod tests {
         eprintln!("empty against 3,000: {requests} requests, {bytes} bytes");
         found.sort();
         assert_eq!(found, names(0..3000).collect::<Vec<_>>());
-        let inventory = serde_json::to_vec(
-            &theirs
-                .iter()
-                .filter_map(|(n, e)| e.signed(n))
-                .map(|s| WireEntry::from_signed(&s))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap()
-        .len();
+        let inventory = inventory_len(&theirs);
         assert!(
             (bytes as f64) < inventory as f64 * 1.05,
             "{bytes} bytes against {inventory} for the inventory"
@@ -529,6 +572,19 @@ mod tests {
     }
 
     #[test]
+    fn a_small_inventory_the_asker_already_knows_is_not_sent() {
+        let key = Keypair::generate_ed25519();
+        let theirs = index_of(&key, names(0..LEAF_ITEMS as usize / 2));
+        let mut ours = theirs.clone();
+        ours.update("store-000000", |entry| entry.local = None);
+        let (found, requests, _) = reconcile(&ours, &theirs);
+        assert!(found.is_empty());
+        assert_eq!(requests, 1);
+        let (found, _, _) = reconcile(&StoreIndex::new(), &theirs);
+        assert_eq!(found.len(), LEAF_ITEMS as usize / 2);
+    }
+
+    #[test]
     fn what_only_the_asker_holds_is_not_asked_for() {
         let key = Keypair::generate_ed25519();
         let theirs = index_of(&key, names(0..1000));
@@ -546,6 +602,7 @@ mod tests {
             lower: lower.into(),
             upper: upper.map(str::to_owned),
             items: false,
+            known: None,
         }
     }
 
@@ -609,7 +666,7 @@ mod tests {
             ),
         ];
         for (asked, answers) in bad {
-            let mut reconciler = Reconciler::new();
+            let mut reconciler = Reconciler::new(&ours);
             let outcome = reconciler.take(&ours, vec![asked.clone()], answers.clone());
             assert!(outcome.is_err(), "{asked:?} answered {answers:?} was taken");
         }
@@ -618,7 +675,7 @@ mod tests {
             parts[0].fingerprint = "zz".into();
         }
         assert!(
-            Reconciler::new()
+            Reconciler::new(&ours)
                 .take(&ours, vec![ask("", None)], vec![bad_fingerprint])
                 .is_err()
         );
@@ -627,7 +684,7 @@ mod tests {
     #[test]
     fn a_peer_that_never_agrees_is_given_up_on() {
         let ours = StoreIndex::new();
-        let mut reconciler = Reconciler::new();
+        let mut reconciler = Reconciler::new(&ours);
         let mut page = 0u64;
         let error = loop {
             match reconciler.next_asks() {

@@ -230,7 +230,10 @@ impl Exchange<'_> {
                 detail: error.to_string(),
             })
         };
-        let mut reconciler = Reconciler::new();
+        let known = |lower: &str, upper: Option<&str>| {
+            self.shared.engine.read().known_fingerprint(lower, upper)
+        };
+        let mut reconciler = Reconciler::new(&known);
         let mut first = true;
         while let Some(asks) = reconciler.next_asks().map_err(invalid)? {
             let answers = match client.reconcile(&asks).await {
@@ -239,11 +242,7 @@ impl Exchange<'_> {
                 Err(error) => return Err(Reconciliation::Failed(error)),
             };
             first = false;
-            let found = {
-                let engine = self.shared.engine.read();
-                reconciler.take(engine.index(), asks, answers)
-            }
-            .map_err(invalid)?;
+            let found = reconciler.take(&known, asks, answers).map_err(invalid)?;
             if !found.is_empty() {
                 self.send(checked(self.shared, self.peer, Via::Inventory, found).await);
             }

@@ -210,6 +210,13 @@ impl Scheduler {
     }
 
     /// Peers known to hold `hash` of `name`.
+    /// Whether any peer is known to hold `hash` as `name`'s content.
+    pub fn has_holder(&self, name: &str, hash: &Hash32) -> bool {
+        self.holders
+            .get(name)
+            .is_some_and(|holders| holders.values().any(|held| held == hash))
+    }
+
     /// Whether `peer` is known to hold `hash` as `name`'s content.
     pub fn is_holder(&self, name: &str, peer: &PeerId, hash: &Hash32) -> bool {
         self.holders

@@ -521,3 +521,19 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// What this node knows in `[lower, upper)`, for reconciliation (`sync::reconcile`): what
+    /// it holds, and the versions still to fetch for which it knows a holder. A version still
+    /// to fetch with no known holder (after a restart, say) counts as unknown, so the next peer
+    /// that holds it sends it and becomes its source.
+    pub fn known_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, Hash32) {
+        self.index
+            .known_range_fingerprint_where(lower, upper, |name, entry| {
+                entry
+                    .content
+                    .as_ref()
+                    .is_some_and(|content| self.downloads.has_holder(name, &content.hash))
+            })
+    }
+}

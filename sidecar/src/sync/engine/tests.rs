@@ -1569,3 +1569,23 @@ fn a_notice_of_a_version_not_seen_yet_is_taken_like_an_announcement_with_its_sen
         .collect();
     assert_eq!(sources, vec![&vec![peer(&neighbour)]]);
 }
+
+#[test]
+fn a_version_still_to_fetch_counts_as_known_to_reconciliation_only_while_a_holder_is_known() {
+    let origin = Keypair::generate_ed25519();
+    let mut node = Node::new(WritePolicy::Owner, &[]);
+    node.handle(Event::PeerConnected(peer(&origin)));
+    let created = version(&origin, "s", START, Some(b"bytes"), None, None);
+    node.receive(&origin, vec![created]);
+    let everything = node.engine.index().known_range_fingerprint("", None);
+    assert_eq!(everything.0, 1);
+    assert_eq!(node.engine.known_fingerprint("", None), everything);
+
+    // After a restart the index still has the version, but no source for it.
+    let restarted = Engine::new(
+        config(&node.key, WritePolicy::Owner, &[]),
+        node.engine.index().clone(),
+        node.now,
+    );
+    assert_eq!(restarted.known_fingerprint("", None).0, 0);
+}
