@@ -164,6 +164,16 @@ impl HostilePeer {
         Ok(closed)
     }
 
+    /// The `(kind, message)` of a refusal; panics on a closed stream or any other answer.
+    pub fn refusal(answer: Option<Value>) -> (String, String) {
+        let answer = answer.expect("an answer, the stream still open");
+        assert_eq!(answer["type"], "refused", "{answer}");
+        (
+            answer["kind"].as_str().unwrap().to_owned(),
+            answer["message"].as_str().unwrap().to_owned(),
+        )
+    }
+
     /// Sends `request` (a JSON header) on `stream` and returns the response header, or `None`
     /// when the node closed the stream.
     pub async fn ask(stream: &mut Stream, request: &Value) -> anyhow::Result<Option<Value>> {

@@ -149,11 +149,7 @@ async fn chunk_maps_and_ranges_are_bounded_whatever_a_peer_asks() {
     let hostile = HostilePeer::start(&network.network_id).unwrap();
     let peer = hostile.connect(node).await.unwrap();
     let mut stream = hostile.open_stream(peer).await.unwrap();
-    let refusal = |answer: Option<serde_json::Value>| {
-        let answer = answer.expect("an answer, the stream still open");
-        assert_eq!(answer["type"], "refused", "{answer}");
-        answer["message"].as_str().unwrap_or_default().to_owned()
-    };
+    let refusal = |answer| HostilePeer::refusal(answer).1;
     // Ranges past the end, larger than a chunk, empty or overflowing are refused, one by one,
     // on the same stream.
     for (offset, len) in [(size, 1), (0, MIB + 1), (0, 0), (u64::MAX, 2)] {

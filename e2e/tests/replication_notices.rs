@@ -78,15 +78,6 @@ async fn installs_are_told_to_direct_peers_and_never_gossiped_again() {
     );
 }
 
-fn refusal(answer: Option<Value>) -> (String, String) {
-    let answer = answer.expect("an answer, not a closed stream");
-    assert_eq!(answer["type"], "refused", "{answer}");
-    (
-        answer["kind"].as_str().unwrap().to_owned(),
-        answer["message"].as_str().unwrap().to_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_holder_notices_are_bounded_and_verified() {
     let root = tempfile::tempdir().unwrap();
@@ -99,7 +90,7 @@ async fn hostile_holder_notices_are_bounded_and_verified() {
 
     // A notice larger than one announcement is refused before its body is read.
     let mut stream = hostile.open_stream(peer).await.unwrap();
-    let (kind, message) = refusal(
+    let (kind, message) = HostilePeer::refusal(
         HostilePeer::ask(&mut stream, &json!({"type": "holding", "len": 1u64 << 40}))
             .await
             .unwrap(),

@@ -173,12 +173,16 @@ pub fn answer(index: &StoreIndex, asks: &[RangeAsk]) -> Vec<RangeAnswer> {
 
 fn answer_one(index: &StoreIndex, ask: &RangeAsk) -> RangeAnswer {
     let (lower, upper) = (ask.lower.as_str(), ask.upper.as_deref());
-    if let Some(known) = &ask.known
-        && Known::of(index.range_fingerprint(lower, upper)) == *known
-    {
-        return RangeAnswer::Same;
-    }
-    let count = index.holdings_in(lower, upper).count() as u64;
+    let count = match &ask.known {
+        Some(known) => {
+            let held = index.range_fingerprint(lower, upper);
+            if Known::of(held) == *known {
+                return RangeAnswer::Same;
+            }
+            held.0
+        }
+        None => index.holdings_in(lower, upper).count() as u64,
+    };
     if ask.items || count <= LEAF_ITEMS {
         let mut entries = Vec::new();
         let mut next = None;

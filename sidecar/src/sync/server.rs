@@ -229,6 +229,15 @@ async fn timed<F: std::future::Future<Output = io::Result<()>>>(write: F) -> io:
         })?
 }
 
+/// Writes a response header and the body it announces, within [`WRITE_TIMEOUT`].
+async fn respond(stream: &mut Stream, header: &ResponseHeader, body: &[u8]) -> io::Result<()> {
+    timed(async {
+        write_header(stream, header).await?;
+        stream.write_all(body).await
+    })
+    .await
+}
+
 /// Answers requests on one stream until the peer closes it.
 async fn serve_stream(
     peer: PeerId,
@@ -274,11 +283,7 @@ async fn serve_stream(
                 let header = ResponseHeader::Inventory {
                     len: body.len() as u64,
                 };
-                timed(async {
-                    write_header(&mut stream, &header).await?;
-                    stream.write_all(&body).await
-                })
-                .await?;
+                respond(&mut stream, &header, &body).await?;
             }
             Request::Manifest { name, hash } => match held_content(context, &name, &hash, true) {
                 Ok(held) => {
@@ -286,11 +291,7 @@ async fn serve_stream(
                     let header = ResponseHeader::Manifest {
                         len: body.len() as u64,
                     };
-                    timed(async {
-                        write_header(&mut stream, &header).await?;
-                        stream.write_all(&body).await
-                    })
-                    .await?;
+                    respond(&mut stream, &header, &body).await?;
                 }
                 Err(refusal) => timed(write_header(&mut stream, &refusal)).await?,
             },
@@ -339,11 +340,7 @@ async fn serve_stream(
                             len: body.len() as u64,
                             scheme: cdc::SCHEME.to_owned(),
                         };
-                        timed(async {
-                            write_header(&mut stream, &header).await?;
-                            stream.write_all(&body).await
-                        })
-                        .await?;
+                        respond(&mut stream, &header, &body).await?;
                     }
                     Err(refusal) => timed(write_header(&mut stream, &refusal)).await?,
                 }
@@ -400,11 +397,7 @@ async fn answer_ranges(
     let header = ResponseHeader::Reconcile {
         len: body.len() as u64,
     };
-    timed(async {
-        write_header(stream, &header).await?;
-        stream.write_all(&body).await
-    })
-    .await?;
+    respond(stream, &header, &body).await?;
     Ok(true)
 }
 
@@ -546,11 +539,7 @@ async fn serve_span(
             let header = ResponseHeader::Chunk {
                 len: data.len() as u64,
             };
-            let written = timed(async {
-                write_header(stream, &header).await?;
-                stream.write_all(&data).await
-            })
-            .await;
+            let written = respond(stream, &header, &data).await;
             if written.is_ok() {
                 context
                     .metrics
