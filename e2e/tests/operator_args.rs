@@ -106,7 +106,7 @@ fn default_network_args_parse() {
 #[test]
 fn every_feature_of_the_spec_parses() {
     let net = network(
-        "networkId: prod\nbootstrap:\n  replicas: 1\n  port: 3100\n  peerTtlSeconds: 90\nnodes:\n  replicas: 2\n  p2pPort: 4101\n  apiPort: 8181\n  discovery:\n    mdns: true\n    dht: false\n    bootstrapUrls: [https://bootstrap-us.example.com]\n  exposure:\n    type: LoadBalancer\n    announceDomain: nodes.example.com\n    announce: [/ip4/198.51.100.7/tcp/4101]\nprivateNetwork:\n  pskSecretRef:\n    name: psk\n    key: swarm.key\nreplication:\n  propagateDeletes: true",
+        "networkId: prod\nbootstrap:\n  replicas: 1\n  port: 3100\n  peerTtlSeconds: 90\nnodes:\n  replicas: 2\n  p2pPort: 4101\n  apiPort: 8181\n  discovery:\n    mdns: true\n    dht: false\n    bootstrapUrls: [https://bootstrap-us.example.com]\n    targetPeers: 40\n  exposure:\n    type: LoadBalancer\n    announceDomain: nodes.example.com\n    announce: [/ip4/198.51.100.7/tcp/4101]\nprivateNetwork:\n  pskSecretRef:\n    name: psk\n    key: swarm.key\nreplication:\n  propagateDeletes: true",
     );
     let facts = NetworkFacts {
         psk: Some(PskSecret::Present { hash: "h".into() }),
@@ -128,6 +128,7 @@ fn every_feature_of_the_spec_parses() {
     );
     assert!(!run.no_mdns);
     assert!(run.no_dht);
+    assert_eq!(run.target_peers, 40);
     assert!(run.propagate_deletes);
     assert_eq!(
         run.psk_file.as_deref(),

@@ -65,6 +65,7 @@ impl NetworkSource for Networks {
                 writers: Vec::new(),
                 mdns: !private,
                 dht: true,
+                target_peers: None,
                 resources: None,
             }))
         })

@@ -287,6 +287,12 @@ pub struct Discovery {
     /// Extra bootstrap registries (e.g. the registry of another region), `http://` or `https://`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bootstrap_urls: Vec<String>,
+    /// Connections each node keeps (`dig-sidecar --target-peers`; the node's default, 24, when
+    /// unset): half random, half lowest round-trip time, rotated slowly. Announcements reach every
+    /// node through the gossip mesh, so no node needs a connection to every other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub target_peers: Option<u32>,
 }
 
 impl Default for Discovery {
@@ -295,6 +301,7 @@ impl Default for Discovery {
             mdns: false,
             dht: true,
             bootstrap_urls: Vec::new(),
+            target_peers: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub no_mdns: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_dht: bool,
+    /// The node's default (24) is not written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_peers: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub psk_file: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -54,6 +57,8 @@ pub struct NodeConfigInputs<'a> {
     pub api_port: i32,
     pub mdns: bool,
     pub dht: bool,
+    /// `spec.nodes.discovery.targetPeers`.
+    pub target_peers: Option<u32>,
     /// File name of the PSK inside [`PSK_DIR`], when the network is private.
     pub psk_key: Option<&'a str>,
     pub propagate_deletes: bool,
@@ -76,6 +81,7 @@ impl NodeConfig {
             api_listen: format!("0.0.0.0:{}", inputs.api_port),
             no_mdns: !inputs.mdns,
             no_dht: !inputs.dht,
+            target_peers: inputs.target_peers,
             psk_file: inputs.psk_key.map(|key| format!("{PSK_DIR}/{key}")),
             propagate_deletes: inputs.propagate_deletes,
             write_policy: (inputs.write_policy != WritePolicy::Owner)
@@ -105,6 +111,9 @@ impl NodeConfig {
         }
         if self.no_dht {
             args.push("--no-dht".to_string());
+        }
+        if let Some(target) = self.target_peers {
+            args.extend(["--target-peers".to_string(), target.to_string()]);
         }
         if let Some(psk) = &self.psk_file {
             args.extend(["--psk-file".to_string(), psk.clone()]);
@@ -228,6 +237,7 @@ mod tests {
             api_port: 8080,
             mdns: false,
             dht: true,
+            target_peers: None,
             psk_key: None,
             propagate_deletes: false,
             write_policy: WritePolicy::Owner,
@@ -242,7 +252,23 @@ mod tests {
         assert!(yaml.contains("api-listen: 0.0.0.0:8080"), "{yaml}");
         assert!(yaml.contains("no-mdns: true"), "{yaml}");
         assert!(!yaml.contains("no-dht"), "{yaml}");
+        assert!(!yaml.contains("target-peers"), "{yaml}");
         assert!(yaml.contains("/ip4/0.0.0.0/udp/4001/quic-v1"), "{yaml}");
+    }
+
+    #[test]
+    fn a_target_peer_count_reaches_the_file_and_the_flags() {
+        let config = NodeConfig::new(NodeConfigInputs {
+            target_peers: Some(40),
+            ..inputs()
+        });
+        assert!(config.to_yaml().contains("target-peers: 40"));
+        assert!(
+            config
+                .to_flags()
+                .windows(2)
+                .any(|w| w == ["--target-peers", "40"])
+        );
     }
 
     #[test]

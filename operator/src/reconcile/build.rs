@@ -417,6 +417,7 @@ fn node_config_map(valid: &ValidNetwork<'_>) -> ConfigMap {
         api_port: spec.nodes.api_port,
         mdns: spec.nodes.discovery.mdns,
         dht: spec.nodes.discovery.dht,
+        target_peers: spec.nodes.discovery.target_peers,
         psk_key: spec
             .private_network
             .as_ref()

@@ -164,6 +164,7 @@ pub fn build_node(valid: &ValidNode<'_>) -> NodeChildren {
         api_port: net.nodes.api_port,
         mdns: net.nodes.discovery.mdns,
         dht: net.nodes.discovery.dht,
+        target_peers: net.nodes.discovery.target_peers,
         psk_key: psk_ref.map(|r| r.key.as_str()),
         propagate_deletes: net.replication.propagate_deletes,
         write_policy: net.replication.write_policy,

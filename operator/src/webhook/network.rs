@@ -54,6 +54,7 @@ pub fn sidecar_config(
         writers: spec.replication.writers.clone(),
         mdns: spec.nodes.discovery.mdns,
         dht: spec.nodes.discovery.dht,
+        target_peers: spec.nodes.discovery.target_peers,
         resources: spec.nodes.resources.clone(),
     })
 }

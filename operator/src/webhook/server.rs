@@ -432,6 +432,7 @@ mod tests {
                     writers: Vec::new(),
                     mdns: false,
                     dht: true,
+                    target_peers: None,
                     resources: None,
                 }))
             })

@@ -46,6 +46,8 @@ pub struct NetworkSidecarConfig {
     pub writers: Vec<String>,
     pub mdns: bool,
     pub dht: bool,
+    /// `spec.nodes.discovery.targetPeers`.
+    pub target_peers: Option<u32>,
     /// The network's node resources; annotations override single entries.
     pub resources: Option<ResourceRequirements>,
 }
@@ -82,6 +84,7 @@ impl SidecarSpec<'_> {
             api_port: i32::from(self.api_port),
             mdns: network.mdns,
             dht: network.dht,
+            target_peers: network.target_peers,
             psk_key: network.psk_secret.as_ref().map(|psk| psk.key.as_str()),
             propagate_deletes: network.propagate_deletes,
             write_policy: network.write_policy,

@@ -22,6 +22,7 @@ fn network() -> NetworkSidecarConfig {
         writers: Vec::new(),
         mdns: false,
         dht: true,
+        target_peers: Some(12),
         resources: None,
     }
 }
@@ -144,6 +145,8 @@ fn plain_pod_gets_a_native_sidecar_on_the_named_volume() {
             "--api-listen",
             "0.0.0.0:8080",
             "--no-mdns",
+            "--target-peers",
+            "12",
             "--log-format",
             "json",
             "--announce",
@@ -222,6 +225,7 @@ fn injected_args_are_accepted_by_the_sidecars_parser() {
     );
     assert_eq!(run.api_listen, "0.0.0.0:8080".parse().unwrap());
     assert!(run.no_mdns && !run.no_dht && !run.propagate_deletes && run.psk_file.is_none());
+    assert_eq!(run.target_peers, 12);
     assert_eq!(run.log_format, dig_core::logging::LogFormat::Json);
 
     let mut private = network();
