@@ -268,12 +268,8 @@ impl IndexEntry {
         self.is_held() || self.is_tombstone()
     }
 
-    /// Part of the holdings fingerprint: held content and tombstones count, wanted content not.
-    fn fingerprint_part(&self, name: &str) -> Option<Hash32> {
-        self.is_holding().then(|| self.version_part(name))
-    }
-
-    /// The fingerprint part of this version, whether or not its content is here yet.
+    /// The fingerprint part of this version, whether or not its content is here yet (only held
+    /// content and tombstones count in the holdings fingerprint).
     fn version_part(&self, name: &str) -> Hash32 {
         let what = match &self.content {
             Some(content) => content.hash_hex(),
@@ -295,19 +291,33 @@ pub struct RangeFingerprint {
 }
 
 impl RangeFingerprint {
-    /// Adds an entry the holdings digest covers (others add nothing).
-    pub fn add(&mut self, name: &str, entry: &IndexEntry) {
-        if let Some(part) = entry.fingerprint_part(name) {
-            self.add_part(part);
-        }
-    }
-
-    fn add_part(&mut self, part: Hash32) {
+    pub fn add(&mut self, part: &Hash32) {
         self.count += 1;
         self.xor
             .iter_mut()
             .zip(part)
             .for_each(|(acc, byte)| *acc ^= byte);
+    }
+}
+
+/// An entry with its fingerprint part, hashed once when it enters the index: a range fingerprint
+/// then costs an XOR per entry, not a hash (a million stores take milliseconds, not a second).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Slot {
+    entry: IndexEntry,
+    part: Hash32,
+}
+
+impl Slot {
+    fn new(name: &str, entry: IndexEntry) -> Self {
+        let part = entry.version_part(name);
+        Self { entry, part }
+    }
+
+    /// The part of the holdings fingerprint: held content and tombstones count, wanted content
+    /// not.
+    fn holding_part(&self) -> Option<&Hash32> {
+        self.entry.is_holding().then_some(&self.part)
     }
 }
 
@@ -321,7 +331,8 @@ pub struct StoreIndex {
     /// next one, so lines it already includes are never replayed over it.
     #[serde(default)]
     epoch: u64,
-    entries: BTreeMap<String, IndexEntry>,
+    #[serde(with = "slots")]
+    entries: BTreeMap<String, Slot>,
     /// Stores changed since the last [`StoreIndex::take_changes`] (what the next journal append
     /// writes).
     #[serde(skip)]
@@ -426,8 +437,8 @@ impl StoreIndex {
     fn checked(mut self) -> Self {
         let entries = std::mem::take(&mut self.entries);
         self.format = INDEX_FORMAT;
-        for (name, entry) in entries {
-            self.insert_checked(name, entry);
+        for (name, slot) in entries {
+            self.insert_slot_checked(name, slot);
         }
         self.changed.clear();
         self
@@ -436,6 +447,12 @@ impl StoreIndex {
     /// Inserts an entry read from disk, unless its name or a peer id in it is invalid (the file
     /// is ours, but a bad entry must not reach a path or the wire); true when inserted.
     fn insert_checked(&mut self, name: String, entry: IndexEntry) -> bool {
+        let slot = Slot::new(&name, entry);
+        self.insert_slot_checked(name, slot)
+    }
+
+    fn insert_slot_checked(&mut self, name: String, slot: Slot) -> bool {
+        let entry = &slot.entry;
         let peers_ok = parse_canonical_peer_id(&entry.version.origin).is_some()
             && entry
                 .owner
@@ -451,7 +468,7 @@ impl StoreIndex {
                 .all(|v| parse_canonical_peer_id(&v.origin).is_some());
         let ok = is_valid_store_name(&name) && peers_ok;
         if ok {
-            self.insert(name, entry);
+            self.insert_slot(name, slot);
         }
         ok
     }
@@ -495,7 +512,7 @@ impl StoreIndex {
         std::mem::take(&mut self.changed)
             .into_iter()
             .map(|name| {
-                let entry = self.entries.get(&name).cloned();
+                let entry = self.entries.get(&name).map(|slot| slot.entry.clone());
                 (name, entry)
             })
             .collect()
@@ -507,7 +524,7 @@ impl StoreIndex {
     }
 
     pub fn get(&self, name: &str) -> Option<&IndexEntry> {
-        self.entries.get(name)
+        self.entries.get(name).map(|slot| &slot.entry)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -515,7 +532,7 @@ impl StoreIndex {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &IndexEntry)> {
-        self.entries.iter()
+        self.entries.iter().map(|(name, slot)| (name, &slot.entry))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &String> {
@@ -531,7 +548,18 @@ impl StoreIndex {
         upper: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a String, &'a IndexEntry)> + 'a {
         self.entries_in(lower, upper)
-            .filter(|(_, entry)| entry.is_holding())
+            .filter(|(_, slot)| slot.entry.is_holding())
+            .map(|(name, slot)| (name, &slot.entry))
+    }
+
+    /// The names and fingerprint parts of [`Self::holdings_in`] the range.
+    pub fn holding_parts_in<'a>(
+        &'a self,
+        lower: &'a str,
+        upper: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a String, &'a Hash32)> + 'a {
+        self.entries_in(lower, upper)
+            .filter_map(|(name, slot)| Some((name, slot.holding_part()?)))
     }
 
     /// Every entry with a name in the range (see [`Self::holdings_in`]).
@@ -539,7 +567,7 @@ impl StoreIndex {
         &'a self,
         lower: &'a str,
         upper: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a String, &'a IndexEntry)> + 'a {
+    ) -> impl Iterator<Item = (&'a String, &'a Slot)> + 'a {
         let bounds = match upper {
             Some(upper) if upper <= lower => None,
             _ => Some((
@@ -568,9 +596,9 @@ impl StoreIndex {
         counts: impl Fn(&str, &IndexEntry) -> bool,
     ) -> (u64, Hash32) {
         let mut fingerprint = RangeFingerprint::default();
-        for (name, entry) in self.entries_in(lower, upper) {
-            if entry.is_holding() || counts(name, entry) {
-                fingerprint.add_part(entry.version_part(name));
+        for (name, slot) in self.entries_in(lower, upper) {
+            if slot.entry.is_holding() || counts(name, &slot.entry) {
+                fingerprint.add(&slot.part);
             }
         }
         (fingerprint.count, fingerprint.xor)
@@ -580,8 +608,8 @@ impl StoreIndex {
     /// holdings digest: two nodes with the same answer for a range hold the same versions there.
     pub fn range_fingerprint(&self, lower: &str, upper: Option<&str>) -> (u64, Hash32) {
         let mut fingerprint = RangeFingerprint::default();
-        for (name, entry) in self.holdings_in(lower, upper) {
-            fingerprint.add(name, entry);
+        for (_, part) in self.holding_parts_in(lower, upper) {
+            fingerprint.add(part);
         }
         (fingerprint.count, fingerprint.xor)
     }
@@ -596,11 +624,17 @@ impl StoreIndex {
 
     /// Adds or replaces an entry.
     pub fn insert(&mut self, name: String, entry: IndexEntry) {
+        let slot = Slot::new(&name, entry);
+        self.insert_slot(name, slot);
+    }
+
+    fn insert_slot(&mut self, name: String, slot: Slot) {
         self.remove(&name);
-        if let Some(part) = entry.fingerprint_part(&name) {
-            self.toggle_fingerprint(part);
+        if let Some(part) = slot.holding_part() {
+            toggle(&mut self.fingerprint, part);
             self.holdings += 1;
         }
+        let entry = &slot.entry;
         if let Some(content) = entry.content.as_ref().filter(|_| entry.is_held()) {
             self.held.0 += 1;
             self.held.1 += content.size;
@@ -608,7 +642,7 @@ impl StoreIndex {
         if !self.changed.contains(&name) {
             self.changed.insert(name.clone());
         }
-        self.entries.insert(name, entry);
+        self.entries.insert(name, slot);
     }
 
     pub fn remove(&mut self, name: &str) -> Option<IndexEntry> {
@@ -616,10 +650,11 @@ impl StoreIndex {
         if !self.changed.contains(name) {
             self.changed.insert(name.to_owned());
         }
-        if let Some(part) = old.fingerprint_part(name) {
-            self.toggle_fingerprint(part);
+        if let Some(part) = old.holding_part() {
+            toggle(&mut self.fingerprint, part);
             self.holdings -= 1;
         }
+        let old = old.entry;
         if let Some(content) = old.content.as_ref().filter(|_| old.is_held()) {
             self.held.0 -= 1;
             self.held.1 -= content.size;
@@ -639,13 +674,6 @@ impl StoreIndex {
         Some(result)
     }
 
-    /// XOR is its own inverse: toggling a part twice removes it.
-    fn toggle_fingerprint(&mut self, part: Hash32) {
-        for (acc, byte) in self.fingerprint.iter_mut().zip(part) {
-            *acc ^= byte;
-        }
-    }
-
     /// Stores held in the data folder, and their bytes.
     pub fn held(&self) -> (u64, u64) {
         self.held
@@ -657,7 +685,7 @@ impl StoreIndex {
     /// counts: version order is per store, so no peer can push the clock of stores it may not
     /// write.
     pub fn next_lamport(&self, name: &str, now_ms: u64) -> u64 {
-        let current = self.entries.get(name).map_or(0, |e| e.version.lamport);
+        let current = self.get(name).map_or(0, |e| e.version.lamport);
         current.saturating_add(1).max(now_ms)
     }
 
@@ -665,6 +693,42 @@ impl StoreIndex {
     /// nodes with the same digest have nothing to exchange. Returns the digest and the count.
     pub fn holdings_digest(&self) -> (Hash32, u64) {
         (self.fingerprint, self.holdings)
+    }
+}
+
+/// XOR is its own inverse: toggling a part twice removes it.
+fn toggle(fingerprint: &mut Hash32, part: &Hash32) {
+    for (acc, byte) in fingerprint.iter_mut().zip(part) {
+        *acc ^= byte;
+    }
+}
+
+/// The entries saved as a map of name to entry; their fingerprint parts are hashed on load.
+mod slots {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{IndexEntry, Slot};
+
+    pub fn serialize<S: Serializer>(
+        entries: &BTreeMap<String, Slot>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(entries.iter().map(|(name, slot)| (name, &slot.entry)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Slot>, D::Error> {
+        let entries = BTreeMap::<String, IndexEntry>::deserialize(d)?;
+        Ok(entries
+            .into_iter()
+            .map(|(name, entry)| {
+                let slot = Slot::new(&name, entry);
+                (name, slot)
+            })
+            .collect())
     }
 }
 

@@ -131,7 +131,10 @@ pub enum ReconcileError {
     BadAsk(String),
 }
 
-/// Checks ranges a peer asks for before any is answered.
+/// Checks ranges a peer asks for before any is answered: at most [`MAX_ASKS`], each non-empty,
+/// and disjoint, so answering one request walks the index at most about twice however the ranges
+/// are chosen (the same range asked 256 times would be 256 walks). Any order is accepted: nodes
+/// of the first reconciling release ask in queue order, not sorted.
 pub fn check_asks(asks: &[RangeAsk]) -> Result<(), ReconcileError> {
     if asks.is_empty() || asks.len() > MAX_ASKS {
         return Err(ReconcileError::BadAsk(format!(
@@ -139,15 +142,27 @@ pub fn check_asks(asks: &[RangeAsk]) -> Result<(), ReconcileError> {
             asks.len()
         )));
     }
-    for ask in asks {
-        let too_long = ask.lower.len() > MAX_BOUND_BYTES
-            || ask
-                .upper
-                .as_ref()
-                .is_some_and(|u| u.len() > MAX_BOUND_BYTES);
-        if too_long {
+    for (i, ask) in asks.iter().enumerate() {
+        let (lower, upper) = (ask.lower.as_str(), ask.upper.as_deref());
+        if lower.len() > MAX_BOUND_BYTES || upper.is_some_and(|u| u.len() > MAX_BOUND_BYTES) {
             return Err(ReconcileError::BadAsk(format!(
-                "a range bound is longer than {MAX_BOUND_BYTES} bytes"
+                "a bound of range {i} is longer than {MAX_BOUND_BYTES} bytes"
+            )));
+        }
+        if upper.is_some_and(|upper| upper <= lower) {
+            return Err(ReconcileError::BadAsk(format!(
+                "range {i} ({lower:?}..{upper:?}) is empty"
+            )));
+        }
+    }
+    let mut by_lower: Vec<usize> = (0..asks.len()).collect();
+    by_lower.sort_unstable_by(|&a, &b| asks[a].lower.cmp(&asks[b].lower));
+    for pair in by_lower.windows(2) {
+        let (first, second) = (&asks[pair[0]], &asks[pair[1]]);
+        if first.upper.as_deref().is_none_or(|end| second.lower.as_str() < end) {
+            return Err(ReconcileError::BadAsk(format!(
+                "ranges {} ({:?}..{:?}) and {} ({:?}..{:?}) overlap; ranges must be disjoint",
+                pair[0], first.lower, first.upper, pair[1], second.lower, second.upper
             )));
         }
     }
@@ -181,7 +196,7 @@ fn answer_one(index: &StoreIndex, ask: &RangeAsk) -> RangeAnswer {
             }
             held.0
         }
-        None => index.holdings_in(lower, upper).count() as u64,
+        None => index.holding_parts_in(lower, upper).count() as u64,
     };
     if ask.items || count <= LEAF_ITEMS {
         let mut entries = Vec::new();
@@ -200,15 +215,32 @@ fn answer_one(index: &StoreIndex, ask: &RangeAsk) -> RangeAnswer {
     let per_part = count.div_ceil(SPLIT as u64);
     let mut parts = Vec::with_capacity(SPLIT);
     let mut current = RangeFingerprint::default();
-    for (name, entry) in index.holdings_in(lower, upper) {
+    let mut previous: Option<&str> = None;
+    for (name, entry_part) in index.holding_parts_in(lower, upper) {
         if current.count == per_part {
-            parts.push(part(Some(name.clone()), &current));
+            let bound = separator(previous.unwrap_or(lower), name);
+            parts.push(part(Some(bound.to_owned()), &current));
             current = RangeFingerprint::default();
         }
-        current.add(name, entry);
+        current.add(entry_part);
+        previous = Some(name);
     }
     parts.push(part(ask.upper.clone(), &current));
     RangeAnswer::Parts { parts }
+}
+
+/// The shortest prefix of `next` above `previous` (`previous < next`): a part's upper bound only
+/// has to fall between the part's last name and the next part's first, and a few characters do
+/// that where whole names (64 for a DIG store id) would make every part twice as long. A non-empty
+/// prefix of a store name is a store name.
+fn separator<'a>(previous: &str, next: &'a str) -> &'a str {
+    let common = previous
+        .bytes()
+        .zip(next.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    // Names are ASCII (store names), so every byte offset is a character boundary.
+    next.get(..common + 1).unwrap_or(next)
 }
 
 fn part(upper: Option<String>, fingerprint: &RangeFingerprint) -> Part {
@@ -280,7 +312,11 @@ impl Reconciler {
             return Err(ReconcileError::TooManyRequests);
         }
         let take = self.queue.len().min(MAX_ASKS);
-        Ok(Some(self.queue.drain(..take).collect()))
+        // Queued ranges are disjoint (each lies in a different part of an earlier answer), as
+        // `check_asks` requires; sent in order, so the answer walks the index forward.
+        let mut asks: Vec<RangeAsk> = self.queue.drain(..take).collect();
+        asks.sort_by(|a, b| a.lower.cmp(&b.lower));
+        Ok(Some(asks))
     }
 
     /// Checks the peer's `answers` to `asks` and queues the ranges where the versions `ours`
@@ -301,7 +337,9 @@ impl Reconciler {
         let mut asks = asks.into_iter();
         let mut found = Vec::new();
         let mut again = Vec::new();
-        for (ask, answer) in asks.by_ref().zip(answers) {
+        // Answers first: `zip` pulls from its first iterator before the second, and an ask pulled
+        // after the last answer would be lost instead of asked again.
+        for (answer, ask) in answers.into_iter().zip(asks.by_ref()) {
             match answer {
                 RangeAnswer::Items { entries, next } => {
                     check_items(&ask, &entries, next.as_deref())?;
@@ -710,12 +748,69 @@ mod tests {
     }
 
     #[test]
+    fn part_bounds_are_the_shortest_prefixes_that_separate_names() {
+        assert_eq!(separator("abc", "abd"), "abd");
+        assert_eq!(separator("ab", "abzz"), "abz");
+        assert_eq!(separator("a0", "b0"), "b");
+        // 64-hex names, as DIG store ids are: the bounds of parts are a few characters.
+        let key = Keypair::generate_ed25519();
+        let hex = |i: usize| hash::to_hex(blake3::hash(&i.to_le_bytes()).as_bytes());
+        let index = index_of(&key, (0..2000).map(hex));
+        let [RangeAnswer::Parts { parts }] = &answer(&index, &[ask("", None)])[..] else {
+            panic!("a split");
+        };
+        let bounds: Vec<&String> = parts.iter().filter_map(|p| p.upper.as_ref()).collect();
+        assert_eq!(bounds.len(), SPLIT - 1);
+        assert!(bounds.iter().all(|b| b.len() <= 4), "{bounds:?}");
+        // They still split where the counts say, and a full reconciliation still works.
+        assert!(parts.iter().all(|p| p.count == 125), "{parts:?}");
+        let mut ours = index.clone();
+        ours.remove(&hex(7));
+        let (found, _, _) = reconcile(&ours, &index);
+        assert!(found.contains(&hex(7)));
+    }
+
+    #[test]
+    fn ranges_a_peer_left_unanswered_are_asked_again() {
+        let empty = StoreIndex::new();
+        let mut reconciler = Reconciler::new(&empty);
+        reconciler.next_asks().unwrap();
+        let asks = vec![ask("a", Some("b")), ask("b", Some("c")), ask("c", None)];
+        // The peer's budget ran out after the first range.
+        let answers = vec![RangeAnswer::Items {
+            entries: Vec::new(),
+            next: None,
+        }];
+        assert!(reconciler.take(&empty, asks, answers).unwrap().is_empty());
+        let again = reconciler.next_asks().unwrap().expect("two ranges left");
+        let lowers: Vec<&str> = again.iter().map(|a| a.lower.as_str()).collect();
+        assert_eq!(lowers, ["b", "c"]);
+        assert_eq!(reconciler.next_asks().unwrap(), None);
+    }
+
+    #[test]
     fn asks_are_bounded() {
         assert!(check_asks(&[]).is_err());
         assert!(check_asks(&vec![ask("", None); MAX_ASKS + 1]).is_err());
         assert!(check_asks(&[ask(&"a".repeat(MAX_BOUND_BYTES + 1), None)]).is_err());
         assert!(check_asks(&[ask("a", Some("b"))]).is_ok());
-        // Reversed bounds are an empty range, not a panic.
+        assert!(check_asks(&[ask("a", Some("b")), ask("b", Some("c")), ask("x", None)]).is_ok());
+        // Disjoint ranges in any order: the first reconciling release asks in queue order.
+        assert!(check_asks(&[ask("x", None), ask("a", Some("b")), ask("b", Some("c"))]).is_ok());
+        // One request walks the index about once: no empty or overlapping ranges.
+        for asks in [
+            vec![ask("b", Some("a"))],
+            vec![ask("a", Some("a"))],
+            vec![ask("", None); 2],
+            vec![ask("a", Some("c")), ask("b", Some("d"))],
+            vec![ask("c", Some("e")), ask("a", Some("d"))],
+            vec![ask("a", None), ask("b", Some("c"))],
+            vec![ask("b", Some("c")), ask("a", None)],
+        ] {
+            let error = check_asks(&asks).unwrap_err().to_string();
+            assert!(error.contains("range"), "{asks:?}: {error}");
+        }
+        // The answer never panics on reversed bounds: an empty range.
         let key = Keypair::generate_ed25519();
         let index = index_of(&key, names(0..10));
         assert_eq!(
