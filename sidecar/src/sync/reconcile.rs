@@ -159,7 +159,11 @@ pub fn check_asks(asks: &[RangeAsk]) -> Result<(), ReconcileError> {
     by_lower.sort_unstable_by(|&a, &b| asks[a].lower.cmp(&asks[b].lower));
     for pair in by_lower.windows(2) {
         let (first, second) = (&asks[pair[0]], &asks[pair[1]]);
-        if first.upper.as_deref().is_none_or(|end| second.lower.as_str() < end) {
+        if first
+            .upper
+            .as_deref()
+            .is_none_or(|end| second.lower.as_str() < end)
+        {
             return Err(ReconcileError::BadAsk(format!(
                 "ranges {} ({:?}..{:?}) and {} ({:?}..{:?}) overlap; ranges must be disjoint",
                 pair[0], first.lower, first.upper, pair[1], second.lower, second.upper
