@@ -3,6 +3,7 @@
 //! bandwidth, loss and partitions. A seed gives the same run. `dig-sim` runs the scenarios
 //! ([`scenario`]) and prints what they measure.
 
+pub mod inventory;
 pub mod net;
 pub mod node;
 pub mod reconcile;

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Parser;
+use dig_sim::inventory::{self, InventorySetup};
 use dig_sim::net::NetConfig;
 use dig_sim::scenario::{Setup, run};
 
@@ -46,29 +48,56 @@ struct Args {
     /// Length of the churn phase in simulated minutes.
     #[arg(long, default_value_t = 2)]
     churn_minutes: u64,
+    /// Instead of a network, measure two nodes' inventories of this many stores (up to a
+    /// million and more): the real index and reconciler, bytes, round trips and CPU.
+    #[arg(long)]
+    inventory_stores: Option<usize>,
+    /// With --inventory-stores: the numbers of stores the asking node lacks, one reconciliation
+    /// each.
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 10, 100, 1000, 10000])]
+    inventory_differences: Vec<usize>,
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let net = NetConfig {
+        latency_ms: args.latency_ms,
+        bandwidth_bps: args.bandwidth_mbit * 1_000_000,
+        loss: args.loss,
+    };
+    let started = Instant::now();
+    if let Some(stores) = args.inventory_stores {
+        let setup = InventorySetup {
+            stores,
+            differences: args.inventory_differences,
+            net: net.clone(),
+            seed: args.seed,
+        };
+        let report = inventory::run(&setup)
+            .with_context(|| format!("measuring two inventories of {stores} stores"))?;
+        report.print(&net);
+        print_elapsed(started);
+        return Ok(());
+    }
     let setup = Setup {
         nodes: args.nodes,
         stores: args.stores,
         store_bytes: args.store_bytes,
         degree: args.degree,
         max_connections: args.max_connections,
-        net: NetConfig {
-            latency_ms: args.latency_ms,
-            bandwidth_bps: args.bandwidth_mbit * 1_000_000,
-            loss: args.loss,
-        },
+        net,
         seed: args.seed,
         phase_limit_ms: args.phase_limit_s * 1000,
         churn_percent: args.churn_percent,
         churn_minutes: args.churn_minutes,
     };
-    let started = Instant::now();
     let report = run(&setup);
     report.print(&setup);
+    print_elapsed(started);
+    Ok(())
+}
+
+fn print_elapsed(started: Instant) {
     println!(
         "  (simulated in {:.1} s of real time)",
         started.elapsed().as_secs_f64()
