@@ -21,8 +21,9 @@ struct Args {
     /// Bytes of every store.
     #[arg(long, default_value_t = 1024)]
     store_bytes: u64,
-    /// Connections each node opens to random others; 0: every node connects to every other, as
-    /// far as --max-connections allows (what dig-sidecar does today).
+    /// Connections each node opens to random others, so it ends with about twice as many (those
+    /// others open count too; `--degree 12` is about a dig-sidecar's default --target-peers of
+    /// 24); 0: every node connects to every other, as far as --max-connections allows.
     #[arg(long, default_value_t = 0)]
     degree: usize,
     /// The sidecar's --max-connections.
