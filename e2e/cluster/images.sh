@@ -101,7 +101,9 @@ COPY rootfs/ /
 ENTRYPOINT ["/bin/sh"]
 EOF
   local busybox_image
-  busybox_image=$IMAGE_REGISTRY/busybox:$(/bin/busybox | head -1 | sed -n 's/^BusyBox v\([0-9.]*\).*/\1/p')
+  # sed reads the whole banner: `head -1` would close the pipe early and busybox would die of
+  # SIGPIPE (exit 141 under pipefail) whenever its later writes came after that.
+  busybox_image=$IMAGE_REGISTRY/busybox:$(/bin/busybox | sed -n '1s/^BusyBox v\([0-9.]*\).*/\1/p')
   buildah_archive "$store" "$busybox_image" "$store/busybox" "$out/busybox.tar" -f "$store/busybox/Containerfile"
   drop_buildah_store "$store"
   {
