@@ -260,6 +260,7 @@ impl Engine {
         for candidate in [
             self.hashing.next_recheck(),
             self.downloads.next_retry(),
+            self.downloads.next_distant_fallback(),
             self.persist.next_due(),
             self.peers.next_round(),
             (!self.announce.is_empty()).then_some(0),

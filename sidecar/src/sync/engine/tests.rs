@@ -186,7 +186,11 @@ impl Node {
         })
     }
 
+    /// Gossip from `from`, a connected peer (downloads take connected holders only).
     fn receive(&mut self, from: &Keypair, records: Vec<VerifiedVersion>) -> Vec<Action> {
+        if !self.engine.peers.connected_peers().contains(&peer(from)) {
+            self.handle(Event::PeerConnected(peer(from)));
+        }
         self.handle(Event::Remote {
             from: peer(from),
             via: Via::Gossip,

@@ -15,9 +15,13 @@ impl Engine {
         if self.drain.is_active() {
             return;
         }
-        let (plans, blocked) = self
-            .downloads
-            .plan(&self.index, &self.config.limits, &mut self.rng);
+        let (plans, blocked) = self.downloads.plan(
+            &self.index,
+            &self.config.limits,
+            self.peers.connected_peers(),
+            now,
+            &mut self.rng,
+        );
         for (name, why) in blocked {
             let message = why.message(&name);
             let runtime = self.runtime(&name);
