@@ -552,7 +552,7 @@ impl StoreIndex {
             .map(|(name, slot)| (name, &slot.entry))
     }
 
-    /// The names and fingerprint parts of [`Self::holdings_in`] the range.
+    /// The names and fingerprint parts of the holdings in the range (see [`Self::holdings_in`]).
     pub fn holding_parts_in<'a>(
         &'a self,
         lower: &'a str,
