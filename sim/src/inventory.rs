@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use dig_sidecar::store::hash::to_hex;
 use dig_sidecar::store::record::{ContentId, VersionRecord};
 use dig_sidecar::store::{IndexEntry, LocalMeta, StoreIndex, Version};
 use dig_sidecar::sync::announce::WireEntry;
@@ -16,6 +17,8 @@ use libp2p_identity::Keypair;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
+
+use crate::reconcile::{FRAME_BYTES, json_len};
 
 use crate::net::NetConfig;
 
@@ -75,9 +78,6 @@ pub struct InventoryReport {
     pub save: Duration,
     pub load: Duration,
 }
-
-/// Framing of one request or response (length prefix and header), as in `crate::reconcile`.
-const FRAME_BYTES: u64 = 40;
 
 /// Origins that wrote the stores (signing keys).
 const WRITERS: u64 = 16;
@@ -187,7 +187,7 @@ fn index_of(writers: &[Keypair], stores: usize, rng: &mut StdRng) -> StoreIndex 
     for i in 0..stores {
         let writer = &writers[i % writers.len()];
         let origin = writer.public().to_peer_id().to_base58();
-        let name = hex(&rng.r#gen::<[u8; 32]>());
+        let name = to_hex(&rng.r#gen::<[u8; 32]>());
         let size = rng.gen_range(1024..1u64 << 30);
         let record = VersionRecord {
             name: name.clone(),
@@ -211,14 +211,6 @@ fn index_of(writers: &[Keypair], stores: usize, rng: &mut StdRng) -> StoreIndex 
     }
     index.take_changes();
     index
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn json_len<T: serde::Serialize>(value: &T) -> u64 {
-    serde_json::to_vec(value).map_or(0, |bytes| bytes.len() as u64)
 }
 
 /// This process's resident memory (Linux), to estimate the index's bytes per store.

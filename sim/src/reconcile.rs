@@ -21,7 +21,7 @@ pub struct Reconciled {
 }
 
 /// Framing of one request or response (length prefix and header).
-const FRAME_BYTES: u64 = 40;
+pub(crate) const FRAME_BYTES: u64 = 40;
 
 pub fn reconcile(asker: &Engine, answerer: &StoreIndex) -> Reconciled {
     let known = |lower: &str, upper: Option<&str>| asker.known_fingerprint(lower, upper);
@@ -47,6 +47,6 @@ pub fn reconcile(asker: &Engine, answerer: &StoreIndex) -> Reconciled {
     outcome
 }
 
-fn json_len<T: serde::Serialize>(value: &T) -> u64 {
+pub(crate) fn json_len<T: serde::Serialize>(value: &T) -> u64 {
     serde_json::to_vec(value).map_or(0, |bytes| bytes.len() as u64)
 }

@@ -192,7 +192,7 @@ impl Scheduler {
     pub fn next_distant_fallback(&self) -> Option<Millis> {
         self.distant_only_since
             .values()
-            .map(|since| since.saturating_add(DISTANT_HOLDER_GRACE.as_millis() as u64))
+            .map(|&since| distant_fallback_at(since))
             .min()
     }
 
@@ -312,7 +312,7 @@ impl Scheduler {
                 .partition(|peer| connected.contains(peer));
             if peers.is_empty() {
                 let since = *self.distant_only_since.entry(name.clone()).or_insert(now);
-                if now < since.saturating_add(DISTANT_HOLDER_GRACE.as_millis() as u64) {
+                if now < distant_fallback_at(since) {
                     continue;
                 }
                 peers = distant;
@@ -366,6 +366,11 @@ impl Scheduler {
         }
         (plans, blocked)
     }
+}
+
+/// When a store waiting since `since` for a connected holder may use unconnected ones.
+fn distant_fallback_at(since: Millis) -> Millis {
+    since.saturating_add(DISTANT_HOLDER_GRACE.as_millis() as u64)
 }
 
 fn retry_delay(attempts: u32, rng: &mut impl Rng) -> Duration {
