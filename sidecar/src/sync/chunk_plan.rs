@@ -36,8 +36,13 @@ pub enum AfterFailure {
 }
 
 pub struct ChunkPlan {
+    /// Chunks to hand out in order; an entry that is done or taken meanwhile is skipped.
     queue: VecDeque<u64>,
     done: Vec<u8>,
+    /// Chunks a worker is fetching now.
+    taken: Vec<bool>,
+    /// Chunks not verified yet.
+    missing: u64,
     workers: BTreeMap<PeerId, usize>,
     unusable: BTreeSet<PeerId>,
     banned: BTreeSet<PeerId>,
@@ -53,6 +58,8 @@ impl ChunkPlan {
             queue: (0..done.len() as u64)
                 .filter(|i| done[*i as usize] == 0)
                 .collect(),
+            taken: vec![false; done.len()],
+            missing: done.iter().filter(|d| **d == 0).count() as u64,
             done,
             workers: BTreeMap::new(),
             unusable: BTreeSet::new(),
@@ -69,12 +76,21 @@ impl ChunkPlan {
         let fresh = Self::new(done);
         self.queue = fresh.queue;
         self.done = fresh.done;
+        self.taken = fresh.taken;
+        self.missing = fresh.missing;
         self.since_persist = 0;
     }
 
-    /// Chunks still missing.
+    /// Hands chunks out from `first` on (wrapping round): receivers of one version that start at
+    /// different places hold different chunks, which they can then fetch from each other.
+    pub fn start_at(&mut self, first: u64) {
+        let skip = self.queue.iter().position(|i| *i >= first).unwrap_or(0);
+        self.queue.rotate_left(skip);
+    }
+
+    /// Chunks still missing (not verified, whether or not a worker is fetching them).
     pub fn missing(&self) -> u64 {
-        self.queue.len() as u64
+        self.missing
     }
 
     /// Starts a round: one worker per (peer, stream) round-robin over the usable peers, never
@@ -89,7 +105,9 @@ impl ChunkPlan {
         if usable.is_empty() || self.fatal.is_some() {
             return Vec::new();
         }
-        let count = (streams_per_peer.max(1) * usable.len()).min(self.queue.len());
+        let in_flight = self.taken.iter().filter(|t| **t).count();
+        let waiting = self.missing as usize - in_flight;
+        let count = (streams_per_peer.max(1) * usable.len()).min(waiting);
         let assigned: Vec<PeerId> = (0..count).map(|i| usable[i % usable.len()]).collect();
         for peer in &assigned {
             *self.workers.entry(*peer).or_default() += 1;
@@ -102,14 +120,55 @@ impl ChunkPlan {
         if self.unusable.contains(peer) || self.fatal.is_some() {
             return None;
         }
-        self.queue.pop_front()
+        while let Some(index) = self.queue.pop_front() {
+            let i = index as usize;
+            if self.done[i] == 0 && !self.taken[i] {
+                self.taken[i] = true;
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// The next missing chunk, not being fetched, that `have` (a peer's bitmap, see
+    /// [`super::swarming::bit`]) marks, searching from `cursor` and wrapping round; `cursor` moves
+    /// past it. `None` when there is none now (or the peer is given up).
+    pub fn next_chunk_in(&mut self, peer: &PeerId, have: &[u8], cursor: &mut u64) -> Option<u64> {
+        if self.unusable.contains(peer) || self.fatal.is_some() {
+            return None;
+        }
+        let total = self.done.len() as u64;
+        for step in 0..total {
+            let index = (*cursor + step) % total;
+            let i = index as usize;
+            if self.done[i] == 0 && !self.taken[i] && super::swarming::bit(have, index) {
+                self.taken[i] = true;
+                *cursor = index + 1;
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// One more worker pulls from `peer` in this round (one that joined after it started).
+    pub fn add_worker(&mut self, peer: PeerId) {
+        *self.workers.entry(peer).or_default() += 1;
+    }
+
+    /// False once `peer` is given up or caught for this download.
+    pub fn is_usable(&self, peer: &PeerId) -> bool {
+        !self.unusable.contains(peer) && self.fatal.is_none()
     }
 
     /// A chunk was verified and written. True when the record of verified chunks should be
     /// rewritten now.
     pub fn verified(&mut self, index: u64) -> bool {
         if let Some(flag) = self.done.get_mut(index as usize) {
+            if *flag == 0 {
+                self.missing -= 1;
+            }
             *flag = 1;
+            self.taken[index as usize] = false;
         }
         self.since_persist += 1;
         if self.since_persist >= PERSIST_EVERY {
@@ -122,6 +181,9 @@ impl ChunkPlan {
 
     /// A chunk could not be fetched from `peer`: it goes back to the queue for others.
     pub fn failed(&mut self, peer: PeerId, index: u64, failure: Failure) -> AfterFailure {
+        if let Some(taken) = self.taken.get_mut(index as usize) {
+            *taken = false;
+        }
         self.queue.push_front(index);
         match failure {
             Failure::Stream(error) => {
@@ -267,5 +329,42 @@ mod tests {
         let persisted = (0..40).filter(|i| plan.verified(*i)).count() as u64;
         assert_eq!(persisted, 40 / PERSIST_EVERY);
         assert!(plan.done_flags().iter().all(|d| *d == 1));
+    }
+
+    #[test]
+    fn chunks_are_handed_out_from_the_start_place_and_wrap_round() {
+        let mut plan = ChunkPlan::new(vec![0, 1, 0, 0, 0]);
+        plan.start_at(3);
+        let a = PeerId::random();
+        plan.start_round(&[a], 8);
+        let order: Vec<u64> = std::iter::from_fn(|| plan.next_chunk(&a)).collect();
+        assert_eq!(order, vec![3, 4, 0, 2]);
+    }
+
+    #[test]
+    fn a_partial_source_gets_only_chunks_it_has_that_no_one_fetches() {
+        let mut plan = ChunkPlan::new(vec![0; 10]);
+        let (holder, receiver) = (PeerId::random(), PeerId::random());
+        plan.start_round(&[holder], 1);
+        plan.add_worker(receiver);
+        assert_eq!(plan.next_chunk(&holder), Some(0));
+        // The other receiver has chunks 0, 1 and 9.
+        let have = [0b0000_0011, 0b10];
+        let mut cursor = 0;
+        assert_eq!(plan.next_chunk_in(&receiver, &have, &mut cursor), Some(1));
+        assert_eq!(plan.next_chunk_in(&receiver, &have, &mut cursor), Some(9));
+        assert_eq!(plan.next_chunk_in(&receiver, &have, &mut cursor), None, "0 is taken");
+        // The holder skips what the receiver is fetching.
+        assert_eq!(plan.next_chunk(&holder), Some(2));
+        assert_eq!(plan.missing(), 10);
+        plan.verified(1);
+        plan.verified(0);
+        assert_eq!(plan.missing(), 8);
+        // A chunk the receiver failed goes back to everyone.
+        plan.failed(receiver, 9, Failure::Stream("broken".into()));
+        assert_eq!(plan.next_chunk(&holder), Some(9));
+        assert_eq!(plan.next_chunk(&holder), Some(3));
+        plan.verified(1);
+        assert_eq!(plan.missing(), 8, "a chunk verified twice counts once");
     }
 }

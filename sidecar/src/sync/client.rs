@@ -11,6 +11,7 @@ use super::protocol::{
     MAX_INVENTORY_BYTES, RefusalKind, Request, ResponseHeader, read_body, read_header, write_header,
 };
 use super::reconcile::{MAX_ANSWER_BYTES, RangeAnswer, RangeAsk};
+use super::swarming::bitmap_len;
 use crate::store::cdc::{self, ContentChunk};
 use crate::store::hash::{self, ChainingValue, Hash32, chunk_count};
 
@@ -242,6 +243,45 @@ impl SyncClient {
             ResponseHeader::Noted => Ok(()),
             other => Err(self.unexpected(format!("{other:?} to a holder notice"))),
         }
+    }
+
+    /// Tells the peer this node downloads `name` at `hash` (chunk swarming).
+    pub async fn fetching(&mut self, name: &str, hash: &Hash32) -> Result<(), ClientError> {
+        let request = Request::Fetching {
+            name: name.to_owned(),
+            hash: hash::to_hex(hash),
+        };
+        match self.exchange(&request).await? {
+            ResponseHeader::Noted => Ok(()),
+            other => Err(self.unexpected(format!("{other:?} to a fetching notice"))),
+        }
+    }
+
+    /// The bitmap of the chunks of `name`/`hash` (`size` bytes) the peer has verified. Its
+    /// length is known exactly from the size: any other length is refused unread.
+    pub async fn have(
+        &mut self,
+        name: &str,
+        hash: &Hash32,
+        size: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let request = Request::Have {
+            name: name.to_owned(),
+            hash: hash::to_hex(hash),
+        };
+        let len = match self.exchange(&request).await? {
+            ResponseHeader::Have { len } => len,
+            other => return Err(self.unexpected(format!("{other:?} to a have request"))),
+        };
+        let expected = bitmap_len(size);
+        if len != expected {
+            return Err(self.unexpected(format!(
+                "chunk bitmap of {len} bytes for store {name} of {size} bytes (expected {expected})"
+            )));
+        }
+        let mut body = Vec::new();
+        self.body(len, expected, &mut body).await?;
+        Ok(body)
     }
 
     /// The peer's answers to `asks`, for the first of them (range-based reconciliation; the

@@ -15,8 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use parking_lot::Mutex;
+use rand::Rng;
+use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
 
 use super::chunk_maps::MAX_MAPPED_SIZE;
@@ -28,6 +32,7 @@ use super::delta::{
 };
 use super::metrics::{Direction, SyncMetrics};
 use super::stream_pool::StreamPool;
+use super::swarming::{FETCHING_NOTICES, PartialContent, Serving, Swarming, count_bits};
 use crate::store::cdc::ContentChunk;
 use crate::store::disk::{self, DiskError};
 use crate::store::hash::{
@@ -44,6 +49,35 @@ const MAX_STREAM_REOPENS: usize = 3;
 const REOPEN_BACKOFF: Duration = Duration::from_millis(25);
 /// Peers asked for a chunk map before giving delta sync up.
 const MAP_PEERS: usize = 3;
+/// How often a download looks for peers that fetch the same version (chunk swarming), and how
+/// often a worker asks such a peer again what it has when it has nothing this node lacks.
+const SWARM_POLL: Duration = Duration::from_millis(100);
+/// Workers that pull from one peer fetching the same version (each holds a chunk buffer).
+const WORKERS_PER_RECEIVER: usize = 2;
+/// Peers fetching the same version that one download pulls from.
+const MAX_RECEIVERS: usize = 4;
+/// Downloads of fewer missing chunks neither tell their peers nor pull from other receivers:
+/// they are over before swapping chunks could pay for its messages.
+const MIN_SWARM_CHUNKS: u64 = 8;
+/// A peer fetching the same version is left once it has verified no new chunk for this long.
+const RECEIVER_STALL: Duration = Duration::from_secs(5);
+
+/// Whom a worker pulls chunks from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// A peer that holds the whole version.
+    Holder,
+    /// A peer that downloads the version too: only the chunks its bitmap shows.
+    Receiver,
+}
+
+/// What a worker knows of a receiver's verified chunks.
+struct ReceiverChunks {
+    have: Vec<u8>,
+    count: u64,
+    cursor: u64,
+    grew_at: tokio::time::Instant,
+}
 
 /// How downloads are made.
 #[derive(Clone, Debug)]
@@ -157,6 +191,7 @@ pub struct Downloader {
     metrics: SyncMetrics,
     bans: mpsc::UnboundedSender<(PeerId, String)>,
     pool: Arc<StreamPool>,
+    swarming: Swarming,
 }
 
 /// One multi-chunk download in progress: its plan, and what its workers share.
@@ -168,6 +203,8 @@ struct Transfer<'a> {
     file: Arc<PartFile>,
     progress: Arc<AtomicU64>,
     fetched: AtomicU64,
+    /// What peers may fetch of this download while it runs.
+    serving: Serving,
 }
 
 impl Downloader {
@@ -177,6 +214,7 @@ impl Downloader {
         config: DownloadConfig,
         metrics: SyncMetrics,
         bans: mpsc::UnboundedSender<(PeerId, String)>,
+        swarming: Swarming,
     ) -> Self {
         Self {
             control,
@@ -184,13 +222,15 @@ impl Downloader {
             metrics,
             bans,
             pool: Arc::default(),
+            swarming,
         }
     }
 
     /// Closes idle streams that are too old, and every idle stream to `gone` (a peer that
-    /// disconnected).
+    /// disconnected); forgets what `gone` said it fetches, and fetching notices too old to count.
     pub fn expire_idle_streams(&self, gone: Option<&PeerId>) {
         self.pool.expire(gone);
+        self.swarming.forget(gone, std::time::Instant::now());
     }
 
     async fn open(&self, peer: PeerId) -> Result<SyncClient, ClientError> {
@@ -216,12 +256,15 @@ impl Downloader {
         &self.config
     }
 
-    /// Downloads `target` from `peers` into the temporary folder. `progress` counts verified
-    /// bytes (resumed ones included).
+    /// Downloads `target` from `peers` (holders) into the temporary folder. `neighbours` are
+    /// other connected peers, told of a multi-chunk download so that those fetching the same
+    /// version can swap chunks with this node (see [`super::swarming`]). `progress` counts
+    /// verified bytes (resumed ones included).
     pub async fn download(
         &self,
         target: &DownloadTarget,
         peers: &[PeerId],
+        neighbours: &[PeerId],
         progress: Arc<AtomicU64>,
     ) -> Result<Downloaded, DownloadError> {
         if target.size <= CHUNK_SIZE {
@@ -310,8 +353,20 @@ impl Downloader {
             Ordering::Relaxed,
         );
         let remaining = target.size - resumed_bytes - reused_bytes - moved_fetched;
+        let serving = self.swarming.serve(
+            &target.name,
+            target.hash,
+            PartialContent::new(files.part.clone(), target.size, &done),
+        );
         // Peers caught or given up while the manifest was fetched stay out.
         plan.reset_chunks(done);
+        if plan.missing() > 1 {
+            plan.start_at(rand::thread_rng().gen_range(0..total));
+        }
+        let swarm = plan.missing() >= MIN_SWARM_CHUNKS;
+        if swarm {
+            self.tell_fetching(target, neighbours);
+        }
         let transfer = Transfer {
             target,
             files: files.clone(),
@@ -320,6 +375,7 @@ impl Downloader {
             file: Arc::new(file),
             progress,
             fetched: AtomicU64::new(moved_fetched),
+            serving,
         };
 
         for _ in 0..MAX_ROUNDS {
@@ -333,8 +389,7 @@ impl Downloader {
             if workers.is_empty() {
                 break;
             }
-            futures::future::join_all(workers.into_iter().map(|peer| self.worker(peer, &transfer)))
-                .await;
+            self.run_round(workers, peers, swarm, &transfer).await;
             persist_done(&transfer.plan.lock().done_flags(), &files);
             if let Some(error) = transfer.plan.lock().take_fatal() {
                 return Err(match error.raw_os_error() {
@@ -698,8 +753,124 @@ impl Downloader {
         }
     }
 
+    /// Runs the workers of one round until all stopped, and (with `swarm`) adds workers for up
+    /// to [`MAX_RECEIVERS`] peers that say they fetch the same version meanwhile.
+    async fn run_round(
+        &self,
+        workers: Vec<PeerId>,
+        holders: &[PeerId],
+        swarm: bool,
+        transfer: &Transfer<'_>,
+    ) {
+        let target = transfer.target;
+        let mut running: FuturesUnordered<_> = workers
+            .into_iter()
+            .map(|peer| self.worker(peer, Source::Holder, transfer).boxed())
+            .collect();
+        let mut joined: Vec<PeerId> = holders.to_vec();
+        let mut poll = tokio::time::interval(SWARM_POLL);
+        loop {
+            tokio::select! {
+                next = running.next() => if next.is_none() { break },
+                _ = poll.tick(), if swarm && joined.len() < holders.len() + MAX_RECEIVERS => {
+                    let now = std::time::Instant::now();
+                    for peer in self.swarming.fetchers(&target.name, &target.hash, now) {
+                        if joined.contains(&peer)
+                            || joined.len() >= holders.len() + MAX_RECEIVERS
+                            || !transfer.plan.lock().is_usable(&peer)
+                        {
+                            continue;
+                        }
+                        joined.push(peer);
+                        for _ in 0..WORKERS_PER_RECEIVER {
+                            transfer.plan.lock().add_worker(peer);
+                            running.push(self.worker(peer, Source::Receiver, transfer).boxed());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells up to [`FETCHING_NOTICES`] random `neighbours` that this node fetches `target`, in
+    /// the background (a peer from before swarming refuses: it only cannot swap chunks).
+    fn tell_fetching(&self, target: &DownloadTarget, neighbours: &[PeerId]) {
+        let mut chosen = neighbours.to_vec();
+        chosen.shuffle(&mut rand::thread_rng());
+        chosen.truncate(FETCHING_NOTICES);
+        for peer in chosen {
+            let downloader = self.clone();
+            let (name, hash) = (target.name.clone(), target.hash);
+            tokio::spawn(async move {
+                let told = async {
+                    let mut client = downloader.client(peer).await?;
+                    client.fetching(&name, &hash).await?;
+                    downloader.pool.put(client);
+                    Ok::<_, ClientError>(())
+                };
+                if let Err(error) = told.await {
+                    tracing::debug!(%peer, store = %name, %error, "fetching notice not delivered");
+                }
+            });
+        }
+    }
+
+    /// The next chunk to fetch from a peer that downloads the same version: one its bitmap
+    /// shows and no worker fetches. Asks it again every [`SWARM_POLL`] while there is none;
+    /// `None` once nothing is missing, or the peer verified nothing new for [`RECEIVER_STALL`].
+    async fn next_from_receiver(
+        &self,
+        client: &mut SyncClient,
+        transfer: &Transfer<'_>,
+        chunks: &mut Option<ReceiverChunks>,
+    ) -> Result<Option<u64>, ClientError> {
+        let target = transfer.target;
+        let peer = client.peer();
+        loop {
+            if let Some(known) = chunks.as_mut() {
+                let next = {
+                    let mut plan = transfer.plan.lock();
+                    match plan.next_chunk_in(&peer, &known.have, &mut known.cursor) {
+                        Some(index) => Some(Some(index)),
+                        None if plan.missing() == 0
+                            || !plan.is_usable(&peer)
+                            || known.grew_at.elapsed() >= RECEIVER_STALL =>
+                        {
+                            Some(None)
+                        }
+                        None => None,
+                    }
+                };
+                if let Some(next) = next {
+                    return Ok(next);
+                }
+                tokio::time::sleep(SWARM_POLL).await;
+            }
+            let have = client.have(&target.name, &target.hash, target.size).await?;
+            let count = count_bits(&have);
+            let now = tokio::time::Instant::now();
+            match chunks {
+                Some(known) => {
+                    if count > known.count {
+                        known.grew_at = now;
+                    }
+                    known.count = count;
+                    known.have = have;
+                }
+                None => {
+                    *chunks = Some(ReceiverChunks {
+                        have,
+                        count,
+                        cursor: rand::thread_rng().gen_range(0..chunk_count(target.size)),
+                        grew_at: now,
+                    })
+                }
+            }
+        }
+    }
+
     /// Pulls chunks from one peer until the plan says stop.
-    async fn worker(&self, peer: PeerId, transfer: &Transfer<'_>) {
+    async fn worker(&self, peer: PeerId, source: Source, transfer: &Transfer<'_>) {
         let target = transfer.target;
         let mut client = match self.client(peer).await {
             Ok(client) => client,
@@ -715,8 +886,28 @@ impl Downloader {
         let mut reopens = 0;
         // Only a stream whose last exchange completed cleanly goes back to the pool.
         let mut reusable = true;
+        let mut receiver_chunks = None;
         loop {
-            let Some(index) = transfer.plan.lock().next_chunk(&peer) else {
+            let next = match source {
+                Source::Holder => transfer.plan.lock().next_chunk(&peer),
+                Source::Receiver => {
+                    match self
+                        .next_from_receiver(&mut client, transfer, &mut receiver_chunks)
+                        .await
+                    {
+                        Ok(next) => next,
+                        Err(e) => {
+                            transfer
+                                .plan
+                                .lock()
+                                .worker_gave_up(peer, Some(e.to_string()));
+                            client.close().await;
+                            return;
+                        }
+                    }
+                }
+            };
+            let Some(index) = next else {
                 break;
             };
             let expected_len = chunk_len(target.size, index);
@@ -786,9 +977,13 @@ impl Downloader {
             buffer = returned;
             match result {
                 Ok(true) => {
+                    transfer.serving.content.mark(index);
                     transfer.progress.fetch_add(expected_len, Ordering::Relaxed);
                     transfer.fetched.fetch_add(expected_len, Ordering::Relaxed);
                     self.metrics.add_bytes(Direction::Received, expected_len);
+                    if source == Source::Receiver {
+                        self.metrics.swarmed_bytes.inc_by(expected_len);
+                    }
                     let flags = {
                         let mut plan = transfer.plan.lock();
                         plan.verified(index).then(|| plan.done_flags())
@@ -973,10 +1168,52 @@ pub(crate) mod tests {
             SyncMetrics::unregistered(),
             corrupt,
             None,
+            Swarming::default(),
         );
         let incoming = control.accept(sync_protocol(NET)).unwrap();
         tokio::spawn(run_server(incoming, context, CancellationToken::new()));
         (peer, address, dir)
+    }
+
+    /// A node that holds nothing but is downloading `content` as store `name`, with the chunks
+    /// `verified` written and marked (the rest of its part file is zeros).
+    async fn receiving_node(
+        name: &str,
+        content: &[u8],
+        verified: &[u64],
+    ) -> (PeerId, Multiaddr, tempfile::TempDir, Serving) {
+        let (peer, address, mut control) = swarm_node(&[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("part");
+        let mut bytes = vec![0u8; content.len()];
+        for index in verified {
+            let span = (*index * CHUNK_SIZE) as usize
+                ..(((*index + 1) * CHUNK_SIZE) as usize).min(content.len());
+            bytes[span.clone()].copy_from_slice(&content[span]);
+        }
+        fs::write(&part, &bytes).unwrap();
+        let size = content.len() as u64;
+        let swarming = Swarming::default();
+        let hash = digest_reader(content).unwrap().hash;
+        let serving = swarming.serve(
+            name,
+            hash,
+            PartialContent::new(part, size, &vec![0; chunk_count(size) as usize]),
+        );
+        for index in verified {
+            serving.content.mark(*index);
+        }
+        let context = ServeContext::new(
+            Arc::new(parking_lot::RwLock::new(StoreIndex::new())),
+            dir.path().to_owned(),
+            SyncMetrics::unregistered(),
+            false,
+            None,
+            swarming,
+        );
+        let incoming = control.accept(sync_protocol(NET)).unwrap();
+        tokio::spawn(run_server(incoming, context, CancellationToken::new()));
+        (peer, address, dir, serving)
     }
 
     pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -1004,7 +1241,13 @@ pub(crate) mod tests {
             request_timeout: Duration::from_secs(20),
         };
         (
-            Downloader::new(control, config, metrics.clone(), bans),
+            Downloader::new(
+                control,
+                config,
+                metrics.clone(),
+                bans,
+                Swarming::default(),
+            ),
             banned,
             metrics,
         )
@@ -1028,7 +1271,7 @@ pub(crate) mod tests {
         let (downloader, _bans, _) = downloader(control, tmp.path(), 0);
         let progress = Arc::new(AtomicU64::new(0));
         let done = downloader
-            .download(&target("big", &content), &[server], progress.clone())
+            .download(&target("big", &content), &[server], &[], progress.clone())
             .await
             .unwrap();
         assert_eq!(fs::read(&done.path).unwrap(), content);
@@ -1045,7 +1288,7 @@ pub(crate) mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let (downloader, _bans, _) = downloader(control, tmp.path(), 0);
             let done = downloader
-                .download(&target("small", &content), &[server], Arc::default())
+                .download(&target("small", &content), &[server], &[], Arc::default())
                 .await
                 .unwrap();
             assert_eq!(fs::read(&done.path).unwrap(), content);
@@ -1061,7 +1304,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (downloader, mut bans, metrics) = downloader(control, tmp.path(), 0);
         let done = downloader
-            .download(&target("s", &content), &[liar, honest], Arc::default())
+            .download(&target("s", &content), &[liar, honest], &[], Arc::default())
             .await
             .unwrap();
         assert_eq!(fs::read(&done.path).unwrap(), content);
@@ -1070,6 +1313,55 @@ pub(crate) mod tests {
         assert!(reason.contains("failed BLAKE3 verification"), "{reason}");
         assert!(bans.try_recv().is_err(), "the honest peer is not banned");
         assert!(metrics.verification_failures.get() >= 1);
+    }
+
+    #[tokio::test]
+    async fn chunks_come_from_a_peer_that_downloads_the_same_version_and_only_verified_ones() {
+        let content = pattern(20 * CHUNK_SIZE as usize + 11, 4);
+        // The only holder corrupts every chunk (it serves the manifest): it is banned at once,
+        // so every chunk that arrives comes from the other receiver, which has the even ones.
+        let (liar, liar_address, _d1) = serving_node("s", &content, true).await;
+        let even: Vec<u64> = (0..=20).step_by(2).collect();
+        let (receiver, receiver_address, _d2, serving) =
+            receiving_node("s", &content, &even).await;
+        let (_me, _, control) = swarm_node(&[liar_address, receiver_address]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (downloader, _bans, metrics) = downloader(control, tmp.path(), 0);
+        let wanted = target("s", &content);
+        let now = std::time::Instant::now();
+        assert!(
+            downloader
+                .swarming
+                .note_fetching(receiver, "s", wanted.hash, now)
+        );
+
+        let error = downloader
+            .download(&wanted, &[liar], &[receiver], Arc::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, DownloadError::Incomplete { missing: 10, .. }),
+            "the 10 odd chunks were never verified by the receiver: {error}"
+        );
+        let even_bytes = 10 * CHUNK_SIZE + 11;
+        assert_eq!(metrics.swarmed_bytes.get(), even_bytes);
+
+        // The other receiver verifies the rest: the next attempt resumes and completes.
+        let part = fs::OpenOptions::new()
+            .write(true)
+            .open(&serving.content.path)
+            .unwrap();
+        part.write_all_at(&content, 0).unwrap();
+        for index in (1..20).step_by(2) {
+            serving.content.mark(index);
+        }
+        let done = downloader
+            .download(&wanted, &[liar], &[receiver], Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&done.path).unwrap(), content);
+        assert_eq!(done.resumed_bytes, even_bytes);
+        assert_eq!(metrics.swarmed_bytes.get(), content.len() as u64);
     }
 
     #[tokio::test]
@@ -1082,7 +1374,7 @@ pub(crate) mod tests {
         let (fetcher, mut bans, metrics) = downloader(control, tmp.path(), 0);
         let progress = Arc::new(AtomicU64::new(0));
         let done = fetcher
-            .download(&target("one", &content), &[liar, honest], progress.clone())
+            .download(&target("one", &content), &[liar, honest], &[], progress.clone())
             .await
             .unwrap();
         assert_eq!(fs::read(&done.path).unwrap(), content);
@@ -1098,7 +1390,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (fetcher, _bans, _) = downloader(control, tmp.path(), 0);
         let err = fetcher
-            .download(&target("one", &content), &[liar], Arc::default())
+            .download(&target("one", &content), &[liar], &[], Arc::default())
             .await
             .unwrap_err();
         assert!(matches!(err, DownloadError::Incomplete { .. }), "{err}");
@@ -1113,7 +1405,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (downloader, mut bans, _) = downloader(control, tmp.path(), 0);
         let err = downloader
-            .download(&target("s", &content), &[liar], Arc::default())
+            .download(&target("s", &content), &[liar], &[], Arc::default())
             .await
             .unwrap_err();
         assert!(matches!(err, DownloadError::Incomplete { .. }), "{err}");
@@ -1141,7 +1433,7 @@ pub(crate) mod tests {
 
         let (downloader, _bans, metrics) = downloader(control, tmp.path(), 0);
         let done = downloader
-            .download(&wanted, &[server], Arc::default())
+            .download(&wanted, &[server], &[], Arc::default())
             .await
             .unwrap();
         assert_eq!(fs::read(&done.path).unwrap(), content);
@@ -1159,7 +1451,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (downloader, mut bans, _) = downloader(control, tmp.path(), 0);
         let err = downloader
-            .download(&target("x", &content), &[server], Arc::default())
+            .download(&target("x", &content), &[server], &[], Arc::default())
             .await
             .unwrap_err();
         assert!(matches!(err, DownloadError::NoManifest { .. }), "{err}");

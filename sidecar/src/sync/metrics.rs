@@ -58,6 +58,7 @@ pub struct SyncMetrics {
     pub peers_banned: Counter,
     pub resumed_bytes: Counter,
     pub reused_bytes: Counter,
+    pub swarmed_bytes: Counter,
     pub download_failures: Family<ReasonLabels, Counter>,
     pub announcements_sent: Counter,
     pub announcements_received: Counter,
@@ -134,6 +135,12 @@ impl SyncMetrics {
             "Bytes of new versions copied from the older version of the same store on this node \
              (and verified) instead of fetched: what delta sync saved",
             metrics.reused_bytes.clone(),
+        );
+        sub.register(
+            "swarmed_bytes",
+            "Bytes fetched from peers that were still downloading the same version themselves \
+             (chunk swarming)",
+            metrics.swarmed_bytes.clone(),
         );
         sub.register(
             "download_failures",
@@ -237,6 +244,7 @@ impl SyncMetrics {
             peers_banned: Counter::default(),
             resumed_bytes: Counter::default(),
             reused_bytes: Counter::default(),
+            swarmed_bytes: Counter::default(),
             download_failures: Family::default(),
             announcements_sent: Counter::default(),
             announcements_received: Counter::default(),

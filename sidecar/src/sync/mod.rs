@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod server;
 pub mod status;
 pub mod stream_pool;
+pub mod swarming;
 
 pub use config::ReplicationConfig;
 pub use driver::{Replicator, ReplicatorHandle, SyncError};

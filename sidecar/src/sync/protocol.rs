@@ -67,6 +67,12 @@ pub enum Request {
     /// JSON `Vec<RangeAsk>`. A peer from before it closes the stream; the asker then reads the
     /// full inventory.
     Reconcile { len: u64 },
+    /// "I am downloading this content" (chunk swarming, see `swarming`): the peer may ask this
+    /// node for the chunks it has verified. A peer from before swarming closes the stream.
+    Fetching { name: String, hash: String },
+    /// Which chunks of a content the peer has verified: answered with a bitmap, from a running
+    /// download or (every chunk) from a held store.
+    Have { name: String, hash: String },
 }
 
 /// Why a request was refused.
@@ -110,8 +116,12 @@ pub enum ResponseHeader {
         len: u64,
         scheme: String,
     },
-    /// A holder notice was taken.
+    /// A holder notice (or a fetching notice) was taken.
     Noted,
+    /// Followed by `len` bytes: the bitmap of verified chunks (see `swarming::bitmap_len`).
+    Have {
+        len: u64,
+    },
     /// Followed by `len` bytes of JSON `Vec<RangeAnswer>`, for the first ranges asked.
     Reconcile {
         len: u64,

@@ -16,7 +16,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
@@ -32,6 +32,7 @@ use super::protocol::{
     MAX_HOLDING_BYTES, RefusalKind, Request, ResponseHeader, read_body, read_header, write_header,
 };
 use super::reconcile::{self, MAX_ASK_BYTES, RangeAsk};
+use super::swarming::{self, PartialContent, Swarming};
 use crate::store::cdc;
 use crate::store::hash::{self, CHUNK_SIZE, Hash32, chunk_count, chunk_len};
 use crate::store::name::store_path;
@@ -85,6 +86,8 @@ pub struct ServeContext {
     chunk_maps: ChunkMaps,
     /// Where holder notices go; none: they are refused as not taken here.
     notices: Option<NoticeQueue>,
+    /// Running downloads whose verified chunks are served, and fetching notices.
+    swarming: Swarming,
 }
 
 #[derive(Default)]
@@ -125,6 +128,7 @@ impl ServeContext {
         metrics: SyncMetrics,
         corrupt_chunks: bool,
         notices: Option<NoticeQueue>,
+        swarming: Swarming,
     ) -> Arc<Self> {
         Arc::new(Self {
             index,
@@ -137,6 +141,7 @@ impl ServeContext {
             buffers: Mutex::new(Vec::new()),
             chunk_maps: ChunkMaps::default(),
             notices,
+            swarming,
         })
     }
 
@@ -320,6 +325,19 @@ async fn serve_stream(
                     return Ok(());
                 }
             }
+            Request::Fetching { name, hash } => {
+                let answer = note_fetching(peer, context, &name, &hash);
+                timed(write_header(&mut stream, &answer)).await?;
+            }
+            Request::Have { name, hash } => match verified_chunks(context, &name, &hash) {
+                Ok(body) => {
+                    let header = ResponseHeader::Have {
+                        len: body.len() as u64,
+                    };
+                    respond(&mut stream, &header, &body).await?;
+                }
+                Err(refusal) => timed(write_header(&mut stream, &refusal)).await?,
+            },
             Request::ChunkMap { name, hash } => {
                 let response = match held_content(context, &name, &hash, false) {
                     Ok(held) => context
@@ -558,6 +576,71 @@ async fn serve_span(
     outcome
 }
 
+/// Takes a fetching notice (chunk swarming) of `peer`.
+fn note_fetching(
+    peer: PeerId,
+    context: &ServeContext,
+    name: &str,
+    hash_hex: &str,
+) -> ResponseHeader {
+    let hash = match checked_key(name, hash_hex) {
+        Ok(hash) => hash,
+        Err(refusal) => return refusal,
+    };
+    if context
+        .swarming
+        .note_fetching(peer, name, hash, Instant::now())
+    {
+        ResponseHeader::Noted
+    } else {
+        refused(
+            RefusalKind::Busy,
+            "this node keeps no more fetching notices".to_owned(),
+        )
+    }
+}
+
+/// The bitmap of verified chunks of `name` at `hash_hex`: every chunk of a held store, or those a
+/// running download has verified.
+fn verified_chunks(
+    context: &ServeContext,
+    name: &str,
+    hash_hex: &str,
+) -> Result<Vec<u8>, ResponseHeader> {
+    match held_content(context, name, hash_hex, false) {
+        Ok(held) => Ok(swarming::full_bitmap(held.size)),
+        Err(refusal) => {
+            let hash = hash::from_hex(hash_hex).ok_or_else(|| refusal.clone())?;
+            match context.swarming.partial(name, &hash) {
+                Some(partial) => Ok(partial.bitmap()),
+                None => Err(refusal),
+            }
+        }
+    }
+}
+
+/// A valid store name and hash, or the refusal that says which is not.
+fn checked_key(name: &str, hash_hex: &str) -> Result<Hash32, ResponseHeader> {
+    if !is_valid_store_name(name) {
+        return Err(refused(
+            RefusalKind::BadRequest,
+            format!(
+                "invalid store name {:?}",
+                name.chars().take(140).collect::<String>()
+            ),
+        ));
+    }
+    hash::from_hex(hash_hex).ok_or_else(|| {
+        refused(
+            RefusalKind::BadRequest,
+            format!(
+                "invalid hash {:?}",
+                hash_hex.chars().take(70).collect::<String>()
+            ),
+        )
+    })
+}
+
 struct Held {
     path: PathBuf,
     size: u64,
@@ -577,24 +660,7 @@ fn held_content(
     hash_hex: &str,
     with_chunks: bool,
 ) -> Result<Held, ResponseHeader> {
-    if !is_valid_store_name(name) {
-        return Err(refused(
-            RefusalKind::BadRequest,
-            format!(
-                "invalid store name {:?}",
-                name.chars().take(140).collect::<String>()
-            ),
-        ));
-    }
-    let Some(hash) = hash::from_hex(hash_hex) else {
-        return Err(refused(
-            RefusalKind::BadRequest,
-            format!(
-                "invalid hash {:?}",
-                hash_hex.chars().take(70).collect::<String>()
-            ),
-        ));
-    };
+    let hash = checked_key(name, hash_hex)?;
     let not_found = || {
         refused(
             RefusalKind::NotFound,
@@ -631,7 +697,12 @@ async fn read_span(
 ) -> (Result<u64, ResponseHeader>, Vec<u8>) {
     let held = match held_content(context, name, hash_hex, false) {
         Ok(held) => held,
-        Err(refusal) => return (Err(refusal), data),
+        Err(refusal) => {
+            return match partial_chunk(context, name, hash_hex, span) {
+                Some((partial, index)) => read_partial_chunk(name, partial, index, data).await,
+                None => (Err(refusal), data),
+            };
+        }
     };
     let (offset, len) = match span.bounds(name, held.size) {
         Ok(bounds) => bounds,
@@ -670,6 +741,44 @@ async fn read_span(
     }
 }
 
+/// The running download of `name` at `hash_hex` when it has verified the chunk `span` asks for.
+fn partial_chunk(
+    context: &ServeContext,
+    name: &str,
+    hash_hex: &str,
+    span: Span,
+) -> Option<(Arc<PartialContent>, u64)> {
+    let Span::Chunk(index) = span else {
+        return None;
+    };
+    let hash = hash::from_hex(hash_hex)?;
+    let partial = context.swarming.partial(name, &hash)?;
+    partial.has(index).then_some((partial, index))
+}
+
+/// Reads a verified chunk of a running download from its part file in `tmp/` (written before it
+/// was marked, and never rewritten with other bytes: the file holds one content).
+async fn read_partial_chunk(
+    name: &str,
+    partial: Arc<PartialContent>,
+    index: u64,
+    mut data: Vec<u8>,
+) -> (Result<u64, ResponseHeader>, Vec<u8>) {
+    data.resize(chunk_len(partial.size, index) as usize, 0);
+    let gone = format!("chunk {index} of the download of store {name} is no longer here");
+    let read = tokio::task::spawn_blocking(move || {
+        let result = std::fs::File::open(&partial.path)
+            .and_then(|file| file.read_exact_at(&mut data, index * CHUNK_SIZE));
+        (result.map(|()| partial.size), data)
+    })
+    .await;
+    match read {
+        Ok((Ok(size), data)) => (Ok(size), data),
+        Ok((Err(_), data)) => (Err(refused(RefusalKind::NotFound, gone)), data),
+        Err(_) => (Err(refused(RefusalKind::NotFound, gone)), Vec::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,6 +791,7 @@ mod tests {
             SyncMetrics::unregistered(),
             false,
             None,
+            Swarming::default(),
         );
         let (flooder, honest) = (PeerId::random(), PeerId::random());
         let mut held = Vec::new();
@@ -734,6 +844,7 @@ mod tests {
             SyncMetrics::unregistered(),
             false,
             None,
+            Swarming::default(),
         );
         let mut held = Vec::new();
         for _ in 0..MAX_SERVED_STREAMS / MAX_STREAMS_PER_PEER + 1 {

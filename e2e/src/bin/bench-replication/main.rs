@@ -338,8 +338,8 @@ async fn main() -> anyhow::Result<()> {
 /// The side-by-side tables: on the work dir's file system, then (with `--xfs`) on a loop-mounted
 /// XFS, which is unmounted and deleted whatever happens.
 async fn side_by_side(args: &Args, root: &Path) -> anyhow::Result<()> {
-    let syncthing = syncthing::binary();
-    if syncthing.is_none() {
+    let syncthing = syncthing::binary().filter(|_| !args.without_syncthing);
+    if syncthing.is_none() && !args.without_syncthing {
         println!(
             "syncthing not found on the PATH: skipping its column (install it: sudo apt-get install syncthing)"
         );

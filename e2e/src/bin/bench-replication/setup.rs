@@ -37,6 +37,10 @@ pub struct Args {
     /// `mkfs.xfs` and `losetup`).
     #[arg(long, requires = "compare_syncthing")]
     pub xfs: bool,
+    /// Leave the Syncthing column empty even when `syncthing` is installed (DIG's figures only,
+    /// in a fraction of the time).
+    #[arg(long, requires = "compare_syncthing")]
+    pub without_syncthing: bool,
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(600);

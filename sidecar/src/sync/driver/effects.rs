@@ -15,7 +15,7 @@ use super::inbound;
 use super::state::{Driver, Input, Paths, Running};
 use crate::store::LocalMeta;
 use crate::store::conflicts::{self, KeptAs};
-use crate::store::hash::{self, Hash32};
+use crate::store::hash::{self, CHUNK_SIZE, Hash32};
 use crate::store::name::store_path;
 use crate::store::record::{ContentId, SignedVersion};
 use crate::store::{install, journal};
@@ -209,10 +209,18 @@ impl Driver {
         };
         let downloader = self.downloader.clone();
         let inputs = self.inputs.clone();
+        let node = self.node.clone();
         tokio::spawn(async move {
+            // Connected peers that do not hold the version may be fetching it too (swarming).
+            let neighbours: Vec<PeerId> = if target.size > CHUNK_SIZE {
+                let connected = node.connected_peers().await.unwrap_or_default();
+                connected.into_iter().filter(|p| !peers.contains(p)).collect()
+            } else {
+                Vec::new()
+            };
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                result = downloader.download(&target, &peers, progress) => {
+                result = downloader.download(&target, &peers, &neighbours, progress) => {
                     let outcome = result
                         .map(|done| Fetched {
                             manifest: done.manifest,

@@ -32,6 +32,7 @@ use super::holder_notices::NoticeQueue;
 use super::metrics::SyncMetrics;
 use super::protocol::sync_protocol;
 use super::server::{ServeContext, run_server};
+use super::swarming::Swarming;
 use super::status::StoreStatus;
 use crate::node::{NodeEvent, NodeHandle};
 use crate::store::StoreIndex;
@@ -207,12 +208,14 @@ impl Replicator {
             );
         }
         let (notices, notices_rx) = NoticeQueue::new();
+        let swarming = Swarming::default();
         let serve = ServeContext::new(
             shared.clone(),
             paths.data_dir.clone(),
             metrics.clone(),
             config.test_corrupt_chunks,
             Some(notices),
+            swarming.clone(),
         );
         tokio::spawn(run_server(incoming, serve, cancel.clone()));
 
@@ -240,6 +243,7 @@ impl Replicator {
             },
             metrics.clone(),
             bans_tx,
+            swarming.clone(),
         );
         let running = Arc::new(AtomicBool::new(true));
         let node_events = node.subscribe();
