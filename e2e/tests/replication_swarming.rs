@@ -106,7 +106,10 @@ async fn fetching_notices_and_chunk_bitmaps_are_checked() {
         assert_eq!(kind, "badRequest", "{message}");
     }
     let notice = serde_json::json!({"type": "fetching", "name": "held", "hash": hash});
-    let answer = HostilePeer::ask(&mut stream, &notice).await.unwrap().unwrap();
+    let answer = HostilePeer::ask(&mut stream, &notice)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(answer["type"], "noted", "{answer}");
 
     // A chunk of a store the node neither holds nor downloads is refused; the bitmap of a held

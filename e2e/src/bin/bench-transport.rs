@@ -1,8 +1,10 @@
 //! What a secure libp2p transport costs per GiB of bulk data, on loopback: the transports a
 //! dig-sidecar could negotiate (TCP with Noise or with TLS 1.3, then yamux), side by side with
-//! plain TCP (the floor: no encryption, no multiplexing). Two swarms in this process open one
-//! libp2p-stream stream and move `--mib` MiB in 1 MiB writes; the figures are the wall time and
-//! the CPU time of the whole process (both ends), the best of `--runs` alternating runs.
+//! plain TCP (the floor: no encryption, no multiplexing). Noise runs twice: with libp2p's yamux
+//! (16 KiB data frames) and with the node's own yamux adapter (`dig_sidecar::node::YamuxConfig`,
+//! larger frames), so the table shows what the frame size saves. Two swarms in this process open
+//! one libp2p-stream stream and move `--mib` MiB in 1 MiB writes; the figures are the wall time
+//! and the CPU time of the whole process (both ends), the best of `--runs` alternating runs.
 //!
 //! `cargo run --release -p dig-e2e --bin bench-transport`
 
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use dig_e2e::network::{clock_ticks_per_second, cpu_ticks};
+use dig_sidecar::node::{YAMUX_SPLIT_SEND_SIZE, YamuxConfig};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, tls, yamux};
@@ -24,10 +27,26 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 enum Transport {
     /// TCP, no encryption, no multiplexing.
     Tcp,
-    /// TCP + Noise (ChaCha20-Poly1305) + yamux: what dig-sidecar negotiates today.
+    /// TCP + Noise (ChaCha20-Poly1305) + libp2p's yamux (16 KiB frames).
     Noise,
-    /// TCP + TLS 1.3 (libp2p-tls, rustls with ring) + yamux.
+    /// TCP + Noise + dig-sidecar's yamux adapter: what nodes use.
+    NoiseSidecar,
+    /// TCP + TLS 1.3 (libp2p-tls, rustls with ring) + libp2p's yamux.
     Tls,
+}
+
+impl Transport {
+    fn label(self) -> String {
+        match self {
+            Self::Tcp => "plain TCP (no encryption, no multiplexing)".to_owned(),
+            Self::Noise => "TCP + Noise + yamux, 16 KiB frames (libp2p default)".to_owned(),
+            Self::NoiseSidecar => format!(
+                "TCP + Noise + yamux, {} KiB frames (dig-sidecar)",
+                YAMUX_SPLIT_SEND_SIZE / 1024
+            ),
+            Self::Tls => "TCP + TLS 1.3 + yamux, 16 KiB frames (libp2p default)".to_owned(),
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -39,7 +58,7 @@ struct Args {
     /// Runs of each transport (alternating); the best is printed with the range.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    #[arg(long, value_delimiter = ',', default_values = ["tcp", "noise", "tls"])]
+    #[arg(long, value_delimiter = ',', default_values = ["tcp", "noise", "noise-sidecar", "tls"])]
     transports: Vec<Transport>,
 }
 
@@ -81,7 +100,8 @@ async fn main() -> anyhow::Result<()> {
         let (time, time_max) = best(|r| r.seconds);
         let (cpu, cpu_max) = best(|r| r.cpu_seconds);
         println!(
-            "| {transport:?} | {time:.2} s ({time:.2} to {time_max:.2}) | {:.0} MiB/s | {:.2} ({:.2} to {:.2}) |",
+            "| {} | {time:.2} s ({time:.2} to {time_max:.2}) | {:.0} MiB/s | {:.2} ({:.2} to {:.2}) |",
+            transport.label(),
             args.mib as f64 / time,
             cpu / gib,
             cpu / gib,
@@ -98,7 +118,9 @@ async fn measure(transport: Transport, mib: usize) -> anyhow::Result<Run> {
     let started = Instant::now();
     let received = match transport {
         Transport::Tcp => over_tcp(mib).await?,
-        Transport::Noise | Transport::Tls => over_libp2p(transport, mib).await?,
+        Transport::Noise | Transport::NoiseSidecar | Transport::Tls => {
+            over_libp2p(transport, mib).await?
+        }
     };
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = (cpu_ticks(pid)? - cpu_before) as f64 / ticks;
@@ -209,13 +231,18 @@ async fn drive(mut swarm: Swarm<libp2p_stream::Behaviour>) {
     }
 }
 
-/// A swarm with the sidecar's TCP and yamux settings and the given security upgrade.
+/// A swarm with the sidecar's TCP settings and the given security and yamux upgrades.
 fn swarm(transport: Transport) -> anyhow::Result<Swarm<libp2p_stream::Behaviour>> {
     let tcp = tcp::Config::default().nodelay(true);
     let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
     let swarm = match transport {
         Transport::Noise => builder
             .with_tcp(tcp, noise::Config::new, yamux::Config::default)?
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(TIMEOUT))
+            .build(),
+        Transport::NoiseSidecar => builder
+            .with_tcp(tcp, noise::Config::new, YamuxConfig::default)?
             .with_behaviour(|_| libp2p_stream::Behaviour::new())?
             .with_swarm_config(|c| c.with_idle_connection_timeout(TIMEOUT))
             .build(),

@@ -8,6 +8,7 @@ mod config;
 mod dial_policy;
 mod event_loop;
 mod handle;
+mod muxer;
 mod peer_book;
 mod peer_set;
 mod status;
@@ -22,6 +23,7 @@ use tokio::{
 pub use behaviour::{MAX_GOSSIP_MESSAGE_BYTES, NetworkProtocols};
 pub use config::NodeConfig;
 pub use handle::{NodeError, NodeEvent, NodeHandle};
+pub use muxer::{YAMUX_SPLIT_SEND_SIZE, YamuxConfig};
 pub use status::{
     AutonatStats, BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats,
     NodeSnapshot, RegistryOutcome, SourceStats,

@@ -1,21 +1,23 @@
 //! Builds the swarm: TCP and QUIC with Noise and Yamux, or, on a private network (`--psk-file`),
 //! TCP wrapped in the pnet pre-shared-key handshake (QUIC cannot carry pnet, so it is left out).
+//! TCP connections use our yamux adapter ([`YamuxConfig`]) for its larger data frames.
 
 use std::time::Duration;
 
-use libp2p::{Swarm, SwarmBuilder, Transport, core::upgrade::Version, noise, pnet, tcp, yamux};
+use libp2p::{Swarm, SwarmBuilder, Transport, core::upgrade::Version, noise, pnet, tcp};
 use prometheus_client::registry::Registry;
 
 use super::{
     behaviour::{Behaviour, NetworkProtocols},
     config::NodeConfig,
     handle::NodeError,
+    muxer::YamuxConfig,
 };
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long a connection without any active protocol stays open; long because peers of one
 /// network stay connected to replicate, and ping detects dead connections anyway.
-type BoxedError = Box<dyn std::error::Error + Send + Sync>;
-
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub fn build_swarm(
@@ -32,7 +34,7 @@ pub fn build_swarm(
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                YamuxConfig::default,
             )
             .map_err(|e| build_error(&e))?
             .with_quic()
@@ -50,7 +52,7 @@ pub fn build_swarm(
                         .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
                         .upgrade(Version::V1Lazy)
                         .authenticate(noise)
-                        .multiplex(yamux::Config::default())
+                        .multiplex(YamuxConfig::default())
                         .timeout(Duration::from_secs(20)),
                 )
             })

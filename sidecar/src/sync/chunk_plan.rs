@@ -353,7 +353,11 @@ mod tests {
         let mut cursor = 0;
         assert_eq!(plan.next_chunk_in(&receiver, &have, &mut cursor), Some(1));
         assert_eq!(plan.next_chunk_in(&receiver, &have, &mut cursor), Some(9));
-        assert_eq!(plan.next_chunk_in(&receiver, &have, &mut cursor), None, "0 is taken");
+        assert_eq!(
+            plan.next_chunk_in(&receiver, &have, &mut cursor),
+            None,
+            "0 is taken"
+        );
         // The holder skips what the receiver is fetching.
         assert_eq!(plan.next_chunk(&holder), Some(2));
         assert_eq!(plan.missing(), 10);

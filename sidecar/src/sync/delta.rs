@@ -515,7 +515,11 @@ mod tests {
         let trusted =
             trusted_or_verified(&case.part, case.size, &case.manifest, vec![0, 1, 2], true)
                 .unwrap();
-        assert_eq!(trusted, vec![0, 1, 2], "an unchanged file is not read again");
+        assert_eq!(
+            trusted,
+            vec![0, 1, 2],
+            "an unchanged file is not read again"
+        );
     }
 
     #[test]

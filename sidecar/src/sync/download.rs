@@ -1241,13 +1241,7 @@ pub(crate) mod tests {
             request_timeout: Duration::from_secs(20),
         };
         (
-            Downloader::new(
-                control,
-                config,
-                metrics.clone(),
-                bans,
-                Swarming::default(),
-            ),
+            Downloader::new(control, config, metrics.clone(), bans, Swarming::default()),
             banned,
             metrics,
         )
@@ -1322,8 +1316,7 @@ pub(crate) mod tests {
         // so every chunk that arrives comes from the other receiver, which has the even ones.
         let (liar, liar_address, _d1) = serving_node("s", &content, true).await;
         let even: Vec<u64> = (0..=20).step_by(2).collect();
-        let (receiver, receiver_address, _d2, serving) =
-            receiving_node("s", &content, &even).await;
+        let (receiver, receiver_address, _d2, serving) = receiving_node("s", &content, &even).await;
         let (_me, _, control) = swarm_node(&[liar_address, receiver_address]).await;
         let tmp = tempfile::tempdir().unwrap();
         let (downloader, _bans, metrics) = downloader(control, tmp.path(), 0);
@@ -1374,7 +1367,12 @@ pub(crate) mod tests {
         let (fetcher, mut bans, metrics) = downloader(control, tmp.path(), 0);
         let progress = Arc::new(AtomicU64::new(0));
         let done = fetcher
-            .download(&target("one", &content), &[liar, honest], &[], progress.clone())
+            .download(
+                &target("one", &content),
+                &[liar, honest],
+                &[],
+                progress.clone(),
+            )
             .await
             .unwrap();
         assert_eq!(fs::read(&done.path).unwrap(), content);

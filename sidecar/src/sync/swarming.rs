@@ -51,7 +51,10 @@ impl PartialContent {
         Self {
             path,
             size,
-            verified: done.iter().map(|d| AtomicU8::new(u8::from(*d != 0))).collect(),
+            verified: done
+                .iter()
+                .map(|d| AtomicU8::new(u8::from(*d != 0)))
+                .collect(),
         }
     }
 
@@ -199,7 +202,11 @@ impl Swarming {
         if let Some(mine) = fetchers.by_peer.get_mut(&peer) {
             mine.push_back(key.clone());
         }
-        fetchers.by_content.entry(key).or_default().push((peer, now));
+        fetchers
+            .by_content
+            .entry(key)
+            .or_default()
+            .push((peer, now));
         fetchers.total += 1;
         true
     }
@@ -299,7 +306,11 @@ mod tests {
         for i in 0..(MAX_FETCHING_PER_PEER + 5) {
             assert!(swarming.note_fetching(a, &format!("s{i}"), [0; 32], now));
         }
-        assert_eq!(swarming.noted(), MAX_FETCHING_PER_PEER, "the oldest made room");
+        assert_eq!(
+            swarming.noted(),
+            MAX_FETCHING_PER_PEER,
+            "the oldest made room"
+        );
         assert!(swarming.fetchers("s0", &[0; 32], now).is_empty());
         assert_eq!(swarming.fetchers("s20", &[0; 32], now), vec![a]);
         // The same notice again counts once.

@@ -214,7 +214,10 @@ impl Driver {
             // Connected peers that do not hold the version may be fetching it too (swarming).
             let neighbours: Vec<PeerId> = if target.size > CHUNK_SIZE {
                 let connected = node.connected_peers().await.unwrap_or_default();
-                connected.into_iter().filter(|p| !peers.contains(p)).collect()
+                connected
+                    .into_iter()
+                    .filter(|p| !peers.contains(p))
+                    .collect()
             } else {
                 Vec::new()
             };
