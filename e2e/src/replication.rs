@@ -307,6 +307,35 @@ pub fn peak_resident_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// Panics unless every node's data folder holds exactly `expected` (store name to BLAKE3 hex).
+pub fn assert_folders_hold(nodes: &[SidecarNode], expected: &BTreeMap<String, String>) {
+    for node in nodes {
+        assert_eq!(
+            &folder_hashes(&node.spec.data_dir).unwrap(),
+            expected,
+            "{} holds different bytes",
+            node.spec.name
+        );
+    }
+}
+
+/// A one-node network whose node holds store `name` of `size` bytes (pseudo-random from `seed`),
+/// indexed and ready to serve; returns the network and the store's hash (hex).
+pub async fn one_node_holding(
+    root: &Path,
+    network_id: &str,
+    name: &str,
+    size: u64,
+    seed: u64,
+) -> anyhow::Result<(LocalNetwork, String)> {
+    let network = LocalNetwork::start_connected(root, network_id, 1).await?;
+    let node = &network.nodes[0];
+    let hash = write_store(&node.spec.data_dir, name, size, seed)?;
+    let expected = BTreeMap::from([(name.to_owned(), hash.clone())]);
+    wait_synced(&[node], &expected, Duration::from_secs(120)).await?;
+    Ok((network, hash))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,9 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use dig_e2e::{
     hostile::HostilePeer,
     network::{LocalNetwork, SidecarNode},
-    replication::{folder_hashes, metric_sum, store_status, wait_synced, write_store},
+    replication::{
+        assert_folders_hold, metric_sum, one_node_holding, store_status, wait_synced, write_store,
+    },
 };
 
 const MIB: u64 = 1 << 20;
@@ -123,28 +125,17 @@ async fn an_append_an_in_place_change_and_an_insertion_move_only_what_changed() 
         );
     }
 
-    for node in &network.nodes {
-        assert_eq!(
-            folder_hashes(&node.spec.data_dir).unwrap(),
-            expected,
-            "{} holds different bytes",
-            node.spec.name
-        );
-    }
+    assert_folders_hold(&network.nodes, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chunk_maps_and_ranges_are_bounded_whatever_a_peer_asks() {
     let root = tempfile::tempdir().unwrap();
-    let network = LocalNetwork::start_connected(root.path(), "repl-delta-bounds", 1)
+    let size = 3 * MIB + 5;
+    let (network, hash) = one_node_holding(root.path(), "repl-delta-bounds", "held", size, 3)
         .await
         .unwrap();
     let node = &network.nodes[0];
-    let size = 3 * MIB + 5;
-    let hash = write_store(&node.spec.data_dir, "held", size, 3).unwrap();
-    let mut expected = BTreeMap::new();
-    expected.insert("held".to_owned(), hash.clone());
-    wait_synced(&[node], &expected, SYNC_TIMEOUT).await.unwrap();
 
     let hostile = HostilePeer::start(&network.network_id).unwrap();
     let peer = hostile.connect(node).await.unwrap();

@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, time::Duration};
 use dig_e2e::{
     hostile::HostilePeer,
     network::{LocalNetwork, SidecarNode},
-    replication::{folder_hashes, metric_sum, metric_sum_labelled, wait_synced, write_store},
+    replication::{
+        assert_folders_hold, metric_sum, metric_sum_labelled, one_node_holding, wait_synced,
+        write_store,
+    },
 };
 use futures::AsyncReadExt;
 
@@ -71,28 +74,17 @@ async fn receivers_fetch_chunks_from_each_other_and_the_source_sends_less() {
         sent < (3 * size) as f64,
         "the source sent {sent} bytes: a full copy per receiver"
     );
-    for node in &network.nodes {
-        assert_eq!(
-            folder_hashes(&node.spec.data_dir).unwrap(),
-            expected,
-            "{} holds different bytes",
-            node.spec.name
-        );
-    }
+    assert_folders_hold(&network.nodes, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fetching_notices_and_chunk_bitmaps_are_checked() {
     let root = tempfile::tempdir().unwrap();
-    let network = LocalNetwork::start_connected(root.path(), "repl-swarm-bounds", 1)
+    let size = 9 * MIB + 3;
+    let (network, hash) = one_node_holding(root.path(), "repl-swarm-bounds", "held", size, 5)
         .await
         .unwrap();
     let node = &network.nodes[0];
-    let size = 9 * MIB + 3;
-    let hash = write_store(&node.spec.data_dir, "held", size, 5).unwrap();
-    let mut expected = BTreeMap::new();
-    expected.insert("held".to_owned(), hash.clone());
-    wait_synced(&[node], &expected, SYNC_TIMEOUT).await.unwrap();
 
     let hostile = HostilePeer::start(&network.network_id).unwrap();
     let peer = hostile.connect(node).await.unwrap();

@@ -122,13 +122,11 @@ impl SyncClient {
             other => return Err(self.unexpected(format!("{other:?} to a manifest request"))),
         };
         let expected = chunk_count(size).saturating_mul(32);
-        if len != expected {
-            return Err(self.unexpected(format!(
-                "manifest of {len} bytes for store {name} of {size} bytes (expected {expected})"
-            )));
-        }
-        let mut body = Vec::new();
-        self.body(len, expected, &mut body).await?;
+        let body = self
+            .exact_body(len, expected, || {
+                format!("manifest for store {name} of {size} bytes")
+            })
+            .await?;
         hash::manifest_from_bytes(&body)
             .ok_or_else(|| self.unexpected(format!("manifest of {len} bytes")))
     }
@@ -273,15 +271,10 @@ impl SyncClient {
             ResponseHeader::Have { len } => len,
             other => return Err(self.unexpected(format!("{other:?} to a have request"))),
         };
-        let expected = bitmap_len(size);
-        if len != expected {
-            return Err(self.unexpected(format!(
-                "chunk bitmap of {len} bytes for store {name} of {size} bytes (expected {expected})"
-            )));
-        }
-        let mut body = Vec::new();
-        self.body(len, expected, &mut body).await?;
-        Ok(body)
+        self.exact_body(len, bitmap_len(size), || {
+            format!("chunk bitmap for store {name} of {size} bytes")
+        })
+        .await
     }
 
     /// The peer's answers to `asks`, for the first of them (range-based reconciliation; the
@@ -351,6 +344,22 @@ impl SyncClient {
             .map_err(|source| ClientError::Io { peer, source })?;
         self.body_bytes += buffer.len() as u64;
         Ok(())
+    }
+
+    /// A body whose length the request fixed (`expected`); another announced length is refused
+    /// unread, described by `what`.
+    async fn exact_body(
+        &mut self,
+        len: u64,
+        expected: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<u8>, ClientError> {
+        if len != expected {
+            return Err(self.unexpected(format!("{} of {len} bytes (expected {expected})", what())));
+        }
+        let mut body = Vec::new();
+        self.body(len, expected, &mut body).await?;
+        Ok(body)
     }
 
     fn unexpected(&self, detail: String) -> ClientError {
