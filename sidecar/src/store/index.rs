@@ -477,11 +477,11 @@ impl StoreIndex {
     /// folder), then drops the journal of earlier epochs. Call [`StoreIndex::begin_snapshot`]
     /// on the index first, so the journal lines of the snapshot it replaces are not replayed.
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
-        let bytes = serde_json::to_vec(self).map_err(|e| IndexError::Write {
-            path: path.to_owned(),
-            source: io::Error::other(e),
-        })?;
-        write_atomic(path, &bytes).map_err(|source| IndexError::Write {
+        // Streamed to the file: a snapshot of a large index is never held as one buffer.
+        write_atomic_with(path, |file| {
+            serde_json::to_writer(file, self).map_err(io::Error::other)
+        })
+        .map_err(|source| IndexError::Write {
             path: path.to_owned(),
             source,
         })?;
@@ -735,13 +735,21 @@ mod slots {
 /// Writes `bytes` to `path` through a temporary file in the same folder, so a reader sees the old
 /// or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content written by `write` through a buffer.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp"));
     {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        let mut file = io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+        write(&mut file)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     fs::rename(&tmp, path)?;
     sync_dir(dir)

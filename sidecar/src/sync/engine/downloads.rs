@@ -85,6 +85,39 @@ impl Blocked {
     }
 }
 
+/// Who holds which content of one store, in peer order: a sorted vector, since most stores have
+/// a few holders and a `BTreeMap` leaf would take about 1.3 KB per store.
+#[derive(Default)]
+struct Holders(Vec<(PeerId, Hash32)>);
+
+impl Holders {
+    fn insert(&mut self, peer: PeerId, hash: Hash32) {
+        match self.0.binary_search_by(|(p, _)| p.cmp(&peer)) {
+            Ok(at) => self.0[at].1 = hash,
+            Err(at) => self.0.insert(at, (peer, hash)),
+        }
+    }
+
+    fn remove(&mut self, peer: &PeerId) {
+        if let Ok(at) = self.0.binary_search_by(|(p, _)| p.cmp(peer)) {
+            self.0.remove(at);
+        }
+    }
+
+    fn get(&self, peer: &PeerId) -> Option<&Hash32> {
+        let at = self.0.binary_search_by(|(p, _)| p.cmp(peer)).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&PeerId, &Hash32)> {
+        self.0.iter().map(|(peer, hash)| (peer, hash))
+    }
+}
+
 #[derive(Default)]
 pub struct Scheduler {
     /// Stores whose winning content is not held, not running and not waiting to retry.
@@ -92,7 +125,7 @@ pub struct Scheduler {
     active: BTreeMap<String, Active>,
     backoff: BTreeMap<String, Backoff>,
     /// Which peer holds which content of which store (only stores in the index).
-    holders: BTreeMap<String, BTreeMap<PeerId, Hash32>>,
+    holders: BTreeMap<String, Holders>,
     /// Wanted stores with holders but none connected, since when (see [`DISTANT_HOLDER_GRACE`]).
     distant_only_since: BTreeMap<String, Millis>,
     free_bytes: Option<u64>,
@@ -228,12 +261,11 @@ impl Scheduler {
         });
     }
 
-    /// Peers known to hold `hash` of `name`.
     /// Whether any peer is known to hold `hash` as `name`'s content.
     pub fn has_holder(&self, name: &str, hash: &Hash32) -> bool {
         self.holders
             .get(name)
-            .is_some_and(|holders| holders.values().any(|held| held == hash))
+            .is_some_and(|holders| holders.iter().any(|(_, held)| held == hash))
     }
 
     /// Whether `peer` is known to hold `hash` as `name`'s content.
