@@ -74,7 +74,6 @@ enum Source {
 /// What a worker knows of a receiver's verified chunks.
 struct ReceiverChunks {
     have: Vec<u8>,
-    count: u64,
     cursor: u64,
     grew_at: tokio::time::Instant,
 }
@@ -847,20 +846,17 @@ impl Downloader {
                 tokio::time::sleep(SWARM_POLL).await;
             }
             let have = client.have(&target.name, &target.hash, target.size).await?;
-            let count = count_bits(&have);
             let now = tokio::time::Instant::now();
             match chunks {
                 Some(known) => {
-                    if count > known.count {
+                    if count_bits(&have) > count_bits(&known.have) {
                         known.grew_at = now;
                     }
-                    known.count = count;
                     known.have = have;
                 }
                 None => {
                     *chunks = Some(ReceiverChunks {
                         have,
-                        count,
                         cursor: rand::thread_rng().gen_range(0..chunk_count(target.size)),
                         grew_at: now,
                     })
