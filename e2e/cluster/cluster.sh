@@ -483,22 +483,33 @@ free_port() {
 }
 
 pid_file() { echo "$run_dir/pids/$1.pid"; }
+start_time_file() { echo "$run_dir/pids/$1.started"; }
 
-# A PID from the run dir is ours only while that process runs with this run dir in its command
-# line: PIDs are reused, and `down` must never signal a stranger.
+# "START STATE" of a process: its start time (clock ticks after boot, field 22 of
+# /proc/PID/stat) and its state letter. Fields are counted after the last ')', since the command
+# name in field 2 may hold spaces.
+process_start_and_state() {
+  local stat fields
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -ra fields <<<"${stat##*) }"
+  [ "${#fields[@]}" -ge 20 ] || return 1
+  echo "${fields[19]} ${fields[0]}"
+}
+
+# A PID from the run dir is ours only while it names the process started then: PIDs are reused,
+# and `down` must never signal a stranger. A process keeps its start time across exec, and a
+# reused PID gets a new one. (Matching the command line instead had a hole: while the kernel
+# execs a program, /proc/PID/cmdline reads empty for a moment, and a component that was starting
+# was taken for one that had exited.)
 our_pid() {
-  local file pid
-  file=$(pid_file "$1")
-  [ -f "$file" ] || return 1
-  pid=$(cat "$file")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [ -r "/proc/$pid/cmdline" ] || return 1
-  # The component's arguments name a path in the run dir. Until the forked shell has exec'd the
-  # component, the process is that shell, whose arguments name the run dir itself (`--run-dir
-  # <dir>`): a component checked in that window is not taken for one that exited.
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -e "$run_dir/" -e "$run_dir " || return 1
+  local pid started now state
+  pid=$(cat "$(pid_file "$1")" 2>/dev/null) || return 1
+  started=$(cat "$(start_time_file "$1")" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ && $started =~ ^[0-9]+$ ]] || return 1
+  read -r now state < <(process_start_and_state "$pid") || return 1
+  [ "$now" = "$started" ] || return 1
   # An exited child not yet reaped by its parent is a zombie: it is gone for our purposes.
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
+  [ "$state" != Z ] || return 1
   echo "$pid"
 }
 
@@ -513,7 +524,12 @@ start_component() {
   local name=$1
   shift
   nohup "$@" </dev/null >>"$run_dir/logs/$name.log" 2>&1 &
-  echo $! >"$(pid_file "$name")"
+  local pid=$! start_and_state
+  echo "$pid" >"$(pid_file "$name")"
+  # Read at once: the process is our unreaped child or still running. One that already exited
+  # leaves no start time, and reads as exited.
+  start_and_state=$(process_start_and_state "$pid") || start_and_state=""
+  echo "${start_and_state%% *}" >"$(start_time_file "$name")"
 }
 
 stop_component() {
@@ -530,7 +546,7 @@ stop_component() {
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi
-  rm -f "$(pid_file "$name")"
+  rm -f "$(pid_file "$name")" "$(start_time_file "$name")"
 }
 
 # Polls until the command succeeds, at most $2 seconds; $3 names the component whose log to show

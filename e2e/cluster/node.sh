@@ -57,7 +57,7 @@ node_tool_check() {
 CNI_BIN_DIR=${DIG_E2E_CNI_BIN_DIR:-/usr/lib/cni}
 
 in_node() { nsenter --net="/run/netns/$NODE_NETNS" -- "$@"; }
-# nsenter execs the program, so the recorded PID is the program's and its command line names us.
+# nsenter execs the program, so the recorded PID is the program's.
 start_in_node() {
   local name=$1
   shift
@@ -308,7 +308,7 @@ node_up() {
   node_import_images "$tools/images/"*.tar
   write_corefile
   start_in_node coredns "$tools/coredns" -conf "$dir/Corefile"
-  start_component volume-provisioner "$here/cluster.sh" provision-volumes --run-dir "$run_dir/"
+  start_component volume-provisioner "$here/cluster.sh" provision-volumes --run-dir "$run_dir"
   write_kubelet_config
   make_node_cgroups
   start_in_node kubelet "$tools/kubelet" --config "$dir/kubelet.yaml" \
