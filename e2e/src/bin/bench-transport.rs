@@ -1,8 +1,9 @@
 //! What a secure libp2p transport costs per GiB of bulk data, on loopback: the transports a
 //! dig-sidecar could negotiate (TCP with Noise or with TLS 1.3, then yamux), side by side with
-//! plain TCP (the floor: no encryption, no multiplexing). Noise runs twice: with libp2p's yamux
-//! (16 KiB data frames) and with the node's own yamux adapter (`dig_sidecar::node::YamuxConfig`,
-//! larger frames), so the table shows what the frame size saves. Two swarms in this process open
+//! plain TCP (the floor: no encryption, no multiplexing). Noise and TLS each run twice: as libp2p
+//! ships them (libp2p's yamux with 16 KiB data frames; libp2p-tls, which picks ChaCha20-Poly1305)
+//! and as the node runs them (`dig_sidecar::node::YamuxConfig` with larger frames;
+//! `dig_sidecar::node::TlsConfig`, AES-GCM first), so the table shows what each change saves. Two swarms in this process open
 //! one libp2p-stream stream and move `--mib` MiB in 1 MiB writes; the figures are the wall time
 //! and the CPU time of the whole process (both ends), the best of `--runs` alternating runs.
 //!
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use dig_e2e::network::{clock_ticks_per_second, cpu_ticks};
-use dig_sidecar::node::{YAMUX_SPLIT_SEND_SIZE, YamuxConfig};
+use dig_sidecar::node::{TlsConfig, YAMUX_SPLIT_SEND_SIZE, YamuxConfig};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, tls, yamux};
@@ -29,10 +30,12 @@ enum Transport {
     Tcp,
     /// TCP + Noise (ChaCha20-Poly1305) + libp2p's yamux (16 KiB frames).
     Noise,
-    /// TCP + Noise + dig-sidecar's yamux adapter: what nodes use.
+    /// TCP + Noise + dig-sidecar's yamux adapter: what nodes fall back to with older peers.
     NoiseSidecar,
     /// TCP + TLS 1.3 (libp2p-tls, rustls with ring) + libp2p's yamux.
     Tls,
+    /// TCP + dig-sidecar's TLS 1.3 (AES-GCM first) + its yamux adapter: what nodes use.
+    TlsSidecar,
 }
 
 impl Transport {
@@ -44,7 +47,14 @@ impl Transport {
                 "TCP + Noise + yamux, {} KiB frames (dig-sidecar)",
                 YAMUX_SPLIT_SEND_SIZE / 1024
             ),
-            Self::Tls => "TCP + TLS 1.3 + yamux, 16 KiB frames (libp2p default)".to_owned(),
+            Self::Tls => {
+                "TCP + TLS 1.3 (libp2p-tls, ChaCha20) + yamux, 16 KiB frames (libp2p default)"
+                    .to_owned()
+            }
+            Self::TlsSidecar => format!(
+                "TCP + TLS 1.3, AES-GCM first + yamux, {} KiB frames (dig-sidecar)",
+                YAMUX_SPLIT_SEND_SIZE / 1024
+            ),
         }
     }
 }
@@ -58,7 +68,7 @@ struct Args {
     /// Runs of each transport (alternating); the best is printed with the range.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    #[arg(long, value_delimiter = ',', default_values = ["tcp", "noise", "noise-sidecar", "tls"])]
+    #[arg(long, value_delimiter = ',', default_values = ["tcp", "noise", "noise-sidecar", "tls", "tls-sidecar"])]
     transports: Vec<Transport>,
 }
 
@@ -118,7 +128,7 @@ async fn measure(transport: Transport, mib: usize) -> anyhow::Result<Run> {
     let started = Instant::now();
     let received = match transport {
         Transport::Tcp => over_tcp(mib).await?,
-        Transport::Noise | Transport::NoiseSidecar | Transport::Tls => {
+        Transport::Noise | Transport::NoiseSidecar | Transport::Tls | Transport::TlsSidecar => {
             over_libp2p(transport, mib).await?
         }
     };
@@ -248,6 +258,11 @@ fn swarm(transport: Transport) -> anyhow::Result<Swarm<libp2p_stream::Behaviour>
             .build(),
         Transport::Tls => builder
             .with_tcp(tcp, tls::Config::new, yamux::Config::default)?
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(TIMEOUT))
+            .build(),
+        Transport::TlsSidecar => builder
+            .with_tcp(tcp, TlsConfig::new, YamuxConfig::default)?
             .with_behaviour(|_| libp2p_stream::Behaviour::new())?
             .with_swarm_config(|c| c.with_idle_connection_timeout(TIMEOUT))
             .build(),

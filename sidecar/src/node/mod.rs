@@ -12,6 +12,7 @@ mod muxer;
 mod peer_book;
 mod peer_set;
 mod status;
+mod tls;
 mod transport;
 
 use prometheus_client::registry::Registry;
@@ -28,6 +29,7 @@ pub use status::{
     AutonatStats, BannedPeer, ConnectedPeer, DiscoveredPeer, DiscoverySource, DiscoveryStats,
     NodeSnapshot, RegistryOutcome, SourceStats,
 };
+pub use tls::{TlsConfig, TlsError};
 
 use crate::metrics::NodeMetrics;
 

@@ -12,6 +12,7 @@ use super::{
     config::NodeConfig,
     handle::NodeError,
     muxer::YamuxConfig,
+    tls::TlsConfig,
 };
 
 type BoxedError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,7 +34,7 @@ pub fn build_swarm(
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
-                noise::Config::new,
+                (TlsConfig::new, noise::Config::new),
                 YamuxConfig::default,
             )
             .map_err(|e| build_error(&e))?
@@ -62,5 +63,121 @@ pub fn build_swarm(
             .map_err(|e| build_error(&e))?
             .with_swarm_config(swarm_config)
             .build()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use libp2p::{Multiaddr, PeerId, identity::Keypair, swarm::SwarmEvent, tls, yamux};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn node_config() -> NodeConfig {
+        NodeConfig {
+            keypair: Keypair::generate_ed25519(),
+            network_id: "transport-unit".into(),
+            listen: Vec::new(),
+            announce: Vec::new(),
+            registry_enabled: false,
+            dns_enabled: false,
+            enable_dht: false,
+            enable_mdns: false,
+            allow_loopback: true,
+            enable_autonat: false,
+            psk: None,
+            max_connections: 16,
+            target_peers: 8,
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum StockSecurity {
+        /// Older dig-sidecar nodes, and libp2p peers without TLS.
+        NoiseOnly,
+        /// libp2p peers without Noise (ChaCha20-Poly1305 first, libp2p's yamux).
+        TlsOnly,
+    }
+
+    fn stock_peer(security: StockSecurity) -> Swarm<libp2p::swarm::dummy::Behaviour> {
+        let builder = SwarmBuilder::with_new_identity().with_tokio();
+        let tcp = tcp::Config::default().nodelay(true);
+        match security {
+            StockSecurity::NoiseOnly => builder
+                .with_tcp(tcp, noise::Config::new, yamux::Config::default)
+                .unwrap()
+                .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+                .unwrap()
+                .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+                .build(),
+            StockSecurity::TlsOnly => builder
+                .with_tcp(tcp, tls::Config::new, yamux::Config::default)
+                .unwrap()
+                .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+                .unwrap()
+                .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+                .build(),
+        }
+    }
+
+    async fn listening<B: libp2p::swarm::NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                return address;
+            }
+        }
+    }
+
+    /// Whether `event` is a connection to `peer`; a failed dial fails the test.
+    fn connected_to<T>(event: &SwarmEvent<T>, peer: PeerId) -> bool {
+        if let SwarmEvent::OutgoingConnectionError { error, .. } = event {
+            panic!("dialing {peer}: {error}");
+        }
+        matches!(event, SwarmEvent::ConnectionEstablished { peer_id, .. } if *peer_id == peer)
+    }
+
+    /// Drives both swarms until each reports a connection to the other.
+    async fn both_connected<A, B>(a: &mut Swarm<A>, b: &mut Swarm<B>)
+    where
+        A: libp2p::swarm::NetworkBehaviour,
+        B: libp2p::swarm::NetworkBehaviour,
+    {
+        let (a_peer, b_peer) = (*a.local_peer_id(), *b.local_peer_id());
+        let (mut a_done, mut b_done) = (false, false);
+        tokio::time::timeout(WAIT, async {
+            while !(a_done && b_done) {
+                tokio::select! {
+                    event = a.select_next_some() => a_done |= connected_to(&event, b_peer),
+                    event = b.select_next_some() => b_done |= connected_to(&event, a_peer),
+                }
+            }
+        })
+        .await
+        .expect("both ends connected");
+    }
+
+    #[tokio::test]
+    async fn a_node_connects_both_ways_to_peers_with_only_noise_or_only_tls() {
+        let protocols = NetworkProtocols::new("transport-unit").unwrap();
+        for security in [StockSecurity::NoiseOnly, StockSecurity::TlsOnly] {
+            for node_dials in [true, false] {
+                let mut node = build_swarm(&node_config(), &protocols, &mut Registry::default())
+                    .expect("the node's swarm");
+                let mut stock = stock_peer(security);
+                if node_dials {
+                    let address = listening(&mut stock).await;
+                    node.dial(address).unwrap();
+                } else {
+                    let address = listening(&mut node).await;
+                    stock.dial(address).unwrap();
+                }
+                both_connected(&mut node, &mut stock).await;
+            }
+        }
     }
 }
