@@ -1,10 +1,16 @@
-//! Builds the swarm: TCP and QUIC with Noise and Yamux, or, on a private network (`--psk-file`),
-//! TCP wrapped in the pnet pre-shared-key handshake (QUIC cannot carry pnet, so it is left out).
-//! TCP connections use our yamux adapter ([`YamuxConfig`]) for its larger data frames.
+//! Builds the swarm: TCP secured with TLS 1.3 ([`TlsConfig`], AES-GCM first) or Noise, and QUIC;
+//! or, on a private network (`--psk-file`), TCP wrapped in the pnet pre-shared-key handshake, then
+//! the same TLS or Noise (QUIC cannot carry pnet, so it is left out). TCP connections use our yamux adapter
+//! ([`YamuxConfig`]) for its larger data frames.
 
 use std::time::Duration;
 
-use libp2p::{Swarm, SwarmBuilder, Transport, core::upgrade::Version, noise, pnet, tcp};
+use futures::{AsyncRead, AsyncWrite, FutureExt, future, future::BoxFuture};
+use libp2p::{
+    PeerId, Swarm, SwarmBuilder, Transport,
+    core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo, Version},
+    noise, pnet, tcp,
+};
 use prometheus_client::registry::Registry;
 
 use super::{
@@ -47,12 +53,12 @@ pub fn build_swarm(
         Some(psk) => Ok(SwarmBuilder::with_existing_identity(config.keypair.clone())
             .with_tokio()
             .with_other_transport(|key| {
-                let noise = noise::Config::new(key).map_err(BoxedError::from)?;
+                let security = TlsOrNoise::new(key)?;
                 Ok::<_, BoxedError>(
                     tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                         .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
                         .upgrade(Version::V1Lazy)
-                        .authenticate(noise)
+                        .authenticate(security)
                         .multiplex(YamuxConfig::default())
                         .timeout(Duration::from_secs(20)),
                 )
@@ -66,6 +72,110 @@ pub fn build_swarm(
     }
 }
 
+/// TLS first, then Noise, for the private network's transport, which is built by hand (the swarm
+/// builder does this selection for the public one). Streams are either kind.
+#[derive(Clone)]
+struct TlsOrNoise {
+    tls: TlsConfig,
+    noise: noise::Config,
+}
+
+type SecuredStream<C> = future::Either<libp2p::tls::TlsStream<C>, noise::Output<C>>;
+
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    #[error("Noise handshake: {0}")]
+    Noise(#[from] noise::Error),
+}
+
+impl TlsOrNoise {
+    fn new(keypair: &libp2p::identity::Keypair) -> Result<Self, BoxedError> {
+        Ok(Self {
+            tls: TlsConfig::new(keypair)?,
+            noise: noise::Config::new(keypair)?,
+        })
+    }
+}
+
+impl UpgradeInfo for TlsOrNoise {
+    type Info = &'static str;
+    type InfoIter = std::iter::Chain<
+        <TlsConfig as UpgradeInfo>::InfoIter,
+        <noise::Config as UpgradeInfo>::InfoIter,
+    >;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.tls.protocol_info().chain(self.noise.protocol_info())
+    }
+}
+
+impl TlsOrNoise {
+    /// Whether multistream-select agreed on TLS (else on Noise).
+    fn is_tls(&self, protocol: &str) -> bool {
+        self.tls.protocol_info().any(|tls| tls == protocol)
+    }
+}
+
+impl<C> InboundConnectionUpgrade<C> for TlsOrNoise
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = (PeerId, SecuredStream<C>);
+    type Error = HandshakeError;
+    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn upgrade_inbound(self, socket: C, protocol: Self::Info) -> Self::Future {
+        if self.is_tls(protocol) {
+            let upgrade = self.tls.upgrade_inbound(socket, protocol);
+            async move {
+                Ok(upgrade
+                    .await
+                    .map(|(peer, s)| (peer, future::Either::Left(s)))?)
+            }
+            .boxed()
+        } else {
+            let upgrade = self.noise.upgrade_inbound(socket, protocol);
+            async move {
+                Ok(upgrade
+                    .await
+                    .map(|(peer, s)| (peer, future::Either::Right(s)))?)
+            }
+            .boxed()
+        }
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for TlsOrNoise
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Output = (PeerId, SecuredStream<C>);
+    type Error = HandshakeError;
+    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn upgrade_outbound(self, socket: C, protocol: Self::Info) -> Self::Future {
+        if self.is_tls(protocol) {
+            let upgrade = self.tls.upgrade_outbound(socket, protocol);
+            async move {
+                Ok(upgrade
+                    .await
+                    .map(|(peer, s)| (peer, future::Either::Left(s)))?)
+            }
+            .boxed()
+        } else {
+            let upgrade = self.noise.upgrade_outbound(socket, protocol);
+            async move {
+                Ok(upgrade
+                    .await
+                    .map(|(peer, s)| (peer, future::Either::Right(s)))?)
+            }
+            .boxed()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
@@ -75,7 +185,7 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(20);
 
-    fn node_config() -> NodeConfig {
+    fn node_config(psk: Option<pnet::PreSharedKey>) -> NodeConfig {
         NodeConfig {
             keypair: Keypair::generate_ed25519(),
             network_id: "transport-unit".into(),
@@ -87,7 +197,7 @@ mod tests {
             enable_mdns: false,
             allow_loopback: true,
             enable_autonat: false,
-            psk: None,
+            psk,
             max_connections: 16,
             target_peers: 8,
         }
@@ -99,6 +209,8 @@ mod tests {
         NoiseOnly,
         /// libp2p peers without Noise (ChaCha20-Poly1305 first, libp2p's yamux).
         TlsOnly,
+        /// Older dig-sidecar nodes of a private network: pnet, then Noise.
+        PrivateNoiseOnly(pnet::PreSharedKey),
     }
 
     fn stock_peer(security: StockSecurity) -> Swarm<libp2p::swarm::dummy::Behaviour> {
@@ -114,6 +226,19 @@ mod tests {
                 .build(),
             StockSecurity::TlsOnly => builder
                 .with_tcp(tcp, tls::Config::new, yamux::Config::default)
+                .unwrap()
+                .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+                .unwrap()
+                .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+                .build(),
+            StockSecurity::PrivateNoiseOnly(psk) => builder
+                .with_other_transport(|key| {
+                    tcp::tokio::Transport::new(tcp)
+                        .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise::Config::new(key).unwrap())
+                        .multiplex(yamux::Config::default())
+                })
                 .unwrap()
                 .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
                 .unwrap()
@@ -161,23 +286,59 @@ mod tests {
         .expect("both ends connected");
     }
 
+    async fn node_connects_both_ways(psk: Option<pnet::PreSharedKey>, security: StockSecurity) {
+        let protocols = NetworkProtocols::new("transport-unit").unwrap();
+        for node_dials in [true, false] {
+            let mut node = build_swarm(&node_config(psk), &protocols, &mut Registry::default())
+                .expect("the node's swarm");
+            let mut stock = stock_peer(security);
+            if node_dials {
+                let address = listening(&mut stock).await;
+                node.dial(address).unwrap();
+            } else {
+                let address = listening(&mut node).await;
+                stock.dial(address).unwrap();
+            }
+            both_connected(&mut node, &mut stock).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_node_connects_both_ways_to_peers_with_only_noise_or_only_tls() {
+        node_connects_both_ways(None, StockSecurity::NoiseOnly).await;
+        node_connects_both_ways(None, StockSecurity::TlsOnly).await;
+    }
+
+    #[tokio::test]
+    async fn a_private_network_node_connects_both_ways_to_older_noise_only_nodes() {
+        let psk = pnet::PreSharedKey::new([7; 32]);
+        node_connects_both_ways(Some(psk), StockSecurity::PrivateNoiseOnly(psk)).await;
+    }
+
+    #[tokio::test]
+    async fn private_network_nodes_secure_their_connections_with_tls() {
+        let psk = pnet::PreSharedKey::new([7; 32]);
         let protocols = NetworkProtocols::new("transport-unit").unwrap();
-        for security in [StockSecurity::NoiseOnly, StockSecurity::TlsOnly] {
-            for node_dials in [true, false] {
-                let mut node = build_swarm(&node_config(), &protocols, &mut Registry::default())
-                    .expect("the node's swarm");
-                let mut stock = stock_peer(security);
-                if node_dials {
-                    let address = listening(&mut stock).await;
-                    node.dial(address).unwrap();
-                } else {
-                    let address = listening(&mut node).await;
-                    stock.dial(address).unwrap();
-                }
-                both_connected(&mut node, &mut stock).await;
-            }
-        }
+        let security = TlsOrNoise::new(&Keypair::generate_ed25519()).unwrap();
+        assert_eq!(
+            security.protocol_info().collect::<Vec<_>>(),
+            ["/tls/1.0.0", "/noise"],
+            "offered in this order"
+        );
+        let mut a = build_swarm(
+            &node_config(Some(psk)),
+            &protocols,
+            &mut Registry::default(),
+        )
+        .expect("a private node's swarm");
+        let mut b = build_swarm(
+            &node_config(Some(psk)),
+            &protocols,
+            &mut Registry::default(),
+        )
+        .expect("a private node's swarm");
+        let address = listening(&mut b).await;
+        a.dial(address).unwrap();
+        both_connected(&mut a, &mut b).await;
     }
 }

@@ -179,6 +179,31 @@ async fn large_file(
         last.as_secs_f64(),
         (size >> 20) as f64 / last.as_secs_f64()
     );
+    // Streams ride any of a peer's connections, and QUIC costs more CPU per byte than TCP: which
+    // transports carried this transfer explains much of the spread between runs.
+    for node in &network.nodes {
+        let peers = node.get_json("/peers").await?;
+        let transports: Vec<String> = peers["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|peer| peer["addresses"].as_array().into_iter().flatten())
+            .filter_map(|address| address.as_str())
+            .map(|address| {
+                if address.contains("/quic") {
+                    "quic"
+                } else {
+                    "tcp"
+                }
+                .to_owned()
+            })
+            .collect();
+        println!(
+            "{label}: connections of {}: {}",
+            node.spec.name,
+            transports.join(", ")
+        );
+    }
     for node in &network.nodes {
         let peak = peak_resident_bytes(node.process.pid())?;
         println!(
