@@ -203,35 +203,36 @@ mod tests {
         }
     }
 
+    /// The one security protocol a stock libp2p peer offers.
     #[derive(Clone, Copy, Debug)]
     enum StockSecurity {
         /// Older dig-sidecar nodes, and libp2p peers without TLS.
-        NoiseOnly,
+        Noise,
         /// libp2p peers without Noise (ChaCha20-Poly1305 first, libp2p's yamux).
-        TlsOnly,
+        Tls,
         /// Older dig-sidecar nodes of a private network: pnet, then Noise.
-        PrivateNoiseOnly(pnet::PreSharedKey),
+        PrivateNoise(pnet::PreSharedKey),
     }
 
     fn stock_peer(security: StockSecurity) -> Swarm<libp2p::swarm::dummy::Behaviour> {
         let builder = SwarmBuilder::with_new_identity().with_tokio();
         let tcp = tcp::Config::default().nodelay(true);
         match security {
-            StockSecurity::NoiseOnly => builder
+            StockSecurity::Noise => builder
                 .with_tcp(tcp, noise::Config::new, yamux::Config::default)
                 .unwrap()
                 .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
                 .unwrap()
                 .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
                 .build(),
-            StockSecurity::TlsOnly => builder
+            StockSecurity::Tls => builder
                 .with_tcp(tcp, tls::Config::new, yamux::Config::default)
                 .unwrap()
                 .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
                 .unwrap()
                 .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
                 .build(),
-            StockSecurity::PrivateNoiseOnly(psk) => builder
+            StockSecurity::PrivateNoise(psk) => builder
                 .with_other_transport(|key| {
                     tcp::tokio::Transport::new(tcp)
                         .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
@@ -305,14 +306,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_connects_both_ways_to_peers_with_only_noise_or_only_tls() {
-        node_connects_both_ways(None, StockSecurity::NoiseOnly).await;
-        node_connects_both_ways(None, StockSecurity::TlsOnly).await;
+        node_connects_both_ways(None, StockSecurity::Noise).await;
+        node_connects_both_ways(None, StockSecurity::Tls).await;
     }
 
     #[tokio::test]
     async fn a_private_network_node_connects_both_ways_to_older_noise_only_nodes() {
         let psk = pnet::PreSharedKey::new([7; 32]);
-        node_connects_both_ways(Some(psk), StockSecurity::PrivateNoiseOnly(psk)).await;
+        node_connects_both_ways(Some(psk), StockSecurity::PrivateNoise(psk)).await;
     }
 
     #[tokio::test]
