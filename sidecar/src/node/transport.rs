@@ -112,9 +112,40 @@ impl UpgradeInfo for TlsOrNoise {
 }
 
 impl TlsOrNoise {
-    /// Whether multistream-select agreed on TLS (else on Noise).
-    fn is_tls(&self, protocol: &str) -> bool {
-        self.tls.protocol_info().any(|tls| tls == protocol)
+    /// The handshake of the protocol multistream-select agreed on, as the dialer (`outbound`) or
+    /// the listener.
+    fn handshake<C>(
+        self,
+        socket: C,
+        protocol: &'static str,
+        outbound: bool,
+    ) -> BoxFuture<'static, Result<(PeerId, SecuredStream<C>), HandshakeError>>
+    where
+        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        if self.tls.protocol_info().any(|tls| tls == protocol) {
+            let handshake = if outbound {
+                self.tls.upgrade_outbound(socket, protocol)
+            } else {
+                self.tls.upgrade_inbound(socket, protocol)
+            };
+            async move {
+                let (peer, stream) = handshake.await?;
+                Ok((peer, future::Either::Left(stream)))
+            }
+            .boxed()
+        } else {
+            let handshake = if outbound {
+                self.noise.upgrade_outbound(socket, protocol)
+            } else {
+                self.noise.upgrade_inbound(socket, protocol)
+            };
+            async move {
+                let (peer, stream) = handshake.await?;
+                Ok((peer, future::Either::Right(stream)))
+            }
+            .boxed()
+        }
     }
 }
 
@@ -127,23 +158,7 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, socket: C, protocol: Self::Info) -> Self::Future {
-        if self.is_tls(protocol) {
-            let upgrade = self.tls.upgrade_inbound(socket, protocol);
-            async move {
-                Ok(upgrade
-                    .await
-                    .map(|(peer, s)| (peer, future::Either::Left(s)))?)
-            }
-            .boxed()
-        } else {
-            let upgrade = self.noise.upgrade_inbound(socket, protocol);
-            async move {
-                Ok(upgrade
-                    .await
-                    .map(|(peer, s)| (peer, future::Either::Right(s)))?)
-            }
-            .boxed()
-        }
+        self.handshake(socket, protocol, false)
     }
 }
 
@@ -156,23 +171,7 @@ where
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, socket: C, protocol: Self::Info) -> Self::Future {
-        if self.is_tls(protocol) {
-            let upgrade = self.tls.upgrade_outbound(socket, protocol);
-            async move {
-                Ok(upgrade
-                    .await
-                    .map(|(peer, s)| (peer, future::Either::Left(s)))?)
-            }
-            .boxed()
-        } else {
-            let upgrade = self.noise.upgrade_outbound(socket, protocol);
-            async move {
-                Ok(upgrade
-                    .await
-                    .map(|(peer, s)| (peer, future::Either::Right(s)))?)
-            }
-            .boxed()
-        }
+        self.handshake(socket, protocol, true)
     }
 }
 
@@ -187,19 +186,8 @@ mod tests {
 
     fn node_config(psk: Option<pnet::PreSharedKey>) -> NodeConfig {
         NodeConfig {
-            keypair: Keypair::generate_ed25519(),
-            network_id: "transport-unit".into(),
-            listen: Vec::new(),
-            announce: Vec::new(),
-            registry_enabled: false,
-            dns_enabled: false,
-            enable_dht: false,
-            enable_mdns: false,
-            allow_loopback: true,
-            enable_autonat: false,
             psk,
-            max_connections: 16,
-            target_peers: 8,
+            ..NodeConfig::loopback(Keypair::generate_ed25519(), "transport-unit")
         }
     }
 
