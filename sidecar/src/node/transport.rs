@@ -1,7 +1,7 @@
 //! Builds the swarm: TCP secured with TLS 1.3 ([`TlsConfig`], AES-GCM first) or Noise, and QUIC;
 //! or, on a private network (`--psk-file`), TCP wrapped in the pnet pre-shared-key handshake, then
-//! the same TLS or Noise (QUIC cannot carry pnet, so it is left out). TCP connections use our yamux adapter
-//! ([`YamuxConfig`]) for its larger data frames.
+//! the same TLS or Noise (QUIC cannot carry pnet, so it is left out). TCP connections use our
+//! yamux adapter ([`YamuxConfig`]) for its larger data frames.
 
 use std::time::Duration;
 
