@@ -106,26 +106,6 @@ pub(crate) struct EventLoop {
     operator_dials: HashSet<ConnectionId>,
 }
 
-/// The TCP addresses to dial beside a peer's connections when they are all QUIC and one of them is
-/// our own dial. A dial tries all of a peer's addresses at once and keeps the first connection up,
-/// which on a fast link is as often QUIC as TCP; bulk data over QUIC costs more CPU (see
-/// [`redundant_quic_connections`], which closes the QUIC one once TCP is up). Only the dialing
-/// side adds TCP, so two peers do not both open one.
-fn tcp_beside_quic(
-    connections: &HashMap<ConnectionId, OpenConnection>,
-    listen: &[Multiaddr],
-) -> Vec<Multiaddr> {
-    let quic_only = connections.values().all(|c| addresses::is_quic(&c.remote));
-    if !quic_only || !connections.values().any(|c| c.own_dial) {
-        return Vec::new();
-    }
-    listen
-        .iter()
-        .filter(|address| !addresses::is_quic(address))
-        .cloned()
-        .collect()
-}
-
 /// The QUIC connections to drop when a peer also has a TCP one. libp2p-stream opens each sync
 /// stream on any of a peer's connections, and QUIC (quinn, one UDP datagram per packet) costs a
 /// sender up to 60 % more CPU per byte than Noise and yamux over TCP: measured with
@@ -485,21 +465,6 @@ impl EventLoop {
         state.listen_addresses = listen.clone();
         let newly_confirmed = !state.confirmed;
         state.confirmed = true;
-        let tcp_to_add = if newly_confirmed {
-            tcp_beside_quic(&state.connections, &listen)
-        } else {
-            Vec::new()
-        };
-        if !tcp_to_add.is_empty() {
-            tracing::debug!(%peer_id, addresses = ?tcp_to_add, "dialing TCP beside a QUIC connection");
-            let options = DialOpts::peer_id(peer_id)
-                .addresses(tcp_to_add)
-                .condition(PeerCondition::Always)
-                .build();
-            if self.swarm.dial(options).is_ok() {
-                self.metrics.count_dial("started");
-            }
-        }
 
         self.peers
             .on_identified(peer_id, listen.clone(), Instant::now());
@@ -1009,31 +974,6 @@ mod tests {
                 (ConnectionId::new_unchecked(id), connection)
             })
             .collect()
-    }
-
-    #[test]
-    fn a_quic_only_peer_we_dialed_gets_a_tcp_dial_to_its_tcp_listen_addresses() {
-        let listen: Vec<Multiaddr> = ["/ip4/127.0.0.1/udp/4001/quic-v1", "/ip4/127.0.0.1/tcp/4001"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
-        let mut quic_dialed = connections(&["/ip4/127.0.0.1/udp/4001/quic-v1"]);
-        quic_dialed.values_mut().for_each(|c| c.own_dial = true);
-        assert_eq!(
-            tcp_beside_quic(&quic_dialed, &listen),
-            [listen[1].clone()],
-            "only the TCP address"
-        );
-        // The peer dialed us: it adds TCP itself, if it does.
-        let quic_accepted = connections(&["/ip4/127.0.0.1/udp/4001/quic-v1"]);
-        assert!(tcp_beside_quic(&quic_accepted, &listen).is_empty());
-        let mut tcp_dialed = connections(&["/ip4/127.0.0.1/tcp/4001"]);
-        tcp_dialed.values_mut().for_each(|c| c.own_dial = true);
-        assert!(tcp_beside_quic(&tcp_dialed, &listen).is_empty());
-        assert!(
-            tcp_beside_quic(&quic_dialed, &listen[..1]).is_empty(),
-            "no TCP address"
-        );
     }
 
     #[test]

@@ -14,8 +14,6 @@ mod peer_set;
 mod status;
 mod tls;
 mod transport;
-#[cfg(test)]
-mod transport_choice_tests;
 
 use prometheus_client::registry::Registry;
 use tokio::{

@@ -161,6 +161,10 @@ pub(super) fn exchange_inventory(
     });
 }
 
+/// Streams a reconcile request may find closed before the peer counts as predating
+/// reconciliation (see [`Exchange::run`]).
+const RECONCILE_ATTEMPTS: u32 = 2;
+
 /// One inventory exchange with one peer.
 struct Exchange<'a> {
     shared: &'a Arc<Shared>,
@@ -190,20 +194,28 @@ impl Exchange<'_> {
         // A draining node reads the full list even when the digests match: coverage is counted
         // from what the peer itself lists, after the drain began.
         if !draining {
-            let reconciled = self.reconcile(&mut client).await;
-            self.metrics
-                .inventory_bytes_received
-                .inc_by(client.body_bytes());
-            match reconciled {
-                Ok(()) => {
-                    client.close().await;
-                    return Ok(ExchangeOutcome::Reconciled);
+            // A stream closed on the first request is an older peer, or the connection it rode
+            // closing under it (a node drops a QUIC connection once a TCP one is up): a second
+            // stream, on whatever connection remains, tells the two apart.
+            for attempt in 1..=RECONCILE_ATTEMPTS {
+                let reconciled = self.reconcile(&mut client).await;
+                self.metrics
+                    .inventory_bytes_received
+                    .inc_by(client.body_bytes());
+                match reconciled {
+                    Ok(()) => {
+                        client.close().await;
+                        return Ok(ExchangeOutcome::Reconciled);
+                    }
+                    Err(Reconciliation::NotSupported) if attempt < RECONCILE_ATTEMPTS => {
+                        tracing::debug!(%peer, "stream closed on a reconcile request; trying a new one");
+                    }
+                    Err(Reconciliation::NotSupported) => {
+                        tracing::debug!(%peer, "peer closed the stream on every reconcile request (an older dig-sidecar?); reading its full inventory");
+                    }
+                    Err(Reconciliation::Failed(error)) => return Err(error),
                 }
-                Err(Reconciliation::NotSupported) => {
-                    tracing::debug!(%peer, "peer closed the stream on a reconcile request (an older dig-sidecar?); reading its full inventory");
-                    client = SyncClient::open(control, peer, protocol, timeout).await?;
-                }
-                Err(Reconciliation::Failed(error)) => return Err(error),
+                client = SyncClient::open(control, peer, protocol.clone(), timeout).await?;
             }
         }
         let entries = client.inventory().await?;
