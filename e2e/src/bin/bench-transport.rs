@@ -3,9 +3,10 @@
 //! plain TCP (the floor: no encryption, no multiplexing). Noise and TLS each run twice: as libp2p
 //! ships them (libp2p's yamux with 16 KiB data frames; libp2p-tls, which picks ChaCha20-Poly1305)
 //! and as the node runs them (`dig_sidecar::node::YamuxConfig` with larger frames;
-//! `dig_sidecar::node::TlsConfig`, AES-GCM first), so the table shows what each change saves. Two swarms in this process open
-//! one libp2p-stream stream and move `--mib` MiB in 1 MiB writes; the figures are the wall time
-//! and the CPU time of the whole process (both ends), the best of `--runs` alternating runs.
+//! `dig_sidecar::node::TlsConfig`, AES-GCM first), so the table shows what each change saves.
+//! Two swarms in this process open one libp2p-stream stream and move `--mib` MiB in 1 MiB writes;
+//! the figures are the wall time and the CPU time of the whole process (both ends), the best of
+//! `--runs` alternating runs.
 //!
 //! `cargo run --release -p dig-e2e --bin bench-transport`
 

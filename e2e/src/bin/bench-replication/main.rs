@@ -179,8 +179,8 @@ async fn large_file(
         last.as_secs_f64(),
         (size >> 20) as f64 / last.as_secs_f64()
     );
-    // Streams ride any of a peer's connections, and QUIC costs more CPU per byte than TCP: which
-    // transports carried this transfer explains much of the spread between runs.
+    // Streams ride any of a peer's connections, and QUIC costs more CPU per byte than TCP: a run
+    // whose transfer rode QUIC is not comparable with one that rode TCP.
     for node in &network.nodes {
         let peers = node.get_json("/peers").await?;
         let transports: Vec<String> = peers["peers"]
